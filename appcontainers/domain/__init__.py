@@ -1,0 +1,1 @@
+"""Pure models and ports: no I/O, no subprocess, no sockets."""

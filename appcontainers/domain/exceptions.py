@@ -1,0 +1,116 @@
+"""Every error appcontainers raises on purpose: one base, one line each."""
+
+
+class AppContainersError(Exception):
+    """Base of every appcontainers error; str() is one clear line for people."""
+
+
+class InvalidName(AppContainersError):
+    """A container or image name outside the allowed charset or length."""
+
+    def __init__(self, name, reason):
+        self.name, self.reason = name, reason
+        super().__init__(f"invalid name {name!r}: {reason}")
+
+
+class InvalidValue(AppContainersError):
+    """A value (address, MAC, path, setting) that is malformed."""
+
+
+class PoolExhausted(AppContainersError):
+    """No free address is left in the pool."""
+
+    def __init__(self, network):
+        self.network = network
+        super().__init__(f"address pool {network} is exhausted: destroy a container or widen the subnet")
+
+
+class NameTaken(AppContainersError):
+    """A container of that name already exists."""
+
+    def __init__(self, name):
+        self.name = name
+        super().__init__(f"a container named {name!r} already exists")
+
+
+class UnknownContainer(AppContainersError):
+    """No container of that name exists."""
+
+    def __init__(self, name):
+        self.name = name
+        super().__init__(f"no container named {name!r}")
+
+
+class UnknownImage(AppContainersError):
+    """No image of that id, name or path exists."""
+
+    def __init__(self, ref):
+        self.ref = ref
+        super().__init__(f"no image {ref!r}")
+
+
+class ImageCorrupt(AppContainersError):
+    """An image file that fails verification."""
+
+    def __init__(self, path, reason):
+        self.path, self.reason = path, reason
+        super().__init__(f"image {path} is not usable: {reason}")
+
+
+class InUse(AppContainersError):
+    """A resource still used by something else."""
+
+
+class StateCorrupt(AppContainersError):
+    """The state file cannot be read; it is kept as it is for inspection."""
+
+    def __init__(self, path, reason):
+        self.path, self.reason = path, reason
+        super().__init__(f"state file {path} is unreadable ({reason}); it was left untouched: "
+                         f"inspect or move it aside")
+
+
+class UnsafePath(AppContainersError):
+    """A path or archive member that would escape the container's filesystem."""
+
+
+class CommandFailed(AppContainersError):
+    """An external tool failed; keeps the argv, exit code and output."""
+
+    def __init__(self, argv, returncode, output=""):
+        self.argv, self.returncode, self.output = tuple(argv), returncode, output
+        tail = output.strip().splitlines()[-3:]
+        detail = (": " + " | ".join(tail)) if tail else ""
+        super().__init__(f"{argv[0]} exited with {returncode}{detail} (command: {' '.join(self.argv)})")
+
+
+class CommandTimeout(AppContainersError):
+    """An external tool or container command ran past its timeout and was killed."""
+
+    def __init__(self, what, timeout, output=""):
+        self.what, self.timeout, self.output = what, timeout, output
+        super().__init__(f"{what} did not finish within {timeout:g}s and was killed")
+
+
+class ToolMissing(AppContainersError):
+    """A required host tool is not installed."""
+
+    def __init__(self, tool, package):
+        self.tool, self.package = tool, package
+        super().__init__(f"{tool} not found: install {package} (e.g. `apt-get install {package}` "
+                         f"or run scripts/setup-host)")
+
+
+class NotRoot(AppContainersError):
+    """The operation needs root."""
+
+    def __init__(self, what="appcontainers"):
+        super().__init__(f"{what} needs root (LXC, mounts and loop devices): run it as root or with sudo")
+
+
+class ContainerStateError(AppContainersError):
+    """The container is not in a state that allows the operation."""
+
+
+class AgentUnavailable(AppContainersError):
+    """The in-container agent did not answer."""

@@ -1,0 +1,149 @@
+"""Images: what a .aimg file's manifest says, and the record the store keeps."""
+from __future__ import annotations
+
+import re
+
+import attrs
+
+from .exceptions import InvalidValue
+from .reservation import _commands
+
+FORMAT_VERSION = 1
+_ID_RE = re.compile(r"^[0-9a-f]{64}$")
+_TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+KINDS = ("base", "user")
+
+
+def validate_image_name(name) -> str:
+    if not isinstance(name, str) or not _TAG_RE.match(name) or ".." in name:
+        raise InvalidValue(f"invalid image name {name!r}: use letters, digits, '_', '.' and '-' "
+                           f"(at most 64, starting with a letter or digit)")
+    return name
+
+
+def _check_id(_inst, _attr, value):
+    if value is not None and not (isinstance(value, str) and _ID_RE.match(value)):
+        raise InvalidValue(f"invalid image id {value!r}: expected 64 lowercase hex digits (sha256)")
+
+
+def _check_env(_inst, _attr, value):
+    for k, v in value.items():
+        if not isinstance(k, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
+            raise InvalidValue(f"invalid environment variable name {k!r}")
+        if not isinstance(v, str) or "\x00" in v:
+            raise InvalidValue(f"invalid value for environment variable {k!r}")
+
+
+def _check_binds(_inst, _attr, value):
+    for p in value:
+        if not isinstance(p, str) or not p.startswith("/") or "\x00" in p or "/../" in p + "/":
+            raise InvalidValue(f"invalid host bind path {p!r}")
+
+
+@attrs.frozen
+class Manifest:
+    """What an image says about itself (manifest.json inside the .aimg)."""
+
+    name: str = attrs.field(validator=lambda i, a, v: validate_image_name(v))
+    created: float = attrs.field(converter=float)
+    parent: str | None = attrs.field(default=None, validator=_check_id)
+    startup_commands: tuple[str, ...] = attrs.field(default=(), converter=_commands)
+    environment: dict = attrs.field(factory=dict, converter=dict, validator=_check_env)
+    # Host paths bind-mounted read-only at the same place (the default base borrows the host's Python).
+    host_binds: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_check_binds)
+    base: str | None = attrs.field(default=None)
+    init: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    format_version: int = attrs.field(default=FORMAT_VERSION)
+
+    @format_version.validator
+    def _check_version(self, _attr, value):
+        if not isinstance(value, int) or value < 1:
+            raise InvalidValue(f"invalid manifest format version {value!r}")
+        if value > FORMAT_VERSION:
+            raise InvalidValue(f"manifest format version {value} is newer than this appcontainers "
+                               f"understands ({FORMAT_VERSION}): upgrade appcontainers")
+
+    def to_dict(self) -> dict:
+        d = attrs.asdict(self)
+        for k in ("startup_commands", "host_binds", "init"):
+            d[k] = list(d[k])
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Manifest":
+        if not isinstance(data, dict):
+            raise InvalidValue("manifest is not a JSON object")
+        missing = [k for k in ("format_version", "name", "created") if k not in data]
+        if missing:
+            raise InvalidValue(f"manifest lacks {', '.join(missing)}")
+        try:
+            return cls(
+                name=data["name"], created=data["created"], parent=data.get("parent"),
+                startup_commands=data.get("startup_commands", ()),
+                environment=data.get("environment", {}), host_binds=data.get("host_binds", ()),
+                base=data.get("base"), init=data.get("init", ()),
+                format_version=data["format_version"],
+            )
+        except (TypeError, ValueError) as e:
+            raise InvalidValue(f"malformed manifest: {e}") from None
+
+
+@attrs.frozen
+class Image:
+    """An image in the store: its id (sha256 of the file), manifest and kind."""
+
+    id: str = attrs.field(validator=_check_id)
+    manifest: Manifest
+    kind: str = attrs.field(default="user", validator=attrs.validators.in_(KINDS))
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def parent(self) -> str | None:
+        return self.manifest.parent
+
+    @property
+    def created(self) -> float:
+        return self.manifest.created
+
+    @property
+    def startup_commands(self) -> tuple[str, ...]:
+        return self.manifest.startup_commands
+
+    @property
+    def environment(self) -> dict:
+        return self.manifest.environment
+
+    @property
+    def format_version(self) -> int:
+        return self.manifest.format_version
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "kind": self.kind, "manifest": self.manifest.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Image":
+        try:
+            return cls(id=data["id"], manifest=Manifest.from_dict(data["manifest"]),
+                       kind=data.get("kind", "user"))
+        except KeyError as e:
+            raise InvalidValue(f"image record lacks {e.args[0]!r}") from None
+
+
+def lineage(images: dict[str, Image], image_id: str) -> list[Image]:
+    """The image and its ancestors, top first; raises if a parent is missing or loops."""
+    chain, seen = [], set()
+    current = image_id
+    while current is not None:
+        if current in seen:
+            raise InvalidValue(f"image {current[:12]} has a parent loop")
+        seen.add(current)
+        img = images.get(current)
+        if img is None:
+            from .exceptions import UnknownImage
+            raise UnknownImage(current)
+        chain.append(img)
+        current = img.parent
+    return chain

@@ -1,0 +1,87 @@
+"""A container's claim on the host: its name, address, MAC and image."""
+from __future__ import annotations
+
+import ipaddress
+import re
+
+import attrs
+
+from .exceptions import InvalidName, InvalidValue
+from .network import normalize_mac
+
+NAME_MAX = 40
+_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+
+# Where an operation stands; anything but READY is an intent a crash may leave behind.
+PROVISIONING, READY, DESTROYING = "provisioning", "ready", "destroying"
+STATUSES = (PROVISIONING, READY, DESTROYING)
+
+
+def validate_name(name) -> str:
+    """A container name is a DNS label (it becomes the hostname): a-z, 0-9 and '-'."""
+    if not isinstance(name, str):
+        raise InvalidName(name, "a name must be a string")
+    if not name:
+        raise InvalidName(name, "a name cannot be empty")
+    if len(name) > NAME_MAX:
+        raise InvalidName(name, f"at most {NAME_MAX} characters")
+    if not _NAME_RE.match(name):
+        raise InvalidName(name, "use lowercase letters a-z, digits and '-', starting and ending "
+                                "with a letter or digit")
+    return name
+
+
+def _check_name(_inst, _attr, value):
+    validate_name(value)
+
+
+def _check_ip(_inst, _attr, value):
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        raise InvalidValue(f"invalid IPv4 address {value!r}") from None
+
+
+def _commands(value) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise InvalidValue("startup commands must be a list of strings, not one string")
+    out = tuple(value)
+    for c in out:
+        if not isinstance(c, str) or not c.strip():
+            raise InvalidValue(f"invalid startup command {c!r}: a non-empty string is needed")
+        if "\x00" in c:
+            raise InvalidValue("a startup command cannot contain a NUL byte")
+    return out
+
+
+@attrs.frozen
+class Reservation:
+    """Everything the host holds for one container."""
+
+    name: str = attrs.field(validator=_check_name)
+    ip: str = attrs.field(validator=_check_ip)
+    mac: str = attrs.field(converter=normalize_mac)
+    image: str = attrs.field(validator=attrs.validators.instance_of(str))
+    ephemeral: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    startup_commands: tuple[str, ...] = attrs.field(default=(), converter=_commands)
+    created: float = attrs.field(default=0.0, converter=float)
+    status: str = attrs.field(default=READY, validator=attrs.validators.in_(STATUSES))
+    mounter: str = attrs.field(default="kernel", validator=attrs.validators.in_(("kernel", "fuse")))
+
+    def to_dict(self) -> dict:
+        d = attrs.asdict(self)
+        d["startup_commands"] = list(self.startup_commands)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Reservation":
+        try:
+            return cls(
+                name=data["name"], ip=data["ip"], mac=data["mac"], image=data["image"],
+                ephemeral=data.get("ephemeral", False),
+                startup_commands=data.get("startup_commands", ()),
+                created=data.get("created", 0.0), status=data.get("status", READY),
+                mounter=data.get("mounter", "kernel"),
+            )
+        except KeyError as e:
+            raise InvalidValue(f"reservation record lacks {e.args[0]!r}") from None

@@ -1,0 +1,77 @@
+"""The whole persisted state: reservations, the address pool and the images."""
+from __future__ import annotations
+
+import attrs
+
+from .exceptions import InvalidValue, NameTaken, UnknownContainer
+from .image import Image
+from .network import AddressPool
+from .reservation import Reservation
+
+SCHEMA_VERSION = 1
+
+
+@attrs.define
+class State:
+    pool: AddressPool
+    reservations: dict[str, Reservation] = attrs.Factory(dict)
+    images: dict[str, Image] = attrs.Factory(dict)
+
+    @classmethod
+    def empty(cls, network: str) -> "State":
+        return cls(pool=AddressPool(network))
+
+    def macs(self) -> set[str]:
+        return {r.mac for r in self.reservations.values()}
+
+    def get(self, name: str) -> Reservation:
+        try:
+            return self.reservations[name]
+        except KeyError:
+            raise UnknownContainer(name) from None
+
+    def add(self, reservation: Reservation) -> None:
+        if reservation.name in self.reservations:
+            raise NameTaken(reservation.name)
+        holder = self.pool.holder_of(reservation.ip)
+        if holder != reservation.name:
+            raise InvalidValue(f"address {reservation.ip} is not allocated to {reservation.name!r}")
+        if reservation.mac in self.macs():
+            raise InvalidValue(f"MAC {reservation.mac} is already held")
+        self.reservations[reservation.name] = reservation
+
+    def put(self, reservation: Reservation) -> None:
+        """Replace an existing reservation (an evolved copy of it)."""
+        self.get(reservation.name)
+        self.reservations[reservation.name] = reservation
+
+    def remove(self, name: str) -> Reservation | None:
+        r = self.reservations.pop(name, None)
+        self.pool.release(name)
+        return r
+
+    def to_dict(self) -> dict:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "pool": self.pool.to_dict(),
+            "reservations": {n: r.to_dict() for n, r in sorted(self.reservations.items())},
+            "images": {i: img.to_dict() for i, img in sorted(self.images.items())},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "State":
+        if not isinstance(data, dict):
+            raise InvalidValue("state is not a JSON object")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise InvalidValue(f"state schema version {version!r} is not {SCHEMA_VERSION}")
+        try:
+            pool = AddressPool.from_dict(data["pool"])
+            res = {n: Reservation.from_dict(r) for n, r in data.get("reservations", {}).items()}
+            imgs = {i: Image.from_dict(d) for i, d in data.get("images", {}).items()}
+        except (KeyError, AttributeError, TypeError) as e:
+            raise InvalidValue(f"malformed state: {e!r}") from None
+        for n, r in res.items():
+            if r.name != n or pool.address_of(n) != r.ip:
+                raise InvalidValue(f"reservation {n!r} disagrees with the address pool")
+        return cls(pool=pool, reservations=res, images=imgs)
