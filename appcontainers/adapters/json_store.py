@@ -8,6 +8,7 @@ import os
 import tempfile
 
 from ..domain.exceptions import AppContainersError, InvalidValue, StateCorrupt
+from ..domain.network import parse_network
 from ..domain.state import State
 
 
@@ -44,11 +45,12 @@ class JsonStore:
             raise StateCorrupt(self.path, e.strerror or str(e)) from None
         try:
             state = State.from_dict(json.loads(raw))
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
             raise StateCorrupt(self.path, f"not valid JSON: {e}") from None
         except AppContainersError as e:
             raise StateCorrupt(self.path, str(e)) from None
-        if state.pool.network != self.network:
+        # Compare normalized forms: "10.0.0.0/255.255.255.0" is the same subnet as "10.0.0.0/24".
+        if state.pool.network != str(parse_network(self.network)):
             if state.reservations:
                 raise InvalidValue(
                     f"{self.path} holds addresses of {state.pool.network} but the configured subnet is "

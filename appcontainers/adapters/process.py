@@ -70,6 +70,7 @@ def stream(argv, *, timeout: float | None, on_line=None, input: bytes | None = N
     sel.register(proc.stderr, selectors.EVENT_READ, "stderr")
     deadline = None if timeout is None else time.monotonic() + timeout
     open_streams = 2
+    finished = False
     try:
         while open_streams:
             wait = None if deadline is None else deadline - time.monotonic()
@@ -93,9 +94,17 @@ def stream(argv, *, timeout: float | None, on_line=None, input: bytes | None = N
                     *lines, partial[name] = data.split(b"\n")
                     for line in lines:
                         on_line(name, line.decode(errors="replace"))
+        finished = True
     finally:
         sel.close()
         proc.stdout.close()
         proc.stderr.close()
+        if not finished and proc.poll() is None:
+            # Interrupted (an exception in a callback, KeyboardInterrupt): do not leave it running.
+            try:
+                os.killpg(proc.pid, 9)
+            except ProcessLookupError:
+                pass
+            proc.wait()
     code = proc.wait()
     return code, bytes(bufs["stdout"]), bytes(bufs["stderr"])

@@ -5,8 +5,8 @@ import re
 
 import attrs
 
-from .exceptions import InvalidValue
-from .reservation import _commands
+from .exceptions import InvalidValue, UnknownImage
+from .reservation import _commands, _one_of
 
 FORMAT_VERSION = 1
 _ID_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -15,15 +15,22 @@ KINDS = ("base", "user")
 
 
 def validate_image_name(name) -> str:
-    if not isinstance(name, str) or not _TAG_RE.match(name) or ".." in name:
+    if not isinstance(name, str) or not _TAG_RE.fullmatch(name) or ".." in name:
         raise InvalidValue(f"invalid image name {name!r}: use letters, digits, '_', '.' and '-' "
                            f"(at most 64, starting with a letter or digit)")
     return name
 
 
 def _check_id(_inst, _attr, value):
-    if value is not None and not (isinstance(value, str) and _ID_RE.match(value)):
+    if value is not None and not (isinstance(value, str) and _ID_RE.fullmatch(value)):
         raise InvalidValue(f"invalid image id {value!r}: expected 64 lowercase hex digits (sha256)")
+
+
+def _check_required_id(inst, attr, value):
+    # An image always has an id; only a manifest's parent may be None.
+    if value is None:
+        raise InvalidValue("invalid image id None: expected 64 lowercase hex digits (sha256)")
+    _check_id(inst, attr, value)
 
 
 def _check_env(_inst, _attr, value):
@@ -32,6 +39,18 @@ def _check_env(_inst, _attr, value):
             raise InvalidValue(f"invalid environment variable name {k!r}")
         if not isinstance(v, str) or "\x00" in v:
             raise InvalidValue(f"invalid value for environment variable {k!r}")
+
+
+def _strings(what):
+    """A converter to a tuple that refuses a lone string (which tuple() would split into characters)."""
+    def convert(value) -> tuple:
+        if isinstance(value, (str, bytes)):
+            raise InvalidValue(f"{what} must be a list of strings, not one string")
+        try:
+            return tuple(value)
+        except TypeError:
+            raise InvalidValue(f"{what} must be a list of strings, not {value!r}") from None
+    return convert
 
 
 def _check_binds(_inst, _attr, value):
@@ -50,14 +69,16 @@ class Manifest:
     startup_commands: tuple[str, ...] = attrs.field(default=(), converter=_commands)
     environment: dict = attrs.field(factory=dict, converter=dict, validator=_check_env)
     # Host paths bind-mounted read-only at the same place (the default base borrows the host's Python).
-    host_binds: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_check_binds)
+    host_binds: tuple[str, ...] = attrs.field(default=(), converter=_strings("host_binds"),
+                                            validator=_check_binds)
     base: str | None = attrs.field(default=None)
-    init: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    init: tuple[str, ...] = attrs.field(default=(), converter=_strings("init"))
+    build_key: str | None = None
     format_version: int = attrs.field(default=FORMAT_VERSION)
 
     @format_version.validator
     def _check_version(self, _attr, value):
-        if not isinstance(value, int) or value < 1:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise InvalidValue(f"invalid manifest format version {value!r}")
         if value > FORMAT_VERSION:
             raise InvalidValue(f"manifest format version {value} is newer than this appcontainers "
@@ -81,7 +102,7 @@ class Manifest:
                 name=data["name"], created=data["created"], parent=data.get("parent"),
                 startup_commands=data.get("startup_commands", ()),
                 environment=data.get("environment", {}), host_binds=data.get("host_binds", ()),
-                base=data.get("base"), init=data.get("init", ()),
+                base=data.get("base"), init=data.get("init", ()), build_key=data.get("build_key"),
                 format_version=data["format_version"],
             )
         except (TypeError, ValueError) as e:
@@ -92,9 +113,9 @@ class Manifest:
 class Image:
     """An image in the store: its id (sha256 of the file), manifest and kind."""
 
-    id: str = attrs.field(validator=_check_id)
+    id: str = attrs.field(validator=_check_required_id)
     manifest: Manifest
-    kind: str = attrs.field(default="user", validator=attrs.validators.in_(KINDS))
+    kind: str = attrs.field(default="user", validator=_one_of(KINDS))
 
     @property
     def name(self) -> str:
@@ -125,11 +146,15 @@ class Image:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Image":
+        if not isinstance(data, dict):
+            raise InvalidValue("image record is not a JSON object")
         try:
             return cls(id=data["id"], manifest=Manifest.from_dict(data["manifest"]),
                        kind=data.get("kind", "user"))
         except KeyError as e:
             raise InvalidValue(f"image record lacks {e.args[0]!r}") from None
+        except (TypeError, ValueError) as e:
+            raise InvalidValue(f"malformed image record: {e}") from None
 
 
 def lineage(images: dict[str, Image], image_id: str) -> list[Image]:
@@ -137,12 +162,11 @@ def lineage(images: dict[str, Image], image_id: str) -> list[Image]:
     chain, seen = [], set()
     current = image_id
     while current is not None:
-        if current in seen:
+        if len(seen) > 50:
             raise InvalidValue(f"image {current[:12]} has a parent loop")
         seen.add(current)
         img = images.get(current)
         if img is None:
-            from .exceptions import UnknownImage
             raise UnknownImage(current)
         chain.append(img)
         current = img.parent

@@ -116,7 +116,11 @@ class AddressPool:
         return None if ip is None else str(ipaddress.IPv4Address(ip))
 
     def holder_of(self, address: str) -> str | None:
-        return self._owner.get(int(ipaddress.IPv4Address(address)))
+        try:
+            ip = int(ipaddress.IPv4Address(address))
+        except ValueError:
+            raise InvalidValue(f"invalid IPv4 address {address!r}") from None
+        return self._owner.get(ip)
 
     def allocations(self) -> dict[str, str]:
         return {n: str(ipaddress.IPv4Address(ip)) for n, ip in self._by_name.items()}
@@ -152,6 +156,8 @@ class MacGenerator:
     def _check_prefix(self, _attr, value):
         if value is None:
             return
+        if not isinstance(value, str):
+            raise InvalidValue(f"invalid MAC prefix {value!r}: expected 1 to 5 hex octets like 00:16:3e")
         parts = value.lower().split(":")
         if not (1 <= len(parts) <= 5) or not all(re.fullmatch(r"[0-9a-f]{2}", p) for p in parts):
             raise InvalidValue(f"invalid MAC prefix {value!r}: expected 1 to 5 hex octets like 00:16:3e")
@@ -171,7 +177,10 @@ class MacGenerator:
         """A MAC not in `used` (normalized lowercase strings)."""
         used = {normalize_mac(m) for m in used}
         free_bits = 8 * (6 - len(self.prefix.split(":"))) if self.prefix else 46
-        if len(used) >= 2 ** free_bits:
+        # Only MACs this generator could produce count towards exhaustion.
+        head = self.prefix.lower() + ":" if self.prefix else None
+        mine = sum(1 for m in used if m.startswith(head)) if head else len(used)
+        if mine >= 2 ** free_bits:
             raise PoolExhausted(f"MAC prefix {self.prefix}")
         for _ in range(attempts):
             mac = self._candidate()

@@ -25,7 +25,7 @@ def validate_name(name) -> str:
         raise InvalidName(name, "a name cannot be empty")
     if len(name) > NAME_MAX:
         raise InvalidName(name, f"at most {NAME_MAX} characters")
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise InvalidName(name, "use lowercase letters a-z, digits and '-', starting and ending "
                                 "with a letter or digit")
     return name
@@ -36,16 +36,37 @@ def _check_name(_inst, _attr, value):
 
 
 def _check_ip(_inst, _attr, value):
+    # A string only: ipaddress also takes ints and packed bytes, which would end up in the JSON.
     try:
+        if not isinstance(value, str):
+            raise ValueError
         ipaddress.IPv4Address(value)
     except ValueError:
         raise InvalidValue(f"invalid IPv4 address {value!r}") from None
 
 
+def _one_of(choices):
+    """An attrs validator raising InvalidValue (not attrs' ValueError) for a value outside choices."""
+    def check(_inst, attr, value):
+        if value not in choices:
+            raise InvalidValue(f"invalid {attr.name} {value!r}: expected one of {', '.join(map(repr, choices))}")
+    return check
+
+
+def _instance_of(kind):
+    def check(_inst, attr, value):
+        if not isinstance(value, kind):
+            raise InvalidValue(f"invalid {attr.name} {value!r}: expected a {kind.__name__}")
+    return check
+
+
 def _commands(value) -> tuple[str, ...]:
-    if isinstance(value, str):
+    if isinstance(value, (str, bytes)):
         raise InvalidValue("startup commands must be a list of strings, not one string")
-    out = tuple(value)
+    try:
+        out = tuple(value)
+    except TypeError:
+        raise InvalidValue(f"startup commands must be a list of strings, not {value!r}") from None
     for c in out:
         if not isinstance(c, str) or not c.strip():
             raise InvalidValue(f"invalid startup command {c!r}: a non-empty string is needed")
@@ -61,12 +82,12 @@ class Reservation:
     name: str = attrs.field(validator=_check_name)
     ip: str = attrs.field(validator=_check_ip)
     mac: str = attrs.field(converter=normalize_mac)
-    image: str = attrs.field(validator=attrs.validators.instance_of(str))
-    ephemeral: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    image: str = attrs.field(validator=_instance_of(str))
+    ephemeral: bool = attrs.field(default=False, validator=_instance_of(bool))
     startup_commands: tuple[str, ...] = attrs.field(default=(), converter=_commands)
     created: float = attrs.field(default=0.0, converter=float)
-    status: str = attrs.field(default=READY, validator=attrs.validators.in_(STATUSES))
-    mounter: str = attrs.field(default="kernel", validator=attrs.validators.in_(("kernel", "fuse")))
+    status: str = attrs.field(default=READY, validator=_one_of(STATUSES))
+    mounter: str = attrs.field(default="kernel", validator=_one_of(("kernel", "fuse")))
 
     def to_dict(self) -> dict:
         d = attrs.asdict(self)
@@ -75,6 +96,8 @@ class Reservation:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Reservation":
+        if not isinstance(data, dict):
+            raise InvalidValue("reservation record is not a JSON object")
         try:
             return cls(
                 name=data["name"], ip=data["ip"], mac=data["mac"], image=data["image"],
@@ -85,3 +108,5 @@ class Reservation:
             )
         except KeyError as e:
             raise InvalidValue(f"reservation record lacks {e.args[0]!r}") from None
+        except (TypeError, ValueError) as e:
+            raise InvalidValue(f"malformed reservation record: {e}") from None

@@ -69,9 +69,13 @@ class State:
             pool = AddressPool.from_dict(data["pool"])
             res = {n: Reservation.from_dict(r) for n, r in data.get("reservations", {}).items()}
             imgs = {i: Image.from_dict(d) for i, d in data.get("images", {}).items()}
-        except (KeyError, AttributeError, TypeError) as e:
+        except (KeyError, AttributeError, TypeError, ValueError) as e:
             raise InvalidValue(f"malformed state: {e!r}") from None
+        macs = set()
         for n, r in res.items():
             if r.name != n or pool.address_of(n) != r.ip:
                 raise InvalidValue(f"reservation {n!r} disagrees with the address pool")
+            if r.mac in macs:
+                raise InvalidValue(f"MAC {r.mac} is held by two reservations")
+            macs.add(r.mac)
         return cls(pool=pool, reservations=res, images=imgs)

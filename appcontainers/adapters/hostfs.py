@@ -1,0 +1,96 @@
+"""Plain host file operations the services need (a port, so the fakes can stand in)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+from . import rootfs_files
+
+
+class HostFs:
+    def make_dirs(self, *paths: str, mode: int = 0o755) -> None:
+        for p in paths:
+            os.makedirs(p, mode=mode, exist_ok=True)
+
+    def remove_tree(self, path: str) -> None:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.unlink(path)
+
+    def remove_file(self, path: str) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+    def exists(self, path: str) -> bool:
+        return os.path.lexists(path)
+
+    def write_text(self, path: str, text: str, mode: int = 0o644) -> None:
+        """Atomically replace path's content."""
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+
+    def write_json(self, path: str, data) -> None:
+        self.write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+    def size(self, path: str) -> int:
+        return os.path.getsize(path)
+
+    def is_file(self, path: str) -> bool:
+        return os.path.isfile(path)
+
+    def move(self, src: str, dest: str) -> None:
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        os.replace(src, dest)
+
+    def link_or_copy(self, src: str, dest: str) -> None:
+        """Put a copy of src at dest (a hard link when on the same filesystem), atomically."""
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        tmp = dest + ".tmp"
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+
+    # Inside a container's root: never leaves it.
+    def write_in_root(self, root: str, path: str, data: bytes, mode: int) -> None:
+        rootfs_files.write_file(root, path, data, mode)
+
+    def extract_in_root(self, root: str, dest: str, archive: str) -> int:
+        return rootfs_files.extract_archive(root, dest, archive)
+
+    def check_archive(self, archive: str) -> None:
+        rootfs_files.check_archive(archive, "/nonexistent-dest")
+
+
+class _Lock:
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        import fcntl
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+
+
+def lock(path: str) -> _Lock:
+    """An exclusive cross-process lock held for a with-block."""
+    return _Lock(path)
+
+
+HostFs.lock = staticmethod(lock)

@@ -1,0 +1,73 @@
+"""The service's own Linux bridge, and the MACs already present on this host."""
+from __future__ import annotations
+
+import json
+import os
+
+from . import process
+
+
+def bridge_plan(name: str, gateway: str, prefixlen: int, present: dict | None) -> list[list[str]]:
+    """The ip(8) commands that bring the bridge to the wanted state (pure; [] when it is there).
+
+    present: the bridge's `ip -j addr show` record, or None if it does not exist.
+    """
+    plan = []
+    if present is None:
+        plan.append(["ip", "link", "add", name, "type", "bridge"])
+        addrs = []
+    else:
+        addrs = [(a.get("local"), a.get("prefixlen")) for a in present.get("addr_info", [])
+                 if a.get("family") == "inet"]
+    if (gateway, prefixlen) not in addrs:
+        plan.append(["ip", "addr", "add", f"{gateway}/{prefixlen}", "dev", name])
+    if present is None or "UP" not in present.get("flags", []):
+        plan.append(["ip", "link", "set", name, "up"])
+    return plan
+
+
+class HostNetwork:
+    def _show(self, name: str) -> dict | None:
+        proc = process.run(["ip", "-j", "addr", "show", "dev", name], timeout=10, check=False)
+        if proc.returncode != 0:
+            return None
+        data = json.loads(proc.stdout or b"[]")
+        return data[0] if data else None
+
+    def ensure_bridge(self, name: str, gateway: str, prefixlen: int) -> None:
+        """Create the bridge with the gateway address if missing; idempotent."""
+        present = self._show(name)
+        if present is not None and present.get("linkinfo", {}).get("info_kind", "bridge") not in ("bridge",):
+            from ..domain.exceptions import InvalidValue
+            raise InvalidValue(f"interface {name} exists and is not a bridge")
+        for argv in bridge_plan(name, gateway, prefixlen, present):
+            proc = process.run(argv, timeout=10, check=False)
+            # A concurrent process may have done the same step first.
+            if proc.returncode != 0 and b"exists" not in proc.stderr:
+                process.run(argv, timeout=10)
+
+    def remove_bridge(self, name: str) -> None:
+        process.run(["ip", "link", "del", name], timeout=10, check=False)
+
+    def bridge_exists(self, name: str) -> bool:
+        return os.path.exists(f"/sys/class/net/{name}")
+
+    def host_macs(self) -> set[str]:
+        macs = set()
+        try:
+            names = os.listdir("/sys/class/net")
+        except FileNotFoundError:
+            return macs
+        for n in names:
+            try:
+                with open(f"/sys/class/net/{n}/address") as f:
+                    macs.add(f.read().strip().lower())
+            except OSError:
+                pass
+        return macs
+
+    def veths_on(self, bridge: str) -> list[str]:
+        try:
+            return sorted(os.listdir(f"/sys/class/net/{bridge}/brif"))
+        except FileNotFoundError:
+            return []

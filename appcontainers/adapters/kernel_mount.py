@@ -1,0 +1,51 @@
+"""RootfsMounter with the kernel: loop-mounted squashfs layers under an overlayfs."""
+from __future__ import annotations
+
+import os
+
+from . import process
+from .mountinfo import mounted_under, is_mountpoint
+
+
+def overlay_options(lowers: list[str], upper: str, work: str) -> str:
+    """The overlayfs mount options (pure)."""
+    return f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work}"
+
+
+class KernelMounter:
+    name = "kernel"
+
+    def mount(self, layers: list[str], lower_mounts: list[str], upper: str, work: str, target: str) -> None:
+        """Mount each image file read-only at its lower mount point, then the overlay at target.
+
+        layers and lower_mounts pair up, top first. Rolls back what it mounted on failure.
+        """
+        done: list[str] = []
+        try:
+            for image, point in zip(layers, lower_mounts):
+                os.makedirs(point, exist_ok=True)
+                if not is_mountpoint(point):
+                    process.run(["mount", "-t", "squashfs", "-o", "ro,loop,nodev,nosuid", image, point], timeout=60)
+                done.append(point)
+            for d in (upper, work, target):
+                os.makedirs(d, exist_ok=True)
+            lowers = [os.path.join(p, "rootfs") for p in lower_mounts]
+            process.run(["mount", "-t", "overlay", "overlay", "-o", overlay_options(lowers, upper, work), target],
+                        timeout=60)
+        except BaseException:
+            for point in reversed(done):
+                process.run(["umount", point], timeout=60, check=False)
+            raise
+
+    def unmount(self, target: str, lower_mounts: list[str]) -> None:
+        if is_mountpoint(target):
+            process.run(["umount", target], timeout=60)
+        for point in lower_mounts:
+            if is_mountpoint(point):
+                process.run(["umount", point], timeout=60)
+
+    def is_mounted(self, target: str) -> bool:
+        return is_mountpoint(target)
+
+    def mounted(self, prefix: str) -> list[str]:
+        return mounted_under(prefix)

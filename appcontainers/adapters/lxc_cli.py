@@ -1,0 +1,110 @@
+"""ContainerDriver over the lxc-* tools, with our own lxcpath so /var/lib/lxc is untouched."""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+from ..domain.exceptions import ContainerStateError, CommandTimeout
+from . import process
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class LxcDriver:
+    def __init__(self, lxcpath: str):
+        self.lxcpath = lxcpath
+
+    def _dir(self, name: str) -> str:
+        return os.path.join(self.lxcpath, name)
+
+    def _base(self, tool: str, name: str) -> list[str]:
+        return [tool, "-P", self.lxcpath, "-n", name]
+
+    def create(self, name: str, config: str) -> None:
+        """Write the container's config (atomically); LXC needs nothing else."""
+        d = self._dir(name)
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        tmp = os.path.join(d, ".config.tmp")
+        with open(tmp, "w") as f:
+            f.write(config)
+        os.replace(tmp, os.path.join(d, "config"))
+
+    def exists(self, name: str) -> bool:
+        return os.path.exists(os.path.join(self._dir(name), "config"))
+
+    def state(self, name: str) -> str:
+        if not self.exists(name):
+            return "MISSING"
+        proc = process.run([*self._base("lxc-info", name), "-s", "-H"], timeout=10, check=False)
+        out = proc.stdout.decode().strip()
+        return out if proc.returncode == 0 and out else "STOPPED"
+
+    def pid(self, name: str) -> int | None:
+        proc = process.run([*self._base("lxc-info", name), "-p", "-H"], timeout=10, check=False)
+        out = proc.stdout.decode().strip()
+        return int(out) if proc.returncode == 0 and out.isdigit() else None
+
+    def _wait(self, name: str, want: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            current = self.state(name)
+            if current == want:
+                return
+            if time.monotonic() > deadline:
+                raise CommandTimeout(f"waiting for container {name} to be {want} (it is {current})", timeout)
+            time.sleep(0.02)
+
+    def start(self, name: str, timeout: float) -> None:
+        log = os.path.join(self._dir(name), "lxc.log")
+        argv = [*self._base("lxc-start", name), "-d", "-o", log, "-l", "WARN"]
+        try:
+            process.run(argv, timeout=timeout)
+        except Exception as e:
+            raise ContainerStateError(f"container {name} failed to start: {e}; see {log}") from None
+        self._wait(name, "RUNNING", timeout)
+
+    def stop(self, name: str, timeout: float) -> None:
+        """Ask init to halt (SIGPWR), kill after the timeout."""
+        if self.state(name) in ("STOPPED", "MISSING"):
+            return
+        if self.state(name) == "FROZEN":
+            self.unfreeze(name)
+        proc = process.run([*self._base("lxc-stop", name), "-t", str(int(max(1, timeout)))],
+                           timeout=timeout + 10, check=False)
+        if proc.returncode != 0 and self.state(name) != "STOPPED":
+            process.run([*self._base("lxc-stop", name), "-k"], timeout=30, check=False)
+        self._wait(name, "STOPPED", 10)
+
+    def kill(self, name: str) -> None:
+        if self.state(name) not in ("STOPPED", "MISSING"):
+            process.run([*self._base("lxc-stop", name), "-k"], timeout=30, check=False)
+            self._wait(name, "STOPPED", 10)
+
+    def destroy(self, name: str) -> None:
+        """Remove the container's LXC dir (config and log). Never lxc-destroy: it
+        would delete the rootfs through our overlay mount."""
+        self.kill(name)
+        shutil.rmtree(self._dir(name), ignore_errors=True)
+
+    def list(self) -> list[str]:
+        try:
+            return sorted(n for n in os.listdir(self.lxcpath) if self.exists(n))
+        except FileNotFoundError:
+            return []
+
+    def freeze(self, name: str) -> None:
+        process.run(self._base("lxc-freeze", name), timeout=30)
+
+    def unfreeze(self, name: str) -> None:
+        process.run(self._base("lxc-unfreeze", name), timeout=30)
+
+    def attach(self, name, argv, env=None, cwd=None, timeout=None, on_output=None, stdin=None):
+        """Run argv inside the container via lxc-attach; (exit code, stdout, stderr)."""
+        cmd = [*self._base("lxc-attach", name), "--clear-env"]
+        for k, v in {"PATH": DEFAULT_PATH, "HOME": "/root", **(env or {})}.items():
+            cmd += ["-v", f"{k}={v}"]
+        if cwd:
+            # lxc-attach has no --cwd: go through the container's own sh, argv kept intact.
+            argv = ["/bin/sh", "-c", 'cd "$0" && exec "$@"', cwd, *argv]
+        return process.stream([*cmd, "--", *argv], timeout=timeout, on_line=on_output, input=stdin)

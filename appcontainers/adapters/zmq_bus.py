@@ -1,0 +1,244 @@
+"""The host side of the agent protocol: one AgentClient per container run directory.
+
+Connections are short-lived: each call connects, does its work and closes (linger 0); there
+is no host daemon. zmq is imported only when a call needs it.
+"""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+
+from ..agent import protocol as p
+from ..agent.logfile import read_log
+from ..domain.exceptions import AgentUnavailable, CommandTimeout, InvalidValue
+
+SILENCE = 2.0  # seconds without any message before run() pings the agent
+PING_WAIT = 3.0  # how long that ping may stay unanswered before the agent counts as gone
+RCVHWM = 1000  # messages the client socket buffers; the agent stops reading the pipes beyond
+
+
+def _zmq():
+    import zmq
+
+    return zmq
+
+
+class AgentClient:
+    """Talks to the agent whose sockets are in run_dir (the directory the agent calls --dir)."""
+
+    def __init__(self, run_dir: str, *, silence: float = SILENCE, ping_wait: float = PING_WAIT):
+        self.silence, self.ping_wait = silence, ping_wait
+        self.run_dir = os.path.abspath(run_dir)
+        self.cmd_path = os.path.join(self.run_dir, "cmd.sock")
+        self.events_path = os.path.join(self.run_dir, "events.sock")
+        self.ready_path = os.path.join(self.run_dir, "ready")
+
+    def _dealer(self):
+        zmq = _zmq()
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, RCVHWM)
+        sock.connect(f"ipc://{self.cmd_path}")
+        return sock
+
+    def _gone(self) -> str | None:
+        """Why the agent is certainly not running, or None."""
+        for path in (self.ready_path, self.cmd_path):
+            if not os.path.exists(path):
+                return f"the agent in {self.run_dir} is not running (no {os.path.basename(path)})"
+        return None
+
+    def ping(self, timeout: float = 1.0) -> dict | None:
+        """The agent's pong ({"pid", "uptime", ...}), or None when it does not answer in time."""
+        if not os.path.exists(self.cmd_path):
+            return None
+        sock = self._dealer()
+        try:
+            sock.send(p.encode({"type": "ping"}))
+            deadline = time.monotonic() + timeout
+            while (left := deadline - time.monotonic()) > 0:
+                if not sock.poll(left * 1000):
+                    break
+                try:
+                    msg = p.decode(sock.recv())
+                except p.ProtocolError:
+                    continue
+                if msg["type"] == "pong":
+                    return msg
+            return None
+        finally:
+            sock.close(linger=0)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """True once the agent wrote its ready file and answers a ping, False after timeout."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if os.path.exists(self.ready_path) and self.ping(min(left, 0.5)) is not None:
+                return True
+            time.sleep(min(0.01, max(deadline - time.monotonic(), 0)))
+        return False
+
+    def run(self, argv: list[str] | None = None, shell: str | None = None, env: dict | None = None,
+            cwd: str | None = None, stdin: bytes | None = None, timeout: float | None = None,
+            on_output: Callable[[str, str], None] | None = None, capture: bool = True,
+            command_id: str | None = None) -> tuple[int, bytes, bytes, dict]:
+        """Run a command in the container; returns (exit code, stdout, stderr, exit message).
+
+        The exit code is -N when signal N killed it. on_output(stream, line) gets each line
+        as it arrives, without its trailing newline (undecodable bytes replaced); stdout and
+        stderr come back byte-exact. capture=False keeps no output (they come back empty),
+        for output too big to hold. Raises CommandTimeout when the agent killed it at
+        timeout, AgentUnavailable when the agent is gone, InvalidValue for a bad request.
+        """
+        zmq = _zmq()
+        cid = command_id or uuid.uuid4().hex
+        try:
+            req = p.run_request(cid, argv, shell, env, cwd, stdin, timeout=timeout)
+        except p.ProtocolError as e:
+            raise InvalidValue(str(e)) from None
+        what = shell if shell is not None else " ".join(argv)
+        if (reason := self._gone()) is not None:
+            raise AgentUnavailable(f"cannot run {what!r}: {reason}")
+        bufs = {"stdout": bytearray(), "stderr": bytearray()}
+        sock = self._dealer()
+        try:
+            sock.send(p.encode(req))
+            heard = time.monotonic()
+            pinged = None
+            while True:
+                if not sock.poll(250):
+                    now = time.monotonic()
+                    if now - heard < self.silence:
+                        continue
+                    if (reason := self._gone()) is not None:
+                        raise AgentUnavailable(f"{what!r} did not finish: {reason}")
+                    if pinged is None:
+                        sock.send(p.encode({"type": "ping"}))
+                        pinged = now
+                    elif now - pinged > self.ping_wait:
+                        raise AgentUnavailable(f"{what!r} did not finish: the agent in {self.run_dir} "
+                                               f"stopped answering")
+                    continue
+                heard, pinged = time.monotonic(), None
+                while True:
+                    try:
+                        payload = sock.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    try:
+                        msg = p.decode(payload)
+                    except p.ProtocolError:
+                        continue
+                    kind = msg["type"]
+                    if msg.get("id") != cid:
+                        continue
+                    if kind == "output":
+                        self._output(msg, bufs, capture, on_output)
+                    elif kind == "exit":
+                        return self._result(msg, bufs, what, timeout)
+                    elif kind == "error":
+                        if msg.get("reason") in ("stopping", "failed"):
+                            raise AgentUnavailable(f"cannot run {what!r}: {msg.get('message')}")
+                        raise InvalidValue(f"the agent refused {what!r}: {msg.get('message')}")
+        finally:
+            sock.close(linger=0)
+
+    @staticmethod
+    def _output(msg, bufs, capture, on_output) -> None:
+        stream = msg.get("stream")
+        if stream not in bufs:
+            return
+        text = msg.get("data")
+        raw = p.data_bytes(msg) if text is None or capture else None
+        if capture:
+            bufs[stream] += raw
+        if on_output is not None:
+            if text is None:
+                text = raw.decode("utf-8", "replace")
+            on_output(stream, text.removesuffix("\n"))
+
+    @staticmethod
+    def _result(msg, bufs, what, timeout):
+        out, err = bytes(bufs["stdout"]), bytes(bufs["stderr"])
+        if msg.get("timed_out") and timeout is not None:
+            raise CommandTimeout(what, timeout, (out + err).decode("utf-8", "replace"))
+        code = msg.get("code")
+        if code is None:
+            code = -(msg.get("signal") or 0)
+        return code, out, err, msg
+
+    def kill(self, command_id: str, signal: int = 15) -> None:
+        """Send a signal to a running command's process group (fire and forget)."""
+        sock = self._dealer()
+        try:
+            sock.send(p.encode({"type": "kill", "id": command_id, "signal": signal}))
+        finally:
+            sock.close(linger=1000)  # close returns at once; the message still goes out
+
+    def logs(self, since: int = 0, follow: bool = False, poll: float = 0.2) -> Iterator[tuple[int, dict]]:
+        """(offset, record) from the agent's log, from logical byte offset `since`.
+
+        offset is just past the record: pass the last one back as `since` to resume. Offsets
+        survive rotation; records older than the one kept rotated file are gone, and reading
+        from before them starts at the oldest kept. follow=True waits for new records until
+        the caller stops iterating.
+        """
+        return read_log(self.run_dir, since, follow, poll)
+
+    def events(self, timeout: float | None = None, topics: Iterable[str] = ("event",)) -> EventStream:
+        """An iterator of event dicts; it is subscribed when this returns (so start it before
+        the action whose events you want) and ends after `timeout` seconds without an event."""
+        return EventStream(f"ipc://{self.events_path}", topics, timeout)
+
+
+class EventStream:
+    """Events from the agent's PUB socket; close() it (or use `with`) when done."""
+
+    def __init__(self, endpoint: str, topics: Iterable[str], timeout: float | None,
+                 connect_wait: float = 1.0):
+        zmq = _zmq()
+        self.timeout = timeout
+        self.sock = zmq.Context.instance().socket(zmq.SUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        for topic in topics:
+            self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        monitor = self.sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        try:
+            self.sock.connect(endpoint)
+            if monitor.poll(connect_wait * 1000):  # connected: the subscription follows at once
+                monitor.recv_multipart()
+                time.sleep(0.005)
+        finally:
+            self.sock.disable_monitor()
+            monitor.close(linger=0)
+
+    def __iter__(self) -> EventStream:
+        return self
+
+    def __next__(self) -> dict:
+        while self.sock is not None:
+            if not self.sock.poll(None if self.timeout is None else self.timeout * 1000):
+                break
+            frames = self.sock.recv_multipart()
+            try:
+                return p.decode(frames[-1])
+            except p.ProtocolError:
+                continue
+        self.close()
+        raise StopIteration
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close(linger=0)
+            self.sock = None
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        self.close()

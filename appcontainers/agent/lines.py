@@ -1,0 +1,53 @@
+"""Splitting a byte stream into lines that keep their newline and never exceed a size."""
+from __future__ import annotations
+
+from .protocol import MAX_LINE
+
+
+def _cut(piece: bytes, limit: int) -> int:
+    """Where to cut a too-long piece: at limit, moved back to a UTF-8 character start if one
+    is near, so valid text stays valid text."""
+    cut = limit
+    while cut > limit - 4 and cut < len(piece) and (piece[cut] & 0xC0) == 0x80:
+        cut -= 1
+    return cut if cut > limit - 4 else limit
+
+
+class LineSplitter:
+    """feed() bytes, get complete lines (with their b"\\n"); flush() the rest at EOF.
+
+    A line longer than max_line comes out in pieces of at most max_line bytes, so a stream
+    without newlines cannot grow the buffer without bound.
+    """
+
+    def __init__(self, max_line: int = MAX_LINE):
+        self.max_line = max_line
+        self.rest = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self.rest + data if self.rest else data
+        parts = buf.split(b"\n")
+        rest = parts.pop()
+        out: list[bytes] = []
+        limit = self.max_line
+        for part in parts:
+            if len(part) >= limit:
+                part = self._chop(part, out)
+            out.append(part + b"\n")
+        if len(rest) >= limit:
+            rest = self._chop(rest, out)
+        self.rest = rest
+        return out
+
+    def _chop(self, piece: bytes, out: list[bytes]) -> bytes:
+        # leaves the tail (< max_line) for the caller; a tail plus b"\n" still fits the limit
+        limit = self.max_line
+        while len(piece) >= limit:
+            cut = _cut(piece, limit)
+            out.append(piece[:cut])
+            piece = piece[cut:]
+        return piece
+
+    def flush(self) -> list[bytes]:
+        rest, self.rest = self.rest, b""
+        return [rest] if rest else []

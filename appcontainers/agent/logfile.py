@@ -1,0 +1,194 @@
+"""The agent's bounded JSON-lines log: writer (agent side) and reader (host side).
+
+Offsets are byte offsets into one logical stream, the concatenation of every log file the
+agent ever wrote in that directory. Each file starts with a header record
+{"type": "log_start", "base": N}: N is the logical offset of that file's first byte. When
+log.jsonl would pass max_bytes it is renamed to log.jsonl.1 (replacing the older one) and a
+new log.jsonl starts at base = old base + old size. So an offset stays valid across
+rotations until its file is dropped; reading from a dropped offset starts at the oldest
+record still kept.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+
+LOG = "log.jsonl"
+OLD = "log.jsonl.1"
+HEADER_TYPE = "log_start"
+
+
+def _header_base(first_line: bytes) -> int | None:
+    try:
+        rec = json.loads(first_line)
+    except ValueError:
+        return None
+    if isinstance(rec, dict) and rec.get("type") == HEADER_TYPE and isinstance(rec.get("base"), int):
+        return rec["base"]
+    return None
+
+
+def _read_base(fd: int) -> int | None:
+    first = os.pread(fd, 256, 0).split(b"\n", 1)[0]
+    return _header_base(first)
+
+
+class JsonLog:
+    """Appends records as JSON lines with a "ts"; buffers until flush(); rotates at max_bytes."""
+
+    def __init__(self, run_dir: str, max_bytes: int = 10 * 1024 * 1024, clock=time.time):
+        self.path, self.old = os.path.join(run_dir, LOG), os.path.join(run_dir, OLD)
+        self.max_bytes, self.clock = max(max_bytes, 4096), clock
+        self.buf = bytearray()
+        self.fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self.size = os.fstat(self.fd).st_size
+        if self.size == 0:
+            self._header(self._next_base_after_old())
+        else:
+            base = _read_base(self.fd)
+            self.base = base if base is not None else 0
+            if os.pread(self.fd, 1, self.size - 1) != b"\n":
+                self.buf += b"\n"  # end a line torn by a crash, so the next record stands alone
+
+    def _next_base_after_old(self) -> int:
+        try:
+            fd = os.open(self.old, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return 0
+        try:
+            return (_read_base(fd) or 0) + os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+
+    def _header(self, base: int) -> None:
+        self.base = base
+        self.buf += json.dumps({"type": HEADER_TYPE, "base": base, "ts": self.clock()}).encode() + b"\n"
+        self.flush()
+
+    def write(self, record: dict) -> None:
+        self.write_json(json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode())
+
+    def write_json(self, obj: bytes, ts: float | None = None) -> None:
+        """Append an already encoded JSON object, adding "ts" in front."""
+        line = b'{"ts":%.6f,' % (self.clock() if ts is None else ts) + obj[1:] + b"\n"
+        if self.size + len(self.buf) + len(line) > self.max_bytes and self.size + len(self.buf) > 0:
+            self.rotate()
+        self.buf += line
+        if len(self.buf) >= 256 * 1024:
+            self.flush()
+
+    def flush(self) -> None:
+        view = memoryview(self.buf)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+            self.size += n
+        view.release()
+        self.buf.clear()
+
+    def rotate(self) -> None:
+        self.flush()
+        end = self.base + self.size
+        os.replace(self.path, self.old)
+        os.close(self.fd)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self.size = 0
+        self._header(end)
+
+    def close(self) -> None:
+        self.flush()
+        os.close(self.fd)
+
+
+def _lines(fd: int, pos: int, base: int) -> Iterator[tuple[int, dict]]:
+    """Complete records from byte pos of fd on: (logical offset just past the record, record)."""
+    pending = b""
+    while True:
+        chunk = os.pread(fd, 1024 * 1024, pos + len(pending))
+        if not chunk:
+            break
+        data = pending + chunk
+        *lines, pending = data.split(b"\n")
+        for line in lines:
+            pos += len(line) + 1
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue  # a torn line (a crash mid-write) or an offset inside a line
+            if isinstance(rec, dict) and rec.get("type") != HEADER_TYPE:
+                yield base + pos, rec
+
+
+def read_log(run_dir: str, since: int = 0, follow: bool = False, poll: float = 0.2,
+             should_stop=lambda: False) -> Iterator[tuple[int, dict]]:
+    """(offset just past the record, record) from logical offset `since`; pass the last
+    offset back as `since` to resume. follow=True keeps waiting for new records (and for
+    the log to appear) until should_stop() is true; rotation is followed."""
+    path, old = os.path.join(run_dir, LOG), os.path.join(run_dir, OLD)
+    cur = _open_current(path, follow, poll, should_stop)
+    if cur is None:
+        return
+    fd, base = cur
+    try:
+        if since < base:
+            yield from _read_old(old, since, base)
+            since = base
+        pos = max(since - base, 0)
+        while True:
+            for end, rec in _lines(fd, pos, base):
+                pos = end - base
+                yield end, rec
+            if not follow or should_stop():
+                return
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                st = None
+            if st is not None and st.st_ino != os.fstat(fd).st_ino:
+                # rotated: what we hold is complete (the agent flushes before renaming)
+                for end, rec in _lines(fd, pos, base):
+                    yield end, rec
+                nxt = _open_current(path, follow, poll, should_stop)
+                if nxt is None:
+                    return
+                os.close(fd)
+                fd, base = nxt
+                pos = 0
+                continue
+            time.sleep(poll)
+    finally:
+        os.close(fd)
+
+
+def _open_current(path, follow, poll, should_stop):
+    while True:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            fd = None
+        if fd is not None:
+            base = _read_base(fd)
+            if base is not None:
+                return fd, base
+            if os.fstat(fd).st_size > 256:  # no header: a foreign file; read it from 0
+                return fd, 0
+            os.close(fd)  # the header is being written
+        if not follow or should_stop():
+            return None
+        time.sleep(poll)
+
+
+def _read_old(old: str, since: int, cur_base: int) -> Iterator[tuple[int, dict]]:
+    try:
+        fd = os.open(old, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        base = _read_base(fd)
+        if base is None or base + os.fstat(fd).st_size != cur_base:
+            return  # not the predecessor of the current file (rotated meanwhile): skip it
+        yield from _lines(fd, max(since - base, 0), base)
+    finally:
+        os.close(fd)

@@ -1,0 +1,375 @@
+"""The agent's core: runs commands, turns their pipes into messages, applies back-pressure.
+
+No sockets here. The server gives a `send(peer, payload) -> OK | AGAIN | GONE`, a log with
+`write(record)` / `write_json(payload, ts)` and a `publish(topic, payload)`; it polls the
+fds from wants() and calls on_readable / on_writable / reap / tick / flush_blocked.
+Messages for one command go through its own queue, so started, output and exit keep their
+order; while that queue cannot drain (AGAIN) its pipes are not read, so the command blocks
+on its pipe instead of the agent buffering without bound.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import time
+
+from . import protocol as p
+from .lines import LineSplitter
+
+OK, AGAIN, GONE = "ok", "again", "gone"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_ENV = {"PATH": DEFAULT_PATH, "HOME": "/root"}
+READ_SIZE = 64 * 1024
+EXIT_GRACE = 0.3  # after the process exits, how long its pipes may stay open (background children)
+CLOSE_LIMIT = 2.0  # then how long such children may keep the pipes busy before they are closed
+KEEP_FINISHED = 100  # exits remembered for a late attach
+
+
+class Command:
+    def __init__(self, cmd_id: str, peer: bytes | None, startup: bool = False):
+        self.id, self.peer, self.startup = cmd_id, peer, startup
+        self.pid: int | None = None
+        self.proc: subprocess.Popen | None = None
+        self.fds: dict[int, str] = {}
+        self.splitters = {s: LineSplitter() for s in p.STREAMS}
+        self.seq = dict.fromkeys(p.STREAMS, 0)
+        self.prefix = {s: p.output_prefix(cmd_id, s) for s in p.STREAMS}
+        self.queue: collections.deque[bytes] = collections.deque()
+        self.stdin_fd: int | None = None
+        self.stdin_buf = bytearray()
+        self.stdin_eof = False
+        self.deadline: float | None = None
+        self.timed_out = False
+        self.status: int | None = None  # waitpid status once reaped
+        self.exited_at: float | None = None
+        self.closing = False  # exit grace over: read what is there, then close
+        self.done = False
+
+
+class Runner:
+    def __init__(self, send, log, publish=lambda topic, payload: None, base_env=None,
+                 clock=time.monotonic, reap_any=False, exit_grace=EXIT_GRACE):
+        self.send, self.log, self.publish, self.clock = send, log, publish, clock
+        self.base_env = {**DEFAULT_ENV, **(base_env or {})}
+        self.reap_any, self.exit_grace = reap_any, exit_grace
+        self.commands: dict[str, Command] = {}
+        self.by_fd: dict[int, Command] = {}
+        self.by_pid: dict[int, Command] = {}
+        self.finished: collections.OrderedDict[str, dict] = collections.OrderedDict()
+        self.stopping = False
+        self.publish_output = False
+
+    # -- requests
+
+    def reply(self, peer: bytes | None, msg: dict) -> None:
+        if peer is not None:
+            self.send(peer, p.encode(msg))  # a reply nobody can take now is dropped
+
+    def handle(self, peer: bytes | None, req: dict) -> None:
+        """A validated request other than ping."""
+        getattr(self, "_req_" + req["type"])(peer, req)
+
+    def _req_run(self, peer, req, startup=False):
+        cid = req["id"]
+        if self.stopping:
+            return self.reply(peer, p.error_message("the agent is stopping", cid, "stopping"))
+        if cid in self.commands:
+            return self.reply(peer, p.error_message(f"command {cid!r} is already running", cid, "duplicate"))
+        self.finished.pop(cid, None)
+        cmd = self.commands[cid] = Command(cid, peer, startup)
+        argv = req["argv"] if "argv" in req else ["/bin/sh", "-c", req["shell"]]
+        env = {**self.base_env, **req.get("env", {})}
+        cwd = req.get("cwd") or "/"
+        piped_stdin = "stdin" in req or req.get("stdin_stream", False)
+        try:
+            cmd.proc, out_r, err_r, in_w = _spawn(argv, env, cwd, piped_stdin)
+        except (OSError, ValueError) as e:
+            missing = isinstance(e, FileNotFoundError) and e.filename != cwd
+            what = f"cwd {cwd}" if getattr(e, "filename", None) == cwd else argv[0]
+            reason = "command not found" if missing else getattr(e, "strerror", None) or str(e)
+            self._line(cmd, "stderr", f"appcontainers-agent: {what}: {reason}\n".encode(), time.time())
+            cmd.status = (127 if missing else 126) << 8  # what a shell answers
+            return self._finish(cmd)
+        cmd.pid = cmd.proc.pid
+        self.by_pid[cmd.pid] = cmd
+        for fd, stream in ((out_r, "stdout"), (err_r, "stderr")):
+            os.set_blocking(fd, False)
+            cmd.fds[fd] = stream
+            self.by_fd[fd] = cmd
+        if piped_stdin:
+            os.set_blocking(in_w, False)
+            cmd.stdin_fd = in_w
+            cmd.stdin_buf += p.unb64(req["stdin"]) if "stdin" in req else b""
+            cmd.stdin_eof = "stdin" in req
+            self._write_stdin(cmd)
+        if req.get("timeout") is not None:
+            cmd.deadline = self.clock() + req["timeout"]
+        self._emit(cmd, {"v": p.VERSION, "type": "started", "id": cid, "pid": cmd.pid})
+        self._event({"type": "command_started", "id": cid, "pid": cmd.pid})
+        self._flush(cmd)
+
+    def start_startup(self, index: int, shell: str) -> None:
+        self._req_run(None, {"v": p.VERSION, "type": "run", "id": f"startup-{index}", "shell": shell},
+                      startup=True)
+
+    def _req_kill(self, peer, req):
+        cmd = self.commands.get(req["id"])
+        if cmd is None or cmd.pid is None or cmd.status is not None:
+            return self.reply(peer, p.error_message(f"no running command {req['id']!r}", req["id"], "unknown"))
+        _killpg(cmd.pid, req.get("signal", signal.SIGTERM))
+
+    def _req_attach(self, peer, req):
+        cmd = self.commands.get(req["id"])
+        if cmd is not None:
+            cmd.peer = peer  # what is still queued goes to the new peer
+            return self._flush(cmd)
+        if req["id"] in self.finished:
+            return self.reply(peer, self.finished[req["id"]])
+        self.reply(peer, p.error_message(f"no command {req['id']!r}", req["id"], "unknown"))
+
+    def _req_stdin(self, peer, req):
+        cmd = self.commands.get(req["id"])
+        if cmd is None or cmd.stdin_fd is None:
+            return self.reply(peer, p.error_message(f"no command {req['id']!r} with open stdin",
+                                                    req["id"], "unknown"))
+        cmd.stdin_buf += p.unb64(req.get("data", ""))
+        cmd.stdin_eof = cmd.stdin_eof or req.get("eof", False)
+        self._write_stdin(cmd)
+
+    # -- what the server polls
+
+    def wants(self) -> tuple[list[int], list[int], bool]:
+        """(fds to read, fds to write, whether some command waits for its peer to take more)."""
+        reads, writes, blocked = [], [], False
+        for cmd in self.commands.values():
+            if cmd.queue:
+                blocked = True
+            elif not cmd.closing:
+                reads.extend(cmd.fds)
+            if cmd.stdin_fd is not None and cmd.stdin_buf:
+                writes.append(cmd.stdin_fd)
+        return reads, writes, blocked
+
+    def next_timeout(self) -> float | None:
+        now, soonest = self.clock(), None
+        for cmd in self.commands.values():
+            if cmd.deadline is not None and cmd.status is None and not cmd.timed_out:
+                t = cmd.deadline
+            elif cmd.status is not None and cmd.fds and not cmd.queue:
+                t = now if cmd.closing else cmd.exited_at + self.exit_grace
+            else:
+                continue
+            soonest = t if soonest is None else min(soonest, t)
+        return None if soonest is None else max(0.0, soonest - now)
+
+    def on_readable(self, fd: int) -> None:
+        cmd = self.by_fd.get(fd)
+        if cmd is not None and not cmd.queue:
+            self._read(cmd, fd)
+            self._finish(cmd)
+
+    def on_writable(self, fd: int) -> None:
+        for cmd in self.commands.values():
+            if cmd.stdin_fd == fd:
+                return self._write_stdin(cmd)
+
+    def reap(self) -> None:
+        pids = [-1] if self.reap_any else list(self.by_pid)
+        for want in pids:
+            while True:
+                try:
+                    pid, status = os.waitpid(want, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+                cmd = self.by_pid.pop(pid, None)  # else an orphan we inherited as init
+                if cmd is not None:
+                    cmd.status, cmd.exited_at = status, self.clock()
+                    cmd.proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait
+                    self._finish(cmd)
+                if want != -1:
+                    break
+
+    def tick(self) -> None:
+        now = self.clock()
+        for cmd in list(self.commands.values()):
+            if cmd.deadline is not None and now >= cmd.deadline and cmd.status is None and not cmd.timed_out:
+                cmd.timed_out = True
+                _killpg(cmd.pid, signal.SIGKILL)
+            if cmd.status is not None and cmd.fds and now >= cmd.exited_at + self.exit_grace:
+                cmd.closing = True
+                for fd in list(cmd.fds):
+                    for _ in range(16):
+                        if cmd.queue or fd not in cmd.fds:
+                            break
+                        if not self._read(cmd, fd):
+                            self._eof(cmd, fd)
+                    if fd in cmd.fds and not cmd.queue and now >= cmd.exited_at + self.exit_grace + CLOSE_LIMIT:
+                        self._eof(cmd, fd)  # a background child that never pauses: stop relaying it
+                self._finish(cmd)
+
+    def flush_blocked(self) -> bool:
+        """Retry the queues that could not drain; True when one made progress."""
+        progress = False
+        for cmd in list(self.commands.values()):
+            if cmd.queue:
+                before = len(cmd.queue)
+                self._flush(cmd)
+                progress |= len(cmd.queue) < before
+                self._finish(cmd)
+        return progress
+
+    # -- stopping
+
+    def live(self) -> bool:
+        return any(c.pid is not None and c.status is None for c in self.commands.values())
+
+    def signal_all(self, sig: int) -> None:
+        for cmd in self.commands.values():
+            if cmd.pid is not None and cmd.status is None:
+                _killpg(cmd.pid, sig)
+
+    def finish_all(self) -> None:
+        """Record every command as ended now, whatever is still pending (the agent exits)."""
+        for cmd in list(self.commands.values()):
+            for fd in list(cmd.fds):
+                for _ in range(64):  # what is still in the pipe, ignoring back-pressure now
+                    if fd not in cmd.fds or not self._read(cmd, fd):
+                        break
+                if fd in cmd.fds:
+                    self._eof(cmd, fd)
+            if cmd.status is None:
+                cmd.status = signal.SIGKILL  # a wait status meaning "killed by SIGKILL"
+            self._finish(cmd)
+            if cmd.queue:
+                self._flush(cmd)
+            self.commands.pop(cmd.id, None)
+
+    # -- internals
+
+    def _read(self, cmd: Command, fd: int) -> bool:
+        """Read once; False when nothing is there now."""
+        try:
+            data = os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            return False
+        except OSError:
+            data = b""
+        if not data:
+            self._eof(cmd, fd)
+            return True
+        stream, ts = cmd.fds[fd], time.time()
+        for raw in cmd.splitters[stream].feed(data):
+            self._line(cmd, stream, raw, ts)
+        self._flush(cmd)
+        return True
+
+    def _eof(self, cmd: Command, fd: int) -> None:
+        stream = cmd.fds.pop(fd)
+        self.by_fd.pop(fd, None)
+        os.close(fd)
+        for raw in cmd.splitters[stream].flush():
+            self._line(cmd, stream, raw, time.time())
+        self._flush(cmd)
+
+    def _line(self, cmd: Command, stream: str, raw: bytes, ts: float) -> None:
+        payload = p.output_payload(cmd.prefix[stream], cmd.seq[stream], raw)
+        cmd.seq[stream] += 1
+        self.log.write_json(payload, ts)
+        if self.publish_output:
+            self.publish(b"output", payload)
+        if cmd.peer is not None:
+            cmd.queue.append(payload)
+
+    def _emit(self, cmd: Command, msg: dict) -> None:
+        payload = p.encode(msg)
+        self.log.write_json(payload)
+        if cmd.peer is not None:
+            cmd.queue.append(payload)
+
+    def _event(self, event: dict) -> None:
+        self.publish(b"event", p.encode(event))
+
+    def _flush(self, cmd: Command) -> None:
+        while cmd.queue and cmd.peer is not None:
+            result = self.send(cmd.peer, cmd.queue[0])
+            if result == OK:
+                cmd.queue.popleft()
+            elif result == AGAIN:
+                return
+            else:  # the requester is gone: the command goes on, into the log only
+                self.log.write({"v": p.VERSION, "type": "peer_gone", "id": cmd.id})
+                cmd.peer = None
+        cmd.queue.clear()
+
+    def _write_stdin(self, cmd: Command) -> None:
+        while cmd.stdin_buf:
+            try:
+                n = os.write(cmd.stdin_fd, cmd.stdin_buf[:READ_SIZE])
+            except BlockingIOError:
+                return
+            except OSError:  # the command closed its stdin: what is left is dropped
+                cmd.stdin_buf.clear()
+                cmd.stdin_eof = True
+                break
+            del cmd.stdin_buf[:n]
+        if cmd.stdin_eof:
+            os.close(cmd.stdin_fd)
+            cmd.stdin_fd = None
+
+    def _finish(self, cmd: Command) -> None:
+        """Record the exit once the process is reaped and its pipes are closed; forget the
+        command once its queue is delivered."""
+        if not cmd.done and cmd.status is not None and not cmd.fds:
+            cmd.done = True
+            if cmd.stdin_fd is not None:
+                os.close(cmd.stdin_fd)
+                cmd.stdin_fd = None
+            code = os.WEXITSTATUS(cmd.status) if os.WIFEXITED(cmd.status) else None
+            sig = os.WTERMSIG(cmd.status) if os.WIFSIGNALED(cmd.status) else None
+            msg = p.exit_message(cmd.id, code, sig, cmd.timed_out)
+            self._emit(cmd, msg)
+            self._event({"type": "command_exited", "id": cmd.id, "code": code, "signal": sig,
+                         "timed_out": cmd.timed_out})
+            if cmd.startup and code != 0 and not self.stopping:
+                event = {"type": "startup_failed", "id": cmd.id, "code": code, "signal": sig}
+                self.log.write({"v": p.VERSION, **event})
+                self._event(event)
+            self.finished[cmd.id] = msg
+            while len(self.finished) > KEEP_FINISHED:
+                self.finished.popitem(last=False)
+            self._flush(cmd)
+        if cmd.done and not cmd.queue:
+            self.commands.pop(cmd.id, None)
+
+
+def _spawn(argv, env, cwd, piped_stdin):
+    """(Popen, stdout read fd, stderr read fd, stdin write fd or None); on failure no fd leaks."""
+    fds: list[int] = []
+    try:
+        for _ in range(3 if piped_stdin else 2):
+            fds.extend(os.pipe2(os.O_CLOEXEC))
+        out_r, out_w, err_r, err_w, *stdin_pipe = fds
+        in_r, in_w = stdin_pipe or (subprocess.DEVNULL, None)
+        proc = subprocess.Popen(argv, stdin=in_r, stdout=out_w, stderr=err_w, env=env, cwd=cwd,
+                                start_new_session=True, close_fds=True)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    for fd in (out_w, err_w, *stdin_pipe[:1]):
+        os.close(fd)  # the child has its copies
+    return proc, out_r, err_r, in_w
+
+
+def _killpg(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass

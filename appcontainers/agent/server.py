@@ -1,0 +1,250 @@
+"""The agent process: reads agent.json, binds the sockets, runs the poll loop, stops on signals."""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import socket
+import time
+
+import zmq
+
+from . import protocol as p
+from .config import load_config
+from .logfile import JsonLog
+from .runner import AGAIN, DEFAULT_PATH, GONE, OK, Runner
+
+DEFAULT_DIR = "/run/appcontainers"
+STOP_GRACE = 3.0  # SIGTERM to SIGKILL
+KILL_WAIT = 1.0  # SIGKILL to giving up on reaping
+SNDHWM = 1000  # messages queued per peer before the agent stops reading that command's pipes
+MAX_REQUESTS_PER_TURN = 256
+FILES = ("cmd.sock", "events.sock", "ready")
+_NOBLOCK = int(zmq.NOBLOCK)
+_MORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
+
+
+class Agent:
+    def __init__(self, run_dir: str, stop_grace: float = STOP_GRACE):
+        self.dir, self.stop_grace = run_dir, stop_grace
+        self.started = time.monotonic()
+        self.stop_requested = False
+        self.subscriptions: collections.Counter[bytes] = collections.Counter()
+        self.pollout_useless = False
+
+    # -- zmq glue for the runner
+
+    def _send(self, peer: bytes, payload: bytes) -> str:
+        try:
+            # with ROUTER_MANDATORY only the identity frame can fail; the payload then goes
+            self.router.send(peer, _MORE_NOBLOCK)
+            self.router.send(payload, _NOBLOCK)
+            return OK
+        except zmq.Again:
+            return AGAIN
+        except zmq.ZMQError as e:
+            if e.errno == zmq.EHOSTUNREACH:
+                return GONE
+            raise
+
+    def _publish(self, topic: bytes, payload: bytes) -> None:
+        try:
+            self.pub.send(topic, _MORE_NOBLOCK)
+            self.pub.send(payload, _NOBLOCK)
+        except zmq.Again:
+            pass  # a slow subscriber misses events; it never slows the agent
+
+    def _record(self, event: dict, publish: bool = True) -> None:
+        self.log.write({"v": p.VERSION, **event})
+        if publish:
+            self._publish(b"event", p.encode(event))
+
+    # -- life cycle
+
+    def serve(self) -> int:
+        os.makedirs(self.dir, exist_ok=True)
+        config, problems = load_config(self.dir)
+        if os.getpid() == 1:
+            os.environ.setdefault("PATH", DEFAULT_PATH)
+            if config["hostname"]:
+                try:
+                    socket.sethostname(config["hostname"])
+                except OSError as e:
+                    problems.append(f"cannot set hostname: {e}")
+        for name in FILES:
+            _remove(os.path.join(self.dir, name))
+        self.log = JsonLog(self.dir, config["log_max_bytes"])
+        self.ctx = zmq.Context()
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.router.setsockopt(zmq.SNDHWM, SNDHWM)
+        self.router.bind(f"ipc://{self.dir}/cmd.sock")
+        # XPUB (a PUB that sees subscriptions): output lines are published only when wanted
+        self.pub = self.ctx.socket(zmq.XPUB)
+        self.pub.setsockopt(zmq.SNDHWM, SNDHWM)
+        self.pub.bind(f"ipc://{self.dir}/events.sock")
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        for sig in (signal.SIGTERM, signal.SIGPWR, signal.SIGINT):
+            signal.signal(sig, self._on_stop_signal)
+        # handlers (not SIG_IGN, which children would inherit) so signals wake the poll
+        signal.signal(signal.SIGCHLD, _nothing)
+        signal.signal(signal.SIGHUP, _nothing)
+        self.runner = Runner(self._send, self.log, self._publish, config["environment"], reap_any=True)
+        self._record({"type": "agent_started", "pid": os.getpid(), "dir": self.dir})
+        for problem in problems:
+            self._record({"type": "agent_error", "message": problem}, publish=False)
+        for i, shell in enumerate(config["startup_commands"]):
+            self.runner.start_startup(i, shell)
+        _write_ready(self.dir)
+        try:
+            self._loop(wake_r)
+        finally:
+            self._teardown()
+        return 0
+
+    def _on_stop_signal(self, signum, frame) -> None:
+        self.stop_requested = True
+
+    def _loop(self, wake_r: int) -> None:
+        runner, router = self.runner, self.router
+        stop_at = kill_at = None
+        while True:
+            reads, writes, blocked = runner.wants()
+            poller = zmq.Poller()
+            poller.register(router, zmq.POLLIN | (zmq.POLLOUT if blocked and not self.pollout_useless else 0))
+            poller.register(self.pub, zmq.POLLIN)
+            poller.register(wake_r, zmq.POLLIN)
+            for fd in reads:
+                poller.register(fd, zmq.POLLIN)
+            for fd in writes:
+                poller.register(fd, zmq.POLLOUT)
+            timeout = runner.next_timeout()
+            if blocked and self.pollout_useless:
+                timeout = 0.01 if timeout is None else min(timeout, 0.01)
+            for t in (stop_at, kill_at):
+                if t is not None:
+                    left = max(0.0, t - time.monotonic())
+                    timeout = left if timeout is None else min(timeout, left)
+            self.log.flush()
+            events = dict(poller.poll(None if timeout is None else timeout * 1000))
+            if wake_r in events:
+                _drain(wake_r)
+            runner.reap()
+            if events.get(router, 0) & zmq.POLLIN:
+                self._requests()
+            if self.pub in events:
+                self._subscriptions()
+            for fd in reads:
+                if fd in events:
+                    runner.on_readable(fd)
+            for fd in writes:
+                if fd in events:
+                    runner.on_writable(fd)
+            if blocked:
+                progress = runner.flush_blocked()
+                self.pollout_useless = bool(events.get(router, 0) & zmq.POLLOUT) and not progress
+            runner.tick()
+            # stopping: SIGTERM everything, SIGKILL after the grace, then record and leave
+            now = time.monotonic()
+            if self.stop_requested and stop_at is None:
+                stop_at = now + self.stop_grace
+                runner.stopping = True
+                self._record({"type": "agent_stopping", "pid": os.getpid()})
+                runner.signal_all(signal.SIGTERM)
+            if stop_at is not None:
+                if kill_at is None and now >= stop_at:
+                    kill_at = now + KILL_WAIT
+                    runner.signal_all(signal.SIGKILL)
+                if not runner.live() or (kill_at is not None and now >= kill_at):
+                    runner.finish_all()
+                    self._record({"type": "agent_stopped", "pid": os.getpid()})
+                    return
+
+    def _requests(self) -> None:
+        for _ in range(MAX_REQUESTS_PER_TURN):
+            try:
+                frames = self.router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) != 2:
+                self._foreign(f"expected 1 payload frame, got {len(frames) - 1}", frames[-1])
+                continue
+            peer, payload = frames
+            try:
+                msg = p.decode(payload)
+            except p.ProtocolError as e:
+                self._foreign(str(e), payload)  # not ours: dropped without a reply
+                continue
+            try:
+                p.validate_request(msg)
+            except p.ProtocolError as e:
+                self._foreign(str(e), payload)
+                cid = msg.get("id") if isinstance(msg.get("id"), str) else None
+                reason = "unknown" if msg["type"] not in ("run", "ping", "kill", "attach", "stdin") else "invalid"
+                self.runner.reply(peer, p.error_message(str(e), cid, reason))
+                continue
+            if msg["type"] == "ping":
+                self.runner.reply(peer, {"v": p.VERSION, "type": "pong", "pid": os.getpid(),
+                                         "uptime": round(time.monotonic() - self.started, 3)})
+                continue
+            try:
+                self.runner.handle(peer, msg)
+            except Exception as e:  # noqa: BLE001 -- one bad request must not end init
+                self._record({"type": "agent_error", "message": f"{msg['type']} failed: {e!r}"}, publish=False)
+                self.runner.reply(peer, p.error_message(f"{msg['type']} failed: {e}", msg.get("id"), "failed"))
+
+    def _foreign(self, message: str, payload: bytes) -> None:
+        self._record({"type": "agent_error", "message": message, "sample": repr(payload[:80])}, publish=False)
+
+    def _subscriptions(self) -> None:
+        while True:
+            try:
+                msg = self.pub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if msg:
+                self.subscriptions[msg[1:]] += 1 if msg[0] == 1 else -1
+        self.runner.publish_output = any(n > 0 and b"output".startswith(t)
+                                         for t, n in self.subscriptions.items())
+
+    def _teardown(self) -> None:
+        _remove(os.path.join(self.dir, "ready"))
+        self.log.close()
+        self.router.close(linger=200)  # let the last exit messages out, briefly
+        self.pub.close(linger=0)
+        self.ctx.term()
+        for name in FILES:
+            _remove(os.path.join(self.dir, name))
+
+
+def serve(run_dir: str) -> int:
+    return Agent(run_dir).serve()
+
+
+def _write_ready(run_dir: str) -> None:
+    tmp = os.path.join(run_dir, ".ready.tmp")
+    with open(tmp, "w") as f:
+        json.dump({"pid": os.getpid(), "started": time.time()}, f)
+        f.write("\n")
+    os.replace(tmp, os.path.join(run_dir, "ready"))
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _nothing(signum, frame) -> None:
+    pass

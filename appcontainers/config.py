@@ -1,0 +1,116 @@
+"""Settings and the data root's layout (pure path arithmetic, no I/O)."""
+from __future__ import annotations
+
+import os
+
+import attrs
+
+from .domain.exceptions import InvalidValue
+from .domain.network import parse_network
+
+DEFAULT_ROOT = "/var/lib/appcontainers"
+
+
+def _check_root(_inst, _attr, value):
+    if not os.path.isabs(value):
+        raise InvalidValue(f"data root {value!r} must be an absolute path")
+    if any(c.isspace() for c in value) or "\\" in value:
+        raise InvalidValue(f"data root {value!r} must not contain whitespace or backslashes "
+                           f"(LXC's mount entries cannot carry them)")
+
+
+@attrs.frozen
+class Settings:
+    """Every knob; setup_service(**overrides) builds one. Env vars override the defaults."""
+
+    root: str = attrs.field(default=DEFAULT_ROOT, validator=_check_root)
+    bridge: str = attrs.field(default="acbr0")
+    subnet: str = attrs.field(default="10.0.100.0/24")
+    mac_prefix: str | None = None
+    mounter: str = attrs.field(default="auto", validator=attrs.validators.in_(("auto", "kernel", "fuse")))
+    squashfs_level: int = 3
+    start_timeout: float = 15.0
+    stop_timeout: float = 10.0
+    log_max_bytes: int = 10 * 1024 * 1024
+    default_base: str = "default"
+
+    @subnet.validator
+    def _check_subnet(self, _attr, value):
+        parse_network(value)
+
+    @bridge.validator
+    def _check_bridge(self, _attr, value):
+        if not (1 <= len(value) <= 15) or not all(c.isalnum() or c in "-_" for c in value):
+            raise InvalidValue(f"invalid bridge name {value!r}: 1-15 letters, digits, '-' or '_'")
+
+    @classmethod
+    def from_env(cls, environ=None, **overrides) -> "Settings":
+        env = os.environ if environ is None else environ
+        values = {}
+        for key, field in (("APPCONTAINERS_ROOT", "root"), ("APPCONTAINERS_BRIDGE", "bridge"),
+                           ("APPCONTAINERS_SUBNET", "subnet"), ("APPCONTAINERS_MOUNTER", "mounter")):
+            if env.get(key):
+                values[field] = env[key]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @property
+    def layout(self) -> "Layout":
+        return Layout(self.root)
+
+
+@attrs.frozen
+class Layout:
+    """Where everything lives under the data root (the seed's layout plus ours)."""
+
+    root: str
+
+    def _p(self, *parts) -> str:
+        return os.path.join(self.root, *parts)
+
+    @property
+    def resources(self): return self._p("resources.json")
+    @property
+    def bases(self): return self._p("images", "bases")
+    @property
+    def user_images(self): return self._p("images", "user")
+    @property
+    def skeletons(self): return self._p("skeletons")
+    @property
+    def lxcpath(self): return self._p("containers")
+    @property
+    def tmp(self): return self._p("tmp")
+
+    def image_file(self, image_id: str, kind: str) -> str:
+        return os.path.join(self.bases if kind == "base" else self.user_images, image_id + ".aimg")
+
+    def overlay(self, name: str, ephemeral: bool) -> str:
+        return self._p("overlays", "tmp" if ephemeral else "image", name)
+
+    def upper(self, name: str, ephemeral: bool) -> str:
+        return os.path.join(self.overlay(name, ephemeral), "upper")
+
+    def work(self, name: str, ephemeral: bool) -> str:
+        return os.path.join(self.overlay(name, ephemeral), "work")
+
+    def raw(self, name: str) -> str:
+        return self._p("overlays", "raw", name)
+
+    def mnt(self, name: str) -> str:
+        return self._p("mnt", name)
+
+    def rootfs(self, name: str) -> str:
+        # Named rootfs so a flatten save can squash it as the image's rootfs/ directly.
+        return self._p("mnt", name, "rootfs")
+
+    def layer_mount(self, name: str, index: int) -> str:
+        return self._p("mnt", name, "layers", str(index))
+
+    def run_dir(self, name: str) -> str:
+        return self._p("run", name)
+
+    def agent_dir(self, name: str) -> str:
+        return self._p("run", name, "agent")
+
+    def skel_dir(self, name: str) -> str:
+        return self._p("run", name, "skel")

@@ -1,0 +1,166 @@
+"""The Python API: setup_service() wires the real adapters; Service and Container are thin."""
+from __future__ import annotations
+
+import os
+import random
+
+from ..config import Settings
+from ..domain.exceptions import NotRoot
+from ..services.bases import BaseService
+from ..services.containers import ContainerService
+from ..services.ports import Ports
+
+
+class Container:
+    """A handle on one container; every attribute reads the current state."""
+
+    def __init__(self, service: "Service", name: str):
+        self._svc, self.name = service, name
+
+    def __repr__(self):
+        return f"<Container {self.name}>"
+
+    @property
+    def _r(self):
+        return self._svc.containers.get(self.name)
+
+    @property
+    def ip(self) -> str:
+        return self._r.ip
+
+    @property
+    def mac(self) -> str:
+        return self._r.mac
+
+    @property
+    def ephemeral(self) -> bool:
+        return self._r.ephemeral
+
+    @property
+    def image(self) -> str:
+        return self._r.image
+
+    @property
+    def state(self) -> str:
+        return self._svc.containers.state(self.name)
+
+    @property
+    def startup_commands(self) -> tuple[str, ...]:
+        return self._r.startup_commands
+
+    def info(self) -> dict:
+        r = self._r
+        return {"name": r.name, "ip": r.ip, "mac": r.mac, "state": self.state, "image": r.image,
+                "ephemeral": r.ephemeral, "startup_commands": list(r.startup_commands), "status": r.status}
+
+    def start(self) -> None:
+        self._svc.containers.start(self.name)
+
+    def stop(self) -> None:
+        self._svc.containers.stop(self.name)
+
+    def destroy(self) -> None:
+        self._svc.containers.destroy(self.name)
+
+    def run(self, command, timeout=None, on_output=None, env=None, cwd=None, stdin=None):
+        """Run command (a str under /bin/sh -c, or an argv list); blocks until it ends."""
+        return self._svc.containers.run(self.name, command, timeout=timeout, on_output=on_output,
+                                        env=env, cwd=cwd, stdin=stdin)
+
+    def create_file(self, path: str, content, mode: int = 0o644) -> str:
+        return self._svc.containers.create_file(self.name, path, content, mode)
+
+    def load_archive(self, archive: str, dest: str = "/root") -> int:
+        """Extract a tar archive into the container's home directory (or dest)."""
+        return self._svc.containers.load_archive(self.name, archive, dest)
+
+    def add_startup_command(self, command: str) -> tuple[str, ...]:
+        return self._svc.containers.add_startup_command(self.name, command)
+
+    def remove_startup_command(self, index_or_command) -> tuple[str, ...]:
+        return self._svc.containers.remove_startup_command(self.name, index_or_command)
+
+    def logs(self, since: int = 0, follow: bool = False):
+        return self._svc.containers.logs(self.name, since=since, follow=follow)
+
+    def save_image(self, path: str, flatten: bool = True, name: str | None = None, progress=None):
+        return self._svc.images.save(self.name, path, flatten=flatten, name=name, progress=progress)
+
+
+class Service:
+    def __init__(self, ports: Ports):
+        self.ports = ports
+        self.settings = ports.settings
+        self.containers = ContainerService(ports)
+        self.bases = BaseService(ports)
+        self.images = None
+        try:
+            from ..services.images import ImageService
+            self.images = ImageService(ports, self.containers, self.bases)
+        except ImportError:
+            pass
+
+    def provision(self, name: str | None = None, base: str | None = None) -> Container:
+        """A new container with a static IP and a random MAC, on base (default: the busybox base)."""
+        image = self.bases.resolve(base)
+        r = self.containers.provision(name=name, image_id=image.id)
+        return Container(self, r.name)
+
+    def get(self, name: str) -> Container:
+        self.containers.get(name)
+        return Container(self, name)
+
+    def list_containers(self) -> list[Container]:
+        return [Container(self, r.name) for r in self.containers.list()]
+
+    def list_bases(self):
+        return self.bases.list()
+
+    def load_image(self, path: str, ephemeral: bool = False, name: str | None = None) -> Container:
+        r = self.images.load(path, ephemeral=ephemeral, name=name)
+        return Container(self, r.name)
+
+    def list_images(self):
+        return self.images.list()
+
+    def remove_image(self, ref: str) -> None:
+        self.images.remove(ref)
+
+
+def build_ports(settings: Settings) -> Ports:
+    from ..adapters.busybox_base import BusyboxBaseBuilder
+    from ..adapters.hostfs import HostFs
+    from ..adapters.hostnet import HostNetwork
+    from ..adapters.json_store import JsonStore
+    from ..adapters.kernel_mount import KernelMounter
+    from ..adapters.lxc_cli import LxcDriver
+    from ..adapters.skeletons import Skeletons
+    from ..adapters.squashfs import SquashfsCodec
+    from ..adapters.zmq_bus import AgentClient
+
+    L = settings.layout
+    codec = SquashfsCodec()
+    mounters = {"kernel": KernelMounter()}
+    try:
+        from ..adapters.fuse_overlay import FuseMounter
+        mounters["fuse"] = FuseMounter()
+    except ImportError:
+        pass
+    import time
+    return Ports(
+        settings=settings, repo=JsonStore(L.resources, settings.subnet), driver=LxcDriver(L.lxcpath),
+        mounters=mounters, codec=codec, net=HostNetwork(), fs=HostFs(), skeletons=Skeletons(L.skeletons),
+        base_builder=BusyboxBaseBuilder(codec, L.tmp, settings.squashfs_level), agents=AgentClient,
+        clock=time.time, rng=random.SystemRandom(),
+    )
+
+
+def setup_service(**settings) -> Service:
+    """The Service with real adapters. Keyword settings (root=, bridge=, subnet=, ...) override
+    the defaults; APPCONTAINERS_ROOT (and _BRIDGE, _SUBNET, _MOUNTER) override the defaults too."""
+    if os.geteuid() != 0:
+        raise NotRoot()
+    s = Settings.from_env(**settings)
+    for d in (s.root, s.layout.lxcpath):
+        os.makedirs(d, mode=0o711, exist_ok=True)
+    return Service(build_ports(s))

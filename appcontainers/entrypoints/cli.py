@@ -1,0 +1,170 @@
+"""The appcontainers command: each subcommand parses, calls the service, prints.
+
+Imports are lazy so `appcontainers --help` stays close to a bare Python start.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+
+def _service():
+    from . import api
+
+    return api.setup_service()
+
+
+def _emit(as_json: bool, data, text: str | None = None) -> None:
+    if as_json:
+        click.echo(json.dumps(data, sort_keys=True))
+    else:
+        click.echo(text if text is not None else data)
+
+
+class _Group(click.Group):
+    """Turns our errors into one line on stderr and exit code 1, never a traceback."""
+
+    def invoke(self, ctx):
+        from ..domain.exceptions import AppContainersError
+
+        try:
+            return super().invoke(ctx)
+        except AppContainersError as e:
+            click.echo(f"appcontainers: error: {e}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("appcontainers: interrupted", err=True)
+            ctx.exit(130)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """Build, run and monitor LXC app containers and their images."""
+
+
+@main.command()
+@click.option("--name", help="Container name (a-z, 0-9, '-'); random if omitted.")
+@click.option("--base", help="Base image name (default: the built-in busybox base).")
+@json_option
+def provision(name, base, as_json):
+    """Create a container with a static IP and a random MAC."""
+    c = _service().provision(name=name, base=base)
+    info = c.info()
+    _emit(as_json, info, f"{info['name']} ip={info['ip']} mac={info['mac']} state={info['state']}")
+
+
+@main.command("ls")
+@json_option
+def ls(as_json):
+    """List containers."""
+    infos = [c.info() for c in _service().list_containers()]
+    if as_json:
+        _emit(True, infos)
+        return
+    click.echo(f"{'NAME':<24} {'STATE':<9} {'IP':<15} {'MAC':<17} EPHEMERAL")
+    for i in infos:
+        click.echo(f"{i['name']:<24} {i['state']:<9} {i['ip']:<15} {i['mac']:<17} {'yes' if i['ephemeral'] else 'no'}")
+
+
+def _simple(verb: str, doc: str):
+    @main.command(verb, help=doc)
+    @click.argument("name")
+    @json_option
+    def cmd(name, as_json):
+        svc = _service()
+        c = svc.get(name)
+        getattr(c, {"rm": "destroy"}.get(verb, verb))()
+        state = "destroyed" if verb == "rm" else c.state
+        _emit(as_json, {"name": name, "state": state}, f"{name} {state}")
+
+    return cmd
+
+
+_simple("start", "Start a container (waits until its agent answers).")
+_simple("stop", "Stop a container (an ephemeral one is removed).")
+_simple("rm", "Destroy a container and free its address and MAC.")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("name")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option("--timeout", type=float, help="Kill the command after this many seconds.")
+@json_option
+def run(name, command, timeout, as_json):
+    """Run a command in a container: appcontainers run NAME -- CMD [ARGS...].
+
+    Streams its output and exits with its exit code."""
+    svc = _service()
+    c = svc.get(name)
+    if as_json:
+        r = c.run(list(command), timeout=timeout)
+        _emit(True, {"exit_code": r.exit_code, "stdout": r.stdout, "stderr": r.stderr})
+    else:
+        def show(stream, line):
+            out = sys.stdout if stream == "stdout" else sys.stderr
+            out.write(line if line.endswith("\n") else line + "\n")
+            out.flush()
+
+        r = c.run(list(command), timeout=timeout, on_output=show)
+    code = r.exit_code
+    sys.exit(code if 0 <= code < 256 else 128 + (-code if code < 0 else 0))
+
+
+@main.command()
+@click.argument("name")
+@click.argument("src", type=click.Path(exists=True, dir_okay=False))
+@click.argument("dest")
+@click.option("--mode", default="644", help="Octal file mode (default 644).")
+@json_option
+def put(name, src, dest, mode, as_json):
+    """Copy the host file SRC to DEST in the container."""
+    try:
+        mode_int = int(mode, 8)
+    except ValueError:
+        raise click.BadParameter(f"{mode!r} is not an octal mode", param_hint="--mode")
+    with open(src, "rb") as f:
+        data = f.read()
+    path = _service().get(name).create_file(dest, data, mode=mode_int)
+    _emit(as_json, {"name": name, "path": path, "bytes": len(data)}, f"{name}:{path} ({len(data)} bytes)")
+
+
+@main.command("load-archive")
+@click.argument("name")
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
+@click.option("--dest", default="/root", help="Directory in the container (default: home, /root).")
+@json_option
+def load_archive(name, archive, dest, as_json):
+    """Extract a tar archive into the container's home directory."""
+    n = _service().get(name).load_archive(archive, dest)
+    _emit(as_json, {"name": name, "members": n, "dest": dest}, f"{name}: {n} members into {dest}")
+
+
+@main.command("add-startup")
+@click.argument("name")
+@click.argument("command")
+@json_option
+def add_startup(name, command, as_json):
+    """Add a startup command (a shell string) run at every start."""
+    cmds = _service().get(name).add_startup_command(command)
+    _emit(as_json, {"name": name, "startup_commands": list(cmds)},
+          "\n".join(f"{i}: {c}" for i, c in enumerate(cmds)))
+
+
+@main.command("rm-startup")
+@click.argument("name")
+@click.argument("index", type=int)
+@json_option
+def rm_startup(name, index, as_json):
+    """Remove startup command number INDEX (as `add-startup` lists them)."""
+    cmds = _service().get(name).remove_startup_command(index)
+    _emit(as_json, {"name": name, "startup_commands": list(cmds)},
+          "\n".join(f"{i}: {c}" for i, c in enumerate(cmds)) or "(no startup commands)")
+
+
+if __name__ == "__main__":
+    main()

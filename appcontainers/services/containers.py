@@ -1,0 +1,230 @@
+"""Use cases on containers: provision, start, stop, run, files, destroy."""
+from __future__ import annotations
+
+import attrs
+
+from ..domain.exceptions import (AppContainersError, ContainerStateError, InvalidValue,
+                                 UnknownContainer)
+from ..domain.image import lineage
+from ..domain.network import MacGenerator
+from ..domain.reservation import PROVISIONING, READY, Reservation, validate_name
+from .ports import Ports
+from .result import RunResult
+from . import plans
+
+
+class ContainerService:
+    """Every container operation; the Python API's Service and Container call these."""
+
+    def __init__(self, ports: Ports):
+        self.p = ports
+        self.settings = ports.settings
+        self.layout = ports.settings.layout
+
+    # ---- provisioning -------------------------------------------------------------
+    def _new_name(self, taken) -> str:
+        while True:
+            name = "ac-%08x" % self.p.rng.getrandbits(32)
+            if name not in taken:
+                return name
+
+    def reserve(self, name: str | None, image_id: str, ephemeral: bool = False,
+                startup_commands=()) -> Reservation:
+        """Claim a name, an address and a MAC in one transaction (status provisioning)."""
+        if name is not None:
+            validate_name(name)
+        host_macs = self.p.net.host_macs()
+        macgen = MacGenerator(self.p.rng, self.settings.mac_prefix)
+        with self.p.repo.transaction() as state:
+            if image_id not in state.images:
+                from ..domain.exceptions import UnknownImage
+                raise UnknownImage(image_id)
+            name = name or self._new_name(state.reservations)
+            if name in state.reservations:
+                from ..domain.exceptions import NameTaken
+                raise NameTaken(name)
+            ip = state.pool.allocate(name)
+            mac = macgen.generate(state.macs() | host_macs)
+            r = Reservation(name=name, ip=ip, mac=mac, image=image_id, ephemeral=ephemeral,
+                            startup_commands=tuple(startup_commands), created=self.p.clock(),
+                            status=PROVISIONING, mounter=self._mounter_name())
+            state.add(r)
+            return r
+
+    def _mounter_name(self) -> str:
+        return "fuse" if self.settings.mounter == "fuse" else "kernel"
+
+    def provision(self, name=None, image_id=None, ephemeral=False, startup_commands=()) -> Reservation:
+        r = self.reserve(name, image_id, ephemeral, startup_commands)
+        try:
+            self.materialize(r)
+        except BaseException:
+            self._undo(r.name)
+            raise
+        with self.p.repo.transaction() as state:
+            ready = attrs.evolve(state.get(r.name), status=READY)
+            state.put(ready)
+        return ready
+
+    def materialize(self, r: Reservation) -> None:
+        """Dirs, mounts and the LXC config for a reservation (idempotent)."""
+        self.p.net.ensure_bridge(self.settings.bridge, *self._gateway())
+        self.ensure_mounted(r)
+        self.render(r)
+
+    def _gateway(self):
+        state = self.p.repo.read()
+        return state.pool.gateway, state.pool.prefixlen
+
+    def _layers(self, r: Reservation, images=None):
+        images = images if images is not None else self.p.repo.read().images
+        return lineage(images, r.image)
+
+    def ensure_mounted(self, r: Reservation) -> None:
+        L = self.layout
+        chain = self._layers(r)
+        files = [L.image_file(img.id, img.kind) for img in chain]
+        points = [L.layer_mount(r.name, i) for i in range(len(chain))]
+        upper, work, target = L.upper(r.name, r.ephemeral), L.work(r.name, r.ephemeral), L.rootfs(r.name)
+        mounter = self.p.mounters[r.mounter]
+        if mounter.is_mounted(target):
+            return
+        self.p.fs.make_dirs(upper, work, target)
+        mounter.mount(files, points, upper, work, target)
+
+    def render(self, r: Reservation) -> None:
+        """Skeleton files and the LXC config, re-rendered so the skeletons' current text applies."""
+        L, state = self.layout, self.p.repo.read()
+        chain = self._layers(r, state.images)
+        context = plans.context(r, L, self.settings, state.pool, chain)
+        files = self.p.skeletons.render_files(context)
+        mounts = []
+        for path, text in files.items():
+            src = L.skel_dir(r.name) + path
+            self.p.fs.write_text(src, text)
+            mounts.append((src, path))
+        self.p.fs.make_dirs(L.agent_dir(r.name))
+        context["files"] = mounts
+        self.p.driver.create(r.name, self.p.skeletons.render_config(context))
+
+    def _undo(self, name: str) -> None:
+        """Roll a half-made container back; never raises over the original error."""
+        try:
+            self.teardown(name)
+        except AppContainersError:
+            pass
+        except OSError:
+            pass
+
+    # ---- lookup ---------------------------------------------------------------------
+    def get(self, name: str) -> Reservation:
+        return self.p.repo.read().get(name)
+
+    def list(self) -> list[Reservation]:
+        return sorted(self.p.repo.read().reservations.values(), key=lambda r: r.name)
+
+    def state(self, name: str) -> str:
+        self.get(name)
+        return self.p.driver.state(name)
+
+    # ---- lifecycle ------------------------------------------------------------------
+    def start(self, name: str) -> None:
+        r = self.get(name)
+        if r.status != READY:
+            raise ContainerStateError(f"container {name} is {r.status}, not ready; run `appcontainers gc`")
+        if self.p.driver.state(name) == "RUNNING":
+            return
+        self.materialize(r)
+        agent_dir = self.layout.agent_dir(name)
+        chain = self._layers(r)
+        self.p.fs.write_json(agent_dir + "/agent.json", plans.agent_config(r, chain, self.settings))
+        for stale in ("ready", "cmd.sock", "events.sock"):
+            self.p.fs.remove_file(f"{agent_dir}/{stale}")
+        self.p.driver.start(name, self.settings.start_timeout)
+        if plans.has_agent(chain):
+            if not self.p.agents(agent_dir).wait_ready(self.settings.start_timeout):
+                from ..domain.exceptions import AgentUnavailable
+                raise AgentUnavailable(f"container {name} started but its agent did not answer within "
+                                       f"{self.settings.start_timeout:g}s; see {self.layout.lxcpath}/{name}/lxc.log")
+
+    def stop(self, name: str) -> None:
+        r = self.get(name)
+        self.p.driver.stop(name, self.settings.stop_timeout)
+        if r.ephemeral:
+            self.destroy(name)
+
+    def teardown(self, name: str) -> None:
+        """Stop, unmount and remove everything of a container but its reservation."""
+        r = self.p.repo.read().reservations.get(name)
+        L = self.layout
+        self.p.driver.destroy(name)
+        for mounter in self.p.mounters.values():
+            points = [p for p in mounter.mounted(L.mnt(name)) if p != L.rootfs(name)]
+            mounter.unmount(L.rootfs(name), sorted(points))
+        for ephemeral in ((r.ephemeral,) if r else (False, True)):
+            self.p.fs.remove_tree(L.overlay(name, ephemeral))
+        self.p.fs.remove_tree(L.mnt(name))
+        self.p.fs.remove_tree(L.run_dir(name))
+        with self.p.repo.transaction() as state:
+            state.remove(name)
+
+    def destroy(self, name: str) -> None:
+        self.get(name)
+        self.teardown(name)
+
+    # ---- commands and files ---------------------------------------------------------
+    def run(self, name: str, command, timeout=None, on_output=None, env=None, cwd=None,
+            stdin: bytes | None = None) -> RunResult:
+        r = self.get(name)
+        argv, shell = plans.command(command)
+        if self.p.driver.state(name) != "RUNNING":
+            self.start(name)
+        chain = self._layers(r)
+        if plans.has_agent(chain):
+            client = self.p.agents(self.layout.agent_dir(name))
+            code, out, err, _ = client.run(argv=argv, shell=shell, env=env, cwd=cwd, stdin=stdin,
+                                           timeout=timeout, on_output=on_output)
+        else:
+            code, out, err = self.p.driver.attach(name, argv or ["/bin/sh", "-c", shell], env, cwd,
+                                                  timeout, on_output, stdin)
+        return RunResult(exit_code=code, stdout=out, stderr=err)
+
+    def create_file(self, name: str, path: str, content, mode: int = 0o644) -> str:
+        from ..adapters.rootfs_files import container_path  # pure path check
+        r = self.get(name)
+        full = container_path(path)
+        data = content.encode() if isinstance(content, str) else bytes(content)
+        self.ensure_mounted(r)
+        self.p.fs.write_in_root(self.layout.rootfs(name), full, data, mode)
+        return full
+
+    def load_archive(self, name: str, archive: str, dest: str = "/root") -> int:
+        from ..adapters.rootfs_files import container_path
+        r = self.get(name)
+        full = container_path(dest)
+        self.p.fs.check_archive(archive)
+        self.ensure_mounted(r)
+        return self.p.fs.extract_in_root(self.layout.rootfs(name), full, archive)
+
+    def set_startup_commands(self, name: str, commands) -> tuple[str, ...]:
+        with self.p.repo.transaction() as state:
+            r = attrs.evolve(state.get(name), startup_commands=tuple(commands))
+            state.put(r)
+            return r.startup_commands
+
+    def add_startup_command(self, name: str, command: str) -> tuple[str, ...]:
+        if not isinstance(command, str):
+            raise InvalidValue("a startup command is one shell string")
+        return self.set_startup_commands(name, [*self.get(name).startup_commands, command])
+
+    def remove_startup_command(self, name: str, index_or_command) -> tuple[str, ...]:
+        cmds = list(self.get(name).startup_commands)
+        if isinstance(index_or_command, int):
+            if not 0 <= index_or_command < len(cmds):
+                raise InvalidValue(f"container {name} has no startup command #{index_or_command}")
+            del cmds[index_or_command]
+        elif index_or_command in cmds:
+            cmds.remove(index_or_command)
+        else:
+            raise InvalidValue(f"container {name} has no startup command {index_or_command!r}")
+        return self.set_startup_commands(name, cmds)

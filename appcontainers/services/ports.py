@@ -1,0 +1,25 @@
+"""The bundle of ports a Service is built from (wired in entrypoints.api)."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import attrs
+
+from ..config import Settings
+
+
+@attrs.define
+class Ports:
+    settings: Settings
+    repo: Any            # ResourceRepository
+    driver: Any          # ContainerDriver
+    mounters: dict       # name -> RootfsMounter ("kernel", "fuse")
+    codec: Any           # ImageCodec
+    net: Any             # HostNetwork: ensure_bridge, host_macs
+    fs: Any              # HostFs
+    skeletons: Any       # Skeletons
+    base_builder: Any    # BusyboxBaseBuilder
+    agents: Callable     # run_dir -> AgentClient
+    clock: Callable[[], float]
+    rng: Any             # has getrandbits
+    debian_builder: Any = None
