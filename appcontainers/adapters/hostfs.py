@@ -50,6 +50,11 @@ class HostFs:
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         os.replace(src, dest)
 
+    def copy(self, src: str, dest: str) -> None:
+        """A plain copy (never a link: the store's copy must not change with the user's file)."""
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        shutil.copyfile(src, dest)
+
     def link_or_copy(self, src: str, dest: str) -> None:
         """Put a copy of src at dest (a hard link when on the same filesystem), atomically."""
         os.makedirs(os.path.dirname(dest), exist_ok=True)

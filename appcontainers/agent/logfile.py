@@ -68,7 +68,7 @@ class JsonLog:
         self.flush()
 
     def write(self, record: dict) -> None:
-        self.write_json(json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode())
+        self.write_json(json.dumps(record, separators=(",", ":")).encode())
 
     def write_json(self, obj: bytes, ts: float | None = None) -> None:
         """Append an already encoded JSON object, adding "ts" in front."""

@@ -22,7 +22,7 @@ def encode(msg: dict) -> bytes:
     """One message as compact UTF-8 JSON, with "v" set."""
     if msg.get("v") != VERSION:
         msg = {"v": VERSION, **msg}
-    return json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode()
+    return json.dumps(msg, separators=(",", ":")).encode()  # ASCII: any str, even a lone surrogate
 
 
 def decode(payload: bytes) -> dict:

@@ -162,7 +162,7 @@ def lineage(images: dict[str, Image], image_id: str) -> list[Image]:
     chain, seen = [], set()
     current = image_id
     while current is not None:
-        if len(seen) > 50:
+        if current in seen:
             raise InvalidValue(f"image {current[:12]} has a parent loop")
         seen.add(current)
         img = images.get(current)

@@ -84,7 +84,8 @@ class Container:
         return self._svc.containers.logs(self.name, since=since, follow=follow)
 
     def save_image(self, path: str, flatten: bool = True, name: str | None = None, progress=None):
-        return self._svc.images.save(self.name, path, flatten=flatten, name=name, progress=progress)
+        """Squash this container into an .aimg file; returns the Image (id = sha256)."""
+        return self._svc.images.save(self.name, path, flatten=flatten, image_name=name, progress=progress)
 
 
 class Service:

@@ -29,13 +29,17 @@ class ContainerService:
                 return name
 
     def reserve(self, name: str | None, image_id: str, ephemeral: bool = False,
-                startup_commands=()) -> Reservation:
-        """Claim a name, an address and a MAC in one transaction (status provisioning)."""
+                startup_commands=(), new_image=None) -> Reservation:
+        """Claim a name, an address and a MAC in one transaction (status provisioning).
+
+        new_image, if given, is registered in the same transaction (a loaded image)."""
         if name is not None:
             validate_name(name)
         host_macs = self.p.net.host_macs()
         macgen = MacGenerator(self.p.rng, self.settings.mac_prefix)
         with self.p.repo.transaction() as state:
+            if new_image is not None and new_image.id not in state.images:
+                state.images[new_image.id] = new_image
             if image_id not in state.images:
                 from ..domain.exceptions import UnknownImage
                 raise UnknownImage(image_id)
@@ -61,8 +65,11 @@ class ContainerService:
         except BaseException:
             self._undo(r.name)
             raise
+        return self.mark_ready(r.name)
+
+    def mark_ready(self, name: str) -> Reservation:
         with self.p.repo.transaction() as state:
-            ready = attrs.evolve(state.get(r.name), status=READY)
+            ready = attrs.evolve(state.get(name), status=READY)
             state.put(ready)
         return ready
 

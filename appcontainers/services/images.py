@@ -1,0 +1,139 @@
+"""Use cases on images: save a container to a .aimg, load one back, list and remove."""
+from __future__ import annotations
+
+import os
+
+import attrs
+
+from ..domain.exceptions import (ContainerStateError, ImageCorrupt, InUse, InvalidValue, UnknownImage)
+from ..domain.image import FORMAT_VERSION, Image, Manifest, lineage, validate_image_name
+from ..domain.reservation import READY
+from . import plans
+
+
+class ImageService:
+    def __init__(self, ports, containers, bases):
+        self.p, self.containers, self.bases = ports, containers, bases
+        self.layout = ports.settings.layout
+
+    # ---- save -------------------------------------------------------------------------
+    def save(self, name: str, path: str, flatten: bool = True, image_name: str | None = None,
+             progress=None, level: int | None = None) -> Image:
+        """Squash the container (merged view, or only its upper layer) into the file path."""
+        r = self.containers.get(name)
+        if r.status != READY:
+            raise ContainerStateError(f"container {name} is {r.status}; it cannot be saved")
+        image_name = validate_image_name(image_name or name)
+        path = os.path.abspath(path)
+        if not os.path.isdir(os.path.dirname(path)):
+            raise InvalidValue(f"cannot save to {path}: directory {os.path.dirname(path)} does not exist")
+        if os.path.isdir(path):
+            raise InvalidValue(f"cannot save to {path}: it is a directory")
+        state = self.p.repo.read()
+        chain = lineage(state.images, r.image)
+        manifest = {
+            "format_version": FORMAT_VERSION, "name": image_name, "created": self.p.clock(),
+            "parent": None if flatten else r.image, "startup_commands": list(r.startup_commands),
+            "environment": plans.environment(chain), "host_binds": plans.host_binds(chain),
+            "base": chain[-1].manifest.base or chain[-1].name,
+            "init": plans.init_argv(chain) if plans.has_agent(chain) else [],
+        }
+        self.containers.ensure_mounted(r)
+        source = (self.layout.rootfs(name) if flatten else self.layout.upper(name, r.ephemeral))
+        frozen = self.p.driver.state(name) == "RUNNING"
+        if frozen:  # a consistent copy of a running container
+            self.p.driver.freeze(name)
+        try:
+            image_id = self.p.codec.pack(source, manifest, path,
+                                         level=level or self.p.settings.squashfs_level, progress=progress)
+        finally:
+            if frozen:
+                self.p.driver.unfreeze(name)
+        return Image(id=image_id, manifest=Manifest.from_dict(manifest), kind="user")
+
+    # ---- load -------------------------------------------------------------------------
+    def _import(self, path: str) -> tuple[Image, str | None]:
+        """Verify path and stage a copy in the store; (image, temp file to rename or None)."""
+        if not self.p.fs.is_file(path):
+            raise ImageCorrupt(path, "not a regular file" if self.p.fs.exists(path) else "no such file")
+        image_id = self.p.codec.image_id(path)  # cheap: the trailer; full check below
+        state = self.p.repo.read()
+        if image_id in state.images and self.p.fs.exists(self.layout.image_file(image_id, state.images[image_id].kind)):
+            # Already in the store: our verified copy is used, but a damaged file is still refused.
+            self.p.codec.verify(path)
+            return state.images[image_id], None
+        self.p.fs.make_dirs(self.layout.user_images)
+        tmp = os.path.join(self.layout.user_images, f".import-{image_id[:16]}-{os.getpid()}.tmp")
+        try:
+            self.p.fs.copy(path, tmp)  # verify our own copy, so the file cannot change after the check
+            verified_id, manifest = self.p.codec.verify(tmp)
+            if verified_id != image_id:
+                raise ImageCorrupt(path, "the file changed while it was being loaded")
+            image = Image(id=image_id, manifest=Manifest.from_dict(manifest), kind="user")
+        except BaseException:
+            self.p.fs.remove_file(tmp)
+            raise
+        return image, tmp
+
+    def load(self, path: str, ephemeral: bool = False, name: str | None = None):
+        image, staged = self._import(os.path.abspath(path))
+        try:
+            if image.parent is not None:
+                try:
+                    lineage(self.p.repo.read().images, image.parent)
+                except UnknownImage:
+                    raise UnknownImage(f"{image.parent} (parent of {path}): load the parent image first") from None
+            r = self.containers.reserve(name, image.id, ephemeral=ephemeral,
+                                        startup_commands=image.startup_commands, new_image=image)
+        except BaseException:
+            if staged:
+                self.p.fs.remove_file(staged)
+            raise
+        try:
+            if staged:
+                self.p.fs.move(staged, self.layout.image_file(image.id, "user"))
+                staged = None
+            self.containers.materialize(r)
+        except BaseException:
+            if staged:
+                self.p.fs.remove_file(staged)
+            self.containers._undo(r.name)
+            raise
+        return self.containers.mark_ready(r.name)
+
+    # ---- store ------------------------------------------------------------------------
+    def list(self) -> list[Image]:
+        return sorted(self.p.repo.read().images.values(), key=lambda i: (i.kind, i.name, i.created))
+
+    def resolve(self, ref: str, images=None) -> Image:
+        """An image by id, unique id prefix (>= 4 hex digits) or name (the newest of that name)."""
+        images = self.p.repo.read().images if images is None else images
+        if ref in images:
+            return images[ref]
+        if len(ref) >= 4 and all(c in "0123456789abcdef" for c in ref):
+            hits = [i for k, i in images.items() if k.startswith(ref)]
+            if len(hits) == 1:
+                return hits[0]
+            if len(hits) > 1:
+                raise InvalidValue(f"image id prefix {ref!r} is ambiguous")
+        named = [i for i in images.values() if i.name == ref]
+        if named:
+            return max(named, key=lambda i: i.created)
+        raise UnknownImage(ref)
+
+    def users_of(self, image_id: str, state) -> list[str]:
+        users = [f"container {r.name}" for r in state.reservations.values()
+                 if image_id in {i.id for i in lineage(state.images, r.image)}]
+        users += [f"image {i.id[:12]}" for i in state.images.values() if i.parent == image_id]
+        return users
+
+    def remove(self, ref: str) -> Image:
+        """Remove an image from the store; refused while a container or child image uses it."""
+        with self.p.repo.transaction() as state:
+            image = self.resolve(ref, state.images)
+            users = self.users_of(image.id, state)
+            if users:
+                raise InUse(f"image {image.id[:12]} ({image.name}) is used by {', '.join(users)}")
+            del state.images[image.id]
+        self.p.fs.remove_file(self.layout.image_file(image.id, image.kind))
+        return image
