@@ -242,3 +242,41 @@ class EventStream:
 
     def __del__(self):
         self.close()
+
+
+def watch_events(agent_dirs, rescan: float = 1.0, topics: Iterable[str] = ("event",)) -> Iterator[dict]:
+    """Events from every container's agent, live; agent_dirs() lists {name: agent dir}
+    and is asked again every `rescan` seconds so containers started later are heard too.
+    Each event gets a "container" key."""
+    zmq = _zmq()
+    ctx = zmq.Context.instance()
+    socks: dict[str, object] = {}
+    poller = zmq.Poller()
+    try:
+        next_scan = 0.0
+        while True:
+            now = time.monotonic()
+            if now >= next_scan:
+                for name, d in agent_dirs().items():
+                    endpoint = os.path.join(d, "events.sock")
+                    if name not in socks and os.path.exists(endpoint):
+                        sock = ctx.socket(zmq.SUB)
+                        sock.setsockopt(zmq.LINGER, 0)
+                        for t in topics:
+                            sock.setsockopt(zmq.SUBSCRIBE, t.encode())
+                        sock.connect(f"ipc://{endpoint}")
+                        socks[name] = sock
+                        poller.register(sock, zmq.POLLIN)
+                next_scan = now + rescan
+            for sock, _ in poller.poll(rescan * 1000):
+                name = next(n for n, s in socks.items() if s is sock)
+                frames = sock.recv_multipart()
+                try:
+                    event = p.decode(frames[-1])
+                except p.ProtocolError:
+                    continue
+                event.setdefault("container", name)
+                yield event
+    finally:
+        for sock in socks.values():
+            sock.close(linger=0)

@@ -15,7 +15,6 @@ from .config import load_config
 from .logfile import JsonLog
 from .runner import AGAIN, DEFAULT_PATH, GONE, OK, Runner
 
-DEFAULT_DIR = "/run/appcontainers"
 STOP_GRACE = 3.0  # SIGTERM to SIGKILL
 KILL_WAIT = 1.0  # SIGKILL to giving up on reaping
 SNDHWM = 1000  # messages queued per peer before the agent stops reading that command's pipes

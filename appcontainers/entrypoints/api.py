@@ -124,8 +124,8 @@ class Service:
     def list_images(self):
         return self.images.list()
 
-    def remove_image(self, ref: str) -> None:
-        self.images.remove(ref)
+    def remove_image(self, ref: str):
+        return self.images.remove(ref)
 
 
 def build_ports(settings: Settings) -> Ports:

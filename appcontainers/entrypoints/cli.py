@@ -99,10 +99,15 @@ def run(name, command, timeout, as_json):
     """Run a command in a container: appcontainers run NAME -- CMD [ARGS...].
 
     Streams its output and exits with its exit code."""
+    command = list(command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise click.UsageError("no command given: appcontainers run NAME -- CMD [ARGS...]")
     svc = _service()
     c = svc.get(name)
     if as_json:
-        r = c.run(list(command), timeout=timeout)
+        r = c.run(command, timeout=timeout)
         _emit(True, {"exit_code": r.exit_code, "stdout": r.stdout, "stderr": r.stderr})
     else:
         def show(stream, line):
@@ -110,7 +115,7 @@ def run(name, command, timeout, as_json):
             out.write(line if line.endswith("\n") else line + "\n")
             out.flush()
 
-        r = c.run(list(command), timeout=timeout, on_output=show)
+        r = c.run(command, timeout=timeout, on_output=show)
     code = r.exit_code
     sys.exit(code if 0 <= code < 256 else 128 + (-code if code < 0 else 0))
 
@@ -164,6 +169,147 @@ def rm_startup(name, index, as_json):
     cmds = _service().get(name).remove_startup_command(index)
     _emit(as_json, {"name": name, "startup_commands": list(cmds)},
           "\n".join(f"{i}: {c}" for i, c in enumerate(cmds)) or "(no startup commands)")
+
+
+def _image_info(img) -> dict:
+    m = img.manifest
+    return {"id": img.id, "name": m.name, "kind": img.kind, "parent": m.parent, "created": m.created,
+            "base": m.base, "startup_commands": list(m.startup_commands), "environment": m.environment,
+            "format_version": m.format_version}
+
+
+@main.command()
+@click.argument("name")
+@click.argument("path")
+@click.option("--layered", is_flag=True, help="Save only the changes over the container's image (fast).")
+@click.option("--image-name", help="The image's name (default: the container's).")
+@json_option
+def save(name, path, layered, image_name, as_json):
+    """Save container NAME to the image file PATH (.aimg)."""
+    svc = _service()
+    c = svc.get(name)
+    if as_json:
+        img = c.save_image(path, flatten=not layered, name=image_name)
+    else:
+        with click.progressbar(length=100, label=f"saving {name}", file=sys.stderr) as bar:
+            done = [0]
+
+            def progress(pct):
+                pct = int(pct)
+                if pct > done[0]:
+                    bar.update(pct - done[0])
+                    done[0] = pct
+
+            img = c.save_image(path, flatten=not layered, name=image_name, progress=progress)
+    _emit(as_json, {**_image_info(img), "path": path}, f"{path} {img.id}")
+
+
+@main.command()
+@click.argument("path")
+@click.option("--ephemeral", is_flag=True, help="Writes go to a throw-away overlay; removed at stop.")
+@click.option("--name", help="Container name (random if omitted).")
+@json_option
+def load(path, ephemeral, name, as_json):
+    """Load the image file PATH into a new container."""
+    c = _service().load_image(path, ephemeral=ephemeral, name=name)
+    info = c.info()
+    _emit(as_json, info, f"{info['name']} ip={info['ip']} mac={info['mac']} image={info['image'][:12]}"
+                         f"{' ephemeral' if info['ephemeral'] else ''}")
+
+
+@main.command()
+@json_option
+def images(as_json):
+    """List images (bases and user images)."""
+    infos = [_image_info(i) for i in _service().list_images()]
+    if as_json:
+        _emit(True, infos)
+        return
+    click.echo(f"{'ID':<14} {'KIND':<5} {'NAME':<24} PARENT")
+    for i in infos:
+        click.echo(f"{i['id'][:12]:<14} {i['kind']:<5} {i['name']:<24} {(i['parent'] or '-')[:12]}")
+
+
+@main.command()
+@click.argument("ref")
+@json_option
+def rmi(ref, as_json):
+    """Remove an image (by id, id prefix or name); refused while something uses it."""
+    img = _service().remove_image(ref)
+    _emit(as_json, _image_info(img), f"removed {img.id[:12]} ({img.name})")
+
+
+@main.group()
+def image():
+    """Inspect or browse images."""
+
+
+@image.command("inspect")
+@click.argument("ref")
+def image_inspect(ref):
+    """Show an image's manifest (REF: a store id/name, or an .aimg file, verified first)."""
+    import os
+
+    svc = _service()
+    if os.path.exists(ref):
+        image_id, manifest = svc.ports.codec.verify(ref)
+        click.echo(json.dumps({"id": image_id, "manifest": manifest}, indent=1, sort_keys=True))
+    else:
+        click.echo(json.dumps(_image_info(svc.images.resolve(ref)), indent=1, sort_keys=True))
+
+
+@main.command()
+@click.argument("name")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new records.")
+@click.option("--since", type=int, default=0, help="Start at this log offset.")
+@json_option
+def logs(name, follow, since, as_json):
+    """Print a container's command output and exits, recorded by its agent."""
+    import base64
+
+    for offset, rec in _service().get(name).logs(since=since, follow=follow):
+        if as_json:
+            click.echo(json.dumps({"offset": offset, **rec}, sort_keys=True))
+            continue
+        kind = rec.get("type")
+        if kind == "output":
+            data = rec.get("data")
+            if data is None:
+                data = base64.b64decode(rec.get("data_b64", "")).decode(errors="replace")
+            out = sys.stdout if rec.get("stream") == "stdout" else sys.stderr
+            out.write(f"[{rec.get('id')}] {data}" + ("" if data.endswith("\n") else "\n"))
+            out.flush()
+        elif kind in ("exit", "started"):
+            detail = {k: v for k, v in rec.items() if k not in ("ts", "type", "id", "v")}
+            click.echo(f"[{rec.get('id')}] {kind} {json.dumps(detail, sort_keys=True)}")
+
+
+@main.command()
+def events():
+    """Stream events from every container (started, stopped, command exits) until Ctrl-C."""
+    from ..adapters.zmq_bus import watch_events
+
+    svc = _service()
+    for event in watch_events(svc.containers.agent_dirs):
+        click.echo(json.dumps(event, sort_keys=True))
+        sys.stdout.flush()
+
+
+@main.group()
+def base():
+    """Base images."""
+
+
+@base.command("ls")
+@json_option
+def base_ls(as_json):
+    """List base images."""
+    infos = [_image_info(i) for i in _service().list_bases()]
+    if as_json:
+        _emit(True, infos)
+        return
+    for i in infos:
+        click.echo(f"{i['id'][:12]}  {i['name']}")
 
 
 if __name__ == "__main__":

@@ -235,3 +235,12 @@ class ContainerService:
         else:
             raise InvalidValue(f"container {name} has no startup command {index_or_command!r}")
         return self.set_startup_commands(name, cmds)
+
+    # ---- monitoring -----------------------------------------------------------------
+    def logs(self, name: str, since: int = 0, follow: bool = False):
+        """(offset, record) pairs from the container's agent log; follow waits for more."""
+        self.get(name)
+        return self.p.agents(self.layout.agent_dir(name)).logs(since=since, follow=follow)
+
+    def agent_dirs(self) -> dict[str, str]:
+        return {r.name: self.layout.agent_dir(r.name) for r in self.list()}

@@ -294,7 +294,8 @@ class TestRobustness:
 
     def test_as_pid_1_it_reaps_orphans_and_stops(self, start_agent, run_dir):
         """In its own pid namespace (as under LXC) the agent reaps orphans and stops on SIGTERM."""
-        if subprocess.run(["unshare", "-fp", "--mount-proc", "true"], capture_output=True, check=False).returncode:
+        if shutil.which("unshare") is None or subprocess.run(
+                ["unshare", "-fp", "--mount-proc", "true"], capture_output=True, check=False).returncode:
             pytest.skip("cannot create a pid namespace here")
         # --kill-child: the agent gets SIGTERM when unshare ends, also at teardown
         proc, client = start_agent(prefix=("unshare", "-fp", "--mount-proc", "--kill-child=SIGTERM"))

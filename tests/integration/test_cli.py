@@ -1,0 +1,127 @@
+"""The appcontainers command, run as a real subprocess against the test data root."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+CLI = [sys.executable, "-m", "appcontainers.entrypoints.cli"]
+
+
+@pytest.fixture(scope="module")
+def cli(settings, svc):
+    env = {**os.environ, "APPCONTAINERS_ROOT": settings["root"], "APPCONTAINERS_BRIDGE": settings["bridge"],
+           "APPCONTAINERS_SUBNET": settings["subnet"]}
+
+    def run(*args, check=True, input=None):
+        proc = subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=120, input=input)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{args} exited {proc.returncode}: {proc.stderr}")
+        return proc
+
+    run.env = env
+    return run
+
+
+@pytest.fixture
+def cname(cli):
+    info = json.loads(cli("provision", "--json").stdout)
+    try:
+        yield info["name"]
+    finally:
+        cli("rm", info["name"], check=False)
+
+
+class TestCli:
+    def test_provision_json_has_name_ip_mac_state(self, cli):
+        """provision --json prints one object with name, ip, mac and state."""
+        info = json.loads(cli("provision", "--name", "cli-json", "--json").stdout)
+        try:
+            assert info["name"] == "cli-json" and info["ip"].startswith("10.0.201.")
+            assert len(info["mac"]) == 17 and info["state"] == "STOPPED"
+            listed = json.loads(cli("ls", "--json").stdout)
+            assert any(c["name"] == "cli-json" and c["ip"] == info["ip"] for c in listed)
+        finally:
+            cli("rm", "cli-json")
+        assert "cli-json" not in cli("ls").stdout
+
+    def test_run_streams_and_exits_with_the_command_code(self, cli, cname):
+        """run NAME -- CMD prints stdout/stderr apart and exits with the command's code."""
+        proc = cli("run", cname, "--", "sh", "-c", "echo out; echo err >&2; exit 5", check=False)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (5, "out\n", "err\n")
+
+    def test_put_and_load_archive(self, cli, cname, tmp_path):
+        """put copies a host file in; load-archive extracts into /root."""
+        src = tmp_path / "conf"
+        src.write_text("a=1\n")
+        cli("put", cname, str(src), "/etc/app.conf", "--mode", "600")
+        import tarfile
+        (tmp_path / "d").mkdir()
+        (tmp_path / "d" / "x.txt").write_text("from tar\n")
+        with tarfile.open(tmp_path / "a.tgz", "w:gz") as tf:
+            tf.add(tmp_path / "d", arcname="d")
+        cli("load-archive", cname, str(tmp_path / "a.tgz"))
+        out = cli("run", cname, "--", "sh", "-c", "cat /etc/app.conf /root/d/x.txt; stat -c %a /etc/app.conf").stdout
+        assert out == "a=1\nfrom tar\n600\n"
+
+    def test_errors_are_one_line_and_non_zero(self, cli):
+        """Bad input gives one clear line on stderr, no traceback, exit 1."""
+        for args in (("start", "no-such"), ("provision", "--name", "Bad;Name"), ("rm", "no-such"),
+                     ("load", "/nonexistent.aimg")):
+            proc = cli(*args, check=False)
+            assert proc.returncode == 1, args
+            assert proc.stderr.startswith("appcontainers: error: ") and "Traceback" not in proc.stderr
+            assert proc.stderr.count("\n") == 1, proc.stderr
+
+    def test_startup_commands_logs_and_events(self, cli, cname):
+        """add-startup runs at start; logs shows its output; events shows command exits."""
+        cli("add-startup", cname, "echo hello-from-startup")
+        cli("start", cname)
+        ev = subprocess.Popen([*CLI, "events"], env=cli.env, stdout=subprocess.PIPE, text=True)
+        try:
+            # PUB/SUB does not replay: keep running commands until the subscriber has joined.
+            deadline, seen = time.time() + 20, []
+            os.set_blocking(ev.stdout.fileno(), False)
+            while time.time() < deadline and not any(e.get("type") == "command_exited" for e in seen):
+                cli("run", cname, "--", "true")
+                while line := ev.stdout.readline():
+                    seen.append(json.loads(line))
+                time.sleep(0.2)
+            assert any(e.get("type") == "command_exited" and e.get("container") == cname for e in seen), seen
+        finally:
+            ev.terminate()
+            ev.wait(10)
+        logs = cli("logs", cname).stdout
+        assert "hello-from-startup" in logs
+        out = cli("rm-startup", cname, "0").stdout
+        assert "no startup commands" in out
+
+    def test_save_load_images_rmi(self, cli, cname, tmp_path):
+        """save writes an image, load makes a container of it, images lists it, rmi refuses while used."""
+        cli("run", cname, "--", "sh", "-c", "echo saved > /root/mark")
+        path = str(tmp_path / "c.aimg")
+        saved = json.loads(cli("save", cname, path, "--json").stdout)
+        loaded = json.loads(cli("load", path, "--json").stdout)
+        try:
+            assert loaded["image"] == saved["id"]
+            assert cli("run", loaded["name"], "--", "cat", "/root/mark").stdout == "saved\n"
+            assert saved["id"][:12] in cli("images").stdout
+            proc = cli("rmi", saved["id"], check=False)
+            assert proc.returncode == 1 and "used by" in proc.stderr
+            inspect = json.loads(cli("image", "inspect", path).stdout)
+            assert inspect["id"] == saved["id"]
+        finally:
+            cli("rm", loaded["name"])
+        cli("rmi", saved["id"])
+        assert saved["id"][:12] not in cli("images").stdout
+
+    def test_help_is_fast_to_import(self):
+        """--help does not import the service stack (lazy imports)."""
+        code = ("import sys, appcontainers.entrypoints.cli as c; "
+                "print(sorted(m for m in ('zmq','tempita','appcontainers.services.containers') if m in sys.modules))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        assert out.strip() == "[]"
