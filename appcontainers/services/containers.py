@@ -50,7 +50,7 @@ class ContainerService:
             ip = state.pool.allocate(name)
             mac = macgen.generate(state.macs() | host_macs)
             r = Reservation(name=name, ip=ip, mac=mac, image=image_id, ephemeral=ephemeral,
-                            startup_commands=tuple(startup_commands), created=self.p.clock(),
+                            startup_commands=startup_commands, created=self.p.clock(),
                             status=PROVISIONING, mounter=self._mounter_name())
             state.add(r)
             return r
@@ -215,7 +215,7 @@ class ContainerService:
 
     def set_startup_commands(self, name: str, commands) -> tuple[str, ...]:
         with self.p.repo.transaction() as state:
-            r = attrs.evolve(state.get(name), startup_commands=tuple(commands))
+            r = attrs.evolve(state.get(name), startup_commands=commands)
             state.put(r)
             return r.startup_commands
 
