@@ -25,6 +25,12 @@ class HostFs:
         except FileNotFoundError:
             pass
 
+    def list_dir(self, path: str) -> list[str]:
+        try:
+            return sorted(os.listdir(path))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
     def exists(self, path: str) -> bool:
         return os.path.lexists(path)
 

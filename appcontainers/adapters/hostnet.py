@@ -52,6 +52,9 @@ class HostNetwork:
     def bridge_exists(self, name: str) -> bool:
         return os.path.exists(f"/sys/class/net/{name}")
 
+    def delete_link(self, name: str) -> None:
+        process.run(["ip", "link", "del", name], timeout=10, check=False)
+
     def host_macs(self) -> set[str]:
         macs = set()
         try:

@@ -88,6 +88,23 @@ class Reservation:
     created: float = attrs.field(default=0.0, converter=float)
     status: str = attrs.field(default=READY, validator=_one_of(STATUSES))
     mounter: str = attrs.field(default="kernel", validator=_one_of(("kernel", "fuse")))
+    # The process doing an unfinished operation (status provisioning/destroying), as hostproc tokens.
+    owner: str | None = attrs.field(default=None)
+    boot: str | None = attrs.field(default=None)  # boot id when reserved: an ephemeral one dies with the boot
+    started: bool = attrs.field(default=False)  # has run since it was reserved (ephemeral clean-up)
+    memory: str | None = attrs.field(default=None)  # cgroup memory limit, e.g. "256M"
+    cpus: float | None = attrs.field(default=None)  # CPU quota in cores
+
+    @memory.validator
+    def _check_memory(self, _attr, value):
+        if value is not None and not re.fullmatch(r"[1-9][0-9]*[KMG]?", str(value)):
+            raise InvalidValue(f"invalid memory limit {value!r}: a size like 512M or 2G")
+
+    @cpus.validator
+    def _check_cpus(self, _attr, value):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0.01 <= value <= 1024):
+            raise InvalidValue(f"invalid cpus limit {value!r}: a number of cores like 0.5 or 2")
 
     def to_dict(self) -> dict:
         d = attrs.asdict(self)
@@ -104,7 +121,9 @@ class Reservation:
                 ephemeral=data.get("ephemeral", False),
                 startup_commands=data.get("startup_commands", ()),
                 created=data.get("created", 0.0), status=data.get("status", READY),
-                mounter=data.get("mounter", "kernel"),
+                mounter=data.get("mounter", "kernel"), owner=data.get("owner"),
+                boot=data.get("boot"), started=bool(data.get("started", False)),
+                memory=data.get("memory"), cpus=data.get("cpus"),
             )
         except KeyError as e:
             raise InvalidValue(f"reservation record lacks {e.args[0]!r}") from None

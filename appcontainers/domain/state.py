@@ -16,6 +16,9 @@ class State:
     pool: AddressPool
     reservations: dict[str, Reservation] = attrs.Factory(dict)
     images: dict[str, Image] = attrs.Factory(dict)
+    # Unfinished multi-step operations other than provision/destroy (e.g. a save), by id:
+    # {"kind": ..., "owner": hostproc token, ...details}; reconcile finishes or undoes them.
+    operations: dict[str, dict] = attrs.Factory(dict)
 
     @classmethod
     def empty(cls, network: str) -> "State":
@@ -56,6 +59,7 @@ class State:
             "pool": self.pool.to_dict(),
             "reservations": {n: r.to_dict() for n, r in sorted(self.reservations.items())},
             "images": {i: img.to_dict() for i, img in sorted(self.images.items())},
+            "operations": {k: dict(v) for k, v in sorted(self.operations.items())},
         }
 
     @classmethod
@@ -78,4 +82,7 @@ class State:
             if r.mac in macs:
                 raise InvalidValue(f"MAC {r.mac} is held by two reservations")
             macs.add(r.mac)
-        return cls(pool=pool, reservations=res, images=imgs)
+        ops = data.get("operations", {})
+        if not isinstance(ops, dict) or not all(isinstance(v, dict) for v in ops.values()):
+            raise InvalidValue("malformed operations record")
+        return cls(pool=pool, reservations=res, images=imgs, operations={str(k): dict(v) for k, v in ops.items()})

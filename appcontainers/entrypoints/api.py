@@ -101,10 +101,13 @@ class Service:
         except ImportError:
             pass
 
-    def provision(self, name: str | None = None, base: str | None = None) -> Container:
-        """A new container with a static IP and a random MAC, on base (default: the busybox base)."""
+    def provision(self, name: str | None = None, base: str | None = None, memory: str | None = None,
+                  cpus: float | None = None) -> Container:
+        """A new container with a static IP and a random MAC, on base (default: the busybox base).
+
+        memory ("256M") and cpus (cores, e.g. 0.5) set cgroup limits."""
         image = self.bases.resolve(base)
-        r = self.containers.provision(name=name, image_id=image.id)
+        r = self.containers.provision(name=name, image_id=image.id, memory=memory, cpus=cpus)
         return Container(self, r.name)
 
     def get(self, name: str) -> Container:
@@ -113,6 +116,13 @@ class Service:
 
     def list_containers(self) -> list[Container]:
         return [Container(self, r.name) for r in self.containers.list()]
+
+    def reconcile(self, dry_run: bool = False) -> list[str]:
+        """Compare the state with reality (containers, mounts, veths, dirs, temp files, unfinished
+        operations) and repair each difference; returns what was done (or would be, dry_run)."""
+        from ..services.reconcile import Reconciler
+
+        return Reconciler(self.ports, self.containers).run(dry_run=dry_run)
 
     def list_bases(self):
         return self.bases.list()
@@ -132,6 +142,7 @@ def build_ports(settings: Settings) -> Ports:
     from ..adapters.busybox_base import BusyboxBaseBuilder
     from ..adapters.hostfs import HostFs
     from ..adapters.hostnet import HostNetwork
+    from ..adapters.hostproc import HostProcesses
     from ..adapters.json_store import JsonStore
     from ..adapters.kernel_mount import KernelMounter
     from ..adapters.lxc_cli import LxcDriver
@@ -152,11 +163,11 @@ def build_ports(settings: Settings) -> Ports:
         settings=settings, repo=JsonStore(L.resources, settings.subnet), driver=LxcDriver(L.lxcpath),
         mounters=mounters, codec=codec, net=HostNetwork(), fs=HostFs(), skeletons=Skeletons(L.skeletons),
         base_builder=BusyboxBaseBuilder(codec, L.tmp, settings.squashfs_level), agents=AgentClient,
-        clock=time.time, rng=random.SystemRandom(),
+        clock=time.time, rng=random.SystemRandom(), procs=HostProcesses(),
     )
 
 
-def setup_service(**settings) -> Service:
+def setup_service(reconcile: bool = True, **settings) -> Service:
     """The Service with real adapters. Keyword settings (root=, bridge=, subnet=, ...) override
     the defaults; APPCONTAINERS_ROOT (and _BRIDGE, _SUBNET, _MOUNTER) override the defaults too."""
     if os.geteuid() != 0:
@@ -164,4 +175,7 @@ def setup_service(**settings) -> Service:
     s = Settings.from_env(**settings)
     for d in (s.root, s.layout.lxcpath):
         os.makedirs(d, mode=0o711, exist_ok=True)
-    return Service(build_ports(s))
+    svc = Service(build_ports(s))
+    if reconcile:
+        svc.reconcile()  # cheap: what a crashed process or host left behind
+    return svc

@@ -10,10 +10,10 @@ import sys
 import click
 
 
-def _service():
+def _service(reconcile: bool = True):
     from . import api
 
-    return api.setup_service()
+    return api.setup_service(reconcile=reconcile)
 
 
 def _emit(as_json: bool, data, text: str | None = None) -> None:
@@ -237,6 +237,16 @@ def rmi(ref, as_json):
     """Remove an image (by id, id prefix or name); refused while something uses it."""
     img = _service().remove_image(ref)
     _emit(as_json, _image_info(img), f"removed {img.id[:12]} ({img.name})")
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Only say what would be repaired.")
+@json_option
+def gc(dry_run, as_json):
+    """Reconcile the state with reality: remove what crashed operations left behind."""
+    done = _service(reconcile=False).reconcile(dry_run=dry_run)
+    _emit(as_json, {"dry_run": dry_run, "actions": done},
+          "\n".join(done) if done else "nothing to repair")
 
 
 @main.group()

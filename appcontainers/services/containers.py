@@ -7,7 +7,8 @@ from ..domain.exceptions import (AppContainersError, ContainerStateError, Invali
                                  UnknownContainer)
 from ..domain.image import lineage
 from ..domain.network import MacGenerator
-from ..domain.reservation import PROVISIONING, READY, Reservation, validate_name
+from ..domain.reservation import DESTROYING, PROVISIONING, READY, Reservation, validate_name
+from .faults import checkpoint
 from .ports import Ports
 from .result import RunResult
 from . import plans
@@ -29,7 +30,7 @@ class ContainerService:
                 return name
 
     def reserve(self, name: str | None, image_id: str, ephemeral: bool = False,
-                startup_commands=(), new_image=None) -> Reservation:
+                startup_commands=(), new_image=None, **limits) -> Reservation:
         """Claim a name, an address and a MAC in one transaction (status provisioning).
 
         new_image, if given, is registered in the same transaction (a loaded image)."""
@@ -51,17 +52,22 @@ class ContainerService:
             mac = macgen.generate(state.macs() | host_macs)
             r = Reservation(name=name, ip=ip, mac=mac, image=image_id, ephemeral=ephemeral,
                             startup_commands=startup_commands, created=self.p.clock(),
-                            status=PROVISIONING, mounter=self._mounter_name())
+                            status=PROVISIONING, mounter=self._mounter_name(),
+                            owner=self.p.procs.token(), boot=self.p.procs.boot_id(),
+                            memory=limits.get("memory"), cpus=limits.get("cpus"))
             state.add(r)
             return r
 
     def _mounter_name(self) -> str:
         return "fuse" if self.settings.mounter == "fuse" else "kernel"
 
-    def provision(self, name=None, image_id=None, ephemeral=False, startup_commands=()) -> Reservation:
-        r = self.reserve(name, image_id, ephemeral, startup_commands)
+    def provision(self, name=None, image_id=None, ephemeral=False, startup_commands=(),
+                  memory=None, cpus=None) -> Reservation:
+        r = self.reserve(name, image_id, ephemeral, startup_commands, memory=memory, cpus=cpus)
+        checkpoint("provision.reserved")
         try:
             self.materialize(r)
+            checkpoint("provision.materialized")
         except BaseException:
             self._undo(r.name)
             raise
@@ -69,7 +75,7 @@ class ContainerService:
 
     def mark_ready(self, name: str) -> Reservation:
         with self.p.repo.transaction() as state:
-            ready = attrs.evolve(state.get(name), status=READY)
+            ready = attrs.evolve(state.get(name), status=READY, owner=None)
             state.put(ready)
         return ready
 
@@ -98,6 +104,7 @@ class ContainerService:
             return
         self.p.fs.make_dirs(upper, work, target)
         mounter.mount(files, points, upper, work, target)
+        checkpoint("mount.done")
 
     def render(self, r: Reservation) -> None:
         """Skeleton files and the LXC config, re-rendered so the skeletons' current text applies."""
@@ -153,6 +160,12 @@ class ContainerService:
                 from ..domain.exceptions import AgentUnavailable
                 raise AgentUnavailable(f"container {name} started but its agent did not answer within "
                                        f"{self.settings.start_timeout:g}s; see {self.layout.lxcpath}/{name}/lxc.log")
+        if r.ephemeral and not r.started:
+            # From now on, finding it stopped means it ended without stop(): reconcile removes it.
+            with self.p.repo.transaction() as state:
+                current = state.reservations.get(name)
+                if current is not None:
+                    state.put(attrs.evolve(current, started=True))
 
     def stop(self, name: str) -> None:
         r = self.get(name)
@@ -161,13 +174,23 @@ class ContainerService:
             self.destroy(name)
 
     def teardown(self, name: str) -> None:
-        """Stop, unmount and remove everything of a container but its reservation."""
-        r = self.p.repo.read().reservations.get(name)
+        """Stop, unmount and remove everything of a container, then its reservation.
+
+        The intent is recorded first (status destroying), so a crash at any step leaves
+        something reconcile finishes."""
+        with self.p.repo.transaction() as state:
+            r = state.reservations.get(name)
+            if r is not None:
+                r = attrs.evolve(r, status=DESTROYING, owner=self.p.procs.token())
+                state.put(r)
+        checkpoint("destroy.marked")
         L = self.layout
         self.p.driver.destroy(name)
+        checkpoint("destroy.stopped")
         for mounter in self.p.mounters.values():
             points = [p for p in mounter.mounted(L.mnt(name)) if p != L.rootfs(name)]
             mounter.unmount(L.rootfs(name), sorted(points))
+        checkpoint("destroy.unmounted")
         for ephemeral in ((r.ephemeral,) if r else (False, True)):
             self.p.fs.remove_tree(L.overlay(name, ephemeral))
         self.p.fs.remove_tree(L.mnt(name))

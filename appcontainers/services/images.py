@@ -9,6 +9,7 @@ from ..domain.exceptions import (ContainerStateError, ImageCorrupt, InUse, Inval
 from ..domain.image import FORMAT_VERSION, Image, Manifest, lineage, validate_image_name
 from ..domain.reservation import READY
 from . import plans
+from .faults import checkpoint
 
 
 class ImageService:
@@ -41,14 +42,26 @@ class ImageService:
         self.containers.ensure_mounted(r)
         source = (self.layout.rootfs(name) if flatten else self.layout.upper(name, r.ephemeral))
         frozen = self.p.driver.state(name) == "RUNNING"
-        if frozen:  # a consistent copy of a running container
-            self.p.driver.freeze(name)
+        op_id = f"save-{os.getpid()}-{self.p.rng.getrandbits(32):08x}"
+        with self.p.repo.transaction() as state:
+            # The intent: if this process dies, reconcile thaws the container and removes the
+            # codec's temp files (.<basename>.*.tmp next to path).
+            state.operations[op_id] = {"kind": "save", "owner": self.p.procs.token(), "container": name,
+                                       "frozen": frozen, "dest": path}
+        checkpoint("save.recorded")
         try:
-            image_id = self.p.codec.pack(source, manifest, path,
-                                         level=level or self.p.settings.squashfs_level, progress=progress)
+            if frozen:  # a consistent copy of a running container
+                self.p.driver.freeze(name)
+            try:
+                image_id = self.p.codec.pack(source, manifest, path,
+                                             level=level or self.p.settings.squashfs_level, progress=progress)
+                checkpoint("save.packed")
+            finally:
+                if frozen:
+                    self.p.driver.unfreeze(name)
         finally:
-            if frozen:
-                self.p.driver.unfreeze(name)
+            with self.p.repo.transaction() as state:
+                state.operations.pop(op_id, None)
         return Image(id=image_id, manifest=Manifest.from_dict(manifest), kind="user")
 
     # ---- load -------------------------------------------------------------------------
@@ -66,6 +79,7 @@ class ImageService:
         tmp = os.path.join(self.layout.user_images, f".import-{image_id[:16]}-{os.getpid()}.tmp")
         try:
             self.p.fs.copy(path, tmp)  # verify our own copy, so the file cannot change after the check
+            checkpoint("load.staged")
             verified_id, manifest = self.p.codec.verify(tmp)
             if verified_id != image_id:
                 raise ImageCorrupt(path, "the file changed while it was being loaded")
@@ -89,10 +103,12 @@ class ImageService:
             if staged:
                 self.p.fs.remove_file(staged)
             raise
+        checkpoint("load.reserved")
         try:
             if staged:
                 self.p.fs.move(staged, self.layout.image_file(image.id, "user"))
                 staged = None
+            checkpoint("load.imported")
             self.containers.materialize(r)
         except BaseException:
             if staged:

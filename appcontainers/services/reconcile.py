@@ -1,0 +1,129 @@
+"""Reconcile: compare the state file with reality and repair every difference.
+
+There is no daemon, so this does what a daemon's bookkeeping would: it finishes or
+undoes operations whose process died, removes ephemeral containers that outlived
+their run, and removes anything under our data root that no reservation explains.
+It touches only what lives under our own data root, our lxcpath and our bridge.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+
+from ..domain.exceptions import AppContainersError
+from ..domain.image import lineage
+from ..domain.reservation import READY
+
+
+class Reconciler:
+    def __init__(self, ports, containers):
+        self.p, self.containers = ports, containers
+        self.layout = ports.settings.layout
+
+    def plan(self) -> list[tuple[str, str, tuple]]:
+        """What reconcile would do: (description, action, args), computed from state and reality."""
+        L, procs, fs = self.layout, self.p.procs, self.p.fs
+        # Reality first, then the state: whatever existed when we looked was reserved before
+        # it was made, so a reservation made meanwhile is in the state we read next.
+        lxc_names = self.p.driver.list()
+        dir_names = {name for parent in (L.mnt(""), L.run_dir(""), L.overlay("", True), L.overlay("", False))
+                     for name in fs.list_dir(parent) if not name.startswith(".")}
+        for mounter in self.p.mounters.values():
+            for point in mounter.mounted(L.mnt("")):
+                dir_names.add(os.path.relpath(point, L.mnt("")).split("/")[0])
+        veths = self.p.net.veths_on(self.p.settings.bridge)
+        temp_files = [(d, f) for d in (L.user_images, L.bases) for f in fs.list_dir(d)
+                      if fnmatch.fnmatch(f, ".import-*-*.tmp")]
+        state = self.p.repo.read()
+        actions = []
+        known = set(state.reservations)
+        boot = procs.boot_id()
+        for r in state.reservations.values():
+            if r.status != READY:
+                if not procs.alive(r.owner):
+                    actions.append((f"container {r.name}: {r.status} by a process that is gone: removing it",
+                                    "teardown", (r.name,)))
+            elif r.ephemeral:
+                if boot is not None and r.boot is not None and r.boot != boot:
+                    actions.append((f"ephemeral container {r.name} is from an earlier boot: removing it",
+                                    "teardown", (r.name,)))
+                elif r.started and self.p.driver.state(r.name) in ("STOPPED", "MISSING"):
+                    actions.append((f"ephemeral container {r.name} stopped on its own: removing it",
+                                    "teardown", (r.name,)))
+        for name in lxc_names:
+            if name not in known:
+                actions.append((f"LXC container {name} has no reservation: removing it", "teardown", (name,)))
+        for name in sorted(dir_names - known - {a[2][0] for a in actions if a[1] == "teardown"}):
+            actions.append((f"leftovers of {name} (mounts or directories) without a reservation: removing them",
+                            "teardown", (name,)))
+        for op_id, op in state.operations.items():
+            if not procs.alive(op.get("owner")):
+                actions.append((f"{op.get('kind')} {op_id} of a process that is gone: undoing it",
+                                "undo_operation", (op_id,)))
+        for d, f in temp_files:
+            if not self._pid_alive(f.rsplit("-", 1)[1][:-4]):
+                actions.append((f"temp file {f} of a dead load: removing it", "remove_file", (os.path.join(d, f),)))
+        for image in list(state.images.values()):
+            if not fs.exists(L.image_file(image.id, image.kind)):
+                users = [r.name for r in state.reservations.values()
+                         if image.id in {i.id for i in self._chain(state, r.image)}]
+                if not users:
+                    actions.append((f"image {image.id[:12]} ({image.name}) has no file: forgetting it",
+                                    "forget_image", (image.id,)))
+        for veth in veths:
+            from .plans import veth_name
+            if veth.startswith("acv") and veth not in {veth_name(n) for n in known}:
+                actions.append((f"veth {veth} on {self.p.settings.bridge} belongs to no container: deleting it",
+                                "delete_link", (veth,)))
+        return actions
+
+    @staticmethod
+    def _chain(state, image_id):
+        try:
+            return lineage(state.images, image_id)
+        except Exception:
+            return []
+
+    @staticmethod
+    def _pid_alive(pid: str) -> bool:
+        return pid.isdigit() and os.path.exists(f"/proc/{pid}")
+
+    def run(self, dry_run: bool = False) -> list[str]:
+        """Repair every difference; returns what was (or, dry_run, would be) done."""
+        done = []
+        for description, action, args in self.plan():
+            if not dry_run:
+                try:
+                    getattr(self, "_" + action)(*args)
+                except (AppContainersError, OSError) as e:
+                    # Another process may be removing the same thing; report, go on with the rest.
+                    description += f" (failed: {e})"
+            done.append(description)
+        return done
+
+    def _teardown(self, name):
+        self.containers.teardown(name)
+
+    def _remove_file(self, path):
+        self.p.fs.remove_file(path)
+
+    def _forget_image(self, image_id):
+        with self.p.repo.transaction() as state:
+            state.images.pop(image_id, None)
+
+    def _delete_link(self, name):
+        self.p.net.delete_link(name)
+
+    def _undo_operation(self, op_id):
+        with self.p.repo.transaction() as state:
+            op = state.operations.pop(op_id, None)
+        if not op:
+            return
+        if op.get("kind") == "save":
+            dest = op.get("dest", "")
+            directory, base = os.path.split(dest)
+            for f in self.p.fs.list_dir(directory):
+                if fnmatch.fnmatch(f, f".{base}.*.tmp"):
+                    self.p.fs.remove_file(os.path.join(directory, f))
+            if op.get("frozen") and self.p.driver.state(op.get("container", "")) == "FROZEN":
+                self.p.driver.unfreeze(op["container"])

@@ -1,0 +1,279 @@
+"""In-memory fakes of every port the services use; they record state for tests to assert on."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import random
+
+from appcontainers.config import Settings
+from appcontainers.domain.exceptions import ContainerStateError, ImageCorrupt, InvalidValue
+from appcontainers.domain.image import Manifest
+from appcontainers.domain.state import State
+from appcontainers.entrypoints.api import Service
+from appcontainers.services.ports import Ports
+
+
+def encode_image(manifest: dict) -> tuple[str, bytes]:
+    """(id, file bytes) of a fake .aimg: the manifest, then a trailer holding its sha256."""
+    body = json.dumps(manifest, sort_keys=True).encode()
+    image_id = hashlib.sha256(body).hexdigest()
+    return image_id, body + b"\n#" + image_id.encode()
+
+
+class FakeRepo:
+    """The State kept as its dict, like JsonStore: a transaction commits only on a clean exit."""
+
+    def __init__(self, network: str):
+        self._saved = State.empty(network).to_dict()
+        self.commits = 0
+
+    @contextlib.contextmanager
+    def transaction(self):
+        state = State.from_dict(self._saved)
+        yield state
+        self._saved = state.to_dict()
+        self.commits += 1
+
+    def read(self) -> State:
+        return State.from_dict(self._saved)
+
+
+class FakeDriver:
+    def __init__(self):
+        self.containers: dict[str, str] = {}   # name -> 'RUNNING', 'STOPPED', 'FROZEN'
+        self.configs: dict[str, str] = {}
+        self.events: list[tuple[str, str]] = []  # (action, name)
+        self.attached: list[dict] = []
+        self.reply = (0, b"", b"")
+        self.fail: Exception | None = None    # raised by create()
+
+    def create(self, name, config):
+        if self.fail:
+            raise self.fail
+        self.configs[name] = config
+        self.containers.setdefault(name, "STOPPED")
+
+    def _set(self, action, name, state):
+        if name not in self.containers:
+            raise ContainerStateError(f"no container {name}")
+        self.events.append((action, name))
+        self.containers[name] = state
+
+    def start(self, name, timeout): self._set("start", name, "RUNNING")
+    def stop(self, name, timeout): self._set("stop", name, "STOPPED")
+    def freeze(self, name): self._set("freeze", name, "FROZEN")
+    def unfreeze(self, name): self._set("unfreeze", name, "RUNNING")
+
+    def destroy(self, name):
+        self.events.append(("destroy", name))
+        self.containers.pop(name, None)
+        self.configs.pop(name, None)
+
+    def state(self, name): return self.containers.get(name, "MISSING")
+    def list(self): return sorted(self.containers)
+
+    def attach(self, name, argv, env=None, cwd=None, timeout=None, on_output=None, stdin=None):
+        if self.state(name) != "RUNNING":
+            raise ContainerStateError(f"container {name} is not running")
+        self.attached.append({"name": name, "argv": list(argv), "env": env, "cwd": cwd, "stdin": stdin})
+        return self.reply
+
+
+class FakeMounter:
+    name = "kernel"
+
+    def __init__(self):
+        self.mounts: dict[str, list[str]] = {}  # merged target -> image files, top first
+        self.points: set[str] = set()           # lower mount points
+        self.fail: Exception | None = None      # raised by mount()
+
+    def mount(self, layers, lower_mounts, upper, work, target):
+        if self.fail:
+            raise self.fail
+        self.mounts[target] = list(layers)
+        self.points.update(lower_mounts)
+
+    def unmount(self, target, lower_mounts):
+        self.mounts.pop(target, None)
+        self.points.difference_update(lower_mounts)
+
+    def is_mounted(self, target): return target in self.mounts
+
+    def mounted(self, prefix):
+        prefix = prefix.rstrip("/") + "/"
+        return sorted(p for p in [*self.mounts, *self.points] if p.startswith(prefix))
+
+
+class FakeCodec:
+    """Reads and writes fake .aimg bytes (see encode_image) in a FakeFs."""
+
+    def __init__(self, fs: "FakeFs"):
+        self.fs = fs
+        self.packed: list[dict] = []
+
+    def pack(self, source, manifest, dest, level=None, progress=None, excludes=()):
+        image_id, data = encode_image(manifest)
+        self.packed.append({"source": source, "manifest": manifest, "dest": dest, "level": level})
+        self.fs.files[dest] = data
+        return image_id
+
+    def _split(self, path) -> tuple[bytes, str]:
+        data = self.fs.files.get(path)
+        if not isinstance(data, bytes) or b"\n#" not in data:
+            raise ImageCorrupt(path, "no such file" if data is None else "no trailer")
+        body, _, image_id = data.rpartition(b"\n#")
+        return body, image_id.decode()
+
+    def image_id(self, path): return self._split(path)[1]
+
+    def read_manifest(self, path): return json.loads(self._split(path)[0])
+
+    def verify(self, path):
+        body, image_id = self._split(path)
+        if hashlib.sha256(body).hexdigest() != image_id:
+            raise ImageCorrupt(path, "checksum mismatch")
+        try:
+            Manifest.from_dict(json.loads(body))
+        except (ValueError, InvalidValue) as e:
+            raise ImageCorrupt(path, f"bad manifest.json: {e}") from None
+        return image_id, json.loads(body)
+
+
+class FakeNet:
+    def __init__(self, host_macs=()):
+        self.bridges: dict[str, tuple[str, int]] = {}
+        self._host_macs = set(host_macs)
+
+    def ensure_bridge(self, name, gateway, prefixlen): self.bridges[name] = (gateway, prefixlen)
+    def host_macs(self): return set(self._host_macs)
+
+
+class FakeFs:
+    def __init__(self):
+        self.files: dict[str, bytes | str] = {}
+        self.dirs: set[str] = set()
+        self.modes: dict[str, int] = {}
+        self.extracted: list[tuple[str, str, str]] = []  # (root, dest, archive)
+
+    def under(self, path) -> list[str]:
+        """Every file and dir at or below path."""
+        return sorted(p for p in {*self.files, *self.dirs} if p == path or p.startswith(path + "/"))
+
+    def make_dirs(self, *paths, mode=0o755): self.dirs.update(paths)
+    def exists(self, path): return path in self.files or path in self.dirs
+    def is_file(self, path): return path in self.files
+    def remove_file(self, path): self.files.pop(path, None)
+    def write_text(self, path, text, mode=0o644): self.files[path] = text
+    def write_json(self, path, data): self.files[path] = json.dumps(data)
+    def lock(self, path): return contextlib.nullcontext()
+
+    def remove_tree(self, path):
+        for p in self.under(path):
+            self.files.pop(p, None)
+            self.dirs.discard(p)
+
+    def copy(self, src, dest):
+        if src not in self.files:
+            raise FileNotFoundError(src)
+        self.files[dest] = self.files[src]
+
+    def move(self, src, dest):
+        self.copy(src, dest)
+        del self.files[src]
+
+    def write_in_root(self, root, path, data, mode):
+        self.files[root + path] = data
+        self.modes[root + path] = mode
+
+    def check_archive(self, archive):
+        if archive not in self.files:
+            raise InvalidValue(f"archive {archive!r} is not a file")
+
+    def extract_in_root(self, root, dest, archive):
+        self.extracted.append((root, dest, archive))
+        return 1
+
+
+class FakeSkeletons:
+    """A config of key = value lines, and one rootfs file, from the template context."""
+
+    def render_config(self, ctx):
+        r = ctx["r"]
+        lines = [f"name = {r.name}", f"ip = {r.ip}/{ctx['prefixlen']}", f"gateway = {ctx['gateway']}",
+                 f"mac = {r.mac}", f"rootfs = {ctx['rootfs']}", f"init = {ctx['init']}",
+                 *(f"mount = {src} {dst}" for src, dst in ctx["files"])]
+        return "\n".join(lines) + "\n"
+
+    def render_files(self, ctx):
+        return {"/etc/hostname": ctx["r"].name + "\n"}
+
+
+class FakeBaseBuilder:
+    INIT = "/sbin/appcontainers-init"
+
+    def __init__(self, fs: FakeFs, key: str = "key-1"):
+        self.fs, self.current_key = fs, key
+        self.builds: list[str] = []  # the key of each build
+
+    def key(self): return self.current_key
+
+    def build(self, dest, name, created):
+        manifest = {"format_version": 1, "name": name, "created": created, "parent": None,
+                    "startup_commands": [], "environment": {"LANG": "C.UTF-8"}, "host_binds": [],
+                    "base": name, "init": [self.INIT], "build_key": self.current_key}
+        image_id, data = encode_image(manifest)
+        self.fs.files[dest] = data
+        self.builds.append(self.current_key)
+        return image_id, manifest
+
+
+class FakeAgentClient:
+    def __init__(self):
+        self.ready = True
+        self.waits: list[float] = []
+        self.runs: list[dict] = []
+        self.reply = (0, b"", b"")
+        self.records: list[dict] = []
+
+    def wait_ready(self, timeout):
+        self.waits.append(timeout)
+        return self.ready
+
+    def run(self, argv=None, shell=None, env=None, cwd=None, stdin=None, timeout=None, on_output=None):
+        self.runs.append({"argv": argv, "shell": shell, "env": env, "cwd": cwd, "stdin": stdin})
+        return (*self.reply, {})
+
+    def logs(self, since=0, follow=False):
+        return iter([(i + 1, rec) for i, rec in enumerate(self.records) if i >= since])
+
+
+class FakeAgents:
+    """run_dir -> its FakeAgentClient (the same one each time, so its records accumulate)."""
+
+    def __init__(self):
+        self.clients: dict[str, FakeAgentClient] = {}
+
+    def __call__(self, run_dir):
+        return self.clients.setdefault(run_dir, FakeAgentClient())
+
+
+class FakeClock:
+    def __init__(self, start: float = 1_700_000_000.0):
+        self.now = start
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def make_service(**settings) -> Service:
+    """The real Service over fakes; reach them through service.ports."""
+    s = Settings(**{"root": "/srv/ac", "bridge": "actest0", "subnet": "10.0.100.0/24", **settings})
+    fs = FakeFs()
+    return Service(Ports(
+        settings=s, repo=FakeRepo(s.subnet), driver=FakeDriver(), mounters={"kernel": FakeMounter()},
+        codec=FakeCodec(fs), net=FakeNet(), fs=fs, skeletons=FakeSkeletons(),
+        base_builder=FakeBaseBuilder(fs), agents=FakeAgents(), clock=FakeClock(),
+        rng=random.Random(1234),
+    ))
