@@ -12,6 +12,7 @@ setup(
         "pyzmq>=25",
         "tempita>=0.5",
         "mfusepy>=3.0",
+        "zstandard>=0.21",  # image_reader decompresses zstd squashfs blocks itself
         "click>=8.1",
         'ipaddress; python_version < "3.3"',
     ],

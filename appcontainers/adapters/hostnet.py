@@ -42,9 +42,10 @@ class HostNetwork:
             raise InvalidValue(f"interface {name} exists and is not a bridge")
         for argv in bridge_plan(name, gateway, prefixlen, present):
             proc = process.run(argv, timeout=10, check=False)
-            # A concurrent process may have done the same step first.
-            if proc.returncode != 0 and b"exists" not in proc.stderr:
-                process.run(argv, timeout=10)
+            if proc.returncode != 0:
+                # A concurrent process may have done the same step first: fine if now in place.
+                if argv in bridge_plan(name, gateway, prefixlen, self._show(name)):
+                    process.run(argv, timeout=10)
 
     def remove_bridge(self, name: str) -> None:
         process.run(["ip", "link", "del", name], timeout=10, check=False)

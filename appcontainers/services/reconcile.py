@@ -91,7 +91,17 @@ class Reconciler:
     def run(self, dry_run: bool = False) -> list[str]:
         """Repair every difference; returns what was (or, dry_run, would be) done."""
         done = []
-        for description, action, args in self.plan():
+        for _round in range(1 if dry_run else 3):
+            # One repair can reveal the next (a removed container frees its image record).
+            actions = [a for a in self.plan() if a[0] not in done]
+            if not actions:
+                break
+            done += self._apply(actions, dry_run)
+        return done
+
+    def _apply(self, actions, dry_run):
+        done = []
+        for description, action, args in actions:
             if not dry_run:
                 try:
                     getattr(self, "_" + action)(*args)

@@ -201,6 +201,26 @@ class TestImageFS:
                 _write(f"{mnt}/etc/new", b"x")
         assert _fuse_mounts_under(workdir) == []
 
+    def test_foreground_serves_until_unmounted(self, images, workdir):
+        """With -f the command serves in the foreground and exits 0 once unmounted."""
+        mnt = str(workdir / "mnt")
+        os.makedirs(mnt)
+        proc = subprocess.Popen([sys.executable, "-m", "appcontainers.adapters.image_reader", "-f", *images, mnt],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 15
+            while not _fuse_mounts_under(workdir):
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+                time.sleep(0.05)
+            assert _read(f"{mnt}/lib/b") == b"from upper\n"
+            run(["fusermount3", "-u", mnt], timeout=30)
+            assert proc.wait(timeout=15) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stderr.close()
+
     def test_refuses_a_layer_without_its_parent(self, images, workdir):
         """A layered image alone is refused before anything is mounted."""
         from appcontainers.adapters.image_reader import mount_image
