@@ -27,12 +27,17 @@ class Settings:
     bridge: str = attrs.field(default="acbr0")
     subnet: str = attrs.field(default="10.0.100.0/24")
     mac_prefix: str | None = None
-    mounter: str = attrs.field(default="auto", validator=attrs.validators.in_(("auto", "kernel", "fuse")))
+    mounter: str = attrs.field(default="auto")
     squashfs_level: int = 3
     start_timeout: float = 15.0
     stop_timeout: float = 10.0
     log_max_bytes: int = 10 * 1024 * 1024
     default_base: str = "default"
+
+    @mounter.validator
+    def _check_mounter(self, _attr, value):
+        if value not in ("auto", "kernel", "fuse"):
+            raise InvalidValue(f"invalid mounter {value!r}: auto, kernel or fuse")
 
     @subnet.validator
     def _check_subnet(self, _attr, value):

@@ -26,14 +26,12 @@ class FakeRepo:
 
     def __init__(self, network: str):
         self._saved = State.empty(network).to_dict()
-        self.commits = 0
 
     @contextlib.contextmanager
     def transaction(self):
         state = State.from_dict(self._saved)
         yield state
         self._saved = state.to_dict()
-        self.commits += 1
 
     def read(self) -> State:
         return State.from_dict(self._saved)
@@ -111,8 +109,11 @@ class FakeCodec:
     def __init__(self, fs: "FakeFs"):
         self.fs = fs
         self.packed: list[dict] = []
+        self.fail: Exception | None = None  # raised by pack()
 
     def pack(self, source, manifest, dest, level=None, progress=None, excludes=()):
+        if self.fail:
+            raise self.fail
         image_id, data = encode_image(manifest)
         self.packed.append({"source": source, "manifest": manifest, "dest": dest, "level": level})
         self.fs.files[dest] = data
@@ -141,12 +142,16 @@ class FakeCodec:
 
 
 class FakeNet:
-    def __init__(self, host_macs=()):
-        self.bridges: dict[str, tuple[str, int]] = {}
-        self._host_macs = set(host_macs)
+    def __init__(self):
+        self.bridges: dict[str, tuple[str, int]] = {}  # name -> (gateway, prefixlen)
+        self.macs: set[str] = set()                     # MACs of the host's own interfaces
+        self.veths: dict[str, list[str]] = {}           # bridge -> veths on it
+        self.deleted: list[str] = []
 
     def ensure_bridge(self, name, gateway, prefixlen): self.bridges[name] = (gateway, prefixlen)
-    def host_macs(self): return set(self._host_macs)
+    def host_macs(self): return set(self.macs)
+    def veths_on(self, bridge): return sorted(self.veths.get(bridge, []))
+    def delete_link(self, name): self.deleted.append(name)
 
 
 class FakeFs:
@@ -159,6 +164,10 @@ class FakeFs:
     def under(self, path) -> list[str]:
         """Every file and dir at or below path."""
         return sorted(p for p in {*self.files, *self.dirs} if p == path or p.startswith(path + "/"))
+
+    def list_dir(self, path):
+        path = path.rstrip("/")
+        return sorted({p[len(path) + 1:].split("/")[0] for p in self.under(path) if p != path})
 
     def make_dirs(self, *paths, mode=0o755): self.dirs.update(paths)
     def exists(self, path): return path in self.files or path in self.dirs
@@ -258,6 +267,17 @@ class FakeAgents:
         return self.clients.setdefault(run_dir, FakeAgentClient())
 
 
+class FakeProcs:
+    """Process tokens: this process is "me"; a token is alive while it is in `alive`."""
+
+    def __init__(self):
+        self.alive_tokens = {"me"}
+
+    def token(self): return "me"
+    def alive(self, token): return token in self.alive_tokens
+    def boot_id(self): return "boot-1"
+
+
 class FakeClock:
     def __init__(self, start: float = 1_700_000_000.0):
         self.now = start
@@ -275,5 +295,5 @@ def make_service(**settings) -> Service:
         settings=s, repo=FakeRepo(s.subnet), driver=FakeDriver(), mounters={"kernel": FakeMounter()},
         codec=FakeCodec(fs), net=FakeNet(), fs=fs, skeletons=FakeSkeletons(),
         base_builder=FakeBaseBuilder(fs), agents=FakeAgents(), clock=FakeClock(),
-        rng=random.Random(1234),
+        rng=random.Random(1234), procs=FakeProcs(),
     ))

@@ -29,7 +29,7 @@ except (ImportError, OSError):  # OSError: mfusepy found no libfuse
     import fuse
 
 from ..domain.exceptions import AppContainersError, ImageCorrupt, InvalidValue
-from .squashfs import SUPERBLOCK_SIZE, TRAILER_SIZE, check_layout
+from .squashfs import SUPERBLOCK_SIZE, check_layout
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +272,8 @@ class SquashfsReader:
                 (vref,) = struct.unpack("<Q", value)
                 raw, vpos, voff = self._read(self._xattr_start + (vref >> 16), vref & 0xFFFF, 4)
                 value, _, _ = self._read(vpos, voff, struct.unpack("<I", raw)[0])
-            found[_XATTR_PREFIX.get(kind & 0xFF, "unknown.") + name.decode("utf-8", "surrogateescape")] = value
+            prefix = _XATTR_PREFIX.get(kind & 0xFF, "unknown.")
+            found[prefix + name.decode("utf-8", "surrogateescape")] = value
         return self._xattrs.put(i.xattr, found)
 
     # -- data ---------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ PACKAGES = {
 
 
 def which(tool: str) -> str:
-    path = shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/bin:/bin")
+    path = shutil.which(tool)
     if path is None:
         raise ToolMissing(tool, PACKAGES.get(tool, tool))
     return path

@@ -108,13 +108,23 @@ def check_archive(archive: str, dest: str) -> list[tarfile.TarInfo]:
             members = tf.getmembers()
     except (tarfile.TarError, OSError, EOFError) as e:
         raise InvalidValue(f"{archive} is not a readable tar archive: {e}") from None
+    total = 0
     for m in members:
         if m.name.startswith("/") or (m.islnk() and m.linkname.startswith("/")):
             raise UnsafePath(f"archive {archive} refused: member {m.name!r} has an absolute path")
+        if m.mode & 0o6000 and m.isreg():
+            raise UnsafePath(f"archive {archive} refused: member {m.name!r} is setuid or setgid")
+        total += m.size if m.isreg() else 0
         try:
             tarfile.data_filter(m, dest)
         except tarfile.FilterError as e:
             raise UnsafePath(f"archive {archive} refused: member {m.name!r}: {e}") from None
+    if os.path.isdir(dest):
+        st = os.statvfs(dest)
+        free = st.f_bavail * st.f_frsize
+        if total > free:
+            raise InvalidValue(f"archive {archive} refused: it unpacks to {total} bytes but only {free} "
+                               f"are free under the container")
     return members
 
 

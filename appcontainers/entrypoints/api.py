@@ -6,6 +6,7 @@ import random
 
 from ..config import Settings
 from ..domain.exceptions import NotRoot
+from ..domain.reservation import validate_name
 from ..services.bases import BaseService
 from ..services.containers import ContainerService
 from ..services.ports import Ports
@@ -106,6 +107,8 @@ class Service:
         """A new container with a static IP and a random MAC, on base (default: the busybox base).
 
         memory ("256M") and cpus (cores, e.g. 0.5) set cgroup limits."""
+        if name is not None:
+            validate_name(name)  # before any slow work, such as building the default base
         image = self.bases.resolve(base)
         r = self.containers.provision(name=name, image_id=image.id, memory=memory, cpus=cpus)
         return Container(self, r.name)

@@ -223,7 +223,12 @@ class ContainerService:
         from ..adapters.rootfs_files import container_path  # pure path check
         r = self.get(name)
         full = container_path(path)
-        data = content.encode() if isinstance(content, str) else bytes(content)
+        if isinstance(content, str):
+            data = content.encode()
+        elif isinstance(content, (bytes, bytearray, memoryview)):
+            data = bytes(content)
+        else:  # bytes(5) would silently write five NUL bytes
+            raise InvalidValue(f"file content must be str or bytes, not {type(content).__name__}")
         self.ensure_mounted(r)
         self.p.fs.write_in_root(self.layout.rootfs(name), full, data, mode)
         return full

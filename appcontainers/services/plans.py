@@ -63,6 +63,8 @@ def command(cmd) -> tuple[list[str] | None, str | None]:
         if not cmd.strip():
             raise InvalidValue("empty command")
         return None, cmd
+    if not isinstance(cmd, (list, tuple)):
+        raise InvalidValue(f"invalid command {cmd!r}: a string or a non-empty list of strings")
     argv = list(cmd)
     if not argv or not all(isinstance(a, str) for a in argv):
         raise InvalidValue(f"invalid command {cmd!r}: a string or a non-empty list of strings")

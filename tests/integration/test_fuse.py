@@ -205,8 +205,8 @@ class TestImageFS:
         """With -f the command serves in the foreground and exits 0 once unmounted."""
         mnt = str(workdir / "mnt")
         os.makedirs(mnt)
-        proc = subprocess.Popen([sys.executable, "-m", "appcontainers.adapters.image_reader", "-f", *images, mnt],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        argv = [sys.executable, "-m", "appcontainers.adapters.image_reader", "-f", *images, mnt]
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             deadline = time.monotonic() + 15
             while not _fuse_mounts_under(workdir):

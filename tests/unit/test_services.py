@@ -73,6 +73,13 @@ class TestProvision:
         assert svc.ports.mounters["kernel"].mounts == {L.rootfs("web"): [L.image_file(c.image, "base")]}
         assert {L.upper("web", False), L.work("web", False)} <= svc.ports.fs.dirs
 
+    def test_host_mac_never_handed_out(self):
+        """A MAC already on a host interface is skipped."""
+        first = make_service().provision("web").mac
+        svc = make_service()
+        svc.ports.net.macs.add(first)
+        assert svc.provision("web").mac != first
+
     def test_generated_name(self, svc):
         """Without a name a container gets a valid generated one."""
         c = svc.provision()
@@ -310,6 +317,14 @@ class TestFiles:
             c.create_file(path, "x")
         assert svc.ports.fs.files == files
 
+    @pytest.mark.parametrize("content", [5, None, ["x"]])
+    def test_create_file_refuses_non_bytes(self, svc, content):
+        """Content other than str or bytes raises InvalidValue (bytes(5) would be five NULs)."""
+        c = svc.provision("web")
+        with pytest.raises(InvalidValue):
+            c.create_file("/root/f", content)
+        assert svc.settings.layout.rootfs("web") + "/root/f" not in svc.ports.fs.files
+
     def test_load_archive_extracts_in_root(self, svc):
         """load_archive extracts through the fs port into /root of the container's rootfs."""
         c = svc.provision("web")
@@ -355,6 +370,17 @@ class TestSaveImage:
         c.save_image(str(tmp_path / "web.aimg"))
         assert svc.ports.driver.events[-2:] == [("freeze", "web"), ("unfreeze", "web")]
         assert svc.ports.driver.state("web") == "RUNNING"
+        assert svc.ports.repo.read().operations == {}
+
+    def test_failed_pack_thaws(self, svc, tmp_path):
+        """A pack that fails thaws the container and leaves no save operation recorded."""
+        c = svc.provision("web")
+        c.start()
+        svc.ports.codec.fail = CommandFailed(["mksquashfs"], 1, "no space left")
+        with pytest.raises(CommandFailed):
+            c.save_image(str(tmp_path / "web.aimg"))
+        assert svc.ports.driver.state("web") == "RUNNING"
+        assert svc.ports.repo.read().operations == {}
 
     def test_destroyed_container(self, svc, tmp_path):
         """Saving a destroyed container raises UnknownContainer and packs nothing."""
