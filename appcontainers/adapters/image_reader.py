@@ -111,7 +111,7 @@ class SquashfsReader:
     """Random access to one squashfs 4.0 file (bytes past `length`, like a trailer, are never read)."""
 
     def __init__(self, path: str, length: int | None = None):
-        self.path = path
+        self.path, self.rootfs = path, None  # rootfs: the image's rootfs/ dir, set by _open_layer
         self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             fields = _SUPER.unpack(os.pread(self.fd, SUPERBLOCK_SIZE, 0))
@@ -133,12 +133,12 @@ class SquashfsReader:
                 self._xattr_start, count, _ = struct.unpack("<QII", os.pread(self.fd, 16, self.xattr_table))
                 self._xattr_index = self._pointers(self.xattr_table + 16, -(-count * 16 // _META))
             self.root = self.inode(self.root_ref)
-        except (struct.error, zlib.error, lzma.LZMAError, ValueError, IndexError, KeyError) as e:
-            os.close(self.fd)
-            raise ImageCorrupt(path, f"unreadable squashfs: {e}") from None
-        except BaseException:
+        except ImageCorrupt:
             os.close(self.fd)
             raise
+        except Exception as e:  # struct, zlib, lzma, zstd errors, bad indexes: a damaged file
+            os.close(self.fd)
+            raise ImageCorrupt(path, f"unreadable squashfs: {e}") from None
 
     def close(self) -> None:
         os.close(self.fd)
@@ -320,43 +320,55 @@ def _is_whiteout(i: Inode) -> bool:
     return i.kind == stat.S_IFCHR and i.rdev == 0
 
 
+def _open_layer(path: str) -> tuple[SquashfsReader, str, str | None]:
+    """(reader with .rootfs set, image id, manifest parent) of one .aimg, its layout checked."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(SUPERBLOCK_SIZE)
+            f.seek(max(0, size - 4096))
+            trailer = check_layout(head, f.read(4096), size, path)
+        sq = SquashfsReader(path, trailer.length)
+    except OSError as e:
+        raise ImageCorrupt(path, f"cannot read: {e.strerror}") from None
+    try:
+        top = sq.listdir(sq.root)
+        if "rootfs" not in top or "manifest.json" not in top:
+            raise ImageCorrupt(path, "no rootfs/ or manifest.json inside")
+        try:
+            manifest = json.loads(sq.read_all(sq.inode(top["manifest.json"])))
+        except ValueError:
+            raise ImageCorrupt(path, "manifest.json is not valid JSON") from None
+        sq.rootfs = sq.inode(top["rootfs"])
+        if sq.rootfs.kind != stat.S_IFDIR or not isinstance(manifest, dict):
+            raise ImageCorrupt(path, "rootfs is not a directory or the manifest not an object")
+        return sq, trailer.image_id, manifest.get("parent")
+    except AppContainersError:
+        sq.close()
+        raise
+    except Exception as e:
+        sq.close()
+        raise ImageCorrupt(path, f"unreadable squashfs: {e}") from None
+
+
 def open_layers(paths: list[str]) -> list[SquashfsReader]:
     """Open each .aimg (top first), checking its layout and that each names the next as its parent."""
-    layers: list[SquashfsReader] = []
+    opened: list[tuple[SquashfsReader, str, str | None]] = []
     try:
-        ids = []
         for path in paths:
-            with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                head = f.read(SUPERBLOCK_SIZE)
-                f.seek(max(0, size - 4096))
-                trailer = check_layout(head, f.read(4096), size, path)
-            ids.append(trailer.image_id)
-            layers.append(SquashfsReader(path, trailer.length))
-        for n, sq in enumerate(layers):
-            top = sq.listdir(sq.root)
-            if "rootfs" not in top or "manifest.json" not in top:
-                raise ImageCorrupt(sq.path, "no rootfs/ or manifest.json inside")
-            try:
-                parent = json.loads(sq.read_all(sq.inode(top["manifest.json"]))).get("parent")
-            except ValueError:
-                raise ImageCorrupt(sq.path, "manifest.json is not valid JSON") from None
-            expected = ids[n + 1] if n + 1 < len(ids) else None
+            opened.append(_open_layer(path))
+        for n, (sq, _, parent) in enumerate(opened):
+            expected = opened[n + 1][1] if n + 1 < len(opened) else None
             if parent != expected:
                 need = f"its parent {parent}" if parent else "no parent"
                 raise InvalidValue(f"{sq.path} has {need} but is followed by "
                                    f"{paths[n + 1] if expected else 'nothing'}: give the image, then "
                                    f"its parent, grandparent... down to a full image")
-            rootfs = sq.inode(top["rootfs"])
-            if rootfs.kind != stat.S_IFDIR:
-                raise ImageCorrupt(sq.path, "rootfs is not a directory")
-            sq.rootfs = rootfs
-        return layers
+        return [sq for sq, _, _ in opened]
     except BaseException:
-        for sq in layers:
+        for sq, _, _ in opened:
             sq.close()
         raise
-
 
 
 _MISSING = object()
