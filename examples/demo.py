@@ -36,7 +36,7 @@ def main():
             c.load_archive(archive)
             c.create_file("/etc/app.conf", "greeting=hi\n", mode=0o644)
             r = c.run("/root/app/hello.sh; cat /etc/app.conf; ip -o link show eth0 | grep -o 'link/ether [^ ]*'",
-                      on_output=lambda stream, line: print(f"  [{stream}] {line}", end=""))
+                      on_output=lambda stream, line: print(f"  [{stream}] {line}"))
             print(f"command exit code: {r.exit_code}")
             r = c.run("echo to stderr >&2; exit 7")
             print(f"second command: exit code {r.exit_code}, stderr {r.stderr!r}")
