@@ -97,6 +97,7 @@ class FakeMounter:
         self.points.difference_update(lower_mounts)
 
     def is_mounted(self, target): return target in self.mounts
+    def available(self): return True
 
     def mounted(self, prefix):
         prefix = prefix.rstrip("/") + "/"

@@ -129,6 +129,9 @@ class FuseMounter:
         for point in lower_mounts:
             _unmount(point, deadline)
 
+    def available(self) -> bool:
+        return fuse_available()
+
     def is_mounted(self, target: str) -> bool:
         return is_mountpoint(target)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from . import process
-from .mountinfo import mounted_under, is_mountpoint
+from .mountinfo import fstype, is_mountpoint, mounted_under
 
 
 def overlay_options(lowers: list[str], upper: str, work: str) -> str:
@@ -44,8 +44,22 @@ class KernelMounter:
             if is_mountpoint(point):
                 process.run(["umount", point], timeout=60)
 
+    def available(self) -> bool:
+        return kernel_available()
+
     def is_mounted(self, target: str) -> bool:
         return is_mountpoint(target)
 
     def mounted(self, prefix: str) -> list[str]:
-        return mounted_under(prefix)
+        """Our kind of mounts (squashfs, overlay) under prefix; FUSE ones are the FuseMounter's."""
+        return [p for p in mounted_under(prefix) if fstype(p) in ("squashfs", "overlay")]
+
+
+def kernel_available() -> bool:
+    """Loop devices and overlayfs and squashfs in this kernel."""
+    try:
+        with open("/proc/filesystems") as f:
+            fs = f.read().split()
+    except OSError:
+        return False
+    return "overlay" in fs and "squashfs" in fs and os.path.exists("/dev/loop-control")

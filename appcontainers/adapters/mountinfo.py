@@ -36,3 +36,13 @@ def is_mountpoint(path: str) -> bool:
 def mounted_under(prefix: str) -> list[str]:
     prefix = os.path.realpath(prefix).rstrip("/") + "/"
     return [p for p, _ in mounts() if p.startswith(prefix)]
+
+
+def fstype(path: str) -> str | None:
+    """The filesystem type mounted at path (the last mount there), or None."""
+    path = os.path.realpath(path)
+    found = None
+    for p, kind in mounts():
+        if p == path:
+            found = kind
+    return found

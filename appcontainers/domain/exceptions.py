@@ -114,3 +114,20 @@ class ContainerStateError(AppContainersError):
 
 class AgentUnavailable(AppContainersError):
     """The in-container agent did not answer."""
+
+
+class BaseBuildFailed(AppContainersError):
+    """Building a base image failed (mirror unreachable, unknown suite or package); keeps the output."""
+
+    def __init__(self, reason, output=""):
+        self.reason, self.output = reason, output
+        super().__init__(f"cannot build the base image: {reason}")
+
+
+class BaseNameTaken(AppContainersError):
+    """A base of that name exists and was built from other inputs."""
+
+    def __init__(self, name, image_id):
+        self.name, self.image_id = name, image_id
+        super().__init__(f"base {name!r} exists ({image_id[:12]}) and was built from other inputs: "
+                         f"pick another name, or force to replace it")

@@ -130,6 +130,18 @@ class Service:
     def list_bases(self):
         return self.bases.list()
 
+    def build_base(self, kind: str = "debian", suite: str = "bookworm", include=(), name: str | None = None,
+                   force: bool = False, progress=None):
+        """Build a base image (kind "debian": mmdebstrap from the mirror this host's apt uses, with
+        the agent run by Debian's python3) named name (default debian-SUITE); the same inputs
+        return the stored image unless force. progress, if given, gets one line of text per step."""
+        return self.bases.build(kind=kind, suite=suite, include=include, name=name, force=force,
+                                progress=progress)
+
+    def remove_base(self, name: str):
+        """Remove a base image by name; refused while a container or image uses it."""
+        return self.bases.remove(name)
+
     def load_image(self, path: str, ephemeral: bool = False, name: str | None = None) -> Container:
         r = self.images.load(path, ephemeral=ephemeral, name=name)
         return Container(self, r.name)
@@ -143,6 +155,7 @@ class Service:
 
 def build_ports(settings: Settings) -> Ports:
     from ..adapters.busybox_base import BusyboxBaseBuilder
+    from ..adapters.debian_base import DebianBaseBuilder
     from ..adapters.hostfs import HostFs
     from ..adapters.hostnet import HostNetwork
     from ..adapters.hostproc import HostProcesses
@@ -167,6 +180,7 @@ def build_ports(settings: Settings) -> Ports:
         mounters=mounters, codec=codec, net=HostNetwork(), fs=HostFs(), skeletons=Skeletons(L.skeletons),
         base_builder=BusyboxBaseBuilder(codec, L.tmp, settings.squashfs_level), agents=AgentClient,
         clock=time.time, rng=random.SystemRandom(), procs=HostProcesses(),
+        debian_builder=DebianBaseBuilder(codec, L.tmp, settings.squashfs_level),
     )
 
 

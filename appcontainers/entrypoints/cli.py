@@ -268,6 +268,33 @@ def image_inspect(ref):
         click.echo(json.dumps(_image_info(svc.images.resolve(ref)), indent=1, sort_keys=True))
 
 
+@image.command("mount")
+@click.argument("ref")
+@click.argument("directory", type=click.Path(file_okay=False))
+def image_mount(ref, directory):
+    """Browse an image read-only at DIRECTORY (with its parent layers merged), no container needed.
+
+    REF is an .aimg file or a stored image; unmount with `appcontainers image umount DIRECTORY`."""
+    import os
+
+    from ..adapters import process
+
+    files = _service().images.layer_files(ref)
+    os.makedirs(directory, exist_ok=True)
+    process.run([sys.executable, "-m", "appcontainers.adapters.image_reader", *files, directory], timeout=60)
+    click.echo(f"{ref} mounted at {directory} ({len(files)} layer{'s' if len(files) > 1 else ''})")
+
+
+@image.command("umount")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+def image_umount(directory):
+    """Unmount an image mounted with `image mount`."""
+    from ..adapters import process
+
+    process.run(["fusermount3", "-u", directory], timeout=60)
+    click.echo(f"unmounted {directory}")
+
+
 @main.command()
 @click.argument("name")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new records.")
@@ -320,6 +347,38 @@ def base_ls(as_json):
         return
     for i in infos:
         click.echo(f"{i['id'][:12]}  {i['name']}")
+
+
+@base.command("build")
+@click.argument("kind", type=click.Choice(["debian"]))
+@click.option("--suite", default="bookworm", show_default=True, help="The Debian release.")
+@click.option("--include", multiple=True, metavar="PKG,...",
+              help="Extra packages, comma-separated; may be repeated.")
+@click.option("--name", help="The base's name (default: debian-SUITE).")
+@click.option("--force", is_flag=True, help="Rebuild even if a base of the same inputs exists.")
+@json_option
+def base_build(kind, suite, include, name, force, as_json):
+    """Build a base image: debian (mmdebstrap from the mirror this host's apt uses)."""
+    import time
+
+    start = time.monotonic()
+
+    def progress(text):
+        click.echo(f"[{time.monotonic() - start:5.1f}s] {text}", err=True)
+
+    img = _service().build_base(kind=kind, suite=suite, include=include, name=name, force=force,
+                                progress=progress)
+    _emit(as_json, _image_info(img), f"{img.id[:12]}  {img.name}")
+
+
+@base.command("rm")
+@click.argument("name")
+@json_option
+def base_rm(name, as_json):
+    """Remove base image NAME; refused while a container or image uses it."""
+    removed = _service().remove_base(name)
+    _emit(as_json, [_image_info(i) for i in removed],
+          "\n".join(f"removed {i.id[:12]} ({i.name})" for i in removed))
 
 
 if __name__ == "__main__":

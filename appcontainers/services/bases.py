@@ -1,11 +1,28 @@
-"""Base images: the default busybox base built on first use, looked up by name."""
+"""Base images: the default busybox base built on first use, Debian bases built on request,
+looked up by name; removal refused while something uses them."""
 from __future__ import annotations
 
 import os
 
-from ..domain.exceptions import UnknownImage
-from ..domain.image import Image, Manifest
+from ..domain.exceptions import BaseNameTaken, InUse, InvalidValue, UnknownImage
+from ..domain.image import Image, Manifest, lineage, validate_image_name
 from .ports import Ports
+
+BUILDABLE = ("debian",)
+
+
+def users_of(state, image_id: str) -> list[str]:
+    """Containers whose layers include the image, and images whose parent it is."""
+    users = []
+    for r in state.reservations.values():
+        try:
+            chain = lineage(state.images, r.image)
+        except (InvalidValue, UnknownImage):
+            chain = []
+        if r.image == image_id or image_id in {i.id for i in chain}:
+            users.append(f"container {r.name}")
+    users += [f"image {i.id[:12]} ({i.name})" for i in state.images.values() if i.parent == image_id]
+    return users
 
 
 class BaseService:
@@ -56,3 +73,74 @@ class BaseService:
         if image is None:
             raise UnknownImage(f"base {name}")
         return image
+
+    # ---- built on request ---------------------------------------------------------------
+    def _current(self, name: str, key: str) -> Image | None:
+        """The base name if it was built from key and its file is there."""
+        current = self.find(name)
+        if current and current.manifest.build_key == key and self.p.fs.exists(
+                self.layout.image_file(current.id, "base")):
+            return current
+        return None
+
+    def build(self, kind: str = "debian", suite: str = "bookworm", include=(), name: str | None = None,
+              force: bool = False, progress=None) -> Image:
+        """A base of kind (debian) for suite with the packages include, named name (default
+        debian-SUITE). Built once: the same inputs and name return the stored image, unless force."""
+        if kind not in BUILDABLE:
+            raise InvalidValue(f"unknown base kind {kind!r}: buildable kinds are {', '.join(BUILDABLE)}")
+        builder = self.p.debian_builder
+        if builder is None:
+            raise InvalidValue("no Debian base builder is configured")
+        key = builder.key(suite, include)  # validates suite and package names first
+        name = validate_image_name(name or f"{kind}-{suite}")
+        if name == self.p.settings.default_base:
+            raise InvalidValue(f"{name!r} is the default base's name: pick another")
+        if not force and (current := self._current(name, key)):
+            return current
+        self.p.fs.make_dirs(self.layout.bases)
+        with self.p.fs.lock(os.path.join(self.layout.bases, f".build-{name}.lock")):
+            current = self.find(name)  # another process may have built it meanwhile
+            if current and not force:
+                if (same := self._current(name, key)):
+                    return same
+                if current.manifest.build_key != key:
+                    raise BaseNameTaken(name, current.id)
+            tmp = os.path.join(self.layout.bases, f".{name}.building.aimg")
+            try:
+                image_id, manifest = builder.build(tmp, name, self.p.clock(), suite=suite, include=include,
+                                                   progress=progress)
+                image = Image(id=image_id, manifest=Manifest.from_dict(manifest), kind="base")
+                self.p.fs.move(tmp, self.layout.image_file(image_id, "base"))
+            finally:
+                self.p.fs.remove_file(tmp)
+            with self.p.repo.transaction() as state:
+                state.images[image.id] = image
+                # Older builds of the name go, unless a container or image still uses them.
+                replaced = [i for i in state.images.values() if i.kind == "base" and i.name == name
+                            and i.id != image.id and not users_of(state, i.id)]
+                for old in replaced:
+                    del state.images[old.id]
+            for old in replaced:
+                self.p.fs.remove_file(self.layout.image_file(old.id, "base"))
+            return image
+
+    def remove(self, name: str) -> list[Image]:
+        """Remove the base name (every stored build of it, or one given by id); refused (InUse),
+        with nothing removed, while a container or image uses any of them."""
+        validate_image_name(name)  # it names a lock file too
+        self.p.fs.make_dirs(self.layout.bases)
+        with self.p.fs.lock(os.path.join(self.layout.bases, f".build-{name}.lock")):
+            with self.p.repo.transaction() as state:
+                targets = [i for i in state.images.values()
+                           if i.kind == "base" and (i.name == name or i.id == name)]
+                if not targets:
+                    raise UnknownImage(f"base {name}")
+                users = [u for t in targets for u in users_of(state, t.id)]
+                if users:
+                    raise InUse(f"base {name} is used by {', '.join(users)}: remove them first")
+                for t in targets:
+                    del state.images[t.id]
+            for t in targets:
+                self.p.fs.remove_file(self.layout.image_file(t.id, "base"))
+        return targets

@@ -59,7 +59,12 @@ class ContainerService:
             return r
 
     def _mounter_name(self) -> str:
-        return "fuse" if self.settings.mounter == "fuse" else "kernel"
+        """kernel or fuse as configured; auto takes the kernel path when it is there."""
+        if self.settings.mounter != "auto":
+            return self.settings.mounter
+        if "fuse" in self.p.mounters and not self.p.mounters["kernel"].available():
+            return "fuse"
+        return "kernel"
 
     def provision(self, name=None, image_id=None, ephemeral=False, startup_commands=(),
                   memory=None, cpus=None) -> Reservation:
@@ -103,7 +108,16 @@ class ContainerService:
         if mounter.is_mounted(target):
             return
         self.p.fs.make_dirs(upper, work, target)
-        mounter.mount(files, points, upper, work, target)
+        try:
+            mounter.mount(files, points, upper, work, target)
+        except AppContainersError:
+            if not (r.mounter == "kernel" and self.settings.mounter == "auto" and "fuse" in self.p.mounters):
+                raise
+            # The kernel path failed (no loop devices, no overlay in this kernel): FUSE instead.
+            self.p.mounters["fuse"].mount(files, points, upper, work, target)
+            with self.p.repo.transaction() as state:
+                if r.name in state.reservations:
+                    state.put(attrs.evolve(state.reservations[r.name], mounter="fuse"))
         checkpoint("mount.done")
 
     def render(self, r: Reservation) -> None:
@@ -187,7 +201,9 @@ class ContainerService:
         L = self.layout
         self.p.driver.destroy(name)
         checkpoint("destroy.stopped")
-        for mounter in self.p.mounters.values():
+        # The container's own mounter first, then any other kind left from a fallback.
+        order = sorted(self.p.mounters.values(), key=lambda m: m.name != (r.mounter if r else "kernel"))
+        for mounter in order:
             points = [p for p in mounter.mounted(L.mnt(name)) if p != L.rootfs(name)]
             mounter.unmount(L.rootfs(name), sorted(points))
         checkpoint("destroy.unmounted")

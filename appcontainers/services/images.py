@@ -153,3 +153,23 @@ class ImageService:
             del state.images[image.id]
         self.p.fs.remove_file(self.layout.image_file(image.id, image.kind))
         return image
+
+    def layer_files(self, ref: str) -> list[str]:
+        """The files of an image and its ancestors, top first, every one verified.
+
+        ref: an .aimg file (its parents must be in the store) or a store id/prefix/name."""
+        state = self.p.repo.read()
+        files = []
+        if self.p.fs.is_file(ref):
+            image_id, manifest = self.p.codec.verify(ref)
+            files.append(os.path.abspath(ref))
+            parent = Manifest.from_dict(manifest).parent
+        else:
+            image = self.resolve(ref, state.images)
+            parent = image.id
+        if parent is not None:
+            for img in lineage(state.images, parent):
+                path = self.layout.image_file(img.id, img.kind)
+                self.p.codec.verify(path)
+                files.append(path)
+        return files
