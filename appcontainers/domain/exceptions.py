@@ -130,4 +130,4 @@ class BaseNameTaken(AppContainersError):
     def __init__(self, name, image_id):
         self.name, self.image_id = name, image_id
         super().__init__(f"base {name!r} exists ({image_id[:12]}) and was built from other inputs: "
-                         f"pick another name, or force to replace it")
+                         f"give another name, or force (--force) to replace it")

@@ -206,7 +206,8 @@ class TestSources:
 
     def test_multi_line_field_survives(self):
         """A multi-line field (an inline key) keeps its lines, empty ones as ' .'."""
-        text = f"Types: deb\nURIs: {MIRROR}\nSuites: bookworm\nComponents: main\nSigned-By:\n -----BEGIN\n .\n end\n"
+        text = (f"Types: deb\nURIs: {MIRROR}\nSuites: bookworm\nComponents: main\n"
+                "Signed-By:\n -----BEGIN\n .\n end\n")
         entries = dp.parse_deb822(text)
         rendered = dp.render_deb822(entries)
         assert " -----BEGIN\n .\n end\n" in rendered

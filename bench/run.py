@@ -1,0 +1,816 @@
+#!/usr/bin/env python3
+"""appcontainers benchmarks: each library operation against the raw tool doing the same work,
+measured in the same run, reported as a ratio. Not part of the test suite.
+
+    make bench                                  # everything (~6-10 min; first run also builds the cache)
+    .venv/bin/python bench/run.py --quick        # fewer reps, smaller trees, no 3x load (~2 min)
+    .venv/bin/python bench/run.py --only run,cli # some benchmarks (names: see --list)
+    .venv/bin/python bench/run.py --only run --profile   # also a pyinstrument profile of the library side
+
+Runs as root with its own data root (/var/tmp/appcontainers-bench-run.*), its own bridges
+(acbench0 10.0.210.0/24, acbench1 10.0.224.0/20) and its own lxcpaths; removes all of it at
+the end, on failure and on Ctrl-C. The generated trees are cached in
+/var/tmp/appcontainers-bench-cache (delete it to regenerate, or pass --drop-cache).
+Results: bench/results.json (every sample) and bench/RESULTS.md (the table); a partial run
+(--only) replaces only its own rows.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, REPO)
+sys.path.insert(0, HERE)
+
+import benchlib as B  # noqa: E402
+from benchlib import log  # noqa: E402
+
+MB = 1e6
+
+
+class Context:
+    """Lazy fixtures shared by the benchmarks of one run."""
+
+    def __init__(self, sandbox: B.Sandbox, quick: bool, profile: bool):
+        self.sb, self.quick, self.profile = sandbox, quick, profile
+        self._svc = None
+        self._images = {}
+        self.profilers = {}
+
+    # reps: (full, quick)
+    def reps(self, full: int, quick: int) -> int:
+        return quick if self.quick else full
+
+    @property
+    def svc(self):
+        if self._svc is None:
+            import appcontainers
+
+            self._svc = appcontainers.setup_service(root=self.sb.path("main"), bridge="acbench0",
+                                                    subnet=B.SUBNETS["acbench0"])
+            self._svc.bases.ensure_default()  # built once, before anything is timed
+            self._svc.ports.net.ensure_bridge("acbench0", "10.0.210.1", 24)
+        return self._svc
+
+    def tree(self, big: bool = False) -> dict:
+        return B.ensure_tree("quick" if self.quick else ("full3x" if big else "full"))
+
+    def image(self, big: bool = False) -> str:
+        """An .aimg of the tree, packed by the library's codec (per run: the format may change)."""
+        key = "big" if big else "normal"
+        if key not in self._images:
+            from appcontainers.adapters.squashfs import SquashfsCodec
+
+            tree = self.tree(big)
+            os.makedirs(self.sb.path("images"), exist_ok=True)
+            dest = self.sb.path("images", f"tree-{key}.aimg")
+            t0 = time.perf_counter()
+            SquashfsCodec().pack(tree["dir"], {"format_version": 1, "name": f"bench-{key}",
+                                               "created": time.time(), "parent": None}, dest)
+            log(f"  packed {dest} ({os.path.getsize(dest) / MB:.0f} MB) in {time.perf_counter() - t0:.1f} s")
+            self._images[key] = dest
+        return self._images[key]
+
+    def lib(self, name: str, fn):
+        """fn, wrapped in a pyinstrument profiler named name when --profile is on."""
+        if not self.profile:
+            return fn
+        import pyinstrument
+
+        prof = self.profilers.setdefault(name, pyinstrument.Profiler(interval=0.0005))
+
+        def wrapped():
+            prof.start()
+            try:
+                return fn()
+            finally:
+                prof.stop()
+        return wrapped
+
+    def write_profiles(self) -> None:
+        if not self.profilers:
+            return
+        out = os.path.join(HERE, "profiles")
+        os.makedirs(out, exist_ok=True)
+        for name, prof in self.profilers.items():
+            path = os.path.join(out, f"{name}.txt")
+            with open(path, "w") as f:
+                f.write(prof.output_text(unicode=False, color=False, show_all=False))
+            log(f"profile of {name}: {path}")
+
+
+def row(bench, metric, lib, raw, unit="s", kind="time", goal=None, note="", lib_label="appcontainers",
+        raw_label="raw"):
+    """One result line. kind 'time': ratio = lib median / raw median (lower is better);
+    'throughput': lib / raw of the rates (higher is better); 'ratio': lib and raw are given."""
+    ratio = lib["median"] / raw["median"] if raw and raw["median"] else None
+    met = None
+    if goal is not None and ratio is not None:
+        op, value = goal
+        met = ratio <= value if op == "<=" else ratio >= value
+    r = {"bench": bench, "metric": metric, "unit": unit, "kind": kind, "lib": lib, "raw": raw,
+         "lib_label": lib_label, "raw_label": raw_label, "ratio": ratio,
+         "goal": f"{goal[0]} {goal[1]}x" if goal else None, "met": met, "note": note}
+    log(f"  {metric}: {lib_label} {B.fmt_stat(lib, unit)} | {raw_label} {B.fmt_stat(raw, unit) if raw else '-'}"
+        f" | ratio {ratio:.3f}x" + (f" (goal {r['goal']}: {'met' if met else 'MISSED'})" if goal else ""))
+    return r
+
+
+def rates(nbytes: float, times: list[float]) -> dict:
+    return B.stats([nbytes / MB / t for t in times])
+
+
+# ===================================================================================
+# 1. provision + start to agent-ready vs the same by hand
+# ===================================================================================
+
+HAND_CONFIG = """\
+lxc.uts.name = {name}
+lxc.rootfs.path = dir:{rootfs}
+lxc.mount.auto = proc:mixed sys:ro cgroup:mixed
+lxc.autodev = 1
+lxc.tty.max = 0
+lxc.pty.max = 64
+lxc.console.path = none
+lxc.cap.drop = mac_admin mac_override sys_time sys_module sys_rawio
+lxc.seccomp.profile = /usr/share/lxc/config/common.seccomp
+lxc.cgroup.devices.deny = a
+lxc.cgroup.devices.allow = c *:* m
+lxc.cgroup.devices.allow = b *:* m
+{devices1}
+lxc.cgroup2.devices.deny = a
+lxc.cgroup2.devices.allow = c *:* m
+lxc.cgroup2.devices.allow = b *:* m
+{devices2}
+lxc.init.cmd = {init}
+lxc.signal.halt = SIGTERM
+lxc.net.0.type = veth
+lxc.net.0.link = acbench0
+lxc.net.0.flags = up
+lxc.net.0.name = eth0
+lxc.net.0.hwaddr = {mac}
+lxc.net.0.ipv4.address = {ip}/24 10.0.210.255
+lxc.net.0.ipv4.gateway = 10.0.210.1
+lxc.net.0.veth.pair = {veth}
+lxc.mount.entry = {agent} run/appcontainers none bind,create=dir 0 0
+{binds}
+lxc.mount.entry = {skel}/etc/hostname etc/hostname none bind,optional 0 0
+lxc.mount.entry = {skel}/etc/hosts etc/hosts none bind,optional 0 0
+"""
+DEVICES = ("1:3", "1:5", "1:7", "5:0", "5:1", "5:2", "1:8", "1:9", "136:*", "10:229")
+
+
+class HandContainer:
+    """The raw equivalent of provision + start: what an operator would type, in Python."""
+
+    def __init__(self, sb: B.Sandbox, image: str, manifest, index: int = 0, init: str | None = None):
+        self.name = f"acbench-hand{index}"
+        self.image, self.manifest = image, manifest
+        self.lxcpath = sb.path("hand", "containers")
+        d = sb.path("hand", self.name)
+        self.dir, self.lower, self.upper = d, f"{d}/lower", f"{d}/upper"
+        self.work, self.rootfs, self.agent, self.skel = f"{d}/work", f"{d}/rootfs", f"{d}/agent", f"{d}/skel"
+        self.ip, self.mac = f"10.0.210.{250 - index}", f"02:be:0c:00:00:{index:02x}"
+        self.veth = f"{B.HAND_VETH_PREFIX}hand{index}"
+        self.init = init or " ".join(manifest.init)
+        self.up_done = False
+
+    def up(self) -> None:
+        from appcontainers.adapters.zmq_bus import AgentClient
+
+        for d in (self.lower, self.upper, self.work, self.rootfs, self.agent, self.skel + "/etc",
+                  os.path.join(self.lxcpath, self.name)):
+            os.makedirs(d, exist_ok=True)
+        self.up_done = True
+        B.sh(["mount", "-t", "squashfs", "-o", "ro,loop,nodev,nosuid", self.image, self.lower])
+        B.sh(["mount", "-t", "overlay", "overlay", "-o",
+              f"lowerdir={self.lower}/rootfs,upperdir={self.upper},workdir={self.work}", self.rootfs])
+        with open(f"{self.skel}/etc/hostname", "w") as f:
+            f.write(self.name + "\n")
+        with open(f"{self.skel}/etc/hosts", "w") as f:
+            f.write(f"127.0.0.1\tlocalhost\n{self.ip}\t{self.name}\n")
+        with open(f"{self.agent}/agent.json", "w") as f:
+            json.dump({"v": 1, "startup_commands": [], "environment": {}, "log_max_bytes": 10 << 20,
+                       "hostname": self.name}, f)
+        binds = "\n".join(f"lxc.mount.entry = {p} {p.lstrip('/')} none ro,bind,create=dir 0 0"
+                          for p in self.manifest.host_binds)
+        config = HAND_CONFIG.format(
+            name=self.name, rootfs=self.rootfs, init=self.init, mac=self.mac, ip=self.ip, veth=self.veth,
+            agent=self.agent, skel=self.skel, binds=binds,
+            devices1="\n".join(f"lxc.cgroup.devices.allow = c {d} rwm" for d in DEVICES),
+            devices2="\n".join(f"lxc.cgroup2.devices.allow = c {d} rwm" for d in DEVICES))
+        with open(os.path.join(self.lxcpath, self.name, "config"), "w") as f:
+            f.write(config)
+        B.sh(["lxc-start", "-P", self.lxcpath, "-n", self.name, "-d",
+              "-o", os.path.join(self.lxcpath, self.name, "lxc.log"), "-l", "WARN"])
+        if self.manifest.init and self.init == " ".join(self.manifest.init):
+            if not AgentClient(self.agent).wait_ready(15):
+                raise RuntimeError(f"hand-made container {self.name}: the agent did not answer")
+
+    def pids(self) -> list[int]:
+        return B.cgroup_pids(self.name)
+
+    def down(self) -> None:
+        if not self.up_done:
+            return
+        B.sh(["lxc-stop", "-P", self.lxcpath, "-n", self.name, "-k"], check=False)
+        for point in (self.rootfs, self.lower):
+            if os.path.ismount(point):
+                B.sh(["umount", point], check=False)
+        import shutil
+        shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(os.path.join(self.lxcpath, self.name), ignore_errors=True)
+        self.up_done = False
+
+
+def bench_provision(ctx: Context) -> list[dict]:
+    svc = ctx.svc
+    base = svc.bases.ensure_default()
+    image = svc.settings.layout.image_file(base.id, "base")
+    hand = HandContainer(ctx.sb, image, base.manifest)
+    ctx.sb.on_cleanup(hand.down)
+    held = {}
+
+    def lib():
+        held["c"] = svc.provision()
+        held["c"].start()
+
+    def lib_down():
+        c = held.pop("c", None)
+        if c is not None:
+            c.destroy()
+
+    reps = ctx.reps(9, 3)
+    ta, tb = B.paired(ctx.lib("provision", lib), hand.up, reps, warmup=2, teardown_a=lib_down,
+                      teardown_b=hand.down)
+    # Where the library's time goes: provision alone, start alone.
+    tp, ts = [], []
+    for _ in range(ctx.reps(5, 2)):
+        dt, c = B.timed(svc.provision)
+        tp.append(dt)
+        dt, _ = B.timed(c.start)
+        ts.append(dt)
+        c.destroy()
+    note = (f"provision alone {B.fmt_time(B.stats(tp)['median'])}, start alone "
+            f"{B.fmt_time(B.stats(ts)['median'])}; raw = mount loop squashfs + overlay, write config, "
+            f"lxc-start -d, AgentClient.wait_ready")
+    return [row("provision", "provision + start to agent-ready", B.stats(ta), B.stats(tb),
+                goal=("<=", 1.3), note=note, raw_label="by hand")]
+
+
+# ===================================================================================
+# 2. run('true') via the agent vs lxc-attach
+# ===================================================================================
+
+def bench_run(ctx: Context) -> list[dict]:
+    from appcontainers.adapters.zmq_bus import AgentClient
+
+    svc = ctx.svc
+    c = svc.provision()
+    ctx.sb.on_cleanup(lambda: _destroy_quietly(c))
+    c.start()
+    lxcpath = svc.settings.layout.lxcpath
+
+    def lib():
+        r = c.run("true")
+        assert r.exit_code == 0, r
+
+    def raw():
+        B.sh(["lxc-attach", "-P", lxcpath, "-n", c.name, "--", "true"])
+
+    n = ctx.reps(50, 20)
+    ta, tb = B.paired(ctx.lib("run", lib), raw, n, warmup=5)
+    client = AgentClient(svc.settings.layout.agent_dir(c.name))
+    tc = [B.timed(client.run, shell="true")[0] for _ in range(n)]
+    tl = [B.timed(lambda: svc.ports.driver.state(c.name))[0] for _ in range(min(n, 20))]
+    _destroy_quietly(c)
+    return [
+        row("run", "run('true')", B.stats(ta), B.stats(tb), goal=("<=", 0.5), raw_label="lxc-attach -- true",
+            note=f"medians of {n}; the bare AgentClient.run(shell='true') round trip (no service layer) "
+                 f"takes {B.fmt_time(B.stats(tc)['median'])}; one lxc-info state check "
+                 f"{B.fmt_time(B.stats(tl)['median'])}"),
+        row("run", "AgentClient.run('true') alone (diagnostic)", B.stats(tc), B.stats(tb),
+            raw_label="lxc-attach -- true", note="the agent round trip without the service layer"),
+    ]
+
+
+def _destroy_quietly(c) -> None:
+    try:
+        c.destroy()
+    except Exception:  # noqa: BLE001 - already gone
+        pass
+
+
+# ===================================================================================
+# 3. save (flatten) vs raw mksquashfs with the same settings; layered vs flatten
+# ===================================================================================
+
+def bench_save(ctx: Context) -> list[dict]:
+    from appcontainers.adapters.squashfs import DEFAULT_LEVEL, mksquashfs_argv
+
+    svc = ctx.svc
+    tree = ctx.tree()
+    c = svc.provision()
+    ctx.sb.on_cleanup(lambda: _destroy_quietly(c))
+    rootfs = svc.settings.layout.rootfs(c.name)
+    log(f"  copying the tree ({tree['bytes'] / MB:.0f} MB, {tree['files']} files) into container {c.name} ...")
+    B.sh(["cp", "-a", tree["dir"] + "/data", os.path.join(rootfs, "root", "data")], timeout=1800)
+    src_bytes = _tree_bytes(rootfs)
+    out = ctx.sb.path("out")
+    os.makedirs(out, exist_ok=True)
+    lib_dest, raw_dest = os.path.join(out, "lib.aimg"), os.path.join(out, "raw.sqfs")
+    manifest_dir = ctx.sb.path("out", "manifest")
+    os.makedirs(manifest_dir, exist_ok=True)
+    with open(os.path.join(manifest_dir, "manifest.json"), "w") as f:
+        json.dump({"format_version": 1, "name": "raw"}, f)
+    argv = mksquashfs_argv(rootfs, os.path.join(manifest_dir, "manifest.json"), raw_dest,
+                           level=svc.settings.squashfs_level or DEFAULT_LEVEL, threads=os.cpu_count() or 1)
+
+    def rm(*paths):
+        def go():
+            for p in paths:
+                if os.path.exists(p):
+                    os.unlink(p)
+        return go
+
+    reps = ctx.reps(4, 2)
+    ta, tb = B.paired(ctx.lib("save", lambda: c.save_image(lib_dest)), lambda: B.sh(argv, timeout=1800),
+                      reps, warmup=1, setup_a=rm(lib_dest), setup_b=rm(raw_dest))
+    lib_size, raw_size = os.path.getsize(lib_dest), os.path.getsize(raw_dest)
+    rows = [row("save", "save (flatten) throughput", rates(src_bytes, ta), rates(src_bytes, tb),
+                unit="MB/s", kind="throughput", goal=(">=", 0.9), raw_label="mksquashfs (same argv)",
+                note=f"{src_bytes / MB:.0f} MB source (tree + base) in a stopped container, zstd level "
+                     f"{svc.settings.squashfs_level}; times {B.fmt_time(B.stats(ta)['median'])} vs "
+                     f"{B.fmt_time(B.stats(tb)['median'])}; image {lib_size / MB:.0f} MB")]
+    os.unlink(raw_dest)
+
+    # Layered: an image loaded back, 1 MB changed, saved with only its changes vs flattened.
+    loaded = svc.load_image(lib_dest, name="bench-layered")
+    ctx.sb.on_cleanup(lambda: _destroy_quietly(loaded))
+    loaded.create_file("/root/change.bin", os.urandom(1 << 20), mode=0o644)
+    layered_dest, flat_dest = os.path.join(out, "layered.aimg"), os.path.join(out, "flat2.aimg")
+    tl, tf = B.paired(ctx.lib("save-layered", lambda: loaded.save_image(layered_dest, flatten=False)),
+                      lambda: loaded.save_image(flat_dest, flatten=True), ctx.reps(3, 2), warmup=1,
+                      setup_a=rm(layered_dest), setup_b=rm(flat_dest))
+    rows.append(row("save", "layered save of a 1 MB change", B.stats(tl), B.stats(tf),
+                    raw_label="flatten save of the same", goal=None,
+                    note=f"layered image {os.path.getsize(layered_dest) / 1e3:.0f} kB vs "
+                         f"{os.path.getsize(flat_dest) / MB:.0f} MB"))
+    image_id = loaded.image
+    _destroy_quietly(loaded)
+    _destroy_quietly(c)
+    with contextlib.suppress(Exception):
+        svc.remove_image(image_id)
+    for p in (lib_dest, layered_dest, flat_dest):
+        rm(p)()
+    return rows
+
+
+def _tree_bytes(root: str) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(dirpath, f))
+                if not os.path.islink(os.path.join(dirpath, f)):
+                    total += st.st_size
+    return total
+
+
+# ===================================================================================
+# 4. load vs tar -xf of the same tree; at 3x the size
+# ===================================================================================
+
+def bench_load(ctx: Context) -> list[dict]:
+    import shutil
+
+    svc = ctx.svc
+    sizes = [False] if ctx.quick else [False, True]
+    rows, loads = [], {}
+    for big in sizes:
+        tree, image = ctx.tree(big), ctx.image(big)
+        dest = ctx.sb.path("extract")
+        held = {}
+
+        def lib():
+            held["c"] = svc.load_image(image)
+
+        def lib_down():
+            c = held.pop("c", None)
+            if c is not None:
+                image_id = c.image
+                c.destroy()
+                svc.remove_image(image_id)  # the next load imports it again, as a new image would be
+                os.sync()  # as after tar: the next measurement must not pay for this one's writeback
+
+        def raw():
+            B.sh(["tar", "-xf", tree["tar"], "-C", dest], timeout=1800)
+
+        def raw_setup():
+            os.makedirs(dest, exist_ok=True)
+
+        def raw_down():
+            shutil.rmtree(dest, ignore_errors=True)
+            os.sync()  # the next measurement must not pay for this one's writeback
+
+        reps = ctx.reps(3, 2) if not big else 2
+        ta, tb = B.paired(ctx.lib("load", lib), raw, reps, warmup=1, teardown_a=lib_down,
+                          setup_b=raw_setup, teardown_b=raw_down)
+        label = "3x" if big else "1x"
+        loads[label] = (B.stats(ta), B.stats(tb))
+        rows.append(row("load", f"load image ({label}: {tree['bytes'] / MB:.0f} MB, {tree['files']} files)",
+                        B.stats(ta), B.stats(tb), goal=("<=", 0.05), raw_label="tar -xf",
+                        note=f"image {os.path.getsize(image) / MB:.0f} MB; load = verify + copy into the "
+                             f"store + reserve + mount (image removed from the store between reps)"))
+    if "3x" in loads:
+        (l1, t1), (l3, t3) = loads["1x"], loads["3x"]
+        rows.append(row("load", "load time at 3x size / at 1x (flatness)", l3, l1,
+                        lib_label="load 3x", raw_label="load 1x", goal=None,
+                        note=f"tar -xf grows {t3['median'] / t1['median']:.2f}x over the same step"))
+    return rows
+
+
+# ===================================================================================
+# 5. provision with 1, 100, 1000 reservations in the state
+# ===================================================================================
+
+def bench_reservations(ctx: Context) -> list[dict]:
+    import appcontainers
+    from appcontainers.domain.reservation import Reservation
+
+    svc = appcontainers.setup_service(root=ctx.sb.path("svc5"), bridge="acbench1", subnet=B.SUBNETS["acbench1"])
+    base = svc.bases.ensure_default()
+    have = 0
+
+    def fill(n):
+        nonlocal have
+        with svc.ports.repo.transaction() as state:
+            while have < n:
+                name = f"fake-{have:05d}"
+                ip = state.pool.allocate(name)
+                state.add(Reservation(name=name, ip=ip, mac=f"02:fa:ce:00:{have >> 8:02x}:{have & 255:02x}",
+                                      image=base.id, created=time.time()))
+                have += 1
+
+    held = {}
+
+    def lib():
+        held["c"] = svc.provision()
+
+    def down():
+        c = held.pop("c", None)
+        if c is not None:
+            c.destroy()
+
+    results = {}
+    reps = ctx.reps(9, 3)
+    for n in (1, 100, 1000):
+        fill(n)
+        samples = []
+        for i in range(reps + 2):
+            try:
+                dt, _ = B.timed(ctx.lib(f"provision-{n}", lib))
+            finally:
+                down()
+            if i >= 2:
+                samples.append(dt)
+        results[n] = B.stats(samples)
+        log(f"  {n} reservations: provision {B.fmt_stat(results[n])}")
+    size = os.path.getsize(svc.settings.layout.resources)
+    return [
+        row("reservations", "provision with 100 reservations", results[100], results[1], goal=None,
+            lib_label="100 held", raw_label="1 held"),
+        row("reservations", "provision with 1000 reservations", results[1000], results[1], goal=("<=", 1.2),
+            lib_label="1000 held", raw_label="1 held",
+            note=f"resources.json {size / 1e3:.0f} kB with 1000; provision = reserve, mount, config (no start)"),
+    ]
+
+
+# ===================================================================================
+# 6. CLI process time vs python -c pass
+# ===================================================================================
+
+def bench_cli(ctx: Context) -> list[dict]:
+    svc = ctx.svc
+    c = svc.provision()  # ls lists one (stopped) container
+    ctx.sb.on_cleanup(lambda: _destroy_quietly(c))
+    exe = os.path.join(os.path.dirname(sys.executable), "appcontainers")
+    env = {**os.environ, "APPCONTAINERS_ROOT": svc.settings.root, "APPCONTAINERS_BRIDGE": "acbench0",
+           "APPCONTAINERS_SUBNET": B.SUBNETS["acbench0"]}
+    run = lambda argv: (lambda: B.sh(argv, env=env))  # noqa: E731
+    base = run([sys.executable, "-c", "pass"])
+    reps = ctx.reps(15, 5)
+    rows = []
+    for args in (["--help"], ["ls"]):
+        ta, tb = B.paired(run([exe, *args]), base, reps, warmup=2)
+        rows.append(row("cli", f"appcontainers {' '.join(args)}", B.stats(ta), B.stats(tb), goal=("<=", 2.0),
+                        raw_label="python -c pass", note="whole process, wall time"))
+    _destroy_quietly(c)
+    return rows
+
+
+# ===================================================================================
+# 7. 50 containers one after another; memory per idle container
+# ===================================================================================
+
+def bench_many(ctx: Context) -> list[dict]:
+    svc = ctx.svc
+    n, k = (20, 5) if ctx.quick else (50, 10)
+    made, total, starts = [], [], []
+    try:
+        for i in range(n):
+            t0 = time.perf_counter()
+            c = svc.provision()
+            made.append(c)
+            t1 = time.perf_counter()
+            c.start()
+            t2 = time.perf_counter()
+            total.append(t2 - t0)
+            starts.append(t2 - t1)
+        time.sleep(2.0)  # idle
+        mem = [B.memory_of(B.cgroup_pids(c.name)) for c in made]
+        nprocs = [len(B.cgroup_pids(c.name)) for c in made]
+        # The raw runtime the agent is made of: a bare host Python with pyzmq imported, idle.
+        import subprocess
+        import zmq
+
+        site = os.path.dirname(os.path.dirname(zmq.__file__))
+        bare = subprocess.Popen([sys.executable, "-S", "-c",
+                                 "import zmq, sys, time; print('up', flush=True); time.sleep(120)"],
+                                env={"PYTHONPATH": site}, stdout=subprocess.PIPE)
+        try:
+            bare.stdout.readline()
+            bare_mem = B.memory_of([bare.pid])
+        finally:
+            bare.kill()
+            bare.wait()
+    finally:
+        for c in made:
+            _destroy_quietly(c)
+    first, last = B.stats(total[:k]), B.stats(total[-k:])
+    pss, rss = B.stats([m["pss"] / MB for m in mem]), B.stats([m["rss"] / MB for m in mem])
+    return [
+        row("many", f"provision + start, last {k} vs first {k} of {n}", last, first, goal=("<=", 1.2),
+            lib_label=f"last {k}", raw_label=f"first {k}",
+            note=f"start alone: first {k} {B.fmt_time(B.stats(starts[:k])['median'])}, last {k} "
+                 f"{B.fmt_time(B.stats(starts[-k:])['median'])}"),
+        row("many", f"memory per idle container (PSS, {n} running)", pss, B.stats([bare_mem["pss"] / MB]),
+            unit="MB", raw_label="bare python -S + import zmq (PSS)", goal=None,
+            note=f"processes per container: {max(set(nprocs), key=nprocs.count)}; RSS per container "
+                 f"{B.fmt_stat(rss, 'MB')} vs bare {bare_mem['rss'] / MB:.1f} MB"),
+    ]
+
+
+# ===================================================================================
+# 8. FUSE image reader vs squashfuse
+# ===================================================================================
+
+def bench_fuse(ctx: Context) -> list[dict]:
+    import shutil
+    import subprocess
+
+    try:
+        import appcontainers.adapters.image_reader  # noqa: F401
+    except Exception as e:  # noqa: BLE001 - absent or broken: skip
+        log(f"  skipped: the image reader does not import ({type(e).__name__}: {e})")
+        return [{"bench": "fuse", "metric": "FUSE image reader", "skipped": f"does not import: {e}"}]
+    tree, image = ctx.tree(), ctx.image()
+    with open(image, "rb") as f:  # the .aimg in the page cache for both readers
+        while f.read(1 << 20):
+            pass
+    files = tree["big"]
+    nbytes = sum(os.path.getsize(os.path.join(tree["dir"], p)) for p in files)
+    mnt = ctx.sb.path("fusemnt")
+    os.makedirs(mnt, exist_ok=True)
+
+    def unmount():
+        if os.path.ismount(mnt):
+            B.sh(["fusermount3", "-u", mnt], check=False)
+            for _ in range(100):
+                if not os.path.ismount(mnt):
+                    break
+                time.sleep(0.05)
+    ctx.sb.on_cleanup(unmount)
+
+    def mount_reader():
+        proc = subprocess.run([sys.executable, "-m", "appcontainers.adapters.image_reader", image, mnt],
+                              capture_output=True, timeout=60, cwd=REPO)
+        if proc.returncode != 0 or not os.path.ismount(mnt):
+            raise RuntimeError(f"image reader mount failed ({proc.returncode}): "
+                               f"{proc.stderr.decode(errors='replace').strip()[-300:]}")
+
+    def mount_squashfuse(tool):
+        def go():
+            B.sh([tool, "-o", "ro", image, mnt], timeout=60)
+        return go
+
+    def read_all(prefix):
+        def go():
+            for p in files:
+                fd = os.open(os.path.join(mnt, prefix, p), os.O_RDONLY)
+                try:
+                    while os.read(fd, 1 << 20):
+                        pass
+                finally:
+                    os.close(fd)
+        return go
+
+    reps = ctx.reps(4, 2)
+    try:
+        mount_reader()
+        unmount()
+    except Exception as e:  # noqa: BLE001
+        unmount()
+        log(f"  skipped: {e}")
+        return [{"bench": "fuse", "metric": "FUSE image reader", "skipped": str(e)}]
+    ta, tb = B.paired(read_all(""), read_all("rootfs"), reps, warmup=1, setup_a=mount_reader, teardown_a=unmount,
+                      setup_b=mount_squashfuse("squashfuse_ll"), teardown_b=unmount)
+    rows = [row("fuse", "FUSE image reader sequential read", rates(nbytes, ta), rates(nbytes, tb), unit="MB/s",
+                kind="throughput", goal=(">=", 0.5), raw_label="squashfuse_ll",
+                note=f"{len(files)} large files, {nbytes / MB:.0f} MB (half random, half text); fresh mount per "
+                     f"rep, image file in the page cache")]
+    if shutil.which("squashfuse"):
+        _, tc = B.paired(read_all("rootfs"), read_all("rootfs"), 1, warmup=0,
+                         setup_a=mount_squashfuse("squashfuse"), teardown_a=unmount,
+                         setup_b=mount_squashfuse("squashfuse"), teardown_b=unmount)
+        rows[0]["note"] += f"; plain squashfuse {nbytes / MB / B.stats(tc)['median']:.0f} MB/s"
+    return rows
+
+
+BENCHES = {
+    "cli": bench_cli,
+    "provision": bench_provision,
+    "run": bench_run,
+    "reservations": bench_reservations,
+    "many": bench_many,
+    "save": bench_save,
+    "load": bench_load,
+    "fuse": bench_fuse,
+}
+
+
+# ===================================================================================
+# results
+# ===================================================================================
+
+def merge_results(new: dict) -> dict:
+    path = os.path.join(HERE, "results.json")
+    old = {}
+    if os.path.exists(path):
+        with contextlib.suppress(ValueError, OSError):
+            with open(path) as f:
+                old = json.load(f)
+    benches = {**old.get("benchmarks", {}), **new["benchmarks"]}
+    order = list(BENCHES)
+    merged = {**new, "benchmarks": {k: benches[k] for k in order if k in benches}}
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(merged, f, indent=1)
+    os.replace(tmp, path)
+    return merged
+
+
+def write_markdown(results: dict) -> str:
+    lines = ["# Benchmark results", "",
+             f"Machine: {results['machine']}. Ratios are appcontainers / the raw tool (times: lower is "
+             f"better; MB/s: higher is better), medians of the repetitions, min..max in brackets. "
+             f"Written by `bench/run.py`; see bench/README.md.", "",
+             "| benchmark | measure | appcontainers | raw baseline | ratio | goal | met |",
+             "|---|---|---|---|---|---|---|"]
+    for name, entry in results["benchmarks"].items():
+        tag = f" ({'quick, ' if entry.get('quick') else ''}{entry['when'][:16]})"
+        if entry.get("error"):
+            lines.append(f"| {name} | error{tag} | {entry['error'][:80]} | | | | |")
+            continue
+        for r in entry["rows"]:
+            if r.get("skipped"):
+                lines.append(f"| {name} | {r['metric']}{tag} | skipped: {r['skipped'][:80]} | | | | |")
+                continue
+            met = "" if r["met"] is None else ("yes" if r["met"] else "**no**")
+            lines.append(
+                f"| {name} | {r['metric']}{tag} | {r['lib_label']}: {B.fmt_stat(r['lib'], r['unit'])} | "
+                f"{r['raw_label']}: {B.fmt_stat(r['raw'], r['unit'])} | {r['ratio']:.3f}x | {r['goal'] or ''} "
+                f"| {met} |")
+    notes = [(name, r) for name, e in results["benchmarks"].items() for r in e.get("rows", []) if r.get("note")]
+    if notes:
+        lines += ["", "Notes:", ""]
+        lines += [f"- {name} / {r['metric']}: {r['note']}" for name, r in notes]
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(HERE, "RESULTS.md"), "w") as f:
+        f.write(text)
+    return text
+
+
+def machine() -> str:
+    import platform
+
+    mem = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) // 1024 // 1024
+    lxc = B.sh(["lxc-start", "--version"], check=False).stdout.decode().strip()
+    return f"{os.cpu_count()} cores, {mem} GB RAM, kernel {platform.release()}, LXC {lxc}, Python {platform.python_version()}"
+
+
+# ===================================================================================
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", help="comma-separated benchmarks: " + ",".join(BENCHES))
+    ap.add_argument("--quick", action="store_true", help="fewer reps, smaller trees, no 3x load")
+    ap.add_argument("--profile", action="store_true", help="pyinstrument profiles of the library side, "
+                                                          "written to bench/profiles/")
+    ap.add_argument("--list", action="store_true", help="list the benchmarks")
+    ap.add_argument("--drop-cache", action="store_true", help=f"remove {B.CACHE} first")
+    args = ap.parse_args(argv)
+    if args.list:
+        for name, fn in BENCHES.items():
+            print(f"{name:14} {fn.__doc__ or ''}".rstrip())
+        return 0
+    names = list(BENCHES) if not args.only else [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BENCHES]
+    if unknown:
+        ap.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHES)}")
+    if os.geteuid() != 0:
+        print("bench: root is needed (LXC, loop devices, mounts)", file=sys.stderr)
+        return 1
+    if args.profile:
+        try:
+            import pyinstrument  # noqa: F401
+        except ImportError:
+            print("bench: --profile needs pyinstrument: .venv/bin/pip install pyinstrument", file=sys.stderr)
+            return 1
+    for name in os.listdir("/var/tmp"):
+        if name.startswith(B.ROOT_PREFIX):
+            with contextlib.suppress(OSError, ValueError):
+                with open(os.path.join("/var/tmp", name, "owner.pid")) as f:
+                    pid = int(f.read())
+                if os.path.exists(f"/proc/{pid}") and pid != os.getpid():
+                    print(f"bench: another bench run (pid {pid}) is running", file=sys.stderr)
+                    return 1
+    if args.drop_cache:
+        import shutil
+        shutil.rmtree(B.CACHE, ignore_errors=True)
+
+    def on_term(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
+
+    t_start = time.perf_counter()
+    sb = B.Sandbox()
+    ctx = Context(sb, args.quick, args.profile)
+    log(f"bench: data root {sb.root}, bridges {', '.join(B.BRIDGES)}; {'quick' if args.quick else 'full'} run "
+        f"of {', '.join(names)}")
+    results = {"machine": machine(), "benchmarks": {}}
+    failed = interrupted = False
+    try:
+        for name in names:
+            log(f"\n[{name}] {BENCHES[name].__name__}")
+            t0 = time.perf_counter()
+            entry = {"when": datetime.datetime.now().isoformat(timespec="seconds"), "quick": args.quick}
+            try:
+                entry["rows"] = BENCHES[name](ctx)
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # noqa: BLE001 - report it, go on with the others
+                failed = True
+                traceback.print_exc()
+                entry["error"] = f"{type(e).__name__}: {e}"
+                entry["rows"] = []
+            entry["seconds"] = round(time.perf_counter() - t0, 1)
+            results["benchmarks"][name] = entry
+            log(f"[{name}] {entry['seconds']} s")
+    except KeyboardInterrupt as e:
+        interrupted = True
+        log(f"\nbench: interrupted ({e or 'Ctrl-C'}), cleaning up ...")
+    finally:
+        log("\nbench: cleaning up ...")
+        problems = sb.cleanup()
+        for p in problems:
+            log(f"bench: CLEAN-UP PROBLEM: {p}")
+        left = B.leftovers()
+        for what, items in left.items():
+            if items:
+                log(f"bench: LEFT BEHIND ({what}): {items}")
+        ctx.write_profiles()
+    if results["benchmarks"] and not interrupted:
+        merged = merge_results(results)
+        log("\n" + write_markdown(merged))
+        log(f"bench: wrote {os.path.join(HERE, 'results.json')} and {os.path.join(HERE, 'RESULTS.md')}")
+    log(f"bench: done in {time.perf_counter() - t_start:.0f} s")
+    return 130 if interrupted else (1 if failed or problems else 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
