@@ -1,0 +1,90 @@
+"""Reconcile over the fakes: what it repairs, and what it must leave alone."""
+from __future__ import annotations
+
+import attrs
+
+from tests.fakes import make_service
+
+
+def _evolve(svc, name, **changes):
+    with svc.ports.repo.transaction() as state:
+        state.put(attrs.evolve(state.get(name), **changes))
+
+
+class TestReconcile:
+    def test_healthy_state_needs_nothing(self):
+        """A provisioned, running container is left alone."""
+        svc = make_service()
+        c = svc.provision(name="web")
+        c.start()
+        assert svc.reconcile(dry_run=True) == []
+        assert svc.reconcile() == []
+        assert svc.get("web").state == "RUNNING"
+
+    def test_provisioning_by_a_live_process_is_left_alone(self):
+        """Another process still provisioning (owner alive) is not a leftover."""
+        svc = make_service()
+        svc.provision(name="busy")
+        svc.ports.procs.alive_tokens.add("other")
+        _evolve(svc, "busy", status="provisioning", owner="other")
+        assert svc.reconcile() == []
+        assert [c.name for c in svc.list_containers()] == ["busy"]
+
+    def test_provisioning_by_a_dead_process_is_undone(self):
+        """A reservation left 'provisioning' by a dead process is removed with its mounts and IP."""
+        svc = make_service()
+        c = svc.provision(name="half")
+        ip = c.ip
+        _evolve(svc, "half", status="provisioning", owner="dead")
+        done = svc.reconcile()
+        assert any("half" in d for d in done)
+        assert svc.list_containers() == []
+        assert svc.ports.mounters["kernel"].mounts == {}
+        assert svc.provision(name="next").ip == ip
+
+    def test_dry_run_changes_nothing(self):
+        """--dry-run reports the same repair but leaves the state as it was."""
+        svc = make_service()
+        svc.provision(name="half")
+        _evolve(svc, "half", status="destroying", owner="dead")
+        before = svc.ports.repo.read().to_dict()
+        assert svc.reconcile(dry_run=True)
+        assert svc.ports.repo.read().to_dict() == before
+
+    def test_ephemeral_from_an_earlier_boot_is_removed(self):
+        """An ephemeral container reserved in an earlier boot is a leftover of a host crash."""
+        svc = make_service()
+        svc.provision(name="eph")
+        _evolve(svc, "eph", ephemeral=True, boot="boot-0")
+        svc.reconcile()
+        assert svc.list_containers() == []
+
+    def test_ephemeral_that_stopped_on_its_own_is_removed_but_not_a_fresh_one(self):
+        """A started ephemeral container found stopped is removed; a never-started one is kept."""
+        svc = make_service()
+        svc.provision(name="ran")
+        svc.provision(name="fresh")
+        _evolve(svc, "ran", ephemeral=True, boot="boot-1", started=True)
+        _evolve(svc, "fresh", ephemeral=True, boot="boot-1")
+        svc.reconcile()
+        assert [c.name for c in svc.list_containers()] == ["fresh"]
+
+    def test_lxc_container_without_reservation_is_removed(self):
+        """An LXC container under our lxcpath that no reservation explains is destroyed."""
+        svc = make_service()
+        svc.ports.driver.containers["stray"] = "RUNNING"
+        svc.reconcile()
+        assert "stray" not in svc.ports.driver.containers
+
+    def test_dead_save_operation_is_undone(self):
+        """A save operation whose process died is dropped and its temp file removed."""
+        svc = make_service()
+        svc.provision(name="web")
+        with svc.ports.repo.transaction() as state:
+            state.operations["save-1"] = {"kind": "save", "owner": "dead", "container": "web",
+                                          "frozen": False, "dest": "/out/web.aimg"}
+        svc.ports.fs.files["/out/.web.aimg.abc.tmp"] = b"partial"
+        svc.ports.fs.dirs.add("/out")
+        svc.reconcile()
+        assert svc.ports.repo.read().operations == {}
+        assert "/out/.web.aimg.abc.tmp" not in svc.ports.fs.files
