@@ -14,7 +14,6 @@ import shutil
 import sys
 import sysconfig
 import tempfile
-import time
 
 from . import process
 

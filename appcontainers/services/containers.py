@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import attrs
 
-from ..domain.exceptions import (AppContainersError, ContainerStateError, InvalidValue,
-                                 UnknownContainer)
+from ..domain.exceptions import AppContainersError, ContainerStateError, InvalidValue
 from ..domain.image import lineage
 from ..domain.network import MacGenerator
 from ..domain.reservation import DESTROYING, PROVISIONING, READY, Reservation, validate_name

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import os
 
-import attrs
-
 from ..domain.exceptions import (ContainerStateError, ImageCorrupt, InUse, InvalidValue, UnknownImage)
 from ..domain.image import FORMAT_VERSION, Image, Manifest, lineage, validate_image_name
 from ..domain.reservation import READY

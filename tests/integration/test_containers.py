@@ -8,8 +8,7 @@ import tarfile
 
 import pytest
 
-from appcontainers.domain.exceptions import (InvalidName, NameTaken, UnknownContainer, UnsafePath,
-                                             AppContainersError)
+from appcontainers.domain.exceptions import InvalidName, NameTaken, UnknownContainer, UnsafePath
 
 
 def _ip_addr(c):

@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 
 import pytest
 
-from appcontainers.domain.exceptions import (ImageCorrupt, InUse, PoolExhausted, UnknownContainer,
-                                             UnknownImage, InvalidValue)
+from appcontainers.domain.exceptions import ImageCorrupt, InUse, InvalidValue, UnknownContainer, UnknownImage
 
 
 @pytest.fixture(scope="module")
