@@ -249,7 +249,7 @@ def bench_provision(ctx: Context) -> list[dict]:
         if c is not None:
             c.destroy()
 
-    reps = ctx.reps(9, 3)
+    reps = ctx.reps(15, 3)
     ta, tb = B.paired(ctx.lib("provision", lib), hand.up, reps, warmup=2, teardown_a=lib_down,
                       teardown_b=hand.down)
     # Where the library's time goes: provision alone, start alone.
@@ -342,7 +342,7 @@ def bench_save(ctx: Context) -> list[dict]:
                     os.unlink(p)
         return go
 
-    reps = ctx.reps(4, 2)
+    reps = ctx.reps(7, 2)
     ta, tb = B.paired(ctx.lib("save", lambda: c.save_image(lib_dest)), lambda: B.sh(argv, timeout=1800),
                       reps, warmup=1, setup_a=rm(lib_dest), setup_b=rm(raw_dest))
     lib_size, raw_size = os.path.getsize(lib_dest), os.path.getsize(raw_dest)
@@ -422,7 +422,7 @@ def bench_load(ctx: Context) -> list[dict]:
             shutil.rmtree(dest, ignore_errors=True)
             os.sync()  # the next measurement must not pay for this one's writeback
 
-        reps = ctx.reps(3, 2) if not big else 2
+        reps = ctx.reps(5, 2) if not big else 3
         ta, tb = B.paired(ctx.lib("load", lib), raw, reps, warmup=1, teardown_a=lib_down,
                           setup_b=raw_setup, teardown_b=raw_down)
         label = "3x" if big else "1x"
@@ -472,7 +472,7 @@ def bench_reservations(ctx: Context) -> list[dict]:
             c.destroy()
 
     results = {}
-    reps = ctx.reps(9, 3)
+    reps = ctx.reps(11, 3)
     for n in (1, 100, 1000):
         fill(n)
         samples = []
@@ -508,7 +508,7 @@ def bench_cli(ctx: Context) -> list[dict]:
            "APPCONTAINERS_SUBNET": B.SUBNETS["acbench0"]}
     run = lambda argv: (lambda: B.sh(argv, env=env))  # noqa: E731
     base = run([sys.executable, "-c", "pass"])
-    reps = ctx.reps(15, 5)
+    reps = ctx.reps(21, 5)
     rows = []
     for args in (["--help"], ["ls"]):
         ta, tb = B.paired(run([exe, *args]), base, reps, warmup=2)
@@ -624,7 +624,7 @@ def bench_fuse(ctx: Context) -> list[dict]:
                     os.close(fd)
         return go
 
-    reps = ctx.reps(4, 2)
+    reps = ctx.reps(6, 2)
     try:
         mount_reader()
         unmount()
@@ -793,7 +793,7 @@ def main(argv=None) -> int:
             log(f"[{name}] {entry['seconds']} s")
     except KeyboardInterrupt as e:
         interrupted = True
-        log(f"\nbench: interrupted ({e or 'Ctrl-C'}), cleaning up ...")
+        log(f"\nbench: interrupted ({str(e) or 'Ctrl-C'})")
     finally:
         log("\nbench: cleaning up ...")
         problems = sb.cleanup()

@@ -87,7 +87,7 @@ class Reservation:
     startup_commands: tuple[str, ...] = attrs.field(default=(), converter=_commands)
     created: float = attrs.field(default=0.0, converter=float)
     status: str = attrs.field(default=READY, validator=_one_of(STATUSES))
-    mounter: str = attrs.field(default="kernel", validator=_one_of(("kernel", "fuse")))
+    mounter: str = attrs.field(default="kernel", validator=_one_of(("kernel", "fuse", "raw")))
     # The process doing an unfinished operation (status provisioning/destroying), as hostproc tokens.
     owner: str | None = attrs.field(default=None)
     boot: str | None = attrs.field(default=None)  # boot id when reserved: an ephemeral one dies with the boot

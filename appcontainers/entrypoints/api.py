@@ -103,14 +103,15 @@ class Service:
             pass
 
     def provision(self, name: str | None = None, base: str | None = None, memory: str | None = None,
-                  cpus: float | None = None) -> Container:
+                  cpus: float | None = None, raw: bool = False) -> Container:
         """A new container with a static IP and a random MAC, on base (default: the busybox base).
 
-        memory ("256M") and cpus (cores, e.g. 0.5) set cgroup limits."""
+        memory ("256M") and cpus (cores, e.g. 0.5) set cgroup limits. raw=True unpacks the image
+        into a plain directory in overlays/raw/ (no squashfs, no overlay: slow to make)."""
         if name is not None:
             validate_name(name)  # before any slow work, such as building the default base
         image = self.bases.resolve(base)
-        r = self.containers.provision(name=name, image_id=image.id, memory=memory, cpus=cpus)
+        r = self.containers.provision(name=name, image_id=image.id, memory=memory, cpus=cpus, raw=raw)
         return Container(self, r.name)
 
     def get(self, name: str) -> Container:
@@ -142,8 +143,11 @@ class Service:
         """Remove a base image by name; refused while a container or image uses it."""
         return self.bases.remove(name)
 
-    def load_image(self, path: str, ephemeral: bool = False, name: str | None = None) -> Container:
-        r = self.images.load(path, ephemeral=ephemeral, name=name)
+    def load_image(self, path: str, ephemeral: bool = False, name: str | None = None,
+                   raw: bool = False) -> Container:
+        """A new container from an .aimg file: verified, imported by id, mounted (never extracted,
+        unless raw=True); ephemeral=True puts its writes in a throw-away overlay."""
+        r = self.images.load(path, ephemeral=ephemeral, name=name, raw=raw)
         return Container(self, r.name)
 
     def list_images(self):
@@ -168,7 +172,9 @@ def build_ports(settings: Settings) -> Ports:
 
     L = settings.layout
     codec = SquashfsCodec()
-    mounters = {"kernel": KernelMounter()}
+    from ..adapters.raw_mount import RawMounter
+
+    mounters = {"kernel": KernelMounter(), "raw": RawMounter()}
     try:
         from ..adapters.fuse_overlay import FuseMounter
         mounters["fuse"] = FuseMounter()

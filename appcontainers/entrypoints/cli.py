@@ -50,10 +50,13 @@ def main():
 @main.command()
 @click.option("--name", help="Container name (a-z, 0-9, '-'); random if omitted.")
 @click.option("--base", help="Base image name (default: the built-in busybox base).")
+@click.option("--memory", help="Memory limit, e.g. 256M.")
+@click.option("--cpus", type=float, help="CPU limit in cores, e.g. 0.5.")
+@click.option("--raw", is_flag=True, help="A plain directory in overlays/raw/ instead of an overlay.")
 @json_option
-def provision(name, base, as_json):
+def provision(name, base, memory, cpus, raw, as_json):
     """Create a container with a static IP and a random MAC."""
-    c = _service().provision(name=name, base=base)
+    c = _service().provision(name=name, base=base, memory=memory, cpus=cpus, raw=raw)
     info = c.info()
     _emit(as_json, info, f"{info['name']} ip={info['ip']} mac={info['mac']} state={info['state']}")
 
@@ -208,10 +211,11 @@ def save(name, path, layered, image_name, as_json):
 @click.argument("path")
 @click.option("--ephemeral", is_flag=True, help="Writes go to a throw-away overlay; removed at stop.")
 @click.option("--name", help="Container name (random if omitted).")
+@click.option("--raw", is_flag=True, help="Unpack into a plain directory in overlays/raw/ (slow).")
 @json_option
-def load(path, ephemeral, name, as_json):
+def load(path, ephemeral, name, raw, as_json):
     """Load the image file PATH into a new container."""
-    c = _service().load_image(path, ephemeral=ephemeral, name=name)
+    c = _service().load_image(path, ephemeral=ephemeral, name=name, raw=raw)
     info = c.info()
     _emit(as_json, info, f"{info['name']} ip={info['ip']} mac={info['mac']} image={info['image'][:12]}"
                          f"{' ephemeral' if info['ephemeral'] else ''}")

@@ -29,7 +29,7 @@ class ContainerService:
                 return name
 
     def reserve(self, name: str | None, image_id: str, ephemeral: bool = False,
-                startup_commands=(), new_image=None, **limits) -> Reservation:
+                startup_commands=(), new_image=None, raw=False, **limits) -> Reservation:
         """Claim a name, an address and a MAC in one transaction (status provisioning).
 
         new_image, if given, is registered in the same transaction (a loaded image)."""
@@ -51,7 +51,7 @@ class ContainerService:
             mac = macgen.generate(state.macs() | host_macs)
             r = Reservation(name=name, ip=ip, mac=mac, image=image_id, ephemeral=ephemeral,
                             startup_commands=startup_commands, created=self.p.clock(),
-                            status=PROVISIONING, mounter=self._mounter_name(),
+                            status=PROVISIONING, mounter="raw" if raw else self._mounter_name(),
                             owner=self.p.procs.token(), boot=self.p.procs.boot_id(),
                             memory=limits.get("memory"), cpus=limits.get("cpus"))
             state.add(r)
@@ -66,8 +66,8 @@ class ContainerService:
         return "kernel"
 
     def provision(self, name=None, image_id=None, ephemeral=False, startup_commands=(),
-                  memory=None, cpus=None) -> Reservation:
-        r = self.reserve(name, image_id, ephemeral, startup_commands, memory=memory, cpus=cpus)
+                  memory=None, cpus=None, raw=False) -> Reservation:
+        r = self.reserve(name, image_id, ephemeral, startup_commands, raw=raw, memory=memory, cpus=cpus)
         checkpoint("provision.reserved")
         try:
             self.materialize(r)
@@ -102,11 +102,14 @@ class ContainerService:
         chain = self._layers(r)
         files = [L.image_file(img.id, img.kind) for img in chain]
         points = [L.layer_mount(r.name, i) for i in range(len(chain))]
-        upper, work, target = L.upper(r.name, r.ephemeral), L.work(r.name, r.ephemeral), L.rootfs(r.name)
+        upper, work, target = self.upper(r), L.work(r.name, r.ephemeral), L.rootfs(r.name)
         mounter = self.p.mounters[r.mounter]
         if mounter.is_mounted(target):
             return
-        self.p.fs.make_dirs(upper, work, target)
+        if r.mounter == "raw":
+            self.p.fs.make_dirs(target)  # the raw mounter unpacks into upper itself
+        else:
+            self.p.fs.make_dirs(upper, work, target)
         try:
             mounter.mount(files, points, upper, work, target)
         except AppContainersError:
@@ -118,6 +121,10 @@ class ContainerService:
                 if r.name in state.reservations:
                     state.put(attrs.evolve(state.reservations[r.name], mounter="fuse"))
         checkpoint("mount.done")
+
+    def upper(self, r: Reservation) -> str:
+        """Where the container's writes live: an overlay upper, or the whole raw directory."""
+        return self.layout.raw(r.name) if r.mounter == "raw" else self.layout.upper(r.name, r.ephemeral)
 
     def render(self, r: Reservation) -> None:
         """Skeleton files and the LXC config, re-rendered so the skeletons' current text applies."""
@@ -208,6 +215,7 @@ class ContainerService:
         checkpoint("destroy.unmounted")
         for ephemeral in ((r.ephemeral,) if r else (False, True)):
             self.p.fs.remove_tree(L.overlay(name, ephemeral))
+        self.p.fs.remove_tree(L.raw(name))
         self.p.fs.remove_tree(L.mnt(name))
         self.p.fs.remove_tree(L.run_dir(name))
         with self.p.repo.transaction() as state:

@@ -20,6 +20,8 @@ class ImageService:
              progress=None, level: int | None = None) -> Image:
         """Squash the container (merged view, or only its upper layer) into the file path."""
         r = self.containers.get(name)
+        if not flatten and r.mounter == "raw":
+            raise InvalidValue(f"container {name} is raw (a plain directory, no layers): save it flattened")
         if r.status != READY:
             raise ContainerStateError(f"container {name} is {r.status}; it cannot be saved")
         image_name = validate_image_name(image_name or name)
@@ -38,7 +40,7 @@ class ImageService:
             "init": plans.init_argv(chain) if plans.has_agent(chain) else [],
         }
         self.containers.ensure_mounted(r)
-        source = (self.layout.rootfs(name) if flatten else self.layout.upper(name, r.ephemeral))
+        source = self.layout.rootfs(name) if flatten else self.containers.upper(r)
         frozen = self.p.driver.state(name) == "RUNNING"
         op_id = f"save-{os.getpid()}-{self.p.rng.getrandbits(32):08x}"
         with self.p.repo.transaction() as state:
@@ -87,7 +89,7 @@ class ImageService:
             raise
         return image, tmp
 
-    def load(self, path: str, ephemeral: bool = False, name: str | None = None):
+    def load(self, path: str, ephemeral: bool = False, name: str | None = None, raw: bool = False):
         image, staged = self._import(os.path.abspath(path))
         try:
             if image.parent is not None:
@@ -96,7 +98,7 @@ class ImageService:
                 except UnknownImage:
                     raise UnknownImage(f"{image.parent} (parent of {path}): load the parent image first") from None
             r = self.containers.reserve(name, image.id, ephemeral=ephemeral,
-                                        startup_commands=image.startup_commands, new_image=image)
+                                        startup_commands=image.startup_commands, new_image=image, raw=raw)
         except BaseException:
             if staged:
                 self.p.fs.remove_file(staged)

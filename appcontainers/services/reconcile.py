@@ -26,7 +26,7 @@ class Reconciler:
         # Reality first, then the state: whatever existed when we looked was reserved before
         # it was made, so a reservation made meanwhile is in the state we read next.
         lxc_names = self.p.driver.list()
-        dir_names = {name for parent in (L.mnt(""), L.run_dir(""), L.overlay("", True), L.overlay("", False))
+        dir_names = {name for parent in (L.mnt(""), L.run_dir(""), L.overlay("", True), L.overlay("", False), L.raw(""))
                      for name in fs.list_dir(parent) if not name.startswith(".")}
         for mounter in self.p.mounters.values():
             for point in mounter.mounted(L.mnt("")):

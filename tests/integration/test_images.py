@@ -242,3 +242,31 @@ class TestFuse:
         finally:
             subprocess.run([*cli, "image", "umount", str(mnt)], env=env, capture_output=True, timeout=60)
         assert not os.path.ismount(mnt)
+
+
+class TestRaw:
+    def test_raw_container_is_a_plain_directory_and_saves(self, svc, saved, settings, tmp_path):
+        """raw=True: the image is unpacked into overlays/raw/<name>, no squashfs or overlay mount;
+        writes land in that directory; it saves flattened and loads back normally."""
+        from appcontainers.adapters.mountinfo import mounts
+        _, path, _ = saved
+        c = svc.load_image(path, raw=True)
+        try:
+            raw_dir = os.path.join(settings["root"], "overlays", "raw", c.name)
+            kinds = {kind for p, kind in mounts() if f"/mnt/{c.name}/" in p + "/"}
+            assert "squashfs" not in kinds and "overlay" not in kinds
+            assert c.run("cat /srv/data/f; echo raw-write > /root/raw").stdout == "hello\n"
+            with open(os.path.join(raw_dir, "root", "raw")) as f:
+                assert f.read() == "raw-write\n"
+            with pytest.raises(InvalidValue):
+                c.save_image(str(tmp_path / "layered.aimg"), flatten=False)
+            c.stop()
+            c.save_image(str(tmp_path / "flat.aimg"))
+        finally:
+            c.destroy()
+        assert not os.path.exists(raw_dir)
+        d = svc.load_image(str(tmp_path / "flat.aimg"))
+        try:
+            assert d.run("cat /root/raw").stdout == "raw-write\n"
+        finally:
+            d.destroy()
