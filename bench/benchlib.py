@@ -15,7 +15,6 @@ import statistics
 import subprocess
 import sys
 import sysconfig
-import tarfile
 import time
 
 CACHE = "/var/tmp/appcontainers-bench-cache"

@@ -345,7 +345,7 @@ def bench_save(ctx: Context) -> list[dict]:
     reps = ctx.reps(7, 2)
     ta, tb = B.paired(ctx.lib("save", lambda: c.save_image(lib_dest)), lambda: B.sh(argv, timeout=1800),
                       reps, warmup=1, setup_a=rm(lib_dest), setup_b=rm(raw_dest))
-    lib_size, raw_size = os.path.getsize(lib_dest), os.path.getsize(raw_dest)
+    lib_size = os.path.getsize(lib_dest)
     rows = [row("save", "save (flatten) throughput", rates(src_bytes, ta), rates(src_bytes, tb),
                 unit="MB/s", kind="throughput", goal=(">=", 0.9), raw_label="mksquashfs (same argv)",
                 note=f"{src_bytes / MB:.0f} MB source (tree + base) in a stopped container, zstd level "
@@ -559,10 +559,11 @@ def bench_many(ctx: Context) -> list[dict]:
     first, last = B.stats(total[:k]), B.stats(total[-k:])
     pss, rss = B.stats([m["pss"] / MB for m in mem]), B.stats([m["rss"] / MB for m in mem])
     return [
-        row("many", f"provision + start, last {k} vs first {k} of {n}", last, first, goal=("<=", 1.2),
-            lib_label=f"last {k}", raw_label=f"first {k}",
-            note=f"start alone: first {k} {B.fmt_time(B.stats(starts[:k])['median'])}, last {k} "
-                 f"{B.fmt_time(B.stats(starts[-k:])['median'])}"),
+        row("many", f"start to agent-ready, last {k} vs first {k} of {n}", B.stats(starts[-k:]),
+            B.stats(starts[:k]), goal=("<=", 1.2), lib_label=f"last {k}", raw_label=f"first {k}",
+            note="containers started one after another, all left running; start = Container.start()"),
+        row("many", f"provision + start, last {k} vs first {k} of {n}", last, first, goal=None,
+            lib_label=f"last {k}", raw_label=f"first {k}"),
         row("many", f"memory per idle container (PSS, {n} running)", pss, B.stats([bare_mem["pss"] / MB]),
             unit="MB", raw_label="bare python -S + import zmq (PSS)", goal=None,
             note=f"processes per container: {max(set(nprocs), key=nprocs.count)}; RSS per container "
@@ -632,8 +633,13 @@ def bench_fuse(ctx: Context) -> list[dict]:
         unmount()
         log(f"  skipped: {e}")
         return [{"bench": "fuse", "metric": "FUSE image reader", "skipped": str(e)}]
-    ta, tb = B.paired(read_all(""), read_all("rootfs"), reps, warmup=1, setup_a=mount_reader, teardown_a=unmount,
-                      setup_b=mount_squashfuse("squashfuse_ll"), teardown_b=unmount)
+    try:
+        ta, tb = B.paired(read_all(""), read_all("rootfs"), reps, warmup=1, setup_a=mount_reader,
+                          teardown_a=unmount, setup_b=mount_squashfuse("squashfuse_ll"), teardown_b=unmount)
+    except (OSError, RuntimeError) as e:  # a reader that mounts but fails to read: skip, say why
+        unmount()
+        log(f"  skipped: reading through the image reader failed: {e}")
+        return [{"bench": "fuse", "metric": "FUSE image reader", "skipped": f"read failed: {e}"}]
     rows = [row("fuse", "FUSE image reader sequential read", rates(nbytes, ta), rates(nbytes, tb), unit="MB/s",
                 kind="throughput", goal=(">=", 0.5), raw_label="squashfuse_ll",
                 note=f"{len(files)} large files, {nbytes / MB:.0f} MB (half random, half text); fresh mount per "
@@ -687,7 +693,7 @@ def write_markdown(results: dict) -> str:
              "| benchmark | measure | appcontainers | raw baseline | ratio | goal | met |",
              "|---|---|---|---|---|---|---|"]
     for name, entry in results["benchmarks"].items():
-        tag = f" ({'quick, ' if entry.get('quick') else ''}{entry['when'][:16]})"
+        tag = " (quick)" if entry.get("quick") else ""
         if entry.get("error"):
             lines.append(f"| {name} | error{tag} | {entry['error'][:80]} | | | | |")
             continue
@@ -704,6 +710,8 @@ def write_markdown(results: dict) -> str:
     if notes:
         lines += ["", "Notes:", ""]
         lines += [f"- {name} / {r['metric']}: {r['note']}" for name, r in notes]
+    lines += ["", "Runs: " + "; ".join(f"{name} {e['when']} ({'quick' if e.get('quick') else 'full'}, "
+                                        f"{e.get('seconds', '?')} s)" for name, e in results["benchmarks"].items())]
     text = "\n".join(lines) + "\n"
     with open(os.path.join(HERE, "RESULTS.md"), "w") as f:
         f.write(text)
@@ -804,6 +812,11 @@ def main(argv=None) -> int:
             if items:
                 log(f"bench: LEFT BEHIND ({what}): {items}")
         ctx.write_profiles()
+    goals = [r for e in results["benchmarks"].values() for r in e.get("rows", []) if r.get("met") is not None]
+    if goals:
+        log(f"bench: goals met {sum(r['met'] for r in goals)} of {len(goals)}; missed: "
+            + (", ".join(f"{r['bench']}/{r['metric']} ({r['ratio']:.3g}x, goal {r['goal']})"
+                         for r in goals if not r["met"]) or "none"))
     if results["benchmarks"] and not interrupted:
         merged = merge_results(results)
         log("\n" + write_markdown(merged))

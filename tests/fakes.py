@@ -196,11 +196,9 @@ class FakeFs:
         self.files[root + path] = data
         self.modes[root + path] = mode
 
-    def check_archive(self, archive):
+    def extract_in_root(self, root, dest, archive):
         if archive not in self.files:
             raise InvalidValue(f"archive {archive!r} is not a file")
-
-    def extract_in_root(self, root, dest, archive):
         self.extracted.append((root, dest, archive))
         return 1
 

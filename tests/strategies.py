@@ -59,6 +59,8 @@ env_names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,15}", fullmatch=True)
 abs_paths = st.lists(st.from_regex(r"[A-Za-z0-9_.-]{1,10}", fullmatch=True).filter(
     lambda p: p not in (".", "..")), min_size=1, max_size=4).map(lambda ps: "/" + "/".join(ps))
 
+init_args = st.from_regex(r"[A-Za-z0-9_.+@/=:,-]{1,12}", fullmatch=True)
+
 manifests = st.builds(
     Manifest,
     name=image_names,
@@ -68,7 +70,8 @@ manifests = st.builds(
     environment=st.dictionaries(env_names, safe_text, max_size=4),
     host_binds=st.lists(abs_paths, max_size=3),
     base=st.none() | image_names,
-    init=st.lists(safe_text, max_size=3),
+    init=st.one_of(st.just([]), st.tuples(abs_paths, st.lists(init_args, max_size=2)).map(
+        lambda t: [t[0], *t[1]])),
     format_version=st.just(1),
 )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 
 from . import rootfs_files
 
@@ -35,13 +36,20 @@ class HostFs:
         return os.path.lexists(path)
 
     def write_text(self, path: str, text: str, mode: int = 0o644) -> None:
-        """Atomically replace path's content."""
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        """Atomically replace path's content. Safe in a directory a container can write to:
+        the temp file is created exclusively (a planted symlink is never followed), its mode
+        set on the descriptor, and the rename replaces whatever entry is at path."""
+        directory = os.path.dirname(path)
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+                os.fchmod(f.fileno(), mode)
+            os.replace(tmp, path)
+        except BaseException:
+            self.remove_file(tmp)
+            raise
 
     def write_json(self, path: str, data) -> None:
         self.write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
@@ -79,9 +87,6 @@ class HostFs:
 
     def extract_in_root(self, root: str, dest: str, archive: str) -> int:
         return rootfs_files.extract_archive(root, dest, archive)
-
-    def check_archive(self, archive: str) -> None:
-        rootfs_files.check_archive(archive, "/nonexistent-dest")
 
 
 class _Lock:

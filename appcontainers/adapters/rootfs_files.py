@@ -21,19 +21,6 @@ _RESOLVE_IN_ROOT = 0x10
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def container_path(path: str, home: str = "/root") -> str:
-    """Normalize a path given by a user; relative ones are under home. Refuses '..' and NUL."""
-    if not isinstance(path, str) or not path or "\x00" in path:
-        raise UnsafePath(f"invalid path {path!r}")
-    parts = path.split("/")
-    if ".." in parts:
-        raise UnsafePath(f"path {path!r} contains '..': give a plain path inside the container")
-    full = posixpath.normpath(path if path.startswith("/") else posixpath.join(home, path))
-    if full == "/":
-        raise UnsafePath(f"path {path!r} names the container's root directory")
-    return full
-
-
 def openat2_in_root(root_fd: int, path: str, flags: int, mode: int = 0) -> int:
     how = struct.pack("QQQ", flags | os.O_CLOEXEC, mode, _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS)
     fd = _libc.syscall(_SYS_OPENAT2, root_fd, path.lstrip("/").encode() or b".", how, len(how))

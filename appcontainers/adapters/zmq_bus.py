@@ -6,6 +6,7 @@ is no host daemon. zmq is imported only when a call needs it.
 from __future__ import annotations
 
 import os
+import stat
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -35,7 +36,18 @@ class AgentClient:
         self.events_path = os.path.join(self.run_dir, "events.sock")
         self.ready_path = os.path.join(self.run_dir, "ready")
 
+    def _check_socket(self, path: str) -> None:
+        """The run directory is writable from inside the container: connect only to a real
+        socket there, never through a symlink the container planted toward a host socket."""
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            raise AgentUnavailable(f"the agent in {self.run_dir} is not running (no {os.path.basename(path)})") from None
+        if not stat.S_ISSOCK(st.st_mode):
+            raise AgentUnavailable(f"{path} is not a socket: refusing to connect")
+
     def _dealer(self):
+        self._check_socket(self.cmd_path)
         zmq = _zmq()
         sock = zmq.Context.instance().socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
@@ -190,6 +202,7 @@ class AgentClient:
     def events(self, timeout: float | None = None, topics: Iterable[str] = ("event",)) -> EventStream:
         """An iterator of event dicts; it is subscribed when this returns (so start it before
         the action whose events you want) and ends after `timeout` seconds without an event."""
+        self._check_socket(self.events_path)
         return EventStream(f"ipc://{self.events_path}", topics, timeout)
 
 
@@ -244,6 +257,13 @@ class EventStream:
         self.close()
 
 
+def _is_socket(path: str) -> bool:
+    try:
+        return stat.S_ISSOCK(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def watch_events(agent_dirs, rescan: float = 1.0, topics: Iterable[str] = ("event",)) -> Iterator[dict]:
     """Events from every container's agent, live; agent_dirs() lists {name: agent dir}
     and is asked again every `rescan` seconds so containers started later are heard too.
@@ -259,7 +279,7 @@ def watch_events(agent_dirs, rescan: float = 1.0, topics: Iterable[str] = ("even
             if now >= next_scan:
                 for name, d in agent_dirs().items():
                     endpoint = os.path.join(d, "events.sock")
-                    if name not in socks and os.path.exists(endpoint):
+                    if name not in socks and _is_socket(endpoint):
                         sock = ctx.socket(zmq.SUB)
                         sock.setsockopt(zmq.LINGER, 0)
                         for t in topics:

@@ -165,7 +165,8 @@ def read_log(run_dir: str, since: int = 0, follow: bool = False, poll: float = 0
 def _open_current(path, follow, poll, should_stop):
     while True:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            # The directory is the container's: never follow a link it planted to a host file.
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         except FileNotFoundError:
             fd = None
         if fd is not None:
@@ -182,7 +183,7 @@ def _open_current(path, follow, poll, should_stop):
 
 def _read_old(old: str, since: int, cur_base: int) -> Iterator[tuple[int, dict]]:
     try:
-        fd = os.open(old, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(old, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError:
         return
     try:

@@ -53,10 +53,24 @@ def _strings(what):
     return convert
 
 
+# These end up in LXC config lines: a conservative charset, so no value can start a new line.
+_PATH_RE = re.compile(r"^/[A-Za-z0-9_.+@/-]*$")
+_ARG_RE = re.compile(r"^[A-Za-z0-9_.+@/=:,-]+$")
+
+
 def _check_binds(_inst, _attr, value):
     for p in value:
-        if not isinstance(p, str) or not p.startswith("/") or "\x00" in p or "/../" in p + "/":
-            raise InvalidValue(f"invalid host bind path {p!r}")
+        if (not isinstance(p, str) or not _PATH_RE.fullmatch(p) or "/../" in p + "/"
+                or "/./" in p + "/" or p.rstrip("/") == ""):
+            raise InvalidValue(f"invalid host bind path {p!r}: an absolute path of letters, digits "
+                               f"and _ . + @ - /")
+
+
+def _check_init(_inst, _attr, value):
+    for n, arg in enumerate(value):
+        if not isinstance(arg, str) or not _ARG_RE.fullmatch(arg) or (n == 0 and not _PATH_RE.fullmatch(arg)):
+            raise InvalidValue(f"invalid init argument {arg!r}: the init is an absolute path and plain "
+                               f"words (letters, digits and _ . + @ / = : , -)")
 
 
 @attrs.frozen
@@ -72,7 +86,7 @@ class Manifest:
     host_binds: tuple[str, ...] = attrs.field(default=(), converter=_strings("host_binds"),
                                             validator=_check_binds)
     base: str | None = attrs.field(default=None)
-    init: tuple[str, ...] = attrs.field(default=(), converter=_strings("init"))
+    init: tuple[str, ...] = attrs.field(default=(), converter=_strings("init"), validator=_check_init)
     build_key: str | None = None
     format_version: int = attrs.field(default=FORMAT_VERSION)
 

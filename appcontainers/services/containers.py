@@ -6,6 +6,7 @@ import attrs
 from ..domain.exceptions import AppContainersError, ContainerStateError, InvalidValue
 from ..domain.image import lineage
 from ..domain.network import MacGenerator
+from ..domain.paths import container_path
 from ..domain.reservation import DESTROYING, PROVISIONING, READY, Reservation, validate_name
 from .faults import checkpoint
 from .ports import Ports
@@ -243,7 +244,6 @@ class ContainerService:
         return RunResult(exit_code=code, stdout=out, stderr=err)
 
     def create_file(self, name: str, path: str, content, mode: int = 0o644) -> str:
-        from ..adapters.rootfs_files import container_path  # pure path check
         r = self.get(name)
         full = container_path(path)
         if isinstance(content, str):
@@ -257,12 +257,21 @@ class ContainerService:
         return full
 
     def load_archive(self, name: str, archive: str, dest: str = "/root") -> int:
-        from ..adapters.rootfs_files import container_path
+        """Extract a tar archive into dest in the container; every member is checked first.
+
+        A running container is frozen meanwhile, so nothing inside can swap a directory for
+        a symlink between the check and the write."""
         r = self.get(name)
         full = container_path(dest)
-        self.p.fs.check_archive(archive)
         self.ensure_mounted(r)
-        return self.p.fs.extract_in_root(self.layout.rootfs(name), full, archive)
+        frozen = self.p.driver.state(name) == "RUNNING"
+        if frozen:
+            self.p.driver.freeze(name)
+        try:
+            return self.p.fs.extract_in_root(self.layout.rootfs(name), full, archive)
+        finally:
+            if frozen:
+                self.p.driver.unfreeze(name)
 
     def set_startup_commands(self, name: str, commands) -> tuple[str, ...]:
         with self.p.repo.transaction() as state:

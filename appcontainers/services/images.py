@@ -84,6 +84,13 @@ class ImageService:
             if verified_id != image_id:
                 raise ImageCorrupt(path, "the file changed while it was being loaded")
             image = Image(id=image_id, manifest=Manifest.from_dict(manifest), kind="user")
+            # Host paths an image may ask for are those of a base built on this host, no others:
+            # an image from elsewhere must not expose /etc or other containers' sockets.
+            allowed = {b for i in state.images.values() if i.kind == "base" for b in i.manifest.host_binds}
+            foreign = [b for b in image.manifest.host_binds if b not in allowed]
+            if foreign:
+                raise ImageCorrupt(path, f"it asks to bind the host paths {', '.join(foreign)} into its "
+                                         f"containers, which no base image of this host provides")
         except BaseException:
             self.p.fs.remove_file(tmp)
             raise

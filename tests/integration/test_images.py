@@ -270,3 +270,18 @@ class TestRaw:
             assert d.run("cat /root/raw").stdout == "raw-write\n"
         finally:
             d.destroy()
+
+
+class TestHostileManifest:
+    def test_image_asking_for_host_paths_no_base_provides_is_refused(self, svc, tmp_path):
+        """An image whose manifest binds /etc (or any path no local base binds) is refused, nothing imported."""
+        from appcontainers.adapters.squashfs import SquashfsCodec
+        src = tmp_path / "rootfs"
+        src.mkdir()
+        path = str(tmp_path / "greedy.aimg")
+        SquashfsCodec().pack(str(src), {"format_version": 1, "name": "greedy", "created": 0.0,
+                                        "host_binds": ["/etc"]}, path)
+        before = {i.id for i in svc.list_images()}
+        with pytest.raises(ImageCorrupt, match="/etc"):
+            svc.load_image(path)
+        assert {i.id for i in svc.list_images()} == before

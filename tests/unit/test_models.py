@@ -273,3 +273,27 @@ class TestLineage:
         imgs = {i: _image(i, p) for i, p in links.items()}
         with pytest.raises(InvalidValue, match="parent loop"):
             lineage(imgs, ID_A)
+
+
+class TestManifestInjection:
+    """Manifest values end up in LXC config lines: none may carry a line break or a space."""
+
+    import pytest as _pytest
+
+    @_pytest.mark.parametrize("init", [["/sbin/init\nlxc.hook.start-host = /bin/id"], ["/sbin/init", "a b"],
+                                       ["relative/init"], ["/sbin/init", "x\ny"], ["/bin/sh", "-c", "id;id"]])
+    def test_init_with_separators_is_refused(self, init):
+        """An init carrying a newline, space or shell metacharacter is refused."""
+        from appcontainers.domain.exceptions import InvalidValue
+        from appcontainers.domain.image import Manifest
+        with self._pytest.raises(InvalidValue, match="init"):
+            Manifest(name="x", created=0.0, init=init)
+
+    @_pytest.mark.parametrize("path", ["/etc\nlxc.hook.start-host = /bin/id", "/a b", "/a/../etc", "/", "//",
+                                       "/x/./y", "relative"])
+    def test_host_bind_with_separators_is_refused(self, path):
+        """A host bind path with a line break, space, '..' or '.', or the root itself, is refused."""
+        from appcontainers.domain.exceptions import InvalidValue
+        from appcontainers.domain.image import Manifest
+        with self._pytest.raises(InvalidValue, match="bind"):
+            Manifest(name="x", created=0.0, host_binds=[path])
