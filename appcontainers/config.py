@@ -117,5 +117,8 @@ class Layout:
     def agent_dir(self, name: str) -> str:
         return self._p("run", name, "agent")
 
+    def lock_file(self, name: str) -> str:
+        return self._p("run", ".locks", name + ".lock")
+
     def skel_dir(self, name: str) -> str:
         return self._p("run", name, "skel")

@@ -233,6 +233,7 @@ class HandContainer:
 
 
 def bench_provision(ctx: Context) -> list[dict]:
+    """provision + start to agent-ready vs mount + config + lxc-start by hand (goal <= 1.3x)"""
     svc = ctx.svc
     base = svc.bases.ensure_default()
     image = svc.settings.layout.image_file(base.id, "base")
@@ -272,6 +273,7 @@ def bench_provision(ctx: Context) -> list[dict]:
 # ===================================================================================
 
 def bench_run(ctx: Context) -> list[dict]:
+    """run('true') via the agent vs lxc-attach -- true, medians of 50 (goal <= 0.5x)"""
     from appcontainers.adapters.zmq_bus import AgentClient
 
     svc = ctx.svc
@@ -315,6 +317,7 @@ def _destroy_quietly(c) -> None:
 # ===================================================================================
 
 def bench_save(ctx: Context) -> list[dict]:
+    """save (flatten) of a ~300 MB tree vs raw mksquashfs, same argv (goal >= 0.9x); layered vs flatten"""
     from appcontainers.adapters.squashfs import DEFAULT_LEVEL, mksquashfs_argv
 
     svc = ctx.svc
@@ -391,6 +394,7 @@ def _tree_bytes(root: str) -> int:
 # ===================================================================================
 
 def bench_load(ctx: Context) -> list[dict]:
+    """load of the tree's image vs tar -xf of the tree (goal <= 0.05x), at 1x and 3x size"""
     import shutil
 
     svc = ctx.svc
@@ -444,6 +448,7 @@ def bench_load(ctx: Context) -> list[dict]:
 # ===================================================================================
 
 def bench_reservations(ctx: Context) -> list[dict]:
+    """provision with 1, 100, 1000 reservations in the state (goal 1000 <= 1.2x of 1)"""
     import appcontainers
     from appcontainers.domain.reservation import Reservation
 
@@ -500,6 +505,7 @@ def bench_reservations(ctx: Context) -> list[dict]:
 # ===================================================================================
 
 def bench_cli(ctx: Context) -> list[dict]:
+    """appcontainers --help and ls process time vs python -c pass (goal <= 2x)"""
     svc = ctx.svc
     c = svc.provision()  # ls lists one (stopped) container
     ctx.sb.on_cleanup(lambda: _destroy_quietly(c))
@@ -523,6 +529,7 @@ def bench_cli(ctx: Context) -> list[dict]:
 # ===================================================================================
 
 def bench_many(ctx: Context) -> list[dict]:
+    """50 containers one after another: start time last 10 vs first 10; memory per idle container"""
     svc = ctx.svc
     n, k = (20, 5) if ctx.quick else (50, 10)
     made, total, starts = [], [], []
@@ -576,6 +583,7 @@ def bench_many(ctx: Context) -> list[dict]:
 # ===================================================================================
 
 def bench_fuse(ctx: Context) -> list[dict]:
+    """FUSE image reader vs squashfuse_ll sequential read (goal >= 0.5x); skipped if absent"""
     import shutil
     import subprocess
 
@@ -737,7 +745,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", help="comma-separated benchmarks: " + ",".join(BENCHES))
     ap.add_argument("--quick", action="store_true", help="fewer reps, smaller trees, no 3x load")
     ap.add_argument("--profile", action="store_true", help="pyinstrument profiles of the library side, "
-                                                          "written to bench/profiles/")
+                                                          "written to bench/profiles/ (results not saved)")
     ap.add_argument("--list", action="store_true", help="list the benchmarks")
     ap.add_argument("--drop-cache", action="store_true", help=f"remove {B.CACHE} first")
     args = ap.parse_args(argv)
@@ -817,7 +825,9 @@ def main(argv=None) -> int:
         log(f"bench: goals met {sum(r['met'] for r in goals)} of {len(goals)}; missed: "
             + (", ".join(f"{r['bench']}/{r['metric']} ({r['ratio']:.3g}x, goal {r['goal']})"
                          for r in goals if not r["met"]) or "none"))
-    if results["benchmarks"] and not interrupted:
+    if args.profile:
+        log("bench: --profile distorts the timings: results.json and RESULTS.md left as they were")
+    elif results["benchmarks"] and not interrupted:
         merged = merge_results(results)
         log("\n" + write_markdown(merged))
         log(f"bench: wrote {os.path.join(HERE, 'results.json')} and {os.path.join(HERE, 'RESULTS.md')}")

@@ -173,6 +173,7 @@ class FakeFs:
     def make_dirs(self, *paths, mode=0o755): self.dirs.update(paths)
     def exists(self, path): return path in self.files or path in self.dirs
     def is_file(self, path): return path in self.files
+    def is_dir(self, path): return path.rstrip("/") in self.dirs
     def remove_file(self, path): self.files.pop(path, None)
     def write_text(self, path, text, mode=0o644): self.files[path] = text
     def write_json(self, path, data): self.files[path] = json.dumps(data)

@@ -10,7 +10,7 @@ import time
 
 from ..domain.exceptions import AppContainersError, CommandFailed, InvalidValue, ToolMissing
 from . import process
-from .mountinfo import is_mountpoint, mounted_under, mounts
+from .mountinfo import fstype, is_mountpoint, mounts_under
 
 # Lower layers: read-only, no set-uid or devices through the lower mounts themselves (the overlay
 # decides that), readable by other users as a kernel squashfs mount is, with the kernel checking modes.
@@ -60,22 +60,13 @@ def fuse_available() -> bool:
     return True
 
 
-def _fstype(point: str) -> str | None:
-    point = os.path.realpath(point)
-    found = None
-    for p, fstype in mounts():
-        if p == point:
-            found = fstype  # the last one mounted there is the visible one
-    return found
-
-
 def _unmount(point: str, deadline: float) -> None:
     """Unmount one mount point, retrying while it is busy (a daemon above it still exiting)."""
     while True:
-        fstype = _fstype(point)
-        if fstype is None:
+        kind = fstype(point)
+        if kind is None:
             return
-        if fstype.startswith("fuse") and _has("fusermount3"):
+        if kind.startswith("fuse") and _has("fusermount3"):
             argv = ["fusermount3", "-u", point]
         else:
             argv = ["umount", point]
@@ -83,7 +74,7 @@ def _unmount(point: str, deadline: float) -> None:
             process.run(argv, timeout=60)
             return
         except CommandFailed:
-            if _fstype(point) is None:
+            if fstype(point) is None:
                 return
             if time.monotonic() >= deadline:
                 raise
@@ -137,5 +128,4 @@ class FuseMounter:
 
     def mounted(self, prefix: str) -> list[str]:
         """The FUSE mount points under prefix (kernel mounts there belong to the kernel mounter)."""
-        fuse = {p for p, fstype in mounts() if fstype.startswith("fuse")}
-        return [p for p in mounted_under(prefix) if p in fuse]
+        return [p for p, kind in mounts_under(prefix) if kind.startswith("fuse")]

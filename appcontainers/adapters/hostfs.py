@@ -57,6 +57,9 @@ class HostFs:
     def size(self, path: str) -> int:
         return os.path.getsize(path)
 
+    def is_dir(self, path: str) -> bool:
+        return os.path.isdir(path)
+
     def is_file(self, path: str) -> bool:
         return os.path.isfile(path)
 

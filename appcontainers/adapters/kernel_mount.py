@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from . import process
-from .mountinfo import fstype, is_mountpoint, mounted_under
+from .mountinfo import is_mountpoint, mounts_under
 
 
 def overlay_options(lowers: list[str], upper: str, work: str) -> str:
@@ -52,7 +52,7 @@ class KernelMounter:
 
     def mounted(self, prefix: str) -> list[str]:
         """Our kind of mounts (squashfs, overlay) under prefix; FUSE ones are the FuseMounter's."""
-        return [p for p in mounted_under(prefix) if fstype(p) in ("squashfs", "overlay")]
+        return [p for p, kind in mounts_under(prefix) if kind in ("squashfs", "overlay")]
 
 
 def kernel_available() -> bool:

@@ -33,9 +33,14 @@ def is_mountpoint(path: str) -> bool:
     return any(p == path for p, _ in mounts())
 
 
-def mounted_under(prefix: str) -> list[str]:
+def mounts_under(prefix: str) -> list[tuple[str, str]]:
+    """(mount point, type) of the mounts below prefix, read once."""
     prefix = os.path.realpath(prefix).rstrip("/") + "/"
-    return [p for p, _ in mounts() if p.startswith(prefix)]
+    return [(p, kind) for p, kind in mounts() if p.startswith(prefix)]
+
+
+def mounted_under(prefix: str) -> list[str]:
+    return [p for p, _ in mounts_under(prefix)]
 
 
 def fstype(path: str) -> str | None:

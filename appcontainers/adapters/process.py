@@ -5,6 +5,7 @@ import os
 import selectors
 import shutil
 import subprocess
+import threading
 import time
 
 from ..domain.exceptions import CommandFailed, CommandTimeout, ToolMissing
@@ -58,11 +59,20 @@ def stream(argv, *, timeout: float | None, on_line=None, input: bytes | None = N
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                             close_fds=True, start_new_session=True)
     if input is not None:
-        try:
-            proc.stdin.write(input)
-        except BrokenPipeError:
-            pass
-        proc.stdin.close()
+        # Fed from a thread: a child that prints a lot before reading its stdin must not
+        # deadlock against us (and the timeout must still fire).
+        def feed():
+            try:
+                proc.stdin.write(input)
+            except (BrokenPipeError, OSError, ValueError):
+                pass
+            finally:
+                try:
+                    proc.stdin.close()
+                except OSError:
+                    pass
+
+        threading.Thread(target=feed, daemon=True).start()
     bufs = {"stdout": bytearray(), "stderr": bytearray()}
     partial = {"stdout": b"", "stderr": b""}
     sel = selectors.DefaultSelector()

@@ -9,7 +9,7 @@ import shutil
 
 from ..domain.exceptions import InvalidValue
 from . import process
-from .mountinfo import fstype, is_mountpoint, mounted_under
+from .mountinfo import fstype, is_mountpoint, mounts_under
 
 
 class RawMounter:
@@ -50,4 +50,5 @@ class RawMounter:
         return kind not in ("squashfs", "overlay") and not kind.startswith("fuse")
 
     def mounted(self, prefix: str) -> list[str]:
-        return [p for p in mounted_under(prefix) if self._ours(p)]
+        return [p for p, kind in mounts_under(prefix)
+                if kind not in ("squashfs", "overlay") and not kind.startswith("fuse")]

@@ -12,6 +12,7 @@ import tempita
 
 from ..domain.exceptions import InvalidValue
 
+SECCOMP = "/usr/share/lxc/config/common.seccomp"
 PACKAGED = os.path.join(os.path.dirname(os.path.dirname(__file__)), "skeletons")
 
 
@@ -33,6 +34,8 @@ class Skeletons:
             raise InvalidValue(f"skeleton {path} failed to render: {e}") from None
 
     def render_config(self, context: dict) -> str:
+        # LXC's default seccomp profile, where this host's LXC ships it.
+        context = {"seccomp": SECCOMP if os.path.exists(SECCOMP) else None, **context}
         return self._render("lxc.conf.tmpl", context)
 
     def rootfs_files(self) -> list[str]:

@@ -1,4 +1,8 @@
-"""The ports the services need, as small Protocols. No adapter is imported here."""
+"""The ports the services need, as small Protocols. No adapter is imported here.
+
+They document what services/ports.Ports holds; the real adapters and the fakes in
+tests/fakes.py implement them without inheriting from them.
+"""
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
@@ -6,7 +10,7 @@ from typing import Callable, Iterable, Iterator, Protocol
 
 from .state import State
 
-LineCallback = Callable[[str, str], None]  # (stream name "stdout"/"stderr", line)
+LineCallback = Callable[[str, str], None]  # (stream name "stdout"/"stderr", line without newline)
 
 
 class ResourceRepository(Protocol):
@@ -27,33 +31,43 @@ class ContainerDriver(Protocol):
     def list(self) -> list[str]: ...
     def freeze(self, name: str) -> None: ...
     def unfreeze(self, name: str) -> None: ...
-    def attach(self, name: str, argv: list[str], env: dict, cwd: str | None,
+    def attach(self, name: str, argv: list[str], env: dict | None, cwd: str | None,
                timeout: float | None, on_output: LineCallback | None,
                stdin: bytes | None) -> tuple[int, bytes, bytes]: ...
 
 
 class RootfsMounter(Protocol):
-    name: str
-    def mount(self, layers: list[str], upper: str, work: str, target: str) -> None:
-        """layers: image files top first; upper/work dirs; target the merged dir."""
-    def unmount(self, target: str) -> None: ...
+    name: str  # "kernel", "fuse" or "raw"
+    def available(self) -> bool: ...
+    def mount(self, layers: list[str], lower_mounts: list[str], upper: str, work: str, target: str) -> None:
+        """layers: image files, top first, each mounted read-only at its lower mount point;
+        the writable upper (and work) dir over them, merged at target. Rolls back on failure."""
+    def unmount(self, target: str, lower_mounts: list[str]) -> None: ...
     def is_mounted(self, target: str) -> bool: ...
-    def mounted(self) -> list[str]: ...
+    def mounted(self, prefix: str) -> list[str]:
+        """This mounter's kind of mount points under prefix."""
 
 
 class ImageCodec(Protocol):
     def pack(self, source: str, manifest: dict, dest: str, level: int | None = None,
-             progress: Callable[[int], None] | None = None,
-             excludes: Iterable[str] = ()) -> str:
-        """Squash source (a rootfs dir) with the manifest into dest; returns the sha256 id."""
+             progress: Callable[[int], None] | None = None, excludes: Iterable[str] = ()) -> str:
+        """Squash source with the manifest into dest (temp file, then rename); returns the id."""
     def verify(self, path: str) -> tuple[str, dict]:
         """(id, manifest dict) of a valid image; raises ImageCorrupt otherwise."""
+    def image_id(self, path: str) -> str:
+        """The id the file's trailer claims (cheap; verify() checks it)."""
 
 
-class EventBus(Protocol):
-    def publish(self, topic: str, event: dict) -> None: ...
-    def subscribe(self, topics: Iterable[str] = ()) -> Iterator[dict]: ...
+class AgentClient(Protocol):
+    """The host side of one container's agent (adapters/zmq_bus.py)."""
+    def wait_ready(self, timeout: float) -> bool: ...
+    def run(self, argv=None, shell=None, env=None, cwd=None, stdin=None, timeout=None,
+            on_output: LineCallback | None = None) -> tuple[int, bytes, bytes, dict]: ...
+    def logs(self, since: int = 0, follow: bool = False) -> Iterator[tuple[int, dict]]: ...
 
 
-class Clock(Protocol):
-    def __call__(self) -> float: ...
+class Processes(Protocol):
+    """Who does an operation, and whether they still live (adapters/hostproc.py)."""
+    def token(self) -> str: ...
+    def alive(self, token: str | None) -> bool: ...
+    def boot_id(self) -> str | None: ...

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import attrs
 
-from .exceptions import InvalidValue, NameTaken, UnknownContainer
+from .exceptions import AppContainersError, InvalidValue, NameTaken, UnknownContainer
 from .image import Image
 from .network import AddressPool
 from .reservation import Reservation
@@ -52,6 +52,21 @@ class State:
         r = self.reservations.pop(name, None)
         self.pool.release(name)
         return r
+
+    def users_of(self, image_id: str) -> list[str]:
+        """Containers whose layers include the image, and images whose parent it is."""
+        from .image import lineage
+
+        users = []
+        for r in self.reservations.values():
+            try:
+                chain = {i.id for i in lineage(self.images, r.image)}
+            except AppContainersError:
+                chain = set()
+            if r.image == image_id or image_id in chain:
+                users.append(f"container {r.name}")
+        users += [f"image {i.id[:12]} ({i.name})" for i in self.images.values() if i.parent == image_id]
+        return users
 
     def to_dict(self) -> dict:
         return {

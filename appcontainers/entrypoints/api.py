@@ -9,6 +9,7 @@ from ..domain.exceptions import NotRoot
 from ..domain.reservation import validate_name
 from ..services.bases import BaseService
 from ..services.containers import ContainerService
+from ..services.images import ImageService
 from ..services.ports import Ports
 
 
@@ -95,12 +96,7 @@ class Service:
         self.settings = ports.settings
         self.containers = ContainerService(ports)
         self.bases = BaseService(ports)
-        self.images = None
-        try:
-            from ..services.images import ImageService
-            self.images = ImageService(ports, self.containers, self.bases)
-        except ImportError:
-            pass
+        self.images = ImageService(ports, self.containers, self.bases)
 
     def provision(self, name: str | None = None, base: str | None = None, memory: str | None = None,
                   cpus: float | None = None, raw: bool = False) -> Container:
@@ -127,6 +123,37 @@ class Service:
         from ..services.reconcile import Reconciler
 
         return Reconciler(self.ports, self.containers).run(dry_run=dry_run)
+
+    def inspect_image(self, ref: str) -> dict:
+        """{"id", "kind", "manifest"} of an .aimg file (verified first) or of a stored image."""
+        if os.path.exists(ref):
+            image_id, manifest = self.ports.codec.verify(ref)
+            return {"id": image_id, "kind": None, "manifest": manifest}
+        return self.images.resolve(ref).to_dict()
+
+    def mount_image(self, ref: str, directory: str) -> list[str]:
+        """Serve an image (file or stored), its parent layers merged, read-only at directory,
+        through the FUSE image reader; returns the layer files. Unmount with unmount_image."""
+        import sys
+
+        from ..adapters import process
+
+        files = self.images.layer_files(ref)
+        os.makedirs(directory, exist_ok=True)
+        process.run([sys.executable, "-m", "appcontainers.adapters.image_reader", *files, directory],
+                    timeout=60)
+        return files
+
+    def unmount_image(self, directory: str) -> None:
+        from ..adapters import process
+
+        process.run(["fusermount3", "-u", directory], timeout=60)
+
+    def events(self):
+        """Live events from every container's agent (a generator; stop iterating to end it)."""
+        from ..adapters.zmq_bus import watch_events
+
+        return watch_events(self.containers.agent_dirs)
 
     def list_bases(self):
         return self.bases.list()

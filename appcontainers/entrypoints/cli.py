@@ -81,8 +81,10 @@ def _simple(verb: str, doc: str):
     def cmd(name, as_json):
         svc = _service()
         c = svc.get(name)
+        ephemeral = c.ephemeral
         getattr(c, {"rm": "destroy"}.get(verb, verb))()
-        state = "destroyed" if verb == "rm" else c.state
+        gone = verb == "rm" or (verb == "stop" and ephemeral)  # an ephemeral container goes at stop
+        state = "destroyed" if gone else c.state
         _emit(as_json, {"name": name, "state": state}, f"{name} {state}")
 
     return cmd
@@ -262,14 +264,7 @@ def image():
 @click.argument("ref")
 def image_inspect(ref):
     """Show an image's manifest (REF: a store id/name, or an .aimg file, verified first)."""
-    import os
-
-    svc = _service()
-    if os.path.exists(ref):
-        image_id, manifest = svc.ports.codec.verify(ref)
-        click.echo(json.dumps({"id": image_id, "manifest": manifest}, indent=1, sort_keys=True))
-    else:
-        click.echo(json.dumps(_image_info(svc.images.resolve(ref)), indent=1, sort_keys=True))
+    click.echo(json.dumps(_service().inspect_image(ref), indent=1, sort_keys=True))
 
 
 @image.command("mount")
@@ -279,13 +274,7 @@ def image_mount(ref, directory):
     """Browse an image read-only at DIRECTORY (with its parent layers merged), no container needed.
 
     REF is an .aimg file or a stored image; unmount with `appcontainers image umount DIRECTORY`."""
-    import os
-
-    from ..adapters import process
-
-    files = _service().images.layer_files(ref)
-    os.makedirs(directory, exist_ok=True)
-    process.run([sys.executable, "-m", "appcontainers.adapters.image_reader", *files, directory], timeout=60)
+    files = _service().mount_image(ref, directory)
     click.echo(f"{ref} mounted at {directory} ({len(files)} layer{'s' if len(files) > 1 else ''})")
 
 
@@ -293,9 +282,7 @@ def image_mount(ref, directory):
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
 def image_umount(directory):
     """Unmount an image mounted with `image mount`."""
-    from ..adapters import process
-
-    process.run(["fusermount3", "-u", directory], timeout=60)
+    _service(reconcile=False).unmount_image(directory)
     click.echo(f"unmounted {directory}")
 
 
@@ -328,10 +315,7 @@ def logs(name, follow, since, as_json):
 @main.command()
 def events():
     """Stream events from every container (started, stopped, command exits) until Ctrl-C."""
-    from ..adapters.zmq_bus import watch_events
-
-    svc = _service()
-    for event in watch_events(svc.containers.agent_dirs):
+    for event in _service().events():
         click.echo(json.dumps(event, sort_keys=True))
         sys.stdout.flush()
 

@@ -5,24 +5,10 @@ from __future__ import annotations
 import os
 
 from ..domain.exceptions import BaseNameTaken, InUse, InvalidValue, UnknownImage
-from ..domain.image import Image, Manifest, lineage, validate_image_name
+from ..domain.image import Image, Manifest, validate_image_name
 from .ports import Ports
 
 BUILDABLE = ("debian",)
-
-
-def users_of(state, image_id: str) -> list[str]:
-    """Containers whose layers include the image, and images whose parent it is."""
-    users = []
-    for r in state.reservations.values():
-        try:
-            chain = lineage(state.images, r.image)
-        except (InvalidValue, UnknownImage):
-            chain = []
-        if r.image == image_id or image_id in {i.id for i in chain}:
-            users.append(f"container {r.name}")
-    users += [f"image {i.id[:12]} ({i.name})" for i in state.images.values() if i.parent == image_id]
-    return users
 
 
 class BaseService:
@@ -44,26 +30,33 @@ class BaseService:
         """The default base, (re)built when missing or when what it is made from changed."""
         name = self.p.settings.default_base
         key = self.p.base_builder.key()
-        current = self.find(name)
-        if current and current.manifest.build_key == key and self.p.fs.exists(
-                self.layout.image_file(current.id, "base")):
+        if (current := self._current(name, key)):
             return current
+        self.p.fs.make_dirs(self.layout.bases)
         with self.p.fs.lock(os.path.join(self.layout.bases, ".build.lock")):
-            current = self.find(name)  # another process may have built it meanwhile
-            if current and current.manifest.build_key == key and self.p.fs.exists(
-                    self.layout.image_file(current.id, "base")):
+            if (current := self._current(name, key)):  # another process built it meanwhile
                 return current
-            self.p.fs.make_dirs(self.layout.bases)
-            tmp = os.path.join(self.layout.bases, f".{name}.building.aimg")
-            try:
-                image_id, manifest = self.p.base_builder.build(tmp, name, self.p.clock())
-                image = Image(id=image_id, manifest=Manifest.from_dict(manifest), kind="base")
-                self.p.fs.move(tmp, self.layout.image_file(image_id, "base"))
-            finally:
-                self.p.fs.remove_file(tmp)
-            with self.p.repo.transaction() as state:
-                state.images[image.id] = image
-            return image
+            return self._install(name, lambda tmp: self.p.base_builder.build(tmp, name, self.p.clock()))
+
+    def _install(self, name: str, build) -> Image:
+        """build(tmp) -> (id, manifest); the result is moved into the store and registered, and
+        older builds of the name go, unless a container or image still uses them."""
+        tmp = os.path.join(self.layout.bases, f".{name}.building.aimg")
+        try:
+            image_id, manifest = build(tmp)
+            image = Image(id=image_id, manifest=Manifest.from_dict(manifest), kind="base")
+            self.p.fs.move(tmp, self.layout.image_file(image_id, "base"))
+        finally:
+            self.p.fs.remove_file(tmp)
+        with self.p.repo.transaction() as state:
+            state.images[image.id] = image
+            replaced = [i for i in state.images.values() if i.kind == "base" and i.name == name
+                        and i.id != image.id and not state.users_of(i.id)]
+            for old in replaced:
+                del state.images[old.id]
+        for old in replaced:
+            self.p.fs.remove_file(self.layout.image_file(old.id, "base"))
+        return image
 
     def resolve(self, name: str | None) -> Image:
         """A base by name (None: the default, built if needed)."""
@@ -106,24 +99,8 @@ class BaseService:
                     return same
                 if current.manifest.build_key != key:
                     raise BaseNameTaken(name, current.id)
-            tmp = os.path.join(self.layout.bases, f".{name}.building.aimg")
-            try:
-                image_id, manifest = builder.build(tmp, name, self.p.clock(), suite=suite, include=include,
-                                                   progress=progress)
-                image = Image(id=image_id, manifest=Manifest.from_dict(manifest), kind="base")
-                self.p.fs.move(tmp, self.layout.image_file(image_id, "base"))
-            finally:
-                self.p.fs.remove_file(tmp)
-            with self.p.repo.transaction() as state:
-                state.images[image.id] = image
-                # Older builds of the name go, unless a container or image still uses them.
-                replaced = [i for i in state.images.values() if i.kind == "base" and i.name == name
-                            and i.id != image.id and not users_of(state, i.id)]
-                for old in replaced:
-                    del state.images[old.id]
-            for old in replaced:
-                self.p.fs.remove_file(self.layout.image_file(old.id, "base"))
-            return image
+            return self._install(name, lambda tmp: builder.build(
+                tmp, name, self.p.clock(), suite=suite, include=include, progress=progress))
 
     def remove(self, name: str) -> list[Image]:
         """Remove the base name (every stored build of it, or one given by id); refused (InUse),
@@ -136,7 +113,7 @@ class BaseService:
                            if i.kind == "base" and (i.name == name or i.id == name)]
                 if not targets:
                     raise UnknownImage(f"base {name}")
-                users = [u for t in targets for u in users_of(state, t.id)]
+                users = [u for t in targets for u in state.users_of(t.id)]
                 if users:
                     raise InUse(f"base {name} is used by {', '.join(users)}: remove them first")
                 for t in targets:

@@ -1,9 +1,12 @@
 """Use cases on containers: provision, start, stop, run, files, destroy."""
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import attrs
 
-from ..domain.exceptions import AppContainersError, ContainerStateError, InvalidValue
+from ..domain.exceptions import AppContainersError, ContainerStateError, InvalidValue, UnknownContainer
 from ..domain.image import lineage
 from ..domain.network import MacGenerator
 from ..domain.paths import container_path
@@ -19,6 +22,7 @@ class ContainerService:
 
     def __init__(self, ports: Ports):
         self.p = ports
+        self._held = threading.local()  # container locks this thread holds, with their depth
         self.settings = ports.settings
         self.layout = ports.settings.layout
 
@@ -70,6 +74,10 @@ class ContainerService:
                   memory=None, cpus=None, raw=False) -> Reservation:
         r = self.reserve(name, image_id, ephemeral, startup_commands, raw=raw, memory=memory, cpus=cpus)
         checkpoint("provision.reserved")
+        with self.locked(r.name):
+            return self._provision(r)
+
+    def _provision(self, r: Reservation) -> Reservation:
         try:
             self.materialize(r)
             checkpoint("provision.materialized")
@@ -99,6 +107,10 @@ class ContainerService:
         return lineage(images, r.image)
 
     def ensure_mounted(self, r: Reservation) -> None:
+        with self.locked(r.name):
+            self._ensure_mounted(r)
+
+    def _ensure_mounted(self, r: Reservation) -> None:
         L = self.layout
         chain = self._layers(r)
         files = [L.image_file(img.id, img.kind) for img in chain]
@@ -164,6 +176,10 @@ class ContainerService:
 
     # ---- lifecycle ------------------------------------------------------------------
     def start(self, name: str) -> None:
+        with self.locked(name):
+            self._start(name)
+
+    def _start(self, name: str) -> None:
         r = self.get(name)
         if r.status != READY:
             raise ContainerStateError(f"container {name} is {r.status}, not ready; run `appcontainers gc`")
@@ -188,22 +204,34 @@ class ContainerService:
                 if current is not None:
                     state.put(attrs.evolve(current, started=True))
 
-    def stop(self, name: str) -> None:
-        r = self.get(name)
-        self.p.driver.stop(name, self.settings.stop_timeout)
-        if r.ephemeral:
-            self.destroy(name)
+    def stop(self, name: str) -> bool:
+        """Stop the container; an ephemeral one is then destroyed (returns True if it was)."""
+        with self.locked(name):
+            r = self.get(name)
+            self.p.driver.stop(name, self.settings.stop_timeout)
+            if r.ephemeral:
+                self.teardown(name)
+                return True
+            return False
 
-    def teardown(self, name: str) -> None:
+    def teardown(self, name: str, expect=None) -> bool:
         """Stop, unmount and remove everything of a container, then its reservation.
 
         The intent is recorded first (status destroying), so a crash at any step leaves
-        something reconcile finishes."""
-        with self.p.repo.transaction() as state:
-            r = state.reservations.get(name)
-            if r is not None:
-                r = attrs.evolve(r, status=DESTROYING, owner=self.p.procs.token())
-                state.put(r)
+        something reconcile finishes. expect(reservation or None), checked under the
+        container's lock, lets reconcile act only if what it saw still holds."""
+        with self.locked(name):
+            with self.p.repo.transaction() as state:
+                r = state.reservations.get(name)
+                if expect is not None and not expect(r):
+                    return False
+                if r is not None:
+                    r = attrs.evolve(r, status=DESTROYING, owner=self.p.procs.token())
+                    state.put(r)
+            self._teardown(name, r)
+            return True
+
+    def _teardown(self, name: str, r: Reservation | None) -> None:
         checkpoint("destroy.marked")
         L = self.layout
         self.p.driver.destroy(name)
@@ -223,8 +251,33 @@ class ContainerService:
             state.remove(name)
 
     def destroy(self, name: str) -> None:
-        self.get(name)
-        self.teardown(name)
+        def not_busy(r):
+            if r is None:
+                raise UnknownContainer(name)
+            if r.status != READY and r.owner != self.p.procs.token() and self.p.procs.alive(r.owner):
+                raise ContainerStateError(f"container {name} is {r.status} by another process; "
+                                          f"try again when it is done")
+            return True
+
+        self.teardown(name, expect=not_busy)
+
+    @contextlib.contextmanager
+    def locked(self, name: str):
+        """Serialize work on one container across processes (re-entrant in this thread)."""
+        held = self._held.__dict__
+        if held.get(name):
+            held[name] += 1
+            try:
+                yield
+            finally:
+                held[name] -= 1
+            return
+        with self.p.fs.lock(self.layout.lock_file(name)):
+            held[name] = 1
+            try:
+                yield
+            finally:
+                del held[name]
 
     # ---- commands and files ---------------------------------------------------------
     def run(self, name: str, command, timeout=None, on_output=None, env=None, cwd=None,
@@ -252,8 +305,9 @@ class ContainerService:
             data = bytes(content)
         else:  # bytes(5) would silently write five NUL bytes
             raise InvalidValue(f"file content must be str or bytes, not {type(content).__name__}")
-        self.ensure_mounted(r)
-        self.p.fs.write_in_root(self.layout.rootfs(name), full, data, mode)
+        with self.locked(name):
+            self.ensure_mounted(r)
+            self.p.fs.write_in_root(self.layout.rootfs(name), full, data, mode)
         return full
 
     def load_archive(self, name: str, archive: str, dest: str = "/root") -> int:
@@ -263,15 +317,16 @@ class ContainerService:
         a symlink between the check and the write."""
         r = self.get(name)
         full = container_path(dest)
-        self.ensure_mounted(r)
-        frozen = self.p.driver.state(name) == "RUNNING"
-        if frozen:
-            self.p.driver.freeze(name)
-        try:
-            return self.p.fs.extract_in_root(self.layout.rootfs(name), full, archive)
-        finally:
+        with self.locked(name):
+            self.ensure_mounted(r)
+            frozen = self.p.driver.state(name) == "RUNNING"
             if frozen:
-                self.p.driver.unfreeze(name)
+                self.p.driver.freeze(name)
+            try:
+                return self.p.fs.extract_in_root(self.layout.rootfs(name), full, archive)
+            finally:
+                if frozen:
+                    self.p.driver.unfreeze(name)
 
     def set_startup_commands(self, name: str, commands) -> tuple[str, ...]:
         with self.p.repo.transaction() as state:

@@ -26,9 +26,9 @@ class ImageService:
             raise ContainerStateError(f"container {name} is {r.status}; it cannot be saved")
         image_name = validate_image_name(image_name or name)
         path = os.path.abspath(path)
-        if not os.path.isdir(os.path.dirname(path)):
+        if not self.p.fs.is_dir(os.path.dirname(path)):
             raise InvalidValue(f"cannot save to {path}: directory {os.path.dirname(path)} does not exist")
-        if os.path.isdir(path):
+        if self.p.fs.is_dir(path):
             raise InvalidValue(f"cannot save to {path}: it is a directory")
         state = self.p.repo.read()
         chain = lineage(state.images, r.image)
@@ -39,19 +39,28 @@ class ImageService:
             "base": chain[-1].manifest.base or chain[-1].name,
             "init": plans.init_argv(chain) if plans.has_agent(chain) else [],
         }
+        with self.containers.locked(name):  # no start, stop or destroy while the copy is made
+            r = self.containers.get(name)  # it may have gone while we waited for the lock
+            image_id = self._pack(r, path, manifest, flatten, level, progress)
+        return Image(id=image_id, manifest=Manifest.from_dict(manifest), kind="user")
+
+    def _pack(self, r, path, manifest, flatten, level, progress) -> str:
+        name = r.name
         self.containers.ensure_mounted(r)
         source = self.layout.rootfs(name) if flatten else self.containers.upper(r)
-        frozen = self.p.driver.state(name) == "RUNNING"
+        running = self.p.driver.state(name) == "RUNNING"
         op_id = f"save-{os.getpid()}-{self.p.rng.getrandbits(32):08x}"
         with self.p.repo.transaction() as state:
             # The intent: if this process dies, reconcile thaws the container and removes the
             # codec's temp files (.<basename>.*.tmp next to path).
             state.operations[op_id] = {"kind": "save", "owner": self.p.procs.token(), "container": name,
-                                       "frozen": frozen, "dest": path}
+                                       "frozen": running, "dest": path}
         checkpoint("save.recorded")
+        frozen = False
         try:
-            if frozen:  # a consistent copy of a running container
+            if running:  # a consistent copy of a running container
                 self.p.driver.freeze(name)
+                frozen = True
             try:
                 image_id = self.p.codec.pack(source, manifest, path,
                                              level=level or self.p.settings.squashfs_level, progress=progress)
@@ -62,7 +71,7 @@ class ImageService:
         finally:
             with self.p.repo.transaction() as state:
                 state.operations.pop(op_id, None)
-        return Image(id=image_id, manifest=Manifest.from_dict(manifest), kind="user")
+        return image_id
 
     # ---- load -------------------------------------------------------------------------
     def _import(self, path: str) -> tuple[Image, str | None]:
@@ -76,7 +85,8 @@ class ImageService:
             self.p.codec.verify(path)
             return state.images[image_id], None
         self.p.fs.make_dirs(self.layout.user_images)
-        tmp = os.path.join(self.layout.user_images, f".import-{image_id[:16]}-{os.getpid()}.tmp")
+        owner = self.p.procs.token().replace(":", "+")  # reconcile removes it once we are gone
+        tmp = os.path.join(self.layout.user_images, f".import-{image_id[:16]}@{owner}.tmp")
         try:
             self.p.fs.copy(path, tmp)  # verify our own copy, so the file cannot change after the check
             checkpoint("load.staged")
@@ -111,18 +121,19 @@ class ImageService:
                 self.p.fs.remove_file(staged)
             raise
         checkpoint("load.reserved")
-        try:
-            if staged:
-                self.p.fs.move(staged, self.layout.image_file(image.id, "user"))
-                staged = None
-            checkpoint("load.imported")
-            self.containers.materialize(r)
-        except BaseException:
-            if staged:
-                self.p.fs.remove_file(staged)
-            self.containers._undo(r.name)
-            raise
-        return self.containers.mark_ready(r.name)
+        with self.containers.locked(r.name):
+            try:
+                if staged:
+                    self.p.fs.move(staged, self.layout.image_file(image.id, "user"))
+                    staged = None
+                checkpoint("load.imported")
+                self.containers.materialize(r)
+            except BaseException:
+                if staged:
+                    self.p.fs.remove_file(staged)
+                self.containers._undo(r.name)
+                raise
+            return self.containers.mark_ready(r.name)
 
     # ---- store ------------------------------------------------------------------------
     def list(self) -> list[Image]:
@@ -144,17 +155,11 @@ class ImageService:
             return max(named, key=lambda i: i.created)
         raise UnknownImage(ref)
 
-    def users_of(self, image_id: str, state) -> list[str]:
-        users = [f"container {r.name}" for r in state.reservations.values()
-                 if image_id in {i.id for i in lineage(state.images, r.image)}]
-        users += [f"image {i.id[:12]}" for i in state.images.values() if i.parent == image_id]
-        return users
-
     def remove(self, ref: str) -> Image:
         """Remove an image from the store; refused while a container or child image uses it."""
         with self.p.repo.transaction() as state:
             image = self.resolve(ref, state.images)
-            users = self.users_of(image.id, state)
+            users = state.users_of(image.id)
             if users:
                 raise InUse(f"image {image.id[:12]} ({image.name}) is used by {', '.join(users)}")
             del state.images[image.id]

@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import hashlib
-import os
 
 from ..domain.exceptions import InvalidValue
 
 DEVICES = ("1:3", "1:5", "1:7", "5:0", "5:1", "5:2", "1:8", "1:9", "136:*", "10:229")
-SECCOMP = "/usr/share/lxc/config/common.seccomp"
 
 
 def veth_name(name: str) -> str:
@@ -48,7 +46,7 @@ def context(r, layout, settings, pool, chain) -> dict:
         "bridge": settings.bridge, "prefixlen": pool.prefixlen, "gateway": pool.gateway,
         "broadcast": pool.broadcast, "veth": veth_name(r.name), "agent_dir": layout.agent_dir(r.name),
         "host_binds": host_binds(chain), "init": " ".join(init_argv(chain)), "devices": DEVICES,
-        "seccomp": SECCOMP if os.path.exists(SECCOMP) else None, "files": [],
+        "files": [],
     }
 
 

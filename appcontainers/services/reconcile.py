@@ -33,35 +33,40 @@ class Reconciler:
                 dir_names.add(os.path.relpath(point, L.mnt("")).split("/")[0])
         veths = self.p.net.veths_on(self.p.settings.bridge)
         temp_files = [(d, f) for d in (L.user_images, L.bases) for f in fs.list_dir(d)
-                      if fnmatch.fnmatch(f, ".import-*-*.tmp")]
+                      if fnmatch.fnmatch(f, ".import-*@*.tmp")]
         state = self.p.repo.read()
         actions = []
         known = set(state.reservations)
         boot = procs.boot_id()
+        # Each teardown carries what must still hold when it runs under the container's lock:
+        # another process may have finished, or made a new container of that name, meanwhile.
         for r in state.reservations.values():
+            same = (lambda seen: lambda now: now is not None and now == seen)(r)
             if r.status != READY:
                 if not procs.alive(r.owner):
                     actions.append((f"container {r.name}: {r.status} by a process that is gone: removing it",
-                                    "teardown", (r.name,)))
+                                    "teardown", (r.name, same)))
             elif r.ephemeral:
                 if boot is not None and r.boot is not None and r.boot != boot:
                     actions.append((f"ephemeral container {r.name} is from an earlier boot: removing it",
-                                    "teardown", (r.name,)))
+                                    "teardown", (r.name, same)))
                 elif r.started and self.p.driver.state(r.name) in ("STOPPED", "MISSING"):
                     actions.append((f"ephemeral container {r.name} stopped on its own: removing it",
-                                    "teardown", (r.name,)))
+                                    "teardown", (r.name, same)))
+        absent = lambda now: now is None  # noqa: E731
         for name in lxc_names:
             if name not in known:
-                actions.append((f"LXC container {name} has no reservation: removing it", "teardown", (name,)))
+                actions.append((f"LXC container {name} has no reservation: removing it", "teardown",
+                                (name, absent)))
         for name in sorted(dir_names - known - {a[2][0] for a in actions if a[1] == "teardown"}):
             actions.append((f"leftovers of {name} (mounts or directories) without a reservation: removing them",
-                            "teardown", (name,)))
+                            "teardown", (name, absent)))
         for op_id, op in state.operations.items():
             if not procs.alive(op.get("owner")):
                 actions.append((f"{op.get('kind')} {op_id} of a process that is gone: undoing it",
                                 "undo_operation", (op_id,)))
         for d, f in temp_files:
-            if not self._pid_alive(f.rsplit("-", 1)[1][:-4]):
+            if not procs.alive(f[:-4].split("@", 1)[-1].replace("+", ":")):
                 actions.append((f"temp file {f} of a dead load: removing it", "remove_file", (os.path.join(d, f),)))
         for image in list(state.images.values()):
             if not fs.exists(L.image_file(image.id, image.kind)):
@@ -83,10 +88,6 @@ class Reconciler:
             return lineage(state.images, image_id)
         except Exception:
             return []
-
-    @staticmethod
-    def _pid_alive(pid: str) -> bool:
-        return pid.isdigit() and os.path.exists(f"/proc/{pid}")
 
     def run(self, dry_run: bool = False) -> list[str]:
         """Repair every difference; returns what was (or, dry_run, would be) done."""
@@ -111,8 +112,8 @@ class Reconciler:
             done.append(description)
         return done
 
-    def _teardown(self, name):
-        self.containers.teardown(name)
+    def _teardown(self, name, expect):
+        self.containers.teardown(name, expect=expect)
 
     def _remove_file(self, path):
         self.p.fs.remove_file(path)
@@ -125,8 +126,7 @@ class Reconciler:
         self.p.net.delete_link(name)
 
     def _undo_operation(self, op_id):
-        with self.p.repo.transaction() as state:
-            op = state.operations.pop(op_id, None)
+        op = self.p.repo.read().operations.get(op_id)
         if not op:
             return
         if op.get("kind") == "save":
@@ -137,3 +137,6 @@ class Reconciler:
                     self.p.fs.remove_file(os.path.join(directory, f))
             if op.get("frozen") and self.p.driver.state(op.get("container", "")) == "FROZEN":
                 self.p.driver.unfreeze(op["container"])
+        # Forgotten only once undone, so a crash here leaves it for the next reconcile.
+        with self.p.repo.transaction() as state:
+            state.operations.pop(op_id, None)

@@ -11,6 +11,14 @@ from tests.fakes import encode_image, make_service
 
 
 @pytest.fixture
+def out(svc):
+    """A directory that exists on the fake host, for image files."""
+    import pathlib
+    svc.ports.fs.dirs.add("/out")
+    return pathlib.PurePosixPath("/out")
+
+
+@pytest.fixture
 def svc():
     return make_service()
 
@@ -341,53 +349,53 @@ class TestFiles:
 
 
 class TestSaveImage:
-    def test_flatten_packs_merged_rootfs(self, svc, tmp_path):
+    def test_flatten_packs_merged_rootfs(self, svc, out):
         """A flattened save packs the merged rootfs with no parent and the base's init."""
         c = svc.provision("web")
         c.add_startup_command("serve")
-        image = c.save_image(str(tmp_path / "web.aimg"))
+        image = c.save_image(str(out / "web.aimg"))
         packed = svc.ports.codec.packed[-1]
         assert packed["source"] == svc.settings.layout.rootfs("web")
         assert packed["manifest"]["parent"] is None
         assert packed["manifest"]["startup_commands"] == ["serve"]
         assert packed["manifest"]["init"] == ["/sbin/appcontainers-init"]
         assert image.id == encode_image(packed["manifest"])[0] and image.parent is None
-        assert svc.ports.fs.is_file(str(tmp_path / "web.aimg"))
+        assert svc.ports.fs.is_file(str(out / "web.aimg"))
 
-    def test_layered_packs_upper_with_parent(self, svc, tmp_path):
+    def test_layered_packs_upper_with_parent(self, svc, out):
         """A layered save packs only the upper layer and records the container's image as parent."""
         c = svc.provision("web")
-        image = c.save_image(str(tmp_path / "web.aimg"), flatten=False, name="web-layer")
+        image = c.save_image(str(out / "web.aimg"), flatten=False, name="web-layer")
         packed = svc.ports.codec.packed[-1]
         assert packed["source"] == svc.settings.layout.upper("web", False)
         assert packed["manifest"]["parent"] == c.image == image.parent
         assert image.name == "web-layer"
 
-    def test_running_container_frozen_during_pack(self, svc, tmp_path):
+    def test_running_container_frozen_during_pack(self, svc, out):
         """A running container is frozen for the pack and thawed afterwards."""
         c = svc.provision("web")
         c.start()
-        c.save_image(str(tmp_path / "web.aimg"))
+        c.save_image(str(out / "web.aimg"))
         assert svc.ports.driver.events[-2:] == [("freeze", "web"), ("unfreeze", "web")]
         assert svc.ports.driver.state("web") == "RUNNING"
         assert svc.ports.repo.read().operations == {}
 
-    def test_failed_pack_thaws(self, svc, tmp_path):
+    def test_failed_pack_thaws(self, svc, out):
         """A pack that fails thaws the container and leaves no save operation recorded."""
         c = svc.provision("web")
         c.start()
         svc.ports.codec.fail = CommandFailed(["mksquashfs"], 1, "no space left")
         with pytest.raises(CommandFailed):
-            c.save_image(str(tmp_path / "web.aimg"))
+            c.save_image(str(out / "web.aimg"))
         assert svc.ports.driver.state("web") == "RUNNING"
         assert svc.ports.repo.read().operations == {}
 
-    def test_destroyed_container(self, svc, tmp_path):
+    def test_destroyed_container(self, svc, out):
         """Saving a destroyed container raises UnknownContainer and packs nothing."""
         c = svc.provision("web")
         c.destroy()
         with pytest.raises(UnknownContainer):
-            c.save_image(str(tmp_path / "web.aimg"))
+            c.save_image(str(out / "web.aimg"))
         assert svc.ports.codec.packed == []
 
 
