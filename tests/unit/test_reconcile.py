@@ -88,3 +88,30 @@ class TestReconcile:
         svc.reconcile()
         assert svc.ports.repo.read().operations == {}
         assert "/out/.web.aimg.abc.tmp" not in svc.ports.fs.files
+
+    def test_a_stale_plan_does_not_remove_a_container_made_meanwhile(self):
+        """Leftovers seen without a reservation are not removed if a container of that name
+        was made between the look and the repair."""
+        from appcontainers.services.reconcile import Reconciler
+        svc = make_service()
+        svc.ports.driver.containers["web"] = "STOPPED"  # a leftover: no reservation
+        rec = Reconciler(svc.ports, svc.containers)
+        plan = rec.plan()
+        assert any("web" in d for d, _, _ in plan)
+        del svc.ports.driver.containers["web"]
+        svc.provision(name="web")  # another process makes a new 'web'
+        rec._apply(plan, dry_run=False)
+        assert [c.name for c in svc.list_containers()] == ["web"]
+        assert "web" in svc.ports.driver.containers
+
+    def test_destroy_refuses_a_container_another_live_process_is_provisioning(self):
+        """destroy() of a container still being provisioned by a live process is refused."""
+        from appcontainers.domain.exceptions import ContainerStateError
+        import pytest
+        svc = make_service()
+        svc.provision(name="busy")
+        svc.ports.procs.alive_tokens.add("other")
+        _evolve(svc, "busy", status="provisioning", owner="other")
+        with pytest.raises(ContainerStateError):
+            svc.get("busy").destroy()
+        assert [c.name for c in svc.list_containers()] == ["busy"]
