@@ -260,11 +260,15 @@ class FakeAgentClient:
 class FakeAgents:
     """run_dir -> its FakeAgentClient (the same one each time, so its records accumulate)."""
 
-    def __init__(self):
+    def __init__(self, driver: "FakeDriver"):
         self.clients: dict[str, FakeAgentClient] = {}
+        self.driver = driver
 
     def __call__(self, run_dir):
-        return self.clients.setdefault(run_dir, FakeAgentClient())
+        client = self.clients.setdefault(run_dir, FakeAgentClient())
+        name = run_dir.rstrip("/").split("/")[-2]  # <root>/run/<name>/agent
+        client.alive = lambda: self.driver.containers.get(name) == "RUNNING"
+        return client
 
 
 class FakeProcs:
@@ -291,9 +295,10 @@ def make_service(**settings) -> Service:
     """The real Service over fakes; reach them through service.ports."""
     s = Settings(**{"root": "/srv/ac", "bridge": "actest0", "subnet": "10.0.100.0/24", **settings})
     fs = FakeFs()
+    driver = FakeDriver()
     return Service(Ports(
-        settings=s, repo=FakeRepo(s.subnet), driver=FakeDriver(), mounters={"kernel": FakeMounter()},
+        settings=s, repo=FakeRepo(s.subnet), driver=driver, mounters={"kernel": FakeMounter()},
         codec=FakeCodec(fs), net=FakeNet(), fs=fs, skeletons=FakeSkeletons(),
-        base_builder=FakeBaseBuilder(fs), agents=FakeAgents(), clock=FakeClock(),
+        base_builder=FakeBaseBuilder(fs), agents=FakeAgents(driver), clock=FakeClock(),
         rng=random.Random(1234), procs=FakeProcs(),
     ))

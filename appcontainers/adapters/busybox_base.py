@@ -159,9 +159,13 @@ class BusyboxBaseBuilder:
 
     def __init__(self, codec, workdir: str, level: int = 3):
         self.codec, self.workdir, self.level = codec, workdir, level
+        self._key: str | None = None
 
     def key(self) -> str:
-        return build_key(python_runtime(), find_busybox())
+        # What the base is made from does not change under a running process: hash it once.
+        if self._key is None:
+            self._key = build_key(python_runtime(), find_busybox())
+        return self._key
 
     def build(self, dest: str, name: str, created: float) -> tuple[str, dict]:
         """Pack the base into dest; returns (image id, manifest dict)."""

@@ -6,6 +6,7 @@ is no host daemon. zmq is imported only when a call needs it.
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import time
 import uuid
@@ -82,6 +83,25 @@ class AgentClient:
             return None
         finally:
             sock.close(linger=0)
+
+    def alive(self) -> bool:
+        """Quick check, without ZeroMQ: the ready file is there and something listens on
+        cmd.sock (a socket file left by a dead agent refuses the connection at once)."""
+        if not os.path.exists(self.ready_path):
+            return False
+        try:
+            if not stat.S_ISSOCK(os.lstat(self.cmd_path).st_mode):
+                return False
+        except OSError:
+            return False
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(self.cmd_path)
+            return True
+        except OSError:
+            return False
+        finally:
+            s.close()
 
     def wait_ready(self, timeout: float) -> bool:
         """True once the agent wrote its ready file and answers a ping, False after timeout."""

@@ -282,16 +282,20 @@ class ContainerService:
     # ---- commands and files ---------------------------------------------------------
     def run(self, name: str, command, timeout=None, on_output=None, env=None, cwd=None,
             stdin: bytes | None = None) -> RunResult:
-        r = self.get(name)
         argv, shell = plans.command(command)
-        if self.p.driver.state(name) != "RUNNING":
-            self.start(name)
-        chain = self._layers(r)
+        state = self.p.repo.read()
+        r = state.get(name)
+        chain = lineage(state.images, r.image)
         if plans.has_agent(chain):
             client = self.p.agents(self.layout.agent_dir(name))
+            # A live agent is the proof the container runs (cheaper than asking lxc-info).
+            if not client.alive():
+                self.start(name)
             code, out, err, _ = client.run(argv=argv, shell=shell, env=env, cwd=cwd, stdin=stdin,
                                            timeout=timeout, on_output=on_output)
         else:
+            if self.p.driver.state(name) != "RUNNING":
+                self.start(name)
             code, out, err = self.p.driver.attach(name, argv or ["/bin/sh", "-c", shell], env, cwd,
                                                   timeout, on_output, stdin)
         return RunResult(exit_code=code, stdout=out, stderr=err)
