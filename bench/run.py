@@ -735,7 +735,10 @@ def machine() -> str:
             if line.startswith("MemTotal:"):
                 mem = int(line.split()[1]) // 1024 // 1024
     lxc = B.sh(["lxc-start", "--version"], check=False).stdout.decode().strip()
-    return f"{os.cpu_count()} cores, {mem} GB RAM, kernel {platform.release()}, LXC {lxc}, Python {platform.python_version()}"
+    commit = B.sh(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], check=False).stdout.decode().strip()
+    dirty = B.sh(["git", "-C", REPO, "status", "--porcelain", "--", "appcontainers"], check=False).stdout.strip()
+    return (f"{os.cpu_count()} cores, {mem} GB RAM, kernel {platform.release()}, LXC {lxc}, Python "
+            f"{platform.python_version()}; library at commit {commit or '?'}{' + local changes' if dirty else ''}")
 
 
 # ===================================================================================
