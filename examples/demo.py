@@ -50,8 +50,9 @@ def main():
                 loaded.start()
                 r = loaded.run("cat /tmp/started; /root/app/hello.sh")
                 print(f"loaded {loaded.name} (ephemeral) ip={loaded.ip}: {r.stdout.strip()!r}")
-                loaded.stop()
+                loaded.stop()  # ephemeral: this removes it
                 loaded = None
+                svc.remove_image(img.id)  # the demo leaves no image in the store
     finally:
         if loaded is not None:
             loaded.destroy()

@@ -102,6 +102,14 @@ class AddressPool:
         self._owner[ip] = name
         return _dotted(ip)
 
+    def copy(self) -> "AddressPool":
+        """An independent copy, without validating again what this one already holds."""
+        new = object.__new__(type(self))
+        for field in attrs.fields(type(self)):
+            value = getattr(self, field.name)
+            object.__setattr__(new, field.name, type(value)(value) if isinstance(value, (dict, list)) else value)
+        return new
+
     def release(self, name: str) -> str | None:
         """Free name's address; returns it, or None if name held none."""
         ip = self._by_name.pop(name, None)
@@ -123,7 +131,7 @@ class AddressPool:
         return self._owner.get(ip)
 
     def allocations(self) -> dict[str, str]:
-        return {n: str(ipaddress.IPv4Address(ip)) for n, ip in self._by_name.items()}
+        return {n: _dotted(ip) for n, ip in self._by_name.items()}
 
     def __len__(self) -> int:
         return len(self._by_name)
@@ -175,7 +183,10 @@ class MacGenerator:
 
     def generate(self, used=frozenset(), attempts: int = 4096) -> str:
         """A MAC not in `used` (normalized lowercase strings)."""
-        used = {normalize_mac(m) for m in used}
+        used = {str(m).strip().lower().replace("-", ":") for m in used}
+        bad = [m for m in used if not _MAC_RE.match(m)]
+        if bad:
+            normalize_mac(bad[0])  # raises, naming it
         free_bits = 8 * (6 - len(self.prefix.split(":"))) if self.prefix else 46
         # Only MACs this generator could produce count towards exhaustion.
         head = self.prefix.lower() + ":" if self.prefix else None

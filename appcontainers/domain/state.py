@@ -24,6 +24,11 @@ class State:
     def empty(cls, network: str) -> "State":
         return cls(pool=AddressPool(network))
 
+    def copy(self) -> "State":
+        """An independent copy (the records are immutable; the containers are not)."""
+        return State(pool=self.pool.copy(), reservations=dict(self.reservations), images=dict(self.images),
+                     operations={k: dict(v) for k, v in self.operations.items()})
+
     def macs(self) -> set[str]:
         return {r.mac for r in self.reservations.values()}
 
