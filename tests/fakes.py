@@ -141,6 +141,11 @@ class FakeCodec:
             raise ImageCorrupt(path, f"bad manifest.json: {e}") from None
         return image_id, json.loads(body)
 
+    def copy_verified(self, src, dest):
+        result = self.verify(src)
+        self.fs.copy(src, dest)
+        return result
+
 
 class FakeNet:
     def __init__(self):

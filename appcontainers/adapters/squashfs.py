@@ -319,6 +319,42 @@ class SquashfsCodec:
             raise ImageCorrupt(path, "checksum mismatch: the file was altered or damaged")
         return trailer.image_id, self._manifest(path)
 
+    def copy_verified(self, src: str, dest: str) -> tuple[str, dict]:
+        """Copy src to the new file dest, checking it on the way (one read instead of a copy
+        then a verify); (id, manifest) of the copy. dest is removed if anything is wrong."""
+        with self._open(src) as f:
+            trailer = self._layout(src, f)
+            total = trailer.length + TRAILER_SIZE
+            h, buf = hashlib.sha256(), bytearray(_CHUNK)
+            view = memoryview(buf)
+            out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                f.seek(0)
+                done = 0
+                while done < total:
+                    n = f.readinto(view[:min(total - done, _CHUNK)])
+                    if not n:
+                        raise ImageCorrupt(src, f"file ended {total - done} bytes early")
+                    if done < trailer.length:
+                        h.update(view[:min(n, trailer.length - done)])
+                    mv = view[:n]
+                    while mv:
+                        mv = mv[os.write(out, mv):]
+                    done += n
+                os.fsync(out)
+            except BaseException:
+                os.close(out)
+                os.unlink(dest)
+                raise
+            os.close(out)
+        try:
+            if h.digest() != trailer.sha256:
+                raise ImageCorrupt(src, "checksum mismatch: the file was altered or damaged")
+            return trailer.image_id, self._manifest(dest)
+        except BaseException:
+            os.unlink(dest)
+            raise
+
     def _manifest(self, path: str) -> dict:
         # unsquashfs stops at the superblock's bytes_used, so the trailer does not bother it.
         argv = ["unsquashfs", "-cat", "-p", "1", os.path.abspath(path), "manifest.json"]

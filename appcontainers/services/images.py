@@ -88,9 +88,9 @@ class ImageService:
         owner = self.p.procs.token().replace(":", "+")  # reconcile removes it once we are gone
         tmp = os.path.join(self.layout.user_images, f".import-{image_id[:16]}@{owner}.tmp")
         try:
-            self.p.fs.copy(path, tmp)  # verify our own copy, so the file cannot change after the check
+            # Checked as it is copied: what we verify is our own copy, which cannot change after.
+            verified_id, manifest = self.p.codec.copy_verified(path, tmp)
             checkpoint("load.staged")
-            verified_id, manifest = self.p.codec.verify(tmp)
             if verified_id != image_id:
                 raise ImageCorrupt(path, "the file changed while it was being loaded")
             image = Image(id=image_id, manifest=Manifest.from_dict(manifest), kind="user")
