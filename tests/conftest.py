@@ -48,6 +48,25 @@ def data_root():
         _umount_under(root)
         subprocess.run(["ip", "link", "del", TEST_BRIDGE], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+        _assert_nothing_left(root)
+
+
+def _assert_nothing_left(root: str) -> None:
+    """After the run: no mount, bridge, LXC process or loop device of ours remains (a veth
+    goes with its container's network namespace; the reliability tests check those)."""
+    from appcontainers.adapters.mountinfo import mounted_under
+
+    left = []
+    if mounted_under(root):
+        left.append(f"mounts {mounted_under(root)}")
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    left += [f"link {line.split(':')[1].strip()}" for line in links.splitlines()
+             if line.split(":")[1].strip().split("@")[0] in (TEST_BRIDGE, "actest1")]
+    loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+    left += [f"loop {line}" for line in loops.splitlines() if root in line]
+    procs = subprocess.run(["pgrep", "-af", root], capture_output=True, text=True).stdout
+    left += [f"process {line}" for line in procs.splitlines() if "pgrep" not in line]
+    assert not left, f"the test run left behind: {left}"
 
 
 @pytest.fixture(scope="session")
