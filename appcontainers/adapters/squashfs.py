@@ -148,7 +148,10 @@ def mksquashfs_argv(source: str, manifest_file: str, dest: str, *, level: int, t
     argv = ["mksquashfs", source, manifest_file, dest, "-noappend", "-comp", "zstd",
             "-Xcompression-level", str(level), "-processors", str(threads), "-xattrs",
             "-exit-on-error", "-root-mode", "0755", "-root-uid", "0", "-root-gid", "0",
-            "-action", "move(rootfs)@depth(1) && type(d) && !name(rootfs)"]
+            "-action", "move(rootfs)@depth(1) && type(d) && !name(rootfs)",
+            # fuse-overlayfs marks opaque directories with this file as well as the xattr; the
+            # kernel overlay would show it as a plain file, so no image carries it.
+            "-action", "exclude@name(.wh..wh..opq)"]
     argv += ["-info", "-no-progress"] if info else ["-no-progress", "-quiet"]
     patterns = []
     for ex in excludes:

@@ -212,6 +212,12 @@ class TestFuse:
             assert c.run(["ip", "-4", "-o", "addr", "show", "eth0"]).stdout.split()[3].split("/")[0] == c.ip
             img = c.save_image(str(tmp_path / "fuse.aimg"))
             assert img.id
+            c.run("mkdir -p /srv/newdir && echo x > /srv/newdir/f")
+            c.save_image(str(tmp_path / "fuse-layer.aimg"), flatten=False)
+            import subprocess
+            listing = subprocess.run(["unsquashfs", "-l", str(tmp_path / "fuse-layer.aimg")],
+                                     capture_output=True, text=True, check=True).stdout
+            assert "srv/newdir/f" in listing and ".wh..wh..opq" not in listing
         finally:
             c.destroy()
         assert not [p for p, _ in mounts() if f"/mnt/{c.name}/" in p + "/"]
