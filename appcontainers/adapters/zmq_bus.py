@@ -126,8 +126,13 @@ class AgentClient:
         """
         zmq = _zmq()
         cid = command_id or uuid.uuid4().hex
+        feed = None
+        if stdin is not None and not isinstance(stdin, (bytes, bytearray, memoryview)):
+            feed = _chunks(stdin)  # a stream: sent as the command runs, then end of file
+            stdin = None
         try:
-            req = p.run_request(cid, argv, shell, env, cwd, stdin, timeout=timeout)
+            req = p.run_request(cid, argv, shell, env, cwd, None if stdin is None else bytes(stdin),
+                                stdin_stream=feed is not None, timeout=timeout)
         except p.ProtocolError as e:
             raise InvalidValue(str(e)) from None
         what = shell if shell is not None else " ".join(argv)
@@ -140,7 +145,17 @@ class AgentClient:
             heard = time.monotonic()
             pinged = None
             while True:
-                if not sock.poll(250):
+                if feed is not None and sock.poll(0, zmq.POLLOUT):
+                    chunk = next(feed, None)
+                    msg = {"v": p.VERSION, "type": "stdin", "id": cid}
+                    if chunk is None:
+                        msg["eof"], feed = True, None
+                    else:
+                        msg["data"] = p.b64(chunk)
+                    sock.send(p.encode(msg))
+                    if not sock.poll(0):
+                        continue
+                elif not sock.poll(250):
                     now = time.monotonic()
                     if now - heard < self.silence:
                         continue
@@ -275,6 +290,18 @@ class EventStream:
 
     def __del__(self):
         self.close()
+
+
+def _chunks(source, size: int = 64 * 1024):
+    """Bytes chunks from a binary file object (read) or an iterable of bytes."""
+    if hasattr(source, "read"):
+        while chunk := source.read(size):
+            yield bytes(chunk)
+        return
+    for item in source:
+        data = item.encode() if isinstance(item, str) else bytes(item)
+        for i in range(0, len(data), size):
+            yield data[i:i + size]
 
 
 def _is_socket(path: str) -> bool:

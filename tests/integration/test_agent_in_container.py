@@ -140,3 +140,12 @@ class TestStartupAndLogs:
             exited = [e for e in stream if e.get("type") == "command_exited"]
             break_after = exited
         assert any(e.get("code") == 9 for e in break_after)
+
+
+class TestStdinStream:
+    def test_a_file_or_an_iterable_streams_into_stdin(self, container):
+        """stdin= may be a binary file or an iterable of bytes/str: sent as the command runs."""
+        import io
+        assert container.run("wc -c", stdin=io.BytesIO(b"x" * 3_000_000), timeout=30).stdout.strip() == "3000000"
+        lines = (f"line {i}\n" for i in range(3))
+        assert container.run("cat", stdin=lines, timeout=30).stdout == "line 0\nline 1\nline 2\n"
