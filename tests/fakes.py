@@ -182,7 +182,7 @@ class FakeFs:
     def remove_file(self, path): self.files.pop(path, None)
     def write_text(self, path, text, mode=0o644): self.files[path] = text
     def write_json(self, path, data): self.files[path] = json.dumps(data)
-    def lock(self, path): return contextlib.nullcontext()
+    def lock(self, path, wait=True): return contextlib.nullcontext()
 
     def remove_tree(self, path):
         for p in self.under(path):

@@ -45,6 +45,19 @@ def run(argv, *, timeout: float = 60, check: bool = True, input: bytes | None = 
     return proc
 
 
+def chunks(source, size: int = 64 * 1024):
+    """Bytes chunks from a binary file object (read) or an iterable of bytes."""
+    if hasattr(source, "read"):
+        read = getattr(source, "read1", source.read)  # read1: what a pipe has now, not a full block
+        while chunk := read(size):
+            yield bytes(chunk)
+        return
+    for item in source:
+        data = item.encode() if isinstance(item, str) else bytes(item)
+        for i in range(0, len(data), size):
+            yield data[i:i + size]
+
+
 def stream(argv, *, timeout: float | None, on_line=None, input: bytes | None = None,
            env: dict | None = None) -> tuple[int, bytes, bytes]:
     """Run argv, calling on_line(stream, line) for each output line as it comes.
@@ -63,7 +76,11 @@ def stream(argv, *, timeout: float | None, on_line=None, input: bytes | None = N
         # deadlock against us (and the timeout must still fire).
         def feed():
             try:
-                proc.stdin.write(input)
+                if isinstance(input, (bytes, bytearray, memoryview)):
+                    proc.stdin.write(input)
+                else:
+                    for chunk in chunks(input):
+                        proc.stdin.write(chunk)
             except (BrokenPipeError, OSError, ValueError):
                 pass
             finally:

@@ -14,10 +14,12 @@ from collections.abc import Callable, Iterable, Iterator
 
 from ..agent import protocol as p
 from ..agent.logfile import read_log
+from .process import chunks
 from ..domain.exceptions import AgentUnavailable, CommandTimeout, InvalidValue
 
 SILENCE = 2.0  # seconds without any message before run() pings the agent
 PING_WAIT = 3.0  # how long that ping may stay unanswered before the agent counts as gone
+STDIN_WINDOW = 1 << 20  # streamed stdin bytes sent but not yet written by the agent
 RCVHWM = 1000  # messages the client socket buffers; the agent stops reading the pipes beyond
 
 
@@ -95,6 +97,7 @@ class AgentClient:
         except OSError:
             return False
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(1.0)
         try:
             s.connect(self.cmd_path)
             return True
@@ -128,7 +131,7 @@ class AgentClient:
         cid = command_id or uuid.uuid4().hex
         feed = None
         if stdin is not None and not isinstance(stdin, (bytes, bytearray, memoryview)):
-            feed = _chunks(stdin)  # a stream: sent as the command runs, then end of file
+            feed = chunks(stdin)  # a stream: sent as the command runs, then end of file
             stdin = None
         try:
             req = p.run_request(cid, argv, shell, env, cwd, None if stdin is None else bytes(stdin),
@@ -144,25 +147,37 @@ class AgentClient:
             sock.send(p.encode(req))
             heard = time.monotonic()
             pinged = None
+            sent = acked = 0  # streamed stdin bytes, and how many the agent has written
+            poked = time.monotonic()
             while True:
-                if feed is not None and sock.poll(0, zmq.POLLOUT):
-                    chunk = next(feed, None)
+                if feed is not None and sent - acked < STDIN_WINDOW and sock.poll(0, zmq.POLLOUT):
+                    try:
+                        chunk = next(feed, None)
+                    except BaseException:
+                        sock.send(p.encode({"v": p.VERSION, "type": "stdin", "id": cid, "eof": True}))
+                        raise  # the source failed: the command still gets its end of file
                     msg = {"v": p.VERSION, "type": "stdin", "id": cid}
                     if chunk is None:
                         msg["eof"], feed = True, None
                     else:
                         msg["data"] = p.b64(chunk)
+                        sent += len(chunk)
                     sock.send(p.encode(msg))
+                    poked = time.monotonic()
                     if not sock.poll(0):
                         continue
-                elif not sock.poll(250):
+                elif not sock.poll(250 if feed is None else 50):
                     now = time.monotonic()
+                    if feed is not None and now - poked > 0.5:
+                        # Waiting for credit: ask again (an acknowledgement may have been lost).
+                        self._send(sock, {"v": p.VERSION, "type": "stdin", "id": cid, "data": ""})
+                        poked = now
                     if now - heard < self.silence:
                         continue
                     if (reason := self._gone()) is not None:
                         raise AgentUnavailable(f"{what!r} did not finish: {reason}")
                     if pinged is None:
-                        sock.send(p.encode({"type": "ping"}))
+                        self._send(sock, {"type": "ping"})
                         pinged = now
                     elif now - pinged > self.ping_wait:
                         raise AgentUnavailable(f"{what!r} did not finish: the agent in {self.run_dir} "
@@ -181,6 +196,11 @@ class AgentClient:
                     kind = msg["type"]
                     if msg.get("id") != cid:
                         continue
+                    if kind == "stdin_ack":
+                        acked = max(acked, int(msg.get("bytes", 0)))
+                        if msg.get("closed"):
+                            feed = None  # the command closed its stdin: stop sending
+                        continue
                     if kind == "output":
                         self._output(msg, bufs, capture, on_output)
                     elif kind == "exit":
@@ -191,6 +211,15 @@ class AgentClient:
                         raise InvalidValue(f"the agent refused {what!r}: {msg.get('message')}")
         finally:
             sock.close(linger=0)
+
+    @staticmethod
+    def _send(sock, msg: dict) -> None:
+        """Send without blocking: with the agent gone, a full queue must not hang us."""
+        zmq = _zmq()
+        try:
+            sock.send(p.encode(msg), zmq.NOBLOCK)
+        except zmq.Again:
+            pass
 
     @staticmethod
     def _output(msg, bufs, capture, on_output) -> None:
@@ -290,18 +319,6 @@ class EventStream:
 
     def __del__(self):
         self.close()
-
-
-def _chunks(source, size: int = 64 * 1024):
-    """Bytes chunks from a binary file object (read) or an iterable of bytes."""
-    if hasattr(source, "read"):
-        while chunk := source.read(size):
-            yield bytes(chunk)
-        return
-    for item in source:
-        data = item.encode() if isinstance(item, str) else bytes(item)
-        for i in range(0, len(data), size):
-            yield data[i:i + size]
 
 
 def _is_socket(path: str) -> bool:

@@ -40,6 +40,8 @@ class Command:
         self.stdin_fd: int | None = None
         self.stdin_buf = bytearray()
         self.stdin_eof = False
+        self.stdin_stream = False  # stdin arrives in messages, acknowledged as written
+        self.stdin_written = 0
         self.deadline: float | None = None
         self.timed_out = False
         self.status: int | None = None  # waitpid status once reaped
@@ -103,6 +105,7 @@ class Runner:
             cmd.stdin_fd = in_w
             cmd.stdin_buf += p.unb64(req["stdin"]) if "stdin" in req else b""
             cmd.stdin_eof = "stdin" in req
+            cmd.stdin_stream = bool(req.get("stdin_stream"))
             self._write_stdin(cmd)
         if req.get("timeout") is not None:
             cmd.deadline = self.clock() + req["timeout"]
@@ -132,11 +135,13 @@ class Runner:
     def _req_stdin(self, peer, req):
         cmd = self.commands.get(req["id"])
         if cmd is None or cmd.stdin_fd is None:
+            if cmd is not None or req["id"] in self.finished:
+                return  # it ended or closed its stdin first: the rest is dropped, as a pipe would
             return self.reply(peer, p.error_message(f"no command {req['id']!r} with open stdin",
                                                     req["id"], "unknown"))
         cmd.stdin_buf += p.unb64(req.get("data", ""))
         cmd.stdin_eof = cmd.stdin_eof or req.get("eof", False)
-        self._write_stdin(cmd)
+        self._write_stdin(cmd, ack=True)  # always answered: an ack lost to a full queue is re-sent
 
     # -- what the server polls
 
@@ -305,20 +310,28 @@ class Runner:
                 cmd.peer = None
         cmd.queue.clear()
 
-    def _write_stdin(self, cmd: Command) -> None:
+    def _write_stdin(self, cmd: Command, ack: bool = False) -> None:
+        written, closed = 0, False
         while cmd.stdin_buf:
             try:
                 n = os.write(cmd.stdin_fd, cmd.stdin_buf[:READ_SIZE])
             except BlockingIOError:
-                return
+                break
             except OSError:  # the command closed its stdin: what is left is dropped
                 cmd.stdin_buf.clear()
-                cmd.stdin_eof = True
+                cmd.stdin_eof = closed = True
                 break
             del cmd.stdin_buf[:n]
-        if cmd.stdin_eof:
+            written += n
+        if cmd.stdin_eof and not cmd.stdin_buf:
             os.close(cmd.stdin_fd)
             cmd.stdin_fd = None
+        if cmd.stdin_stream and (written or closed or ack):
+            # Credit for a streaming sender: it keeps at most a window of bytes unacknowledged,
+            # so a command that reads slowly cannot make the agent (pid 1) buffer without end.
+            cmd.stdin_written += written
+            self.reply(cmd.peer, {"v": p.VERSION, "type": "stdin_ack", "id": cmd.id,
+                                  "bytes": cmd.stdin_written, "closed": closed})
 
     def _finish(self, cmd: Command) -> None:
         """Record the exit once the process is reaped and its pipes are closed; forget the

@@ -214,13 +214,13 @@ class ContainerService:
                 return True
             return False
 
-    def teardown(self, name: str, expect=None) -> bool:
+    def teardown(self, name: str, expect=None, wait: bool = True) -> bool:
         """Stop, unmount and remove everything of a container, then its reservation.
 
         The intent is recorded first (status destroying), so a crash at any step leaves
         something reconcile finishes. expect(reservation or None), checked under the
         container's lock, lets reconcile act only if what it saw still holds."""
-        with self.locked(name):
+        with self.locked(name, wait=wait):
             with self.p.repo.transaction() as state:
                 r = state.reservations.get(name)
                 if expect is not None and not expect(r):
@@ -247,8 +247,12 @@ class ContainerService:
         self.p.fs.remove_tree(L.raw(name))
         self.p.fs.remove_tree(L.mnt(name))
         self.p.fs.remove_tree(L.run_dir(name))
-        with self.p.repo.transaction() as state:
-            state.remove(name)
+        if r is not None:
+            with self.p.repo.transaction() as state:
+                # Only the record this teardown marked: a new container of the same name, reserved
+                # meanwhile by another process, is not ours to remove.
+                if state.reservations.get(name) == r:
+                    state.remove(name)
 
     def destroy(self, name: str) -> None:
         def not_busy(r):
@@ -262,8 +266,11 @@ class ContainerService:
         self.teardown(name, expect=not_busy)
 
     @contextlib.contextmanager
-    def locked(self, name: str):
-        """Serialize work on one container across processes (re-entrant in this thread)."""
+    def locked(self, name: str, wait: bool = True):
+        """Serialize work on one container across processes (re-entrant in this thread).
+
+        wait=False raises ContainerStateError at once if another process holds it."""
+        validate_name(name)  # it names the lock file
         held = self._held.__dict__
         if held.get(name):
             held[name] += 1
@@ -272,7 +279,7 @@ class ContainerService:
             finally:
                 held[name] -= 1
             return
-        with self.p.fs.lock(self.layout.lock_file(name)):
+        with self.p.fs.lock(self.layout.lock_file(name), wait=wait):
             held[name] = 1
             try:
                 yield
@@ -300,8 +307,13 @@ class ContainerService:
                                                   timeout, on_output, stdin)
         return RunResult(exit_code=code, stdout=out, stderr=err)
 
-    def create_file(self, name: str, path: str, content, mode: int = 0o644) -> str:
+    def _ready(self, name: str) -> Reservation:
         r = self.get(name)
+        if r.status != READY:
+            raise ContainerStateError(f"container {name} is {r.status}, not ready")
+        return r
+
+    def create_file(self, name: str, path: str, content, mode: int = 0o644) -> str:
         full = container_path(path)
         if isinstance(content, str):
             data = content.encode()
@@ -310,6 +322,7 @@ class ContainerService:
         else:  # bytes(5) would silently write five NUL bytes
             raise InvalidValue(f"file content must be str or bytes, not {type(content).__name__}")
         with self.locked(name):
+            r = self._ready(name)  # read under the lock: it may have gone while we waited
             self.ensure_mounted(r)
             self.p.fs.write_in_root(self.layout.rootfs(name), full, data, mode)
         return full
@@ -319,9 +332,9 @@ class ContainerService:
 
         A running container is frozen meanwhile, so nothing inside can swap a directory for
         a symlink between the check and the write."""
-        r = self.get(name)
         full = container_path(dest)
         with self.locked(name):
+            r = self._ready(name)
             self.ensure_mounted(r)
             frozen = self.p.driver.state(name) == "RUNNING"
             if frozen:

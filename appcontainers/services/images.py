@@ -86,7 +86,8 @@ class ImageService:
             return state.images[image_id], None
         self.p.fs.make_dirs(self.layout.user_images)
         owner = self.p.procs.token().replace(":", "+")  # reconcile removes it once we are gone
-        tmp = os.path.join(self.layout.user_images, f".import-{image_id[:16]}@{owner}.tmp")
+        tmp = os.path.join(self.layout.user_images,
+                           f".import-{image_id[:16]}@{owner}.{self.p.rng.getrandbits(32):08x}.tmp")
         try:
             # Checked as it is copied: what we verify is our own copy, which cannot change after.
             verified_id, manifest = self.p.codec.copy_verified(path, tmp)

@@ -51,8 +51,10 @@ class Reconciler:
                     actions.append((f"ephemeral container {r.name} is from an earlier boot: removing it",
                                     "teardown", (r.name, same)))
                 elif r.started and self.p.driver.state(r.name) in ("STOPPED", "MISSING"):
+                    still_stopped = (lambda seen: lambda now: now is not None and now == seen and
+                                     self.p.driver.state(seen.name) in ("STOPPED", "MISSING"))(r)
                     actions.append((f"ephemeral container {r.name} stopped on its own: removing it",
-                                    "teardown", (r.name, same)))
+                                    "teardown", (r.name, still_stopped)))
         absent = lambda now: now is None  # noqa: E731
         for name in lxc_names:
             if name not in known:
@@ -66,7 +68,7 @@ class Reconciler:
                 actions.append((f"{op.get('kind')} {op_id} of a process that is gone: undoing it",
                                 "undo_operation", (op_id,)))
         for d, f in temp_files:
-            if not procs.alive(f[:-4].split("@", 1)[-1].replace("+", ":")):
+            if not procs.alive(f[:-4].split("@", 1)[-1].split(".")[0].replace("+", ":")):
                 actions.append((f"temp file {f} of a dead load: removing it", "remove_file", (os.path.join(d, f),)))
         for image in list(state.images.values()):
             if not fs.exists(L.image_file(image.id, image.kind)):
@@ -113,14 +115,19 @@ class Reconciler:
         return done
 
     def _teardown(self, name, expect):
-        self.containers.teardown(name, expect=expect)
+        # Never wait: a container whose lock is held is being worked on by a live process.
+        self.containers.teardown(name, expect=expect, wait=False)
 
     def _remove_file(self, path):
         self.p.fs.remove_file(path)
 
     def _forget_image(self, image_id):
         with self.p.repo.transaction() as state:
-            state.images.pop(image_id, None)
+            image = state.images.get(image_id)
+            # Checked again: a load may have brought the file back, or started to use it.
+            if image and not self.p.fs.exists(self.layout.image_file(image.id, image.kind)) \
+                    and not state.users_of(image_id):
+                del state.images[image_id]
 
     def _delete_link(self, name):
         self.p.net.delete_link(name)
@@ -135,8 +142,10 @@ class Reconciler:
             for f in self.p.fs.list_dir(directory):
                 if fnmatch.fnmatch(f, f".{base}.*.tmp"):
                     self.p.fs.remove_file(os.path.join(directory, f))
-            if op.get("frozen") and self.p.driver.state(op.get("container", "")) == "FROZEN":
-                self.p.driver.unfreeze(op["container"])
+            name = op.get("container", "")
+            if op.get("frozen") and self.p.driver.state(name) == "FROZEN":
+                with self.containers.locked(name, wait=False):  # not under a live save's feet
+                    self.p.driver.unfreeze(name)
         # Forgotten only once undone, so a crash here leaves it for the next reconcile.
         with self.p.repo.transaction() as state:
             state.operations.pop(op_id, None)

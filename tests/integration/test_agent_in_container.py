@@ -149,3 +149,21 @@ class TestStdinStream:
         assert container.run("wc -c", stdin=io.BytesIO(b"x" * 3_000_000), timeout=30).stdout.strip() == "3000000"
         lines = (f"line {i}\n" for i in range(3))
         assert container.run("cat", stdin=lines, timeout=30).stdout == "line 0\nline 1\nline 2\n"
+
+    def test_stream_into_a_command_that_exits_early_is_not_an_error(self, container):
+        """A command that ends (or closes stdin) before reading it all: its exit, not an error."""
+        assert container.run(["true"], stdin=iter([b"x" * 10] * 5), timeout=30).exit_code == 0
+        big = (b"y" * 65536 for _ in range(320))  # 20 MiB
+        r = container.run("head -c 1", stdin=big, timeout=30)
+        assert (r.exit_code, r.stdout) == (0, "y")
+
+    def test_slow_reader_does_not_make_the_agent_buffer_the_stream(self, svc, container):
+        """Flow control: 64 MiB into a command that sleeps first; the agent's memory stays small."""
+        container.start()
+        pid = svc.ports.driver.pid(container.name)
+        data = (b"z" * 65536 for _ in range(1024))
+        r = container.run("sleep 1; wc -c", stdin=data, timeout=60)
+        assert r.stdout.strip() == str(64 * 1024 * 1024)
+        with open(f"/proc/{pid}/status") as f:
+            hwm_kb = int(next(line for line in f if line.startswith("VmHWM")).split()[1])
+        assert hwm_kb < 64 * 1024, f"agent peak RSS {hwm_kb} kB"

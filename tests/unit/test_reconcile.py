@@ -115,3 +115,24 @@ class TestReconcile:
         with pytest.raises(ContainerStateError):
             svc.get("busy").destroy()
         assert [c.name for c in svc.list_containers()] == ["busy"]
+
+    def test_restarted_ephemeral_container_is_spared(self):
+        """An ephemeral container seen stopped, then started again before the repair, stays."""
+        from appcontainers.services.reconcile import Reconciler
+        svc = make_service()
+        svc.provision(name="eph")
+        _evolve(svc, "eph", ephemeral=True, boot="boot-1", started=True)
+        rec = Reconciler(svc.ports, svc.containers)
+        plan = rec.plan()
+        assert plan
+        svc.ports.driver.containers["eph"] = "RUNNING"  # started meanwhile
+        rec._apply(plan, dry_run=False)
+        assert [c.name for c in svc.list_containers()] == ["eph"]
+
+    def test_teardown_leaves_a_reservation_it_did_not_mark(self):
+        """A teardown of leftovers never removes a reservation made meanwhile under that name."""
+        svc = make_service()
+        svc.ports.driver.containers["web"] = "STOPPED"
+        svc.provision(name="web")  # made after the leftover was seen
+        svc.containers._teardown("web", None)  # the leftover's teardown, which saw no reservation
+        assert [c.name for c in svc.list_containers()] == ["web"]
