@@ -33,6 +33,10 @@ class Settings:
     stop_timeout: float = 10.0
     log_max_bytes: int = 10 * 1024 * 1024
     default_base: str = "default"
+    # Unprivileged containers: container ids 0..idmap_size-1 are host ids idmap_base.. (LXC's
+    # usual 100000/65536); they need the FUSE mounter, which shows the files shifted.
+    idmap_base: int = 100000
+    idmap_size: int = 65536
 
     @mounter.validator
     def _check_mounter(self, _attr, value):
@@ -116,6 +120,11 @@ class Layout:
 
     def agent_dir(self, name: str) -> str:
         return self._p("run", name, "agent")
+
+    def host_bind(self, path: str) -> str:
+        """Where a host path is re-bound for unprivileged containers (shared by all of them)."""
+        import hashlib
+        return self._p("mnt", ".binds", hashlib.sha256(path.encode()).hexdigest()[:16])
 
     def lock_file(self, name: str) -> str:
         return self._p("run", ".locks", name + ".lock")

@@ -40,6 +40,7 @@ def data_root():
     if os.geteuid() != 0:
         pytest.skip("integration tests need root")
     root = tempfile.mkdtemp(prefix="appcontainers-test-", dir="/var/tmp")
+    os.chmod(root, 0o711)  # as setup_service makes its root: unprivileged containers pass through it
     subprocess.run(["ip", "link", "del", TEST_BRIDGE], capture_output=True)
     try:
         yield root

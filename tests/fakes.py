@@ -98,6 +98,7 @@ class FakeMounter:
 
     def is_mounted(self, target): return target in self.mounts
     def available(self): return True
+    def bind_ro(self, src, target): self.mounts.setdefault(target, [src])
 
     def mounted(self, prefix):
         prefix = prefix.rstrip("/") + "/"
@@ -164,6 +165,7 @@ class FakeFs:
     def __init__(self):
         self.files: dict[str, bytes | str] = {}
         self.dirs: set[str] = set()
+        self.owners: dict[str, tuple[int, int]] = {}
         self.modes: dict[str, int] = {}
         self.extracted: list[tuple[str, str, str]] = []  # (root, dest, archive)
 
@@ -183,6 +185,8 @@ class FakeFs:
     def write_text(self, path, text, mode=0o644): self.files[path] = text
     def write_json(self, path, data): self.files[path] = json.dumps(data)
     def lock(self, path, wait=True): return contextlib.nullcontext()
+    def chown(self, path, uid, gid): self.owners[path] = (uid, gid)
+    def closed_ancestor(self, path): return None
 
     def remove_tree(self, path):
         for p in self.under(path):

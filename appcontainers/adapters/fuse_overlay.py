@@ -26,13 +26,22 @@ def squashfuse_argv(tool: str, image: str, point: str) -> list[str]:
     return [tool, "-o", SQUASHFUSE_OPTIONS, image, point]
 
 
-def overlay_argv(lowers: list[str], upper: str, work: str, target: str) -> list[str]:
-    """The fuse-overlayfs command line (pure); refuses paths its option syntax cannot carry."""
-    for p in (*lowers, upper, work):
+def overlay_argv(lowers: list[str], upper: str | None, work: str | None, target: str,
+                 idmap: tuple[int, int] | None = None) -> list[str]:
+    """The fuse-overlayfs command line (pure); refuses paths its option syntax cannot carry.
+
+    No upper: a read-only merged view. idmap (host base, count): the files (kept on disk with
+    the container's own ids) are shown shifted, for an unprivileged container."""
+    for p in (*lowers, *(d for d in (upper, work) if d)):
         if any(c in p for c in ",:\\\n"):
             raise InvalidValue(f"cannot use {p!r} with fuse-overlayfs: the path holds ',', ':' or '\\'")
-    opts = f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work},{OVERLAY_FLAGS}"
-    return ["fuse-overlayfs", "-o", opts, target]
+    opts = f"lowerdir={':'.join(lowers)}"
+    if upper is not None:
+        opts += f",upperdir={upper},workdir={work}"
+    if idmap is not None:
+        base, count = idmap
+        opts += f",uidmapping=0:{base}:{count},gidmapping=0:{base}:{count}"
+    return ["fuse-overlayfs", "-o", f"{opts},{OVERLAY_FLAGS}", target]
 
 
 def _has(tool: str) -> bool:
@@ -84,7 +93,8 @@ def _unmount(point: str, deadline: float) -> None:
 class FuseMounter:
     name = "fuse"
 
-    def mount(self, layers: list[str], lower_mounts: list[str], upper: str, work: str, target: str) -> None:
+    def mount(self, layers: list[str], lower_mounts: list[str], upper: str, work: str, target: str,
+              idmap: tuple[int, int] | None = None) -> None:
         """Mount each image file read-only at its lower mount point, then the overlay at target.
 
         layers and lower_mounts pair up, top first. Rolls back what it mounted on failure.
@@ -102,7 +112,7 @@ class FuseMounter:
             for d in (upper, work, target):
                 os.makedirs(d, exist_ok=True)
             lowers = [os.path.join(os.path.abspath(p), "rootfs") for p in lower_mounts]
-            argv = overlay_argv(lowers, os.path.abspath(upper), os.path.abspath(work), target)
+            argv = overlay_argv(lowers, os.path.abspath(upper), os.path.abspath(work), target, idmap)
             process.run(argv, timeout=60)
         except BaseException:
             deadline = time.monotonic() + UNMOUNT_WAIT
@@ -122,6 +132,14 @@ class FuseMounter:
 
     def available(self) -> bool:
         return fuse_available()
+
+    def mount_view(self, dirs: list[str], target: str) -> None:
+        """A read-only merged view of dirs (top first) at target, ids as stored."""
+        os.makedirs(target, exist_ok=True)
+        process.run(overlay_argv([os.path.abspath(d) for d in dirs], None, None, target), timeout=60)
+
+    def unmount_view(self, target: str) -> None:
+        _unmount(target, time.monotonic() + UNMOUNT_WAIT)
 
     def is_mounted(self, target: str) -> bool:
         return is_mountpoint(target)

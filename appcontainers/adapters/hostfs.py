@@ -26,6 +26,18 @@ class HostFs:
         except FileNotFoundError:
             pass
 
+    def closed_ancestor(self, path: str) -> str | None:
+        """The first directory on the way to path that others may not search, or None."""
+        current = "/"
+        for part in [p for p in os.path.realpath(path).split("/") if p]:
+            current = os.path.join(current, part)
+            if not os.stat(current).st_mode & 0o001:
+                return current
+        return None
+
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        os.chown(path, uid, gid, follow_symlinks=False)
+
     def list_dir(self, path: str) -> list[str]:
         try:
             return sorted(os.listdir(path))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+from ..domain.exceptions import InvalidValue
 from . import process
 from .mountinfo import is_mountpoint, mounts_under
 
@@ -15,11 +16,15 @@ def overlay_options(lowers: list[str], upper: str, work: str) -> str:
 class KernelMounter:
     name = "kernel"
 
-    def mount(self, layers: list[str], lower_mounts: list[str], upper: str, work: str, target: str) -> None:
+    def mount(self, layers: list[str], lower_mounts: list[str], upper: str, work: str, target: str,
+              idmap=None) -> None:
         """Mount each image file read-only at its lower mount point, then the overlay at target.
 
         layers and lower_mounts pair up, top first. Rolls back what it mounted on failure.
         """
+        if idmap is not None:
+            raise InvalidValue("the kernel mounter cannot shift ids (squashfs has no idmapped "
+                               "mounts): unprivileged containers use the FUSE mounter")
         done: list[str] = []
         try:
             for image, point in zip(layers, lower_mounts):
@@ -43,6 +48,13 @@ class KernelMounter:
         for point in lower_mounts:
             if is_mountpoint(point):
                 process.run(["umount", point], timeout=60)
+
+    def bind_ro(self, src: str, target: str) -> None:
+        """A read-only bind of src at target, if not there yet."""
+        if is_mountpoint(target):
+            return
+        os.makedirs(target, exist_ok=True)
+        process.run(["mount", "--bind", "-o", "ro", src, target], timeout=60)
 
     def available(self) -> bool:
         return kernel_available()

@@ -18,8 +18,11 @@ class RawMounter:
     def available(self) -> bool:
         return True
 
-    def mount(self, layers: list[str], lower_mounts: list[str], upper: str, work: str, target: str) -> None:
+    def mount(self, layers: list[str], lower_mounts: list[str], upper: str, work: str, target: str,
+              idmap=None) -> None:
         """Unpack the image into upper (once), then bind it at target. work is unused."""
+        if idmap is not None:
+            raise InvalidValue("a raw container cannot be unprivileged: use the FUSE mounter")
         if len(layers) != 1:
             raise InvalidValue("a raw container needs a flattened image (one layer); this one has "
                                f"{len(layers)}: load it normally, save it flattened, then load that raw")

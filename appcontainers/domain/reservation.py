@@ -93,12 +93,21 @@ class Reservation:
     boot: str | None = attrs.field(default=None)  # boot id when reserved: an ephemeral one dies with the boot
     started: bool = attrs.field(default=False)  # has run since it was reserved (ephemeral clean-up)
     memory: str | None = attrs.field(default=None)  # cgroup memory limit, e.g. "256M"
+    # Root inside is an unprivileged host uid: (first host id, count) of its id map, or None.
+    idmap: tuple[int, int] | None = attrs.field(default=None, converter=lambda v: None if v is None else tuple(v))
     cpus: float | None = attrs.field(default=None)  # CPU quota in cores
 
     @memory.validator
     def _check_memory(self, _attr, value):
         if value is not None and not re.fullmatch(r"[1-9][0-9]*[KMG]?", str(value)):
             raise InvalidValue(f"invalid memory limit {value!r}: a size like 512M or 2G")
+
+    @idmap.validator
+    def _check_idmap(self, _attr, value):
+        if value is not None and (len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                             for v in value)
+                                  or value[0] < 1 or value[1] < 1 or value[0] + value[1] > 2 ** 32 - 1):
+            raise InvalidValue(f"invalid id map {value!r}: (first host id >= 1, count >= 1)")
 
     @cpus.validator
     def _check_cpus(self, _attr, value):
@@ -109,6 +118,7 @@ class Reservation:
     def to_dict(self) -> dict:
         d = attrs.asdict(self)
         d["startup_commands"] = list(self.startup_commands)
+        d["idmap"] = None if self.idmap is None else list(self.idmap)
         return d
 
     @classmethod
@@ -123,7 +133,7 @@ class Reservation:
                 created=data.get("created", 0.0), status=data.get("status", READY),
                 mounter=data.get("mounter", "kernel"), owner=data.get("owner"),
                 boot=data.get("boot"), started=bool(data.get("started", False)),
-                memory=data.get("memory"), cpus=data.get("cpus"),
+                memory=data.get("memory"), cpus=data.get("cpus"), idmap=data.get("idmap"),
             )
         except KeyError as e:
             raise InvalidValue(f"reservation record lacks {e.args[0]!r}") from None

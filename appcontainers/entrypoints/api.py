@@ -99,15 +99,17 @@ class Service:
         self.images = ImageService(ports, self.containers, self.bases)
 
     def provision(self, name: str | None = None, base: str | None = None, memory: str | None = None,
-                  cpus: float | None = None, raw: bool = False) -> Container:
+                  cpus: float | None = None, raw: bool = False, unprivileged: bool = False) -> Container:
         """A new container with a static IP and a random MAC, on base (default: the busybox base).
 
         memory ("256M") and cpus (cores, e.g. 0.5) set cgroup limits. raw=True unpacks the image
-        into a plain directory in overlays/raw/ (no squashfs, no overlay: slow to make)."""
+        into a plain directory in overlays/raw/ (no squashfs, no overlay: slow to make).
+        unprivileged=True maps root inside to an unprivileged host uid (settings idmap_base)."""
         if name is not None:
             validate_name(name)  # before any slow work, such as building the default base
         image = self.bases.resolve(base)
-        r = self.containers.provision(name=name, image_id=image.id, memory=memory, cpus=cpus, raw=raw)
+        r = self.containers.provision(name=name, image_id=image.id, memory=memory, cpus=cpus, raw=raw,
+                                      unprivileged=unprivileged)
         return Container(self, r.name)
 
     def get(self, name: str) -> Container:

@@ -53,10 +53,12 @@ def main():
 @click.option("--memory", help="Memory limit, e.g. 256M.")
 @click.option("--cpus", type=float, help="CPU limit in cores, e.g. 0.5.")
 @click.option("--raw", is_flag=True, help="A plain directory in overlays/raw/ instead of an overlay.")
+@click.option("--unprivileged", is_flag=True, help="Root inside is an unprivileged host uid (id map).")
 @json_option
-def provision(name, base, memory, cpus, raw, as_json):
+def provision(name, base, memory, cpus, raw, unprivileged, as_json):
     """Create a container with a static IP and a random MAC."""
-    c = _service().provision(name=name, base=base, memory=memory, cpus=cpus, raw=raw)
+    c = _service().provision(name=name, base=base, memory=memory, cpus=cpus, raw=raw,
+                             unprivileged=unprivileged)
     info = c.info()
     _emit(as_json, info, f"{info['name']} ip={info['ip']} mac={info['mac']} state={info['state']}")
 

@@ -34,12 +34,23 @@ class ContainerService:
                 return name
 
     def reserve(self, name: str | None, image_id: str, ephemeral: bool = False,
-                startup_commands=(), new_image=None, raw=False, **limits) -> Reservation:
+                startup_commands=(), new_image=None, raw=False, unprivileged=False,
+                **limits) -> Reservation:
         """Claim a name, an address and a MAC in one transaction (status provisioning).
 
         new_image, if given, is registered in the same transaction (a loaded image)."""
         if name is not None:
             validate_name(name)
+        idmap = None
+        if unprivileged:
+            if raw or "fuse" not in self.p.mounters or not self.p.mounters["fuse"].available():
+                raise InvalidValue("an unprivileged container needs the FUSE mounter (fuse-overlayfs "
+                                   "shifts the ids) and cannot be raw")
+            idmap = (self.settings.idmap_base, self.settings.idmap_size)
+            closed = self.p.fs.closed_ancestor(self.settings.root)
+            if closed is not None:
+                raise InvalidValue(f"an unprivileged container's root cannot reach {self.settings.root}: "
+                                   f"{closed} is not searchable by others (chmod o+x {closed})")
         host_macs = self.p.net.host_macs()
         macgen = MacGenerator(self.p.rng, self.settings.mac_prefix)
         with self.p.repo.transaction() as state:
@@ -56,7 +67,9 @@ class ContainerService:
             mac = macgen.generate(state.macs() | host_macs)
             r = Reservation(name=name, ip=ip, mac=mac, image=image_id, ephemeral=ephemeral,
                             startup_commands=startup_commands, created=self.p.clock(),
-                            status=PROVISIONING, mounter="raw" if raw else self._mounter_name(),
+                            status=PROVISIONING,
+                            mounter="raw" if raw else "fuse" if idmap else self._mounter_name(),
+                            idmap=idmap,
                             owner=self.p.procs.token(), boot=self.p.procs.boot_id(),
                             memory=limits.get("memory"), cpus=limits.get("cpus"))
             state.add(r)
@@ -71,8 +84,9 @@ class ContainerService:
         return "kernel"
 
     def provision(self, name=None, image_id=None, ephemeral=False, startup_commands=(),
-                  memory=None, cpus=None, raw=False) -> Reservation:
-        r = self.reserve(name, image_id, ephemeral, startup_commands, raw=raw, memory=memory, cpus=cpus)
+                  memory=None, cpus=None, raw=False, unprivileged=False) -> Reservation:
+        r = self.reserve(name, image_id, ephemeral, startup_commands, raw=raw, memory=memory, cpus=cpus,
+                         unprivileged=unprivileged)
         checkpoint("provision.reserved")
         with self.locked(r.name):
             return self._provision(r)
@@ -124,7 +138,10 @@ class ContainerService:
         else:
             self.p.fs.make_dirs(upper, work, target)
         try:
-            mounter.mount(files, points, upper, work, target)
+            if r.idmap is not None:
+                mounter.mount(files, points, upper, work, target, idmap=r.idmap)
+            else:
+                mounter.mount(files, points, upper, work, target)
         except AppContainersError:
             if not (r.mounter == "kernel" and self.settings.mounter == "auto" and "fuse" in self.p.mounters):
                 raise
@@ -144,6 +161,16 @@ class ContainerService:
         L, state = self.layout, self.p.repo.read()
         chain = self._layers(r, state.images)
         context = plans.context(r, L, self.settings, state.pool, chain)
+        if r.idmap is not None:
+            # Root inside cannot walk the host's path to a bind source (e.g. /root, mode 0700):
+            # bind each one where it can, once, under the data root.
+            staged = []
+            with self.locked("binds"):  # reconcile unmounts unused ones under this lock
+                for src, dst in context["host_binds"]:
+                    point = L.host_bind(src)
+                    self.p.mounters["kernel"].bind_ro(src, point)
+                    staged.append((point, dst))
+            context["host_binds"] = staged
         files = self.p.skeletons.render_files(context)
         mounts = []
         for path, text in files.items():
@@ -151,6 +178,8 @@ class ContainerService:
             self.p.fs.write_text(src, text)
             mounts.append((src, path))
         self.p.fs.make_dirs(L.agent_dir(r.name))
+        if r.idmap is not None:  # root inside must be able to make its sockets and log there
+            self.p.fs.chown(L.agent_dir(r.name), r.idmap[0], r.idmap[0])
         context["files"] = mounts
         self.p.driver.create(r.name, self.p.skeletons.render_config(context))
 

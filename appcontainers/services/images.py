@@ -56,16 +56,25 @@ class ImageService:
             state.operations[op_id] = {"kind": "save", "owner": self.p.procs.token(), "container": name,
                                        "frozen": running, "dest": path}
         checkpoint("save.recorded")
-        frozen = False
+        frozen = viewing = False
         try:
             if running:  # a consistent copy of a running container
                 self.p.driver.freeze(name)
                 frozen = True
+            if flatten and r.idmap is not None:
+                # Its merged rootfs shows ids shifted; pack an unshifted read-only view instead.
+                layers = [os.path.join(self.layout.layer_mount(name, i), "rootfs")
+                          for i in range(len(lineage(self.p.repo.read().images, r.image)))]
+                source = os.path.join(self.layout.mnt(name), "view")
+                self.p.mounters["fuse"].mount_view([self.containers.upper(r), *layers], source)
+                viewing = True
             try:
                 image_id = self.p.codec.pack(source, manifest, path,
                                              level=level or self.p.settings.squashfs_level, progress=progress)
                 checkpoint("save.packed")
             finally:
+                if viewing:
+                    self.p.mounters["fuse"].unmount_view(source)
                 if frozen:
                     self.p.driver.unfreeze(name)
         finally:

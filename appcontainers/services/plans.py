@@ -45,7 +45,8 @@ def context(r, layout, settings, pool, chain) -> dict:
         "r": r, "layout": layout, "settings": settings, "rootfs": layout.rootfs(r.name),
         "bridge": settings.bridge, "prefixlen": pool.prefixlen, "gateway": pool.gateway,
         "broadcast": pool.broadcast, "veth": veth_name(r.name), "agent_dir": layout.agent_dir(r.name),
-        "host_binds": host_binds(chain), "init": " ".join(init_argv(chain)), "devices": DEVICES,
+        "host_binds": [(b, b) for b in host_binds(chain)], "init": " ".join(init_argv(chain)),
+        "devices": DEVICES,
         "files": [],
     }
 

@@ -28,9 +28,14 @@ class Reconciler:
         lxc_names = self.p.driver.list()
         dir_names = {name for parent in (L.mnt(""), L.run_dir(""), L.overlay("", True), L.overlay("", False), L.raw(""))
                      for name in fs.list_dir(parent) if not name.startswith(".")}
+        binds = []
         for mounter in self.p.mounters.values():
             for point in mounter.mounted(L.mnt("")):
-                dir_names.add(os.path.relpath(point, L.mnt("")).split("/")[0])
+                first = os.path.relpath(point, L.mnt("")).split("/")[0]
+                if first == ".binds":
+                    binds.append((mounter, point))
+                elif not first.startswith("."):
+                    dir_names.add(first)
         veths = self.p.net.veths_on(self.p.settings.bridge)
         temp_files = [(d, f) for d in (L.user_images, L.bases) for f in fs.list_dir(d)
                       if fnmatch.fnmatch(f, ".import-*@*.tmp")]
@@ -63,6 +68,10 @@ class Reconciler:
         for name in sorted(dir_names - known - {a[2][0] for a in actions if a[1] == "teardown"}):
             actions.append((f"leftovers of {name} (mounts or directories) without a reservation: removing them",
                             "teardown", (name, absent)))
+        if binds and not any(r.idmap for r in state.reservations.values()):
+            for mounter, point in binds:
+                actions.append((f"host path re-bind {point} is used by no unprivileged container: "
+                                f"unmounting it", "unbind", (mounter, point)))
         for op_id, op in state.operations.items():
             if not procs.alive(op.get("owner")):
                 actions.append((f"{op.get('kind')} {op_id} of a process that is gone: undoing it",
@@ -117,6 +126,11 @@ class Reconciler:
     def _teardown(self, name, expect):
         # Never wait: a container whose lock is held is being worked on by a live process.
         self.containers.teardown(name, expect=expect, wait=False)
+
+    def _unbind(self, mounter, point):
+        with self.containers.locked("binds", wait=False):  # not while a start re-binds
+            if not any(r.idmap for r in self.p.repo.read().reservations.values()):
+                mounter.unmount(point, [])
 
     def _remove_file(self, path):
         self.p.fs.remove_file(path)

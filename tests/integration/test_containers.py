@@ -162,3 +162,27 @@ class TestBadInput:
         c.destroy()
         with pytest.raises(UnknownContainer):
             c.run("true")
+
+
+class TestUnprivileged:
+    def test_root_inside_is_an_unprivileged_host_uid_and_saves_unshifted(self, svc, tmp_path):
+        """unprivileged=True: an id map (0 -> 100000), files owned by root inside, the agent runs
+        as host uid 100000, and a saved image keeps the container's own ids."""
+        c = svc.provision(unprivileged=True)
+        try:
+            r = c.run("cat /proc/self/uid_map; stat -c %u /bin/busybox; echo hi > /root/f; stat -c %u /root/f")
+            assert r.stdout.split() == ["0", "100000", "65536", "0", "0"], r.stdout
+            pid = svc.ports.driver.pid(c.name)
+            with open(f"/proc/{pid}/status") as f:
+                assert next(line for line in f if line.startswith("Uid:")).split()[1] == "100000"
+            assert c.run(["ip", "-4", "-o", "addr", "show", "eth0"]).stdout.split()[3] == f"{c.ip}/24"
+            c.stop()
+            c.save_image(str(tmp_path / "unpriv.aimg"))
+        finally:
+            c.destroy()
+        d = svc.load_image(str(tmp_path / "unpriv.aimg"))
+        try:
+            assert d.run("stat -c %u /root/f; cat /root/f").stdout == "0\nhi\n"
+        finally:
+            d.destroy()
+        assert svc.reconcile() and svc.reconcile(dry_run=True) == []  # the re-bind goes once unused

@@ -147,6 +147,16 @@ class TestHostileApi:
         with pytest.raises(AppContainersError):
             appcontainers.setup_service(**settings)
 
+    def test_unprivileged_under_a_closed_data_root(self, tmp_path):
+        """An unprivileged container under a root its uid cannot search: refused, naming the dir."""
+        import appcontainers
+        root = tmp_path / "closed"
+        root.mkdir(mode=0o700)
+        small = appcontainers.setup_service(root=str(root), bridge="actest1", subnet="10.0.203.0/30")
+        with pytest.raises(AppContainersError, match="not searchable"):
+            small.provision(unprivileged=True)
+        assert small.list_containers() == []
+
     def test_bad_mode(self, svc, data_root, victim):
         """A file mode beyond 0o7777 is refused."""
         before = _snapshot(svc, data_root)
