@@ -166,6 +166,7 @@ class FakeFs:
         self.files: dict[str, bytes | str] = {}
         self.dirs: set[str] = set()
         self.owners: dict[str, tuple[int, int]] = {}
+        self.mtimes: dict[str, float] = {}
         self.modes: dict[str, int] = {}
         self.extracted: list[tuple[str, str, str]] = []  # (root, dest, archive)
 
@@ -187,6 +188,7 @@ class FakeFs:
     def lock(self, path, wait=True): return contextlib.nullcontext()
     def chown(self, path, uid, gid): self.owners[path] = (uid, gid)
     def closed_ancestor(self, path): return None
+    def mtime(self, path): return self.mtimes.get(path, 0.0)
 
     def remove_tree(self, path):
         for p in self.under(path):

@@ -44,6 +44,12 @@ class HostFs:
         except (FileNotFoundError, NotADirectoryError):
             return []
 
+    def mtime(self, path: str) -> float:
+        try:
+            return os.lstat(path).st_mtime
+        except FileNotFoundError:
+            return float("inf")  # gone meanwhile: never "old"
+
     def exists(self, path: str) -> bool:
         return os.path.lexists(path)
 

@@ -15,6 +15,9 @@ from ..domain.image import lineage
 from ..domain.reservation import READY
 
 
+ORPHAN_AGE = 600  # seconds
+
+
 class Reconciler:
     def __init__(self, ports, containers):
         self.p, self.containers = ports, containers
@@ -39,6 +42,8 @@ class Reconciler:
         veths = self.p.net.veths_on(self.p.settings.bridge)
         temp_files = [(d, f) for d in (L.user_images, L.bases) for f in fs.list_dir(d)
                       if fnmatch.fnmatch(f, ".import-*@*.tmp")]
+        store_files = [(d, f) for d in (L.user_images, L.bases) for f in fs.list_dir(d)
+                       if f.endswith(".aimg") and not f.startswith(".")]
         state = self.p.repo.read()
         actions = []
         known = set(state.reservations)
@@ -79,6 +84,13 @@ class Reconciler:
         for d, f in temp_files:
             if not procs.alive(f[:-4].split("@", 1)[-1].split(".")[0].replace("+", ":")):
                 actions.append((f"temp file {f} of a dead load: removing it", "remove_file", (os.path.join(d, f),)))
+        now = self.p.clock()
+        for d, f in store_files:
+            # A file is moved into the store just before its record is written: only an old one
+            # without a record is a leftover (of a crash, or of an older appcontainers).
+            path = os.path.join(d, f)
+            if f[:-5] not in state.images and now - fs.mtime(path) > ORPHAN_AGE:
+                actions.append((f"image file {path} has no record: removing it", "remove_file", (path,)))
         for image in list(state.images.values()):
             if not fs.exists(L.image_file(image.id, image.kind)):
                 users = [r.name for r in state.reservations.values()

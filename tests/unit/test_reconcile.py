@@ -136,3 +136,18 @@ class TestReconcile:
         svc.provision(name="web")  # made after the leftover was seen
         svc.containers._teardown("web", None)  # the leftover's teardown, which saw no reservation
         assert [c.name for c in svc.list_containers()] == ["web"]
+
+    def test_old_store_file_without_record_is_removed_but_a_fresh_one_kept(self):
+        """An .aimg in the store with no record goes once it is old; a just-moved one stays."""
+        svc = make_service()
+        svc.provision(name="web")  # builds the default base (file and record)
+        L = svc.settings.layout
+        old, fresh = L.image_file("a" * 64, "user"), L.image_file("b" * 64, "user")
+        for path in (old, fresh):
+            svc.ports.fs.files[path] = b"x"
+        svc.ports.fs.dirs.add(L.user_images)
+        now = svc.ports.clock.now
+        svc.ports.fs.mtimes.update({old: now - 3600, fresh: now})
+        svc.reconcile()
+        assert old not in svc.ports.fs.files and fresh in svc.ports.fs.files
+        assert svc.list_containers()[0].name == "web"
