@@ -69,6 +69,7 @@ class FakeDriver:
         self.configs.pop(name, None)
 
     def state(self, name): return self.containers.get(name, "MISSING")
+    def states(self): return dict(self.containers)
     def list(self): return sorted(self.containers)
 
     def attach(self, name, argv, env=None, cwd=None, timeout=None, on_output=None, stdin=None):

@@ -40,6 +40,19 @@ class LxcDriver:
         out = proc.stdout.decode().strip()
         return out if proc.returncode == 0 and out else "STOPPED"
 
+    def states(self) -> dict[str, str]:
+        """{name: state} of every container under our lxcpath, from one lxc-ls."""
+        names = self.list()
+        if not names:
+            return {}
+        proc = process.run(["lxc-ls", "-P", self.lxcpath, "-f", "-F", "NAME,STATE"], timeout=30, check=False)
+        found = {}
+        for line in proc.stdout.decode().splitlines()[1:]:
+            parts = line.split()
+            if len(parts) == 2:
+                found[parts[0]] = parts[1]
+        return {n: found.get(n, "STOPPED") for n in names}
+
     def pid(self, name: str) -> int | None:
         proc = process.run([*self._base("lxc-info", name), "-p", "-H"], timeout=10, check=False)
         out = proc.stdout.decode().strip()

@@ -67,7 +67,7 @@ def provision(name, base, memory, cpus, raw, unprivileged, as_json):
 @json_option
 def ls(as_json):
     """List containers."""
-    infos = [c.info() for c in _service().list_containers()]
+    infos = _service().container_infos()
     if as_json:
         _emit(True, infos)
         return

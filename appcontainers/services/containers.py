@@ -199,6 +199,10 @@ class ContainerService:
     def list(self) -> list[Reservation]:
         return sorted(self.p.repo.read().reservations.values(), key=lambda r: r.name)
 
+    def states(self) -> dict[str, str]:
+        """Every container's LXC state at once (one lxc-ls, not one lxc-info each)."""
+        return self.p.driver.states()
+
     def state(self, name: str) -> str:
         self.get(name)
         return self.p.driver.state(name)

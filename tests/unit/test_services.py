@@ -528,3 +528,15 @@ class TestDefaultBase:
         with pytest.raises(UnknownImage):
             svc.provision("a", base="nope")
         assert svc.ports.repo.read().reservations == {}
+
+
+class TestListing:
+    def test_container_infos_carry_each_state_read_at_once(self):
+        """container_infos() gives name, ip, mac and the LXC state of every container."""
+        from tests.fakes import make_service
+        svc = make_service()
+        a, b = svc.provision(name="a"), svc.provision(name="b")
+        a.start()
+        infos = {i["name"]: i for i in svc.container_infos()}
+        assert (infos["a"]["state"], infos["b"]["state"]) == ("RUNNING", "STOPPED")
+        assert infos["a"]["ip"] == a.ip and infos["b"]["mac"] == b.mac
