@@ -6,7 +6,8 @@ import threading
 
 import attrs
 
-from ..domain.exceptions import AppContainersError, ContainerStateError, InvalidValue, UnknownContainer
+from ..domain.exceptions import (AgentUnavailable, AppContainersError, ContainerStateError, InvalidValue,
+                                 NameTaken, UnknownContainer, UnknownImage)
 from ..domain.image import lineage
 from ..domain.network import MacGenerator
 from ..domain.paths import container_path
@@ -57,11 +58,9 @@ class ContainerService:
             if new_image is not None and new_image.id not in state.images:
                 state.images[new_image.id] = new_image
             if image_id not in state.images:
-                from ..domain.exceptions import UnknownImage
                 raise UnknownImage(image_id)
             name = name or self._new_name(state.reservations)
             if name in state.reservations:
-                from ..domain.exceptions import NameTaken
                 raise NameTaken(name)
             ip = state.pool.allocate(name)
             mac = macgen.generate(state.macs() | host_macs)
@@ -227,7 +226,6 @@ class ContainerService:
         self.p.driver.start(name, self.settings.start_timeout)
         if plans.has_agent(chain):
             if not self.p.agents(agent_dir).wait_ready(self.settings.start_timeout):
-                from ..domain.exceptions import AgentUnavailable
                 raise AgentUnavailable(f"container {name} started but its agent did not answer within "
                                        f"{self.settings.start_timeout:g}s; see {self.layout.lxcpath}/{name}/lxc.log")
         if r.ephemeral and not r.started:
