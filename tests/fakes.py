@@ -201,6 +201,10 @@ class FakeFs:
             raise FileNotFoundError(src)
         self.files[dest] = self.files[src]
 
+    def try_move(self, src, dest):
+        self.move(src, dest)
+        return True
+
     def move(self, src, dest):
         self.copy(src, dest)
         del self.files[src]

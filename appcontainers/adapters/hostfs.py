@@ -1,6 +1,7 @@
 """Plain host file operations the services need (a port, so the fakes can stand in)."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -84,6 +85,16 @@ class HostFs:
     def move(self, src: str, dest: str) -> None:
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         os.replace(src, dest)
+
+    def try_move(self, src: str, dest: str) -> bool:
+        """Rename src to dest if both are on one filesystem (True); False if not (EXDEV)."""
+        try:
+            os.rename(src, dest)
+            return True
+        except OSError as e:
+            if e.errno == errno.EXDEV:
+                return False
+            raise
 
     def copy(self, src: str, dest: str) -> None:
         """A plain copy (never a link: the store's copy must not change with the user's file)."""

@@ -178,10 +178,11 @@ class Service:
         return self.bases.remove(name)
 
     def load_image(self, path: str, ephemeral: bool = False, name: str | None = None,
-                   raw: bool = False) -> Container:
+                   raw: bool = False, move: bool = False) -> Container:
         """A new container from an .aimg file: verified, imported by id, mounted (never extracted,
-        unless raw=True); ephemeral=True puts its writes in a throw-away overlay."""
-        r = self.images.load(path, ephemeral=ephemeral, name=name, raw=raw)
+        unless raw=True); ephemeral=True puts its writes in a throw-away overlay. move=True moves
+        the file into the store instead of copying it (same filesystem; put back on failure)."""
+        r = self.images.load(path, ephemeral=ephemeral, name=name, raw=raw, move=move)
         return Container(self, r.name)
 
     def list_images(self):

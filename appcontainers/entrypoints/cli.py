@@ -216,10 +216,11 @@ def save(name, path, layered, image_name, as_json):
 @click.option("--ephemeral", is_flag=True, help="Writes go to a throw-away overlay; removed at stop.")
 @click.option("--name", help="Container name (random if omitted).")
 @click.option("--raw", is_flag=True, help="Unpack into a plain directory in overlays/raw/ (slow).")
+@click.option("--move", is_flag=True, help="Move the file into the store instead of copying it.")
 @json_option
-def load(path, ephemeral, name, raw, as_json):
+def load(path, ephemeral, name, raw, move, as_json):
     """Load the image file PATH into a new container."""
-    c = _service().load_image(path, ephemeral=ephemeral, name=name, raw=raw)
+    c = _service().load_image(path, ephemeral=ephemeral, name=name, raw=raw, move=move)
     info = c.info()
     _emit(as_json, info, f"{info['name']} ip={info['ip']} mac={info['mac']} image={info['image'][:12]}"
                          f"{' ephemeral' if info['ephemeral'] else ''}")

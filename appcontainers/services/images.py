@@ -83,8 +83,9 @@ class ImageService:
         return image_id
 
     # ---- load -------------------------------------------------------------------------
-    def _import(self, path: str) -> tuple[Image, str | None]:
-        """Verify path and stage a copy in the store; (image, temp file to rename or None)."""
+    def _import(self, path: str, move: bool = False) -> tuple[Image, str | None, str | None]:
+        """Verify path and stage it in the store: (image, staged temp file or None, where to put
+        it back if the load fails: the caller's path when moved, else None)."""
         if not self.p.fs.is_file(path):
             raise ImageCorrupt(path, "not a regular file" if self.p.fs.exists(path) else "no such file")
         image_id = self.p.codec.image_id(path)  # cheap: the trailer; full check below
@@ -92,14 +93,20 @@ class ImageService:
         if image_id in state.images and self.p.fs.exists(self.layout.image_file(image_id, state.images[image_id].kind)):
             # Already in the store: our verified copy is used, but a damaged file is still refused.
             self.p.codec.verify(path)
-            return state.images[image_id], None
+            return state.images[image_id], None, None
         self.p.fs.make_dirs(self.layout.user_images)
         owner = self.p.procs.token().replace(":", "+")  # reconcile removes it once we are gone
         tmp = os.path.join(self.layout.user_images,
                            f".import-{image_id[:16]}@{owner}.{self.p.rng.getrandbits(32):08x}.tmp")
+        # move: the file itself goes into the store (no copy) when it is on the same filesystem;
+        # it is renamed first, so the caller's path no longer reaches what is verified.
+        restore = path if move and self.p.fs.try_move(path, tmp) else None
         try:
-            # Checked as it is copied: what we verify is our own copy, which cannot change after.
-            verified_id, manifest = self.p.codec.copy_verified(path, tmp)
+            if restore:
+                verified_id, manifest = self.p.codec.verify(tmp)
+            else:
+                # Checked as it is copied: what we verify is our own copy, which cannot change after.
+                verified_id, manifest = self.p.codec.copy_verified(path, tmp)
             checkpoint("load.staged")
             if verified_id != image_id:
                 raise ImageCorrupt(path, "the file changed while it was being loaded")
@@ -112,12 +119,22 @@ class ImageService:
                 raise ImageCorrupt(path, f"it asks to bind the host paths {', '.join(foreign)} into its "
                                          f"containers, which no base image of this host provides")
         except BaseException:
-            self.p.fs.remove_file(tmp)
+            self._unstage(tmp, restore)
             raise
-        return image, tmp
+        return image, tmp, restore
 
-    def load(self, path: str, ephemeral: bool = False, name: str | None = None, raw: bool = False):
-        image, staged = self._import(os.path.abspath(path))
+    def _unstage(self, staged: str | None, restore: str | None) -> None:
+        """A failed load leaves the caller's file where it was and nothing in the store."""
+        if staged is None:
+            return
+        if restore is not None:
+            self.p.fs.move(staged, restore)
+        else:
+            self.p.fs.remove_file(staged)
+
+    def load(self, path: str, ephemeral: bool = False, name: str | None = None, raw: bool = False,
+             move: bool = False):
+        image, staged, restore = self._import(os.path.abspath(path), move=move)
         try:
             if image.parent is not None:
                 try:
@@ -127,8 +144,7 @@ class ImageService:
             r = self.containers.reserve(name, image.id, ephemeral=ephemeral,
                                         startup_commands=image.startup_commands, new_image=image, raw=raw)
         except BaseException:
-            if staged:
-                self.p.fs.remove_file(staged)
+            self._unstage(staged, restore)
             raise
         checkpoint("load.reserved")
         with self.containers.locked(r.name):
@@ -139,8 +155,7 @@ class ImageService:
                 checkpoint("load.imported")
                 self.containers.materialize(r)
             except BaseException:
-                if staged:
-                    self.p.fs.remove_file(staged)
+                self._unstage(staged, restore)
                 self.containers._undo(r.name)
                 raise
             return self.containers.mark_ready(r.name)

@@ -291,3 +291,43 @@ class TestHostileManifest:
         with pytest.raises(ImageCorrupt, match="/etc"):
             svc.load_image(path)
         assert {i.id for i in svc.list_images()} == before
+
+
+class TestMoveLoad:
+    def test_move_puts_the_file_itself_in_the_store_and_back_on_failure(self, svc, saved, data_root):
+        """load(move=True): no copy, the file goes into the store; a failed load puts it back intact."""
+        import hashlib
+        import shutil
+        import tempfile
+        from appcontainers.domain.exceptions import NameTaken
+        _, path, keep = saved
+        work = tempfile.mkdtemp(dir=os.path.dirname(data_root))  # the data root's filesystem
+        try:
+            mine = os.path.join(work, "mine.aimg")
+            with open(path, "rb") as src, open(mine, "wb") as dst:
+                dst.write(src.read())
+            # a distinct image, so it is not already in the store
+            child = svc.load_image(path)
+            try:
+                child.run("echo moved > /root/moved")
+                child.stop()
+                child.save_image(mine)
+            finally:
+                child.destroy()
+            digest = hashlib.sha256(open(mine, "rb").read()).hexdigest()
+            inode = os.stat(mine).st_ino
+            with pytest.raises(NameTaken):
+                svc.load_image(mine, name=keep.name, move=True)
+            assert hashlib.sha256(open(mine, "rb").read()).hexdigest() == digest  # put back, intact
+            c = svc.load_image(mine, move=True)
+            try:
+                assert not os.path.exists(mine)
+                stored = os.path.join(data_root, "images", "user", c.image + ".aimg")
+                assert os.stat(stored).st_ino == inode  # the same file: moved, not copied
+                assert c.run("cat /root/moved").stdout == "moved\n"
+            finally:
+                image_id = c.image
+                c.destroy()
+                svc.remove_image(image_id)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
