@@ -203,7 +203,10 @@ class FakeFs:
 
     def try_move(self, src, dest):
         self.move(src, dest)
-        return True
+        return (0, 0, 0o644)
+
+    def put_back(self, staged, path, owner):
+        self.move(staged, path)
 
     def move(self, src, dest):
         self.copy(src, dest)

@@ -5,6 +5,7 @@ import errno
 import json
 import os
 import shutil
+import stat
 import tempfile
 
 from . import rootfs_files
@@ -86,15 +87,43 @@ class HostFs:
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         os.replace(src, dest)
 
-    def try_move(self, src: str, dest: str) -> bool:
-        """Rename src to dest if both are on one filesystem (True); False if not (EXDEV)."""
+    def try_move(self, src: str, dest: str) -> tuple[int, int, int] | None:
+        """Rename src to dest if both are on one filesystem and src is a plain file nobody else
+        can still reach; dest then belongs to root, 0644. Returns src's (uid, gid, mode), for
+        put_back; None when it could not be moved (copy instead)."""
+        try:
+            st = os.lstat(src)
+        except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            return None  # a symlink, or a file still reachable through another hard link
         try:
             os.rename(src, dest)
-            return True
         except OSError as e:
             if e.errno == errno.EXDEV:
-                return False
+                return None
             raise
+        try:
+            fd = os.open(dest, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                now = os.fstat(fd)
+                if not stat.S_ISREG(now.st_mode) or now.st_nlink != 1 or now.st_ino != st.st_ino:
+                    raise OSError(errno.EBUSY, "changed while it was moved")
+                os.fchown(fd, 0, 0)  # the caller can no longer rewrite it after the check
+                os.fchmod(fd, 0o644)
+            finally:
+                os.close(fd)
+        except OSError:
+            os.rename(dest, src)
+            return None
+        return st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)
+
+    def put_back(self, staged: str, path: str, owner: tuple[int, int, int]) -> None:
+        """Undo try_move: the file goes back to path with its owner and mode."""
+        uid, gid, mode = owner
+        os.chown(staged, uid, gid, follow_symlinks=False)
+        os.chmod(staged, mode)
+        os.rename(staged, path)
 
     def copy(self, src: str, dest: str) -> None:
         """A plain copy (never a link: the store's copy must not change with the user's file)."""

@@ -83,26 +83,40 @@ class ImageService:
         return image_id
 
     # ---- load -------------------------------------------------------------------------
-    def _import(self, path: str, move: bool = False) -> tuple[Image, str | None, str | None]:
-        """Verify path and stage it in the store: (image, staged temp file or None, where to put
-        it back if the load fails: the caller's path when moved, else None)."""
+    def _import(self, path: str, move: bool = False) -> tuple[Image, str | None, dict | None]:
+        """Verify path and stage it in the store: (image, staged temp file or None, the move
+        record if the caller's file itself was moved: put back if the load fails)."""
         if not self.p.fs.is_file(path):
             raise ImageCorrupt(path, "not a regular file" if self.p.fs.exists(path) else "no such file")
         image_id = self.p.codec.image_id(path)  # cheap: the trailer; full check below
         state = self.p.repo.read()
         if image_id in state.images and self.p.fs.exists(self.layout.image_file(image_id, state.images[image_id].kind)):
-            # Already in the store: our verified copy is used, but a damaged file is still refused.
+            # Already in the store: our verified copy is used (a moved file stays where it is),
+            # but a damaged file is still refused.
             self.p.codec.verify(path)
             return state.images[image_id], None, None
         self.p.fs.make_dirs(self.layout.user_images)
         owner = self.p.procs.token().replace(":", "+")  # reconcile removes it once we are gone
         tmp = os.path.join(self.layout.user_images,
                            f".import-{image_id[:16]}@{owner}.{self.p.rng.getrandbits(32):08x}.tmp")
-        # move: the file itself goes into the store (no copy) when it is on the same filesystem;
-        # it is renamed first, so the caller's path no longer reaches what is verified.
-        restore = path if move and self.p.fs.try_move(path, tmp) else None
+        moved = None
+        if move:
+            # The file itself goes into the store (no copy) when it is on the same filesystem.
+            # The intent comes first: if we die, reconcile puts the file back where it was.
+            moved = {"kind": "load-move", "owner": self.p.procs.token(), "staged": tmp,
+                     "restore": path, "image": image_id, "id": f"move-{tmp.rsplit('.', 2)[-2]}"}
+            with self.p.repo.transaction() as st:
+                st.operations[moved["id"]] = dict(moved)
+            file_owner = self.p.fs.try_move(path, tmp)
+            if file_owner is None:
+                self._forget_move(moved)
+                moved = None
+            else:
+                moved["file_owner"] = list(file_owner)
+                with self.p.repo.transaction() as st:
+                    st.operations[moved["id"]] = dict(moved)
         try:
-            if restore:
+            if moved:
                 verified_id, manifest = self.p.codec.verify(tmp)
             else:
                 # Checked as it is copied: what we verify is our own copy, which cannot change after.
@@ -119,22 +133,34 @@ class ImageService:
                 raise ImageCorrupt(path, f"it asks to bind the host paths {', '.join(foreign)} into its "
                                          f"containers, which no base image of this host provides")
         except BaseException:
-            self._unstage(tmp, restore)
+            self._unstage(tmp, moved)
             raise
-        return image, tmp, restore
+        return image, tmp, moved
 
-    def _unstage(self, staged: str | None, restore: str | None) -> None:
-        """A failed load leaves the caller's file where it was and nothing in the store."""
-        if staged is None:
+    def _forget_move(self, moved: dict) -> None:
+        with self.p.repo.transaction() as st:
+            st.operations.pop(moved["id"], None)
+
+    def _unstage(self, staged: str | None, moved: dict | None, image_id: str | None = None) -> None:
+        """A failed load leaves the caller's file where it was and nothing in the store.
+        staged None with a move: the file already went to the store under image_id; it goes
+        back if nothing uses it."""
+        if moved is None:
+            if staged is not None:
+                self.p.fs.remove_file(staged)
             return
-        if restore is not None:
-            self.p.fs.move(staged, restore)
-        else:
-            self.p.fs.remove_file(staged)
+        if staged is None and image_id is not None:
+            with self.p.repo.transaction() as st:
+                if st.users_of(image_id):
+                    return self._forget_move(moved)
+                st.images.pop(image_id, None)
+            staged = self.layout.image_file(image_id, "user")
+        self.p.fs.put_back(staged, moved["restore"], tuple(moved["file_owner"]))
+        self._forget_move(moved)
 
     def load(self, path: str, ephemeral: bool = False, name: str | None = None, raw: bool = False,
              move: bool = False):
-        image, staged, restore = self._import(os.path.abspath(path), move=move)
+        image, staged, moved = self._import(os.path.abspath(path), move=move)
         try:
             if image.parent is not None:
                 try:
@@ -144,7 +170,7 @@ class ImageService:
             r = self.containers.reserve(name, image.id, ephemeral=ephemeral,
                                         startup_commands=image.startup_commands, new_image=image, raw=raw)
         except BaseException:
-            self._unstage(staged, restore)
+            self._unstage(staged, moved)
             raise
         checkpoint("load.reserved")
         with self.containers.locked(r.name):
@@ -155,10 +181,13 @@ class ImageService:
                 checkpoint("load.imported")
                 self.containers.materialize(r)
             except BaseException:
-                self._unstage(staged, restore)
                 self.containers._undo(r.name)
+                self._unstage(staged, moved, image.id)
                 raise
-            return self.containers.mark_ready(r.name)
+            ready = self.containers.mark_ready(r.name)
+        if moved:
+            self._forget_move(moved)
+        return ready
 
     # ---- store ------------------------------------------------------------------------
     def list(self) -> list[Image]:

@@ -81,7 +81,10 @@ class Reconciler:
             if not procs.alive(op.get("owner")):
                 actions.append((f"{op.get('kind')} {op_id} of a process that is gone: undoing it",
                                 "undo_operation", (op_id,)))
+        moved_files = {op.get("staged") for op in state.operations.values() if op.get("kind") == "load-move"}
         for d, f in temp_files:
+            if os.path.join(d, f) in moved_files:
+                continue  # a caller's own file: its operation puts it back (below)
             if not procs.alive(f[:-4].split("@", 1)[-1].split(".")[0].replace("+", ":")):
                 actions.append((f"temp file {f} of a dead load: removing it", "remove_file", (os.path.join(d, f),)))
         now = self.p.clock()
@@ -162,7 +165,23 @@ class Reconciler:
         op = self.p.repo.read().operations.get(op_id)
         if not op:
             return
-        if op.get("kind") == "save":
+        if op.get("kind") == "load-move":
+            # A load that moved the caller's file into the store died: the file goes back,
+            # unless the load got far enough that a container uses it.
+            staged, image_id, restore = op.get("staged"), op.get("image"), op.get("restore")
+            owner = tuple(op.get("file_owner") or (0, 0, 0o644))
+            if staged and self.p.fs.exists(staged):
+                if not self.p.fs.exists(restore):
+                    self.p.fs.put_back(staged, restore, owner)
+            elif image_id:
+                stored = self.layout.image_file(image_id, "user")
+                with self.p.repo.transaction() as state:
+                    unused = not state.users_of(image_id)
+                    if unused:
+                        state.images.pop(image_id, None)
+                if unused and self.p.fs.exists(stored) and not self.p.fs.exists(restore):
+                    self.p.fs.put_back(stored, restore, owner)
+        elif op.get("kind") == "save":
             dest = op.get("dest", "")
             directory, base = os.path.split(dest)
             for f in self.p.fs.list_dir(directory):

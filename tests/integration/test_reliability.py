@@ -31,6 +31,8 @@ WORKER = textwrap.dedent("""
             svc.provision(name=names[1])
         elif op == "load":
             svc.load_image(names[2], name=names[1], ephemeral=names[3] == "1")
+        elif op == "load-move":
+            svc.load_image(names[2], name=names[1], move=True)
         elif op == "save":
             svc.get(names[1]).save_image(names[2])
         elif op == "destroy":
@@ -108,6 +110,7 @@ def image_file(svc, tmp_path_factory):
 FAULTS = [
     ("provision", "provision.reserved"), ("provision", "mount.done"), ("provision", "provision.materialized"),
     ("load", "load.staged"), ("load", "load.reserved"), ("load", "load.imported"), ("load-eph", "mount.done"),
+    ("load-move", "load.staged"), ("load-move", "load.reserved"), ("load-move", "load.imported"),
     ("save", "save.recorded"), ("save", "save.packed"),
     ("destroy", "destroy.marked"), ("destroy", "destroy.stopped"), ("destroy", "destroy.unmounted"),
 ]
@@ -122,17 +125,35 @@ class TestCrashes:
         if op in ("save", "destroy"):
             target = svc.provision(name=name)
             target.start()
+        moving = None
+        if op == "load-move":  # a private copy the load moves into the store (same filesystem)
+            moving = str(tmp_path / "moving.aimg")
+            with open(image_file, "rb") as src, open(moving, "wb") as dst:
+                dst.write(src.read())
+            svc.reconcile()
+            for img in svc.list_images():  # so that it is imported, not found in the store
+                if img.kind == "user" and not img.manifest.parent:
+                    try:
+                        svc.remove_image(img.id)
+                    except Exception:
+                        pass
         args = {"provision": ["provision", name], "load": ["load", name, image_file, "0"],
+                "load-move": ["load-move", name, moving],
                 "load-eph": ["load", name, image_file, "1"], "save": ["save", name, str(tmp_path / "s.aimg")],
                 "destroy": ["destroy", name]}[op]
         p = _worker(settings, "op", *args, env={"APPCONTAINERS_FAULT": step})
         _, err = p.communicate(timeout=120)
         assert p.returncode == -9, f"the worker was not killed at {step}: rc {p.returncode} {err[-1000:]}"
+        if moving is not None:
+            assert not os.path.exists(moving), "the load did not move the file (nothing to put back)"
         try:
             done = svc.reconcile()
-            if op in ("provision", "load", "load-eph", "destroy"):
+            if op in ("provision", "load", "load-eph", "load-move", "destroy"):
                 assert done, "reconcile found nothing to repair after a crash"
                 assert name not in {c.name for c in svc.list_containers()}
+            if op == "load-move":  # the caller's file is back, byte for byte
+                with open(image_file, "rb") as a, open(moving, "rb") as b:
+                    assert a.read() == b.read()
             if op == "save":
                 assert [f for f in os.listdir(tmp_path) if f.endswith(".tmp")] == []
                 assert svc.get(name).state == "RUNNING"  # thawed
