@@ -121,6 +121,9 @@ class Layout:
     def agent_dir(self, name: str) -> str:
         return self._p("run", name, "agent")
 
+    def view(self, name: str) -> str:
+        return self._p("mnt", ".views", name, "rootfs")
+
     def host_bind(self, path: str) -> str:
         """Where a host path is re-bound for unprivileged containers (shared by all of them)."""
         import hashlib

@@ -189,6 +189,7 @@ class FakeFs:
     def lock(self, path, wait=True): return contextlib.nullcontext()
     def chown(self, path, uid, gid): self.owners[path] = (uid, gid)
     def closed_ancestor(self, path): return None
+    def chmod(self, path, mode): self.modes[path] = mode
     def mtime(self, path): return self.mtimes.get(path, 0.0)
 
     def remove_tree(self, path):
@@ -212,11 +213,11 @@ class FakeFs:
         self.copy(src, dest)
         del self.files[src]
 
-    def write_in_root(self, root, path, data, mode):
+    def write_in_root(self, root, path, data, mode, shift=0):
         self.files[root + path] = data
         self.modes[root + path] = mode
 
-    def extract_in_root(self, root, dest, archive):
+    def extract_in_root(self, root, dest, archive, shift=0):
         if archive not in self.files:
             raise InvalidValue(f"archive {archive!r} is not a file")
         self.extracted.append((root, dest, archive))

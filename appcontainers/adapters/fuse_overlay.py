@@ -136,7 +136,9 @@ class FuseMounter:
     def mount_view(self, dirs: list[str], target: str) -> None:
         """A read-only merged view of dirs (top first) at target, ids as stored."""
         os.makedirs(target, exist_ok=True)
-        process.run(overlay_argv([os.path.abspath(d) for d in dirs], None, None, target), timeout=60)
+        argv = overlay_argv([os.path.abspath(d) for d in dirs], None, None, target)
+        argv[2] = argv[2].replace(",suid,dev", ",nosuid,nodev")  # only read, by mksquashfs
+        process.run(argv, timeout=60)
 
     def unmount_view(self, target: str) -> None:
         _unmount(target, time.monotonic() + UNMOUNT_WAIT)

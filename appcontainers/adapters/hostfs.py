@@ -37,6 +37,9 @@ class HostFs:
                 return current
         return None
 
+    def chmod(self, path: str, mode: int) -> None:
+        os.chmod(path, mode, follow_symlinks=False) if os.chmod in os.supports_follow_symlinks else os.chmod(path, mode)
+
     def chown(self, path: str, uid: int, gid: int) -> None:
         os.chown(path, uid, gid, follow_symlinks=False)
 
@@ -143,11 +146,11 @@ class HostFs:
         os.replace(tmp, dest)
 
     # Inside a container's root: never leaves it.
-    def write_in_root(self, root: str, path: str, data: bytes, mode: int) -> None:
-        rootfs_files.write_file(root, path, data, mode)
+    def write_in_root(self, root: str, path: str, data: bytes, mode: int, shift: int = 0) -> None:
+        rootfs_files.write_file(root, path, data, mode, shift=shift)
 
-    def extract_in_root(self, root: str, dest: str, archive: str) -> int:
-        return rootfs_files.extract_archive(root, dest, archive)
+    def extract_in_root(self, root: str, dest: str, archive: str, shift: int = 0) -> int:
+        return rootfs_files.extract_archive(root, dest, archive, shift)
 
 
 class _Lock:

@@ -46,6 +46,8 @@ class LxcDriver:
         if not names:
             return {}
         proc = process.run(["lxc-ls", "-P", self.lxcpath, "-f", "-F", "NAME,STATE"], timeout=30, check=False)
+        if proc.returncode != 0:
+            return {n: self.state(n) for n in names}  # ask each one rather than guess
         found = {}
         for line in proc.stdout.decode().splitlines()[1:]:
             parts = line.split()

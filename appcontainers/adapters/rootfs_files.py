@@ -30,8 +30,9 @@ def openat2_in_root(root_fd: int, path: str, flags: int, mode: int = 0) -> int:
     return fd
 
 
-def _mkdirs(root_fd: int, path: str) -> int:
-    """Open (creating as needed) the directory path inside root; returns an O_PATH fd."""
+def _mkdirs(root_fd: int, path: str, shift: int = 0) -> int:
+    """Open (creating as needed, owned by container root: host id shift) the directory path
+    inside root; returns an O_PATH fd."""
     fd = os.dup(root_fd)
     resolved = ""
     for part in [p for p in path.split("/") if p]:
@@ -41,6 +42,8 @@ def _mkdirs(root_fd: int, path: str) -> int:
         except FileNotFoundError:
             try:
                 os.mkdir(part, 0o755, dir_fd=fd)
+                if shift:
+                    os.chown(part, shift, shift, dir_fd=fd, follow_symlinks=False)
             except FileExistsError:
                 pass
             try:
@@ -56,13 +59,14 @@ def _mkdirs(root_fd: int, path: str) -> int:
     return fd
 
 
-def write_file(root: str, path: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0) -> None:
+def write_file(root: str, path: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0,
+               shift: int = 0) -> None:
     """Create or replace the file path (a container path) under root."""
     if not 0 <= mode <= 0o7777:
         raise InvalidValue(f"invalid file mode {mode!r}")
     root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        parent = _mkdirs(root_fd, posixpath.dirname(path))
+        parent = _mkdirs(root_fd, posixpath.dirname(path), shift)
         os.close(parent)
         try:
             fd = openat2_in_root(root_fd, path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
@@ -78,7 +82,7 @@ def write_file(root: str, path: str, data: bytes, mode: int = 0o644, uid: int = 
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-            os.fchown(fd, uid, gid)
+            os.fchown(fd, uid + shift, gid + shift)
             os.fchmod(fd, mode)
         finally:
             os.close(fd)
@@ -115,11 +119,14 @@ def check_archive(archive: str, dest: str) -> list[tarfile.TarInfo]:
     return members
 
 
-def extract_archive(root: str, dest: str, archive: str) -> int:
-    """Extract archive into the container directory dest; returns the member count."""
+def extract_archive(root: str, dest: str, archive: str, shift: int = 0) -> int:
+    """Extract archive into the container directory dest; returns the member count.
+
+    shift: the host id of the container's root (an unprivileged container's merged tree shows
+    ids shifted), added to every member's owner."""
     root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        dfd = _mkdirs(root_fd, dest)
+        dfd = _mkdirs(root_fd, dest, shift)
         try:
             host_dest = os.readlink(f"/proc/self/fd/{dfd}")
         finally:
@@ -130,6 +137,10 @@ def extract_archive(root: str, dest: str, archive: str) -> int:
     if not (host_dest + "/").startswith(real_root.rstrip("/") + "/"):
         raise UnsafePath(f"{dest} resolves outside the container")
     members = check_archive(archive, host_dest)
+    def shifted(member, path):
+        member = tarfile.data_filter(member, path)
+        return member.replace(uid=member.uid + shift, gid=member.gid + shift, deep=False) if shift else member
+
     with tarfile.open(archive) as tf:
-        tf.extractall(host_dest, members=members, filter="data")
+        tf.extractall(host_dest, members=members, filter=shifted)
     return len(members)

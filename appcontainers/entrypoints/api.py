@@ -233,6 +233,11 @@ def setup_service(reconcile: bool = True, **settings) -> Service:
     s = Settings.from_env(**settings)
     for d in (s.root, s.layout.lxcpath):
         os.makedirs(d, mode=0o711, exist_ok=True)
+    # Uppers hold what containers wrote (setuid-root files among them): root only. The
+    # views made for saves likewise. Only fuse-overlayfs and mksquashfs, as root, go there.
+    for d in (os.path.join(s.root, "overlays"), os.path.join(s.root, "mnt", ".views")):
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        os.chmod(d, 0o700)
     svc = Service(build_ports(s))
     if reconcile:
         svc.reconcile()  # cheap: what a crashed process or host left behind

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 
 import attrs
@@ -136,6 +137,9 @@ class ContainerService:
             self.p.fs.make_dirs(target)  # the raw mounter unpacks into upper itself
         else:
             self.p.fs.make_dirs(upper, work, target)
+        # Only root walks to a privileged container's merged tree (its setuid-root files must not
+        # be runnable by host users); an unprivileged container's root must reach its own.
+        self.p.fs.chmod(L.mnt(r.name), 0o711 if r.idmap else 0o700)
         try:
             if r.idmap is not None:
                 mounter.mount(files, points, upper, work, target, idmap=r.idmap)
@@ -164,11 +168,14 @@ class ContainerService:
             # Root inside cannot walk the host's path to a bind source (e.g. /root, mode 0700):
             # bind each one where it can, once, under the data root.
             staged = []
-            with self.locked("binds"):  # reconcile unmounts unused ones under this lock
+            with self.p.fs.lock(L.lock_file(".binds")):  # reconcile unmounts unused ones under it
                 for src, dst in context["host_binds"]:
                     point = L.host_bind(src)
                     self.p.mounters["kernel"].bind_ro(src, point)
                     staged.append((point, dst))
+                    # Reachable by the containers' root group only, not by every host user.
+                    self.p.fs.chown(os.path.dirname(point), 0, r.idmap[0])
+                    self.p.fs.chmod(os.path.dirname(point), 0o710)
             context["host_binds"] = staged
         files = self.p.skeletons.render_files(context)
         mounts = []
@@ -267,11 +274,13 @@ class ContainerService:
         L = self.layout
         self.p.driver.destroy(name)
         checkpoint("destroy.stopped")
-        # The container's own mounter first, then any other kind left from a fallback.
+        self.unmount_view(name)  # a save's view, left by a crash, holds the layers
+        # The container's own mounter first, then any other kind left from a fallback; the
+        # lower mounts in reverse mount order.
         order = sorted(self.p.mounters.values(), key=lambda m: m.name != (r.mounter if r else "kernel"))
         for mounter in order:
             points = [p for p in mounter.mounted(L.mnt(name)) if p != L.rootfs(name)]
-            mounter.unmount(L.rootfs(name), sorted(points))
+            mounter.unmount(L.rootfs(name), points[::-1])
         checkpoint("destroy.unmounted")
         for ephemeral in ((r.ephemeral,) if r else (False, True)):
             self.p.fs.remove_tree(L.overlay(name, ephemeral))
@@ -284,6 +293,12 @@ class ContainerService:
                 # meanwhile by another process, is not ours to remove.
                 if state.reservations.get(name) == r:
                     state.remove(name)
+
+    def unmount_view(self, name: str) -> None:
+        fuse = self.p.mounters.get("fuse")
+        if fuse is not None and fuse.is_mounted(self.layout.view(name)):
+            fuse.unmount_view(self.layout.view(name))
+        self.p.fs.remove_tree(os.path.dirname(self.layout.view(name)))
 
     def destroy(self, name: str) -> None:
         def not_busy(r):
@@ -355,7 +370,8 @@ class ContainerService:
         with self.locked(name):
             r = self._ready(name)  # read under the lock: it may have gone while we waited
             self.ensure_mounted(r)
-            self.p.fs.write_in_root(self.layout.rootfs(name), full, data, mode)
+            shift = r.idmap[0] if r.idmap else 0  # through the shifted view: root inside is shift
+            self.p.fs.write_in_root(self.layout.rootfs(name), full, data, mode, shift=shift)
         return full
 
     def load_archive(self, name: str, archive: str, dest: str = "/root") -> int:
@@ -371,7 +387,8 @@ class ContainerService:
             if frozen:
                 self.p.driver.freeze(name)
             try:
-                return self.p.fs.extract_in_root(self.layout.rootfs(name), full, archive)
+                return self.p.fs.extract_in_root(self.layout.rootfs(name), full, archive,
+                                                 shift=r.idmap[0] if r.idmap else 0)
             finally:
                 if frozen:
                     self.p.driver.unfreeze(name)

@@ -58,25 +58,28 @@ class ImageService:
         checkpoint("save.recorded")
         frozen = viewing = False
         try:
-            if running:  # a consistent copy of a running container
-                self.p.driver.freeze(name)
-                frozen = True
-            if flatten and r.idmap is not None:
-                # Its merged rootfs shows ids shifted; pack an unshifted read-only view instead.
-                layers = [os.path.join(self.layout.layer_mount(name, i), "rootfs")
-                          for i in range(len(lineage(self.p.repo.read().images, r.image)))]
-                source = os.path.join(self.layout.mnt(name), "view")
-                self.p.mounters["fuse"].mount_view([self.containers.upper(r), *layers], source)
-                viewing = True
             try:
+                if running:  # a consistent copy of a running container
+                    self.p.driver.freeze(name)
+                    frozen = True
+                if flatten and r.idmap is not None:
+                    # Its merged rootfs shows ids shifted; pack an unshifted read-only view instead,
+                    # in a root-only directory (.views is 0700) and without suid or devices.
+                    layers = [os.path.join(self.layout.layer_mount(name, i), "rootfs")
+                              for i in range(len(lineage(self.p.repo.read().images, r.image)))]
+                    source = self.layout.view(name)
+                    self.p.mounters["fuse"].mount_view([self.containers.upper(r), *layers], source)
+                    viewing = True
                 image_id = self.p.codec.pack(source, manifest, path,
                                              level=level or self.p.settings.squashfs_level, progress=progress)
                 checkpoint("save.packed")
             finally:
-                if viewing:
-                    self.p.mounters["fuse"].unmount_view(source)
-                if frozen:
-                    self.p.driver.unfreeze(name)
+                try:
+                    if frozen:  # thaw first: whatever else fails, the container runs on
+                        self.p.driver.unfreeze(name)
+                finally:
+                    if viewing:
+                        self.p.mounters["fuse"].unmount_view(source)
         finally:
             with self.p.repo.transaction() as state:
                 state.operations.pop(op_id, None)

@@ -88,12 +88,12 @@ class Reconciler:
             if not procs.alive(f[:-4].split("@", 1)[-1].split(".")[0].replace("+", ":")):
                 actions.append((f"temp file {f} of a dead load: removing it", "remove_file", (os.path.join(d, f),)))
         now = self.p.clock()
-        for d, f in store_files:
+        for d, f in store_files if fs.exists(L.resources) else ():  # no state file: no judgement
             # A file is moved into the store just before its record is written: only an old one
             # without a record is a leftover (of a crash, or of an older appcontainers).
             path = os.path.join(d, f)
             if f[:-5] not in state.images and now - fs.mtime(path) > ORPHAN_AGE:
-                actions.append((f"image file {path} has no record: removing it", "remove_file", (path,)))
+                actions.append((f"image file {path} has no record: removing it", "remove_orphan", (path,)))
         for image in list(state.images.values()):
             if not fs.exists(L.image_file(image.id, image.kind)):
                 users = [r.name for r in state.reservations.values()
@@ -143,9 +143,15 @@ class Reconciler:
         self.containers.teardown(name, expect=expect, wait=False)
 
     def _unbind(self, mounter, point):
-        with self.containers.locked("binds", wait=False):  # not while a start re-binds
+        with self.p.fs.lock(self.layout.lock_file(".binds"), wait=False):  # not while a start re-binds
             if not any(r.idmap for r in self.p.repo.read().reservations.values()):
                 mounter.unmount(point, [])
+
+    def _remove_orphan(self, path):
+        with self.p.repo.transaction() as state:  # checked again, under the state lock
+            if os.path.basename(path)[:-5] not in state.images \
+                    and self.p.clock() - self.p.fs.mtime(path) > ORPHAN_AGE:
+                self.p.fs.remove_file(path)
 
     def _remove_file(self, path):
         self.p.fs.remove_file(path)
@@ -188,9 +194,10 @@ class Reconciler:
                 if fnmatch.fnmatch(f, f".{base}.*.tmp"):
                     self.p.fs.remove_file(os.path.join(directory, f))
             name = op.get("container", "")
-            if op.get("frozen") and self.p.driver.state(name) == "FROZEN":
-                with self.containers.locked(name, wait=False):  # not under a live save's feet
+            with self.containers.locked(name, wait=False):  # not under a live save's feet
+                if op.get("frozen") and self.p.driver.state(name) == "FROZEN":
                     self.p.driver.unfreeze(name)
+                self.containers.unmount_view(name)
         # Forgotten only once undone, so a crash here leaves it for the next reconcile.
         with self.p.repo.transaction() as state:
             state.operations.pop(op_id, None)

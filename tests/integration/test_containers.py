@@ -176,6 +176,10 @@ class TestUnprivileged:
             with open(f"/proc/{pid}/status") as f:
                 assert next(line for line in f if line.startswith("Uid:")).split()[1] == "100000"
             assert c.run(["ip", "-4", "-o", "addr", "show", "eth0"]).stdout.split()[3] == f"{c.ip}/24"
+            c.create_file("/srv/new/conf", "x")  # written from the host: owned by root inside
+            assert c.run("stat -c %u:%g /srv/new /srv/new/conf").stdout == "0:0\n0:0\n"
+            binds = os.path.join(svc.settings.root, "mnt", ".binds")
+            assert oct(os.stat(binds).st_mode & 0o777) == "0o710" and os.stat(binds).st_gid == 100000
             c.stop()
             c.save_image(str(tmp_path / "unpriv.aimg"))
         finally:

@@ -146,8 +146,20 @@ class TestReconcile:
         for path in (old, fresh):
             svc.ports.fs.files[path] = b"x"
         svc.ports.fs.dirs.add(L.user_images)
+        svc.ports.fs.files[L.resources] = b"(the state file exists)"
         now = svc.ports.clock.now
         svc.ports.fs.mtimes.update({old: now - 3600, fresh: now})
         svc.reconcile()
         assert old not in svc.ports.fs.files and fresh in svc.ports.fs.files
         assert svc.list_containers()[0].name == "web"
+
+    def test_no_store_file_is_judged_without_a_state_file(self):
+        """Without resources.json (lost, or another root) no image file counts as an orphan."""
+        svc = make_service()
+        L = svc.settings.layout
+        path = L.image_file("c" * 64, "user")
+        svc.ports.fs.files[path] = b"x"
+        svc.ports.fs.dirs.add(L.user_images)
+        svc.ports.fs.mtimes[path] = 0.0
+        svc.reconcile()
+        assert path in svc.ports.fs.files
