@@ -98,15 +98,10 @@ def paired(a, b, reps: int, warmup: int = 1, setup_a=None, teardown_a=None,
 # ---- /proc and mounts ------------------------------------------------------------------
 
 def mounts() -> list[tuple[str, str]]:
-    """(mount point, fstype) in mount order, octal escapes undone."""
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            sep = fields.index("-")
-            point = fields[4].encode().decode("unicode_escape")
-            out.append((point, fields[sep + 1]))
-    return out
+    """(mount point, fstype) in mount order, octal escapes undone: the library's own reading."""
+    from appcontainers.adapters.mountinfo import mounts as library_mounts
+
+    return library_mounts()
 
 
 def mounted_under(prefix: str) -> list[tuple[str, str]]:

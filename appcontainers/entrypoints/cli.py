@@ -230,7 +230,11 @@ def load(path, ephemeral, name, raw, move, as_json):
 @json_option
 def images(as_json):
     """List images (bases and user images)."""
-    infos = [_image_info(i) for i in _service().list_images()]
+    _list_images(_service().list_images(), as_json)
+
+
+def _list_images(images, as_json: bool) -> None:
+    infos = [_image_info(i) for i in images]
     if as_json:
         _emit(True, infos)
         return
@@ -332,12 +336,7 @@ def base():
 @json_option
 def base_ls(as_json):
     """List base images."""
-    infos = [_image_info(i) for i in _service().list_bases()]
-    if as_json:
-        _emit(True, infos)
-        return
-    for i in infos:
-        click.echo(f"{i['id'][:12]}  {i['name']}")
+    _list_images(_service().list_bases(), as_json)
 
 
 @base.command("build")
