@@ -77,9 +77,6 @@ class HostFs:
     def write_json(self, path: str, data) -> None:
         self.write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
-    def size(self, path: str) -> int:
-        return os.path.getsize(path)
-
     def is_dir(self, path: str) -> bool:
         return os.path.isdir(path)
 
@@ -127,23 +124,6 @@ class HostFs:
         os.chown(staged, uid, gid, follow_symlinks=False)
         os.chmod(staged, mode)
         os.rename(staged, path)
-
-    def copy(self, src: str, dest: str) -> None:
-        """A plain copy (never a link: the store's copy must not change with the user's file)."""
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        shutil.copyfile(src, dest)
-
-    def link_or_copy(self, src: str, dest: str) -> None:
-        """Put a copy of src at dest (a hard link when on the same filesystem), atomically."""
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        tmp = dest + ".tmp"
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
 
     # Inside a container's root: never leaves it.
     def write_in_root(self, root: str, path: str, data: bytes, mode: int, shift: int = 0) -> None:

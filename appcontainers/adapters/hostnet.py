@@ -47,12 +47,6 @@ class HostNetwork:
                 if argv in bridge_plan(name, gateway, prefixlen, self._show(name)):
                     process.run(argv, timeout=10)
 
-    def remove_bridge(self, name: str) -> None:
-        process.run(["ip", "link", "del", name], timeout=10, check=False)
-
-    def bridge_exists(self, name: str) -> bool:
-        return os.path.exists(f"/sys/class/net/{name}")
-
     def delete_link(self, name: str) -> None:
         process.run(["ip", "link", "del", name], timeout=10, check=False)
 

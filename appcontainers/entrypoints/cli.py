@@ -67,13 +67,18 @@ def provision(name, base, memory, cpus, raw, unprivileged, as_json):
 @json_option
 def ls(as_json):
     """List containers."""
-    infos = _service().container_infos()
+    _table(_service().container_infos(), as_json, [
+        ("NAME", 24, lambda i: i["name"]), ("STATE", 9, lambda i: i["state"]), ("IP", 15, lambda i: i["ip"]),
+        ("MAC", 17, lambda i: i["mac"]), ("EPHEMERAL", 0, lambda i: "yes" if i["ephemeral"] else "no")])
+
+
+def _table(infos: list[dict], as_json: bool, columns) -> None:
+    """infos as JSON, or as a table of columns (title, width, value of an info)."""
     if as_json:
         _emit(True, infos)
         return
-    click.echo(f"{'NAME':<24} {'STATE':<9} {'IP':<15} {'MAC':<17} EPHEMERAL")
-    for i in infos:
-        click.echo(f"{i['name']:<24} {i['state']:<9} {i['ip']:<15} {i['mac']:<17} {'yes' if i['ephemeral'] else 'no'}")
+    for cells in [[title for title, _, _ in columns], *[[str(get(i)) for _, _, get in columns] for i in infos]]:
+        click.echo(" ".join(f"{c:<{w}}" for c, (_, w, _) in zip(cells, columns)).rstrip())
 
 
 def _simple(verb: str, doc: str):
@@ -234,13 +239,9 @@ def images(as_json):
 
 
 def _list_images(images, as_json: bool) -> None:
-    infos = [_image_info(i) for i in images]
-    if as_json:
-        _emit(True, infos)
-        return
-    click.echo(f"{'ID':<14} {'KIND':<5} {'NAME':<24} PARENT")
-    for i in infos:
-        click.echo(f"{i['id'][:12]:<14} {i['kind']:<5} {i['name']:<24} {(i['parent'] or '-')[:12]}")
+    _table([_image_info(i) for i in images], as_json, [
+        ("ID", 14, lambda i: i["id"][:12]), ("KIND", 5, lambda i: i["kind"]), ("NAME", 24, lambda i: i["name"]),
+        ("PARENT", 0, lambda i: (i["parent"] or "-")[:12])])
 
 
 @main.command()
