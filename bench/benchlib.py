@@ -99,7 +99,7 @@ def paired(a, b, reps: int, warmup: int = 1, setup_a=None, teardown_a=None,
 
 def mounts() -> list[tuple[str, str]]:
     """(mount point, fstype) in mount order, octal escapes undone: the library's own reading."""
-    from appcontainers.adapters.mountinfo import mounts as library_mounts
+    from appcontainers.adapters.mounts.mountinfo import mounts as library_mounts
 
     return library_mounts()
 

@@ -68,7 +68,7 @@ class Context:
         """An .aimg of the tree, packed by the library's codec (per run: the format may change)."""
         key = "big" if big else "normal"
         if key not in self._images:
-            from appcontainers.adapters.squashfs import SquashfsCodec
+            from appcontainers.adapters.aimg.squashfs import SquashfsCodec
 
             tree = self.tree(big)
             os.makedirs(self.sb.path("images"), exist_ok=True)
@@ -185,7 +185,7 @@ class HandContainer:
         self.up_done = False
 
     def up(self) -> None:
-        from appcontainers.adapters.zmq_bus import AgentClient
+        from appcontainers.adapters.bus.zmq_bus import AgentClient
 
         for d in (self.lower, self.upper, self.work, self.rootfs, self.agent, self.skel + "/etc",
                   os.path.join(self.lxcpath, self.name)):
@@ -274,7 +274,7 @@ def bench_provision(ctx: Context) -> list[dict]:
 
 def bench_run(ctx: Context) -> list[dict]:
     """run('true') via the agent vs lxc-attach -- true, medians of 50 (goal <= 0.5x)"""
-    from appcontainers.adapters.zmq_bus import AgentClient
+    from appcontainers.adapters.bus.zmq_bus import AgentClient
 
     svc = ctx.svc
     c = svc.provision()
@@ -318,7 +318,7 @@ def _destroy_quietly(c) -> None:
 
 def bench_save(ctx: Context) -> list[dict]:
     """save (flatten) of a ~300 MB tree vs raw mksquashfs, same argv (goal >= 0.9x); layered vs flatten"""
-    from appcontainers.adapters.squashfs import DEFAULT_LEVEL, mksquashfs_argv
+    from appcontainers.adapters.aimg.squashfs import DEFAULT_LEVEL, mksquashfs_argv
 
     svc = ctx.svc
     tree = ctx.tree()
@@ -604,7 +604,7 @@ def bench_fuse(ctx: Context) -> list[dict]:
     import subprocess
 
     try:
-        import appcontainers.adapters.image_reader  # noqa: F401
+        import appcontainers.adapters.aimg.image_reader  # noqa: F401
     except Exception as e:  # noqa: BLE001 - absent or broken: skip
         log(f"  skipped: the image reader does not import ({type(e).__name__}: {e})")
         return [{"bench": "fuse", "metric": "FUSE image reader", "skipped": f"does not import: {e}"}]
@@ -627,7 +627,7 @@ def bench_fuse(ctx: Context) -> list[dict]:
     ctx.sb.on_cleanup(unmount)
 
     def mount_reader():
-        proc = subprocess.run([sys.executable, "-m", "appcontainers.adapters.image_reader", image, mnt],
+        proc = subprocess.run([sys.executable, "-m", "appcontainers.adapters.aimg.image_reader", image, mnt],
                               capture_output=True, timeout=60, cwd=REPO)
         if proc.returncode != 0 or not os.path.ismount(mnt):
             raise RuntimeError(f"image reader mount failed ({proc.returncode}): "

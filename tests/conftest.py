@@ -2,6 +2,7 @@
 image per run, and leave nothing behind: containers, mounts, veths, bridge, files."""
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import subprocess
@@ -9,12 +10,14 @@ import tempfile
 
 import pytest
 
-TEST_BRIDGE = "actest0"
-TEST_SUBNET = "10.0.201.0/24"
+# Overridable so two checkouts can run their integration tests on one machine at once.
+TEST_BRIDGE = os.environ.get("APPCONTAINERS_TEST_BRIDGE", "actest0")
+TEST_SUBNET = os.environ.get("APPCONTAINERS_TEST_SUBNET", "10.0.201.0/24")
+TEST_NET = ipaddress.ip_network(TEST_SUBNET)
 
 
 def _umount_under(root: str) -> None:
-    from appcontainers.adapters.mountinfo import mounted_under
+    from appcontainers.adapters.mounts.mountinfo import mounted_under
 
     for _ in range(3):
         points = mounted_under(root)
@@ -55,7 +58,7 @@ def data_root():
 def _assert_nothing_left(root: str) -> None:
     """After the run: no mount, bridge, LXC process or loop device of ours remains (a veth
     goes with its container's network namespace; the reliability tests check those)."""
-    from appcontainers.adapters.mountinfo import mounted_under
+    from appcontainers.adapters.mounts.mountinfo import mounted_under
 
     left = []
     if mounted_under(root):

@@ -59,7 +59,7 @@ class ImageCodec(Protocol):
 
 
 class AgentClient(Protocol):
-    """The host side of one container's agent (adapters/zmq_bus.py)."""
+    """The host side of one container's agent (adapters/bus/zmq_bus.py)."""
     def wait_ready(self, timeout: float) -> bool: ...
     def run(self, argv=None, shell=None, env=None, cwd=None, stdin=None, timeout=None,
             on_output: LineCallback | None = None) -> tuple[int, bytes, bytes, dict]: ...
@@ -67,7 +67,7 @@ class AgentClient(Protocol):
 
 
 class Processes(Protocol):
-    """Who does an operation, and whether they still live (adapters/hostproc.py)."""
+    """Who does an operation, and whether they still live (adapters/host/hostproc.py)."""
     def token(self) -> str: ...
     def alive(self, token: str | None) -> bool: ...
     def boot_id(self) -> str | None: ...

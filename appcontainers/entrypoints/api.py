@@ -143,22 +143,22 @@ class Service:
         through the FUSE image reader; returns the layer files. Unmount with unmount_image."""
         import sys
 
-        from ..adapters import process
+        from ..adapters.host import process
 
         files = self.images.layer_files(ref)
         os.makedirs(directory, exist_ok=True)
-        process.run([sys.executable, "-m", "appcontainers.adapters.image_reader", *files, directory],
+        process.run([sys.executable, "-m", "appcontainers.adapters.aimg.image_reader", *files, directory],
                     timeout=60)
         return files
 
     def unmount_image(self, directory: str) -> None:
-        from ..adapters import process
+        from ..adapters.host import process
 
         process.run(["fusermount3", "-u", directory], timeout=60)
 
     def events(self):
         """Live events from every container's agent (a generator; stop iterating to end it)."""
-        from ..adapters.zmq_bus import watch_events
+        from ..adapters.bus.zmq_bus import watch_events
 
         return watch_events(self.containers.agent_dirs)
 
@@ -212,33 +212,33 @@ class _Lazy:
 
 
 def build_ports(settings: Settings) -> Ports:
-    from ..adapters.fuse_overlay import FuseMounter
-    from ..adapters.hostfs import HostFs
-    from ..adapters.hostnet import HostNetwork
-    from ..adapters.hostproc import HostProcesses
-    from ..adapters.json_store import JsonStore
-    from ..adapters.kernel_mount import KernelMounter
-    from ..adapters.lxc_cli import LxcDriver
-    from ..adapters.raw_mount import RawMounter
+    from ..adapters.mounts.fuse_overlay import FuseMounter
+    from ..adapters.host.hostfs import HostFs
+    from ..adapters.host.hostnet import HostNetwork
+    from ..adapters.host.hostproc import HostProcesses
+    from ..adapters.store.json_store import JsonStore
+    from ..adapters.mounts.kernel_mount import KernelMounter
+    from ..adapters.lxc.lxc_cli import LxcDriver
+    from ..adapters.mounts.raw_mount import RawMounter
 
     def codec():
-        from ..adapters.squashfs import SquashfsCodec
+        from ..adapters.aimg.squashfs import SquashfsCodec
         return SquashfsCodec()
 
     def skeletons():
-        from ..adapters.skeletons import Skeletons
+        from ..adapters.lxc.skeletons import Skeletons
         return Skeletons(L.skeletons)
 
     def busybox():
-        from ..adapters.busybox_base import BusyboxBaseBuilder
+        from ..adapters.bases.busybox_base import BusyboxBaseBuilder
         return BusyboxBaseBuilder(the_codec, L.tmp, settings.squashfs_level)
 
     def debian():
-        from ..adapters.debian_base import DebianBaseBuilder
+        from ..adapters.bases.debian_base import DebianBaseBuilder
         return DebianBaseBuilder(the_codec, L.tmp, settings.squashfs_level)
 
     def agents():
-        from ..adapters.zmq_bus import AgentClient
+        from ..adapters.bus.zmq_bus import AgentClient
         return AgentClient
 
     import time

@@ -133,7 +133,7 @@ class TestStartupAndLogs:
     def test_events_show_command_exits(self, svc, container):
         """The agent publishes command_exited events to subscribers."""
         container.start()
-        from appcontainers.adapters.zmq_bus import AgentClient
+        from appcontainers.adapters.bus.zmq_bus import AgentClient
         client = AgentClient(os.path.join(svc.settings.root, "run", container.name, "agent"))
         with client.events(timeout=5) as stream:
             container.run("exit 9")

@@ -15,7 +15,7 @@ import pytest
 
 zmq = pytest.importorskip("zmq")
 
-from appcontainers.adapters.zmq_bus import AgentClient
+from appcontainers.adapters.bus.zmq_bus import AgentClient
 from appcontainers.domain.exceptions import AgentUnavailable, CommandTimeout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -23,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # 1,000,000 lines of 100 bytes, counted as they come and not kept (capture=False)
 BURST_CLIENT = r"""
 import json, resource, sys
-from appcontainers.adapters.zmq_bus import AgentClient
+from appcontainers.adapters.bus.zmq_bus import AgentClient
 
 count = 0
 

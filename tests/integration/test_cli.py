@@ -1,6 +1,7 @@
 """The appcontainers command, run as a real subprocess against the test data root."""
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -8,6 +9,7 @@ import sys
 import time
 
 import pytest
+from tests.conftest import TEST_NET
 
 CLI = [sys.executable, "-m", "appcontainers.entrypoints.cli"]
 
@@ -41,7 +43,7 @@ class TestCli:
         """provision --json prints one object with name, ip, mac and state."""
         info = json.loads(cli("provision", "--name", "cli-json", "--json").stdout)
         try:
-            assert info["name"] == "cli-json" and info["ip"].startswith("10.0.201.")
+            assert info["name"] == "cli-json" and ipaddress.ip_address(info["ip"]) in TEST_NET
             assert len(info["mac"]) == 17 and info["state"] == "STOPPED"
             listed = json.loads(cli("ls", "--json").stdout)
             assert any(c["name"] == "cli-json" and c["ip"] == info["ip"] for c in listed)

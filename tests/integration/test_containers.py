@@ -9,6 +9,7 @@ import tarfile
 import pytest
 
 from appcontainers.domain.exceptions import InvalidName, NameTaken, UnknownContainer, UnsafePath
+from tests.conftest import TEST_NET
 
 
 def _ip_addr(c):
@@ -29,7 +30,7 @@ class TestNetworkIdentity:
             assert (ip_a, mac_a) == (a.ip, a.mac)
             assert (ip_b, mac_b) == (b.ip, b.mac)
             assert a.ip != b.ip and a.mac != b.mac
-            assert brd == "10.0.201.255"
+            assert brd == str(TEST_NET.broadcast_address)
             assert int(a.mac[:2], 16) & 0b11 == 0b10  # unicast, locally administered
         finally:
             a.destroy()
@@ -37,7 +38,7 @@ class TestNetworkIdentity:
 
     def test_container_reaches_its_gateway(self, container):
         """The static address works from the first instant: the host's bridge answers a ping."""
-        r = container.run("ping -c 1 -W 2 10.0.201.1")
+        r = container.run(f"ping -c 1 -W 2 {TEST_NET.network_address + 1}")
         assert r.exit_code == 0, r.stdout + r.stderr
 
     def test_destroy_frees_the_address_for_the_next_provision(self, svc):

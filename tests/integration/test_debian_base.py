@@ -13,6 +13,7 @@ import attrs
 import pytest
 
 from appcontainers.domain.exceptions import (AppContainersError, BaseBuildFailed, BaseNameTaken, InUse,
+from tests.conftest import TEST_NET
                                              InvalidValue)
 
 pytestmark = pytest.mark.slow
@@ -103,7 +104,7 @@ class TestContainer:
             assert r.exit_code == 0, r.stderr
             inet = re.search(r"inet (\S+)/(\d+) brd (\S+)", r.stdout)
             ether = re.search(r"link/ether (\S+)", r.stdout)
-            assert (inet.group(1), ether.group(1), inet.group(3)) == (c.ip, c.mac, "10.0.201.255")
+            assert (inet.group(1), ether.group(1), inet.group(3)) == (c.ip, c.mac, str(TEST_NET.broadcast_address))
             assert c.run(["cat", "/proc/1/cmdline"]).stdout == "/usr/bin/python3\0-m\0appcontainers_agent\0"
             r = c.run("cat /etc/debian_version; "
                       "/usr/bin/python3 -c 'import zmq, sys; print(sys.version_info[:2])'")
@@ -170,7 +171,7 @@ class TestContainer:
 class TestBadInput:
     def test_unreachable_mirror_is_a_clear_error_and_leaves_nothing(self, svc, tmp_path):
         """With the mirror unreachable: BaseBuildFailed saying so; no stage, temp file or record left."""
-        from appcontainers.adapters.debian_base import DebianBaseBuilder
+        from appcontainers.adapters.bases.debian_base import DebianBaseBuilder
         from appcontainers.services.bases import BaseService
 
         apt = tmp_path / "apt"

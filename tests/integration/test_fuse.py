@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from appcontainers.adapters.fuse_overlay import FuseMounter, fuse_available
-from appcontainers.adapters.mountinfo import mounts
-from appcontainers.adapters.process import run
-from appcontainers.adapters.squashfs import SquashfsCodec
+from appcontainers.adapters.mounts.fuse_overlay import FuseMounter, fuse_available
+from appcontainers.adapters.mounts.mountinfo import mounts
+from appcontainers.adapters.host.process import run
+from appcontainers.adapters.aimg.squashfs import SquashfsCodec
 from appcontainers.domain.exceptions import AppContainersError, InvalidValue
 
 pytestmark = [
@@ -168,7 +168,7 @@ def image_mounted(layers, mountpoint):
     """ImageFS daemon at mountpoint (the command returns once it is up); always unmounted."""
     os.makedirs(mountpoint, exist_ok=True)
     try:
-        run([sys.executable, "-m", "appcontainers.adapters.image_reader", *layers, mountpoint], timeout=30)
+        run([sys.executable, "-m", "appcontainers.adapters.aimg.image_reader", *layers, mountpoint], timeout=30)
         yield mountpoint
     finally:
         if _fuse_mounts_under(os.path.dirname(mountpoint)):
@@ -205,7 +205,7 @@ class TestImageFS:
         """With -f the command serves in the foreground and exits 0 once unmounted."""
         mnt = str(workdir / "mnt")
         os.makedirs(mnt)
-        argv = [sys.executable, "-m", "appcontainers.adapters.image_reader", "-f", *images, mnt]
+        argv = [sys.executable, "-m", "appcontainers.adapters.aimg.image_reader", "-f", *images, mnt]
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             deadline = time.monotonic() + 15
@@ -223,7 +223,7 @@ class TestImageFS:
 
     def test_refuses_a_layer_without_its_parent(self, images, workdir):
         """A layered image alone is refused before anything is mounted."""
-        from appcontainers.adapters.image_reader import mount_image
+        from appcontainers.adapters.aimg.image_reader import mount_image
 
         os.makedirs(workdir / "mnt")
         with pytest.raises(InvalidValue, match="parent"):

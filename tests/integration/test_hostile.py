@@ -13,7 +13,7 @@ import tarfile
 
 import pytest
 
-from appcontainers.adapters.mountinfo import mounted_under
+from appcontainers.adapters.mounts.mountinfo import mounted_under
 from appcontainers.domain.exceptions import AppContainersError
 
 

@@ -159,7 +159,7 @@ class TestBadImages:
 
     def test_missing_parent_is_refused(self, svc, tmp_path):
         """A layered image whose parent is not in the store is refused, nothing imported."""
-        from appcontainers.adapters.squashfs import SquashfsCodec
+        from appcontainers.adapters.aimg.squashfs import SquashfsCodec
         src = tmp_path / "rootfs"
         src.mkdir()
         (src / "x").write_text("x")
@@ -202,7 +202,7 @@ class TestFuse:
     def test_fuse_backend_runs_a_container_and_saves(self, settings, tmp_path):
         """With mounter='fuse' (squashfuse + fuse-overlayfs) a container runs, writes and saves."""
         import appcontainers
-        from appcontainers.adapters.mountinfo import mounts
+        from appcontainers.adapters.mounts.mountinfo import mounts
         fsvc = appcontainers.setup_service(**settings, mounter="fuse")
         c = fsvc.provision()
         try:
@@ -254,7 +254,7 @@ class TestRaw:
     def test_raw_container_is_a_plain_directory_and_saves(self, svc, saved, settings, tmp_path):
         """raw=True: the image is unpacked into overlays/raw/<name>, no squashfs or overlay mount;
         writes land in that directory; it saves flattened and loads back normally."""
-        from appcontainers.adapters.mountinfo import mounts
+        from appcontainers.adapters.mounts.mountinfo import mounts
         _, path, _ = saved
         c = svc.load_image(path, raw=True)
         try:
@@ -281,7 +281,7 @@ class TestRaw:
 class TestHostileManifest:
     def test_image_asking_for_host_paths_no_base_provides_is_refused(self, svc, tmp_path):
         """An image whose manifest binds /etc (or any path no local base binds) is refused, nothing imported."""
-        from appcontainers.adapters.squashfs import SquashfsCodec
+        from appcontainers.adapters.aimg.squashfs import SquashfsCodec
         src = tmp_path / "rootfs"
         src.mkdir()
         path = str(tmp_path / "greedy.aimg")

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from appcontainers.adapters.json_store import JsonStore
+from appcontainers.adapters.store.json_store import JsonStore
 from appcontainers.domain.exceptions import InvalidValue, StateCorrupt
 from appcontainers.domain.image import Image, Manifest
 from appcontainers.domain.network import MacGenerator

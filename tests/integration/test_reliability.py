@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from appcontainers.adapters.mountinfo import mounted_under
+from appcontainers.adapters.mounts.mountinfo import mounted_under
 
 WORKER = textwrap.dedent("""
     import json, sys, appcontainers

@@ -9,8 +9,8 @@ import tempfile
 
 import pytest
 
-from appcontainers.adapters.process import run
-from appcontainers.adapters.squashfs import TRAILER_SIZE, SquashfsCodec, encode_trailer
+from appcontainers.adapters.host.process import run
+from appcontainers.adapters.aimg.squashfs import TRAILER_SIZE, SquashfsCodec, encode_trailer
 from appcontainers.domain.exceptions import CommandFailed, ImageCorrupt, InvalidValue
 
 pytestmark = [

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from appcontainers.adapters.squashfs import (
+from appcontainers.adapters.aimg.squashfs import (
     SUPERBLOCK_SIZE, TRAILER_MAGIC, TRAILER_SIZE, TRAILER_VERSION, Trailer, check_layout,
     decode_trailer, encode_trailer, mksquashfs_argv)
 from appcontainers.domain.exceptions import ImageCorrupt, InvalidValue

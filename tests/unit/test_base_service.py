@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from appcontainers.adapters import debian_plan as dp
+from appcontainers.adapters.bases import debian_plan as dp
 from appcontainers.domain.exceptions import (BaseBuildFailed, BaseNameTaken, InUse, InvalidValue,
                                              UnknownImage)
 from tests.fakes import encode_image, make_service

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from appcontainers.adapters import debian_plan as dp
+from appcontainers.adapters.bases import debian_plan as dp
 from appcontainers.domain.exceptions import InvalidValue
 
 MIRROR = "http://archive.invalid/debian"

@@ -15,12 +15,12 @@ import sys
 import sysconfig
 import tempfile
 
-from . import process
+from ..host import process
 
 TOOLS_DIR = "/opt/appcontainers-tools"
 INIT = "/sbin/appcontainers-init"
 BUILDER_VERSION = "1"
-AGENT_SRC = os.path.join(os.path.dirname(os.path.dirname(__file__)), "agent")
+AGENT_SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "agent")
 
 
 def python_runtime() -> dict:

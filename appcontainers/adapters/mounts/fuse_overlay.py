@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 import time
 
-from ..domain.exceptions import AppContainersError, CommandFailed, InvalidValue, ToolMissing
-from . import process
+from ...domain.exceptions import AppContainersError, CommandFailed, InvalidValue, ToolMissing
+from ..host import process
 from .mountinfo import fstype, is_mountpoint, mounts_under
 
 # Lower layers: read-only, no set-uid or devices through the lower mounts themselves (the overlay

@@ -2,7 +2,7 @@
 
 The squashfs is read in Python by squashfs_reader.py (no squashfuse, no tools).
 
-    python -m appcontainers.adapters.image_reader [-f] IMAGE [PARENT ...] DIR
+    python -m appcontainers.adapters.aimg.image_reader [-f] IMAGE [PARENT ...] DIR
 
 mounts IMAGE (top first, then its ancestors) at DIR and returns once the mount is up, leaving a
 daemon behind (-f: stay in the foreground until unmounted). Unmount with `fusermount3 -u DIR`.
@@ -21,7 +21,7 @@ try:
 except (ImportError, OSError):  # OSError: mfusepy found no libfuse
     import fuse
 
-from ..domain.exceptions import AppContainersError, InvalidValue
+from ...domain.exceptions import AppContainersError, InvalidValue
 from .squashfs_reader import LRU, Inode, SquashfsReader, _is_whiteout, open_layers  # noqa: F401
 
 _OPAQUE = ("trusted.overlay.opaque", "user.overlay.opaque")
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     foreground = "-f" in args
     args = [a for a in args if a != "-f"]
     if len(args) < 2:
-        print("usage: python -m appcontainers.adapters.image_reader [-f] IMAGE [PARENT ...] DIR",
+        print("usage: python -m appcontainers.adapters.aimg.image_reader [-f] IMAGE [PARENT ...] DIR",
               file=sys.stderr)
         return 2
     try:

@@ -13,7 +13,7 @@ import posixpath
 import struct
 import tarfile
 
-from ..domain.exceptions import InvalidValue, UnsafePath
+from ...domain.exceptions import InvalidValue, UnsafePath
 
 _SYS_OPENAT2 = 437  # the same number on x86_64 and aarch64
 _RESOLVE_NO_MAGICLINKS = 0x02

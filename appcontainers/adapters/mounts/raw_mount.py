@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 import shutil
 
-from ..domain.exceptions import InvalidValue
-from . import process
+from ...domain.exceptions import InvalidValue
+from ..host import process
 from .mountinfo import fstype, is_mountpoint, mounts_under
 
 

@@ -10,10 +10,10 @@ import os
 
 import tempita
 
-from ..domain.exceptions import InvalidValue
+from ...domain.exceptions import InvalidValue
 
 SECCOMP = "/usr/share/lxc/config/common.seccomp"
-PACKAGED = os.path.join(os.path.dirname(os.path.dirname(__file__)), "skeletons")
+PACKAGED = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "skeletons")
 
 
 class Skeletons:

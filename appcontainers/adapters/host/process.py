@@ -8,7 +8,7 @@ import subprocess
 import threading
 import time
 
-from ..domain.exceptions import CommandFailed, CommandTimeout, ToolMissing
+from ...domain.exceptions import CommandFailed, CommandTimeout, ToolMissing
 
 # The Debian package that provides each tool we call.
 PACKAGES = {

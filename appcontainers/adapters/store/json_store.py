@@ -7,9 +7,9 @@ import json
 import os
 import tempfile
 
-from ..domain.exceptions import AppContainersError, InvalidValue, StateCorrupt
-from ..domain.network import parse_network
-from ..domain.state import SCHEMA_VERSION, State
+from ...domain.exceptions import AppContainersError, InvalidValue, StateCorrupt
+from ...domain.network import parse_network
+from ...domain.state import SCHEMA_VERSION, State
 
 
 class JsonStore:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import os
 
-from ..domain.exceptions import InvalidValue
-from . import process
+from ...domain.exceptions import InvalidValue
+from ..host import process
 from .mountinfo import is_mountpoint, mounts_under
 
 

@@ -12,10 +12,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 
-from ..agent import protocol as p
-from ..agent.logfile import read_log
-from .process import chunks
-from ..domain.exceptions import AgentUnavailable, CommandTimeout, InvalidValue
+from ...agent import protocol as p
+from ...agent.logfile import read_log
+from ..host.process import chunks
+from ...domain.exceptions import AgentUnavailable, CommandTimeout, InvalidValue
 
 SILENCE = 2.0  # seconds without any message before run() pings the agent
 PING_WAIT = 3.0  # how long that ping may stay unanswered before the agent counts as gone

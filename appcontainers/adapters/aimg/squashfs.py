@@ -17,9 +17,9 @@ import zlib
 
 import attrs
 
-from ..domain.exceptions import CommandFailed, ImageCorrupt, InvalidValue
-from ..domain.image import Manifest
-from .process import run, stream
+from ...domain.exceptions import CommandFailed, ImageCorrupt, InvalidValue
+from ...domain.image import Manifest
+from ..host.process import run, stream
 
 TRAILER_MAGIC = b"AIMGTRL1"
 TRAILER_VERSION = 1

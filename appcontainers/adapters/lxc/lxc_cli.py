@@ -5,8 +5,8 @@ import os
 import shutil
 import time
 
-from ..domain.exceptions import ContainerStateError, CommandTimeout
-from . import process
+from ...domain.exceptions import ContainerStateError, CommandTimeout
+from ..host import process
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

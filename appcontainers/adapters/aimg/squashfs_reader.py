@@ -14,7 +14,7 @@ import threading
 import zlib
 from collections import OrderedDict
 
-from ..domain.exceptions import AppContainersError, ImageCorrupt, InvalidValue
+from ...domain.exceptions import AppContainersError, ImageCorrupt, InvalidValue
 from .squashfs import SUPERBLOCK_SIZE, check_layout
 
 _SUPER = struct.Struct("<IIIIIHHHHHHQQQQQQQQ")

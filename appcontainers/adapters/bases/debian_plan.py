@@ -13,7 +13,7 @@ import re
 
 import attrs
 
-from ..domain.exceptions import InvalidValue
+from ...domain.exceptions import InvalidValue
 
 BUILDER_VERSION = "1"
 VARIANT = "essential"  # Essential: yes packages only (no apt): the smallest system dpkg can run

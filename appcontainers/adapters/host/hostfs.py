@@ -140,7 +140,7 @@ class _Lock:
     def __enter__(self):
         import fcntl
 
-        from ..domain.exceptions import ContainerStateError
+        from ...domain.exceptions import ContainerStateError
 
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)

@@ -38,7 +38,7 @@ class HostNetwork:
         """Create the bridge with the gateway address if missing; idempotent."""
         present = self._show(name)
         if present is not None and present.get("linkinfo", {}).get("info_kind", "bridge") not in ("bridge",):
-            from ..domain.exceptions import InvalidValue
+            from ...domain.exceptions import InvalidValue
             raise InvalidValue(f"interface {name} exists and is not a bridge")
         for argv in bridge_plan(name, gateway, prefixlen, present):
             proc = process.run(argv, timeout=10, check=False)

@@ -11,11 +11,12 @@ import re
 import shutil
 import tempfile
 
-from ..domain.exceptions import BaseBuildFailed
+from ...domain.exceptions import BaseBuildFailed
 from . import debian_plan as dp
-from . import mountinfo, process
+from ..mounts import mountinfo
+from ..host import process
 
-AGENT_SRC = os.path.join(os.path.dirname(os.path.dirname(__file__)), "agent")
+AGENT_SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "agent")
 _BUILDER_FILES = (os.path.abspath(__file__), os.path.abspath(dp.__file__))
 _STAGE_PREFIX = "debian-"
 _STAGE_RE = re.compile(r"^debian-(\d+)-")

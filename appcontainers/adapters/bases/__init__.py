@@ -1,0 +1,1 @@
+"""Base image builders: the offline busybox base and the mmdebstrap Debian base."""

@@ -1,0 +1,1 @@
+"""ZeroMQ: the host side of each container's agent."""

@@ -1,0 +1,1 @@
+"""Root filesystems: loop squashfs + overlayfs, squashfuse + fuse-overlayfs, raw directories."""

@@ -1,0 +1,1 @@
+"""The state file (resources.json) under a lock, replaced atomically."""
