@@ -15,9 +15,14 @@ import os
 import time
 from collections.abc import Iterator
 
+from .lines import LineSplitter
+from .retry import attempts
+
 LOG = "log.jsonl"
 OLD = "log.jsonl.1"
 HEADER_TYPE = "log_start"
+# Longer than any record the agent writes (an output line of MAX_LINE bytes, JSON-escaped).
+MAX_RECORD = 8 * 1024 * 1024
 
 
 def _header_base(first_line: bytes) -> int | None:
@@ -104,21 +109,25 @@ class JsonLog:
 
 def _lines(fd: int, pos: int, base: int) -> Iterator[tuple[int, dict]]:
     """Complete records from byte pos of fd on: (logical offset just past the record, record)."""
-    pending = b""
-    while True:
-        chunk = os.pread(fd, 1024 * 1024, pos + len(pending))
-        if not chunk:
-            break
-        data = pending + chunk
-        *lines, pending = data.split(b"\n")
-        for line in lines:
-            pos += len(line) + 1
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue  # a torn line (a crash mid-write) or an offset inside a line
-            if isinstance(rec, dict) and rec.get("type") != HEADER_TYPE:
+    splitter = LineSplitter(MAX_RECORD)  # a file without newlines must not fill our memory
+    read_at = pos
+    while chunk := os.pread(fd, 1024 * 1024, read_at):
+        read_at += len(chunk)
+        for line in splitter.feed(chunk):
+            pos += len(line)
+            rec = _record(line)
+            if rec is not None:
                 yield base + pos, rec
+
+
+def _record(line: bytes) -> dict | None:
+    if not line.endswith(b"\n"):
+        return None  # a piece of a line too long to be ours
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None  # a torn line (a crash mid-write) or an offset inside a line
+    return rec if isinstance(rec, dict) and rec.get("type") != HEADER_TYPE else None
 
 
 def read_log(run_dir: str, since: int = 0, follow: bool = False, poll: float = 0.2,
@@ -127,7 +136,11 @@ def read_log(run_dir: str, since: int = 0, follow: bool = False, poll: float = 0
     offset back as `since` to resume. follow=True keeps waiting for new records (and for
     the log to appear) until should_stop() is true; rotation is followed."""
     path, old = os.path.join(run_dir, LOG), os.path.join(run_dir, OLD)
-    cur = _open_current(path, follow, poll, should_stop)
+
+    def stop() -> bool:
+        return not follow or should_stop()
+
+    cur = _open_current(path, poll, stop)
     if cur is None:
         return
     fd, base = cur
@@ -136,49 +149,54 @@ def read_log(run_dir: str, since: int = 0, follow: bool = False, poll: float = 0
             yield from _read_old(old, since, base)
             since = base
         pos = max(since - base, 0)
-        while True:
-            for end, rec in _lines(fd, pos, base):
-                pos = end - base
-                yield end, rec
-            if not follow or should_stop():
-                return
-            try:
-                st = os.stat(path)
-            except FileNotFoundError:
-                st = None
-            if st is not None and st.st_ino != os.fstat(fd).st_ino:
-                # rotated: what we hold is complete (the agent flushes before renaming)
+        for _ in attempts(poll, stop=stop):
+            while True:
                 for end, rec in _lines(fd, pos, base):
+                    pos = end - base
                     yield end, rec
-                nxt = _open_current(path, follow, poll, should_stop)
+                if stop() or not _rotated(path, fd):
+                    break
+                # rotated: what we hold is complete (the agent flushes before renaming)
+                yield from _lines(fd, pos, base)
+                nxt = _open_current(path, poll, stop)
                 if nxt is None:
                     return
                 os.close(fd)
-                fd, base = nxt
-                pos = 0
-                continue
-            time.sleep(poll)
+                (fd, base), pos = nxt, 0
     finally:
         os.close(fd)
 
 
-def _open_current(path, follow, poll, should_stop):
-    while True:
-        try:
-            # The directory is the container's: never follow a link it planted to a host file.
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except FileNotFoundError:
-            fd = None
-        if fd is not None:
-            base = _read_base(fd)
-            if base is not None:
-                return fd, base
-            if os.fstat(fd).st_size > 256:  # no header: a foreign file; read it from 0
-                return fd, 0
-            os.close(fd)  # the header is being written
-        if not follow or should_stop():
-            return None
-        time.sleep(poll)
+def _rotated(path: str, fd: int) -> bool:
+    """path now names another file than fd (the writer renamed it away)."""
+    try:
+        return os.stat(path).st_ino != os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _open_current(path: str, poll: float, stop) -> tuple[int, int] | None:
+    """(fd, base) of the current log file once it has its header; waits until stop()."""
+    for _ in attempts(poll, stop=stop):
+        opened = _try_open(path)
+        if opened is not None:
+            return opened
+    return None
+
+
+def _try_open(path: str) -> tuple[int, int] | None:
+    try:
+        # The directory is the container's: never follow a link it planted to a host file.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    base = _read_base(fd)
+    if base is not None:
+        return fd, base
+    if os.fstat(fd).st_size > 256:  # no header: a foreign file; read it from 0
+        return fd, 0
+    os.close(fd)  # the header is being written
+    return None
 
 
 def _read_old(old: str, since: int, cur_base: int) -> Iterator[tuple[int, dict]]:

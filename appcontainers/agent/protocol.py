@@ -71,7 +71,9 @@ def unb64(text: str) -> bytes:
 # -- builders (host -> agent)
 
 def run_request(cmd_id: str, argv=None, shell=None, env=None, cwd=None, stdin: bytes | None = None,
-                stdin_stream=False, timeout=None) -> dict:
+                stdin_stream=False, timeout=None, check: bool = True) -> dict:
+    """A run request; ProtocolError when it is malformed (check=False: the agent's own
+    startup commands, whose failures the runner reports as the command's)."""
     msg: dict = {"v": VERSION, "type": "run", "id": cmd_id}
     if argv is not None:
         msg["argv"] = list(argv)
@@ -87,10 +89,46 @@ def run_request(cmd_id: str, argv=None, shell=None, env=None, cwd=None, stdin: b
         msg["stdin_stream"] = True
     if timeout is not None:
         msg["timeout"] = timeout
-    return validate_request(msg)
+    return validate_request(msg) if check else msg
+
+
+def ping_request() -> dict:
+    return {"v": VERSION, "type": "ping"}
+
+
+def kill_request(cmd_id: str, signal: int = 15) -> dict:
+    return {"v": VERSION, "type": "kill", "id": cmd_id, "signal": signal}
+
+
+def stdin_message(cmd_id: str, data: bytes | None = None, eof: bool = False) -> dict:
+    """A piece of a streamed stdin; data=b"" asks only for an acknowledgement."""
+    msg: dict = {"v": VERSION, "type": "stdin", "id": cmd_id}
+    if data is not None:
+        msg["data"] = b64(data)
+    if eof:
+        msg["eof"] = True
+    return msg
 
 
 # -- builders (agent -> host)
+
+def pong_message(pid: int, uptime: float) -> dict:
+    return {"v": VERSION, "type": "pong", "pid": pid, "uptime": uptime}
+
+
+def started_message(cmd_id: str, pid: int) -> dict:
+    return {"v": VERSION, "type": "started", "id": cmd_id, "pid": pid}
+
+
+def stdin_ack_message(cmd_id: str, written: int, closed: bool) -> dict:
+    """How many streamed stdin bytes the command has been given in all; closed: it closed its stdin."""
+    return {"v": VERSION, "type": "stdin_ack", "id": cmd_id, "bytes": written, "closed": closed}
+
+
+def event(kind: str, **fields) -> dict:
+    """An event (published, and recorded in the log): command_started, agent_error, ..."""
+    return {"v": VERSION, "type": kind, **fields}
+
 
 def output_message(cmd_id: str, stream: str, seq: int, raw: bytes) -> dict:
     return {"v": VERSION, "type": "output", "id": cmd_id, "stream": stream, "seq": seq,
@@ -146,30 +184,44 @@ def _need_id(msg: dict) -> None:
         raise ProtocolError(f"{msg['type']}: missing id")
 
 
+def _is_b64(v) -> bool:
+    """A string (False otherwise) of valid base64 (ProtocolError otherwise)."""
+    if not isinstance(v, str):
+        return False
+    unb64(v)
+    return True
+
+
+def _is_timeout(t) -> bool:
+    return t is None or (not isinstance(t, bool) and isinstance(t, (int, float)) and t > 0)
+
+
+def _check_fields(msg: dict, checks) -> None:
+    """checks: (field, test, complaint); a field that is present must pass its test."""
+    for field, test, complaint in checks:
+        if field in msg and not test(msg[field]):
+            raise ProtocolError(f"{msg['type']}: {complaint}")
+
+
+_RUN_FIELDS = (
+    ("argv", lambda v: v is None or (_is_str_list(v) and bool(v) and bool(v[0])),
+     "argv must be a non-empty list of strings without NUL"),
+    ("shell", lambda v: v is None or _is_arg(v), "shell must be a string without NUL"),
+    ("env", _is_str_dict, "env must map names (no '=', no NUL) to strings"),
+    ("cwd", _is_arg, "cwd must be a string without NUL"),
+    ("stdin", _is_b64, "stdin must be a base64 string"),
+    ("stdin_stream", lambda v: isinstance(v, bool), "stdin_stream must be a boolean"),
+)
+
+
 def _check_run(msg: dict) -> None:
     _need_id(msg)
-    argv, shell = msg.get("argv"), msg.get("shell")
-    if (argv is None) == (shell is None):
+    if (msg.get("argv") is None) == (msg.get("shell") is None):
         raise ProtocolError("run: exactly one of argv and shell is needed")
-    if argv is not None and (not _is_str_list(argv) or not argv or not argv[0]):
-        raise ProtocolError("run: argv must be a non-empty list of strings without NUL")
-    if shell is not None and not _is_arg(shell):
-        raise ProtocolError("run: shell must be a string without NUL")
-    if "env" in msg and not _is_str_dict(msg["env"]):
-        raise ProtocolError("run: env must map names (no '=', no NUL) to strings")
-    if "cwd" in msg and not _is_arg(msg["cwd"]):
-        raise ProtocolError("run: cwd must be a string without NUL")
-    if "stdin" in msg:
-        if not isinstance(msg["stdin"], str):
-            raise ProtocolError("run: stdin must be a base64 string")
-        unb64(msg["stdin"])
-    if "stdin_stream" in msg and not isinstance(msg["stdin_stream"], bool):
-        raise ProtocolError("run: stdin_stream must be a boolean")
+    _check_fields(msg, _RUN_FIELDS)
     if msg.get("stdin") is not None and msg.get("stdin_stream"):
         raise ProtocolError("run: stdin and stdin_stream exclude each other")
-    t = msg.get("timeout")
-    if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0):
-        raise ProtocolError("run: timeout must be a positive number")
+    _check_fields(msg, (("timeout", _is_timeout, "timeout must be a positive number"),))
 
 
 def _check_kill(msg: dict) -> None:
@@ -181,12 +233,8 @@ def _check_kill(msg: dict) -> None:
 
 def _check_stdin(msg: dict) -> None:
     _need_id(msg)
-    if "data" in msg:
-        if not isinstance(msg["data"], str):
-            raise ProtocolError("stdin: data must be a base64 string")
-        unb64(msg["data"])
-    if "eof" in msg and not isinstance(msg["eof"], bool):
-        raise ProtocolError("stdin: eof must be a boolean")
+    _check_fields(msg, (("data", _is_b64, "data must be a base64 string"),
+                        ("eof", lambda v: isinstance(v, bool), "eof must be a boolean")))
 
 
 _CHECKS = {
@@ -196,6 +244,7 @@ _CHECKS = {
     "attach": _need_id,
     "stdin": _check_stdin,
 }
+REQUEST_TYPES = frozenset(_CHECKS)
 
 
 def validate_request(msg: dict) -> dict:

@@ -109,13 +109,12 @@ class Runner:
             self._write_stdin(cmd)
         if req.get("timeout") is not None:
             cmd.deadline = self.clock() + req["timeout"]
-        self._emit(cmd, {"v": p.VERSION, "type": "started", "id": cid, "pid": cmd.pid})
-        self._event({"type": "command_started", "id": cid, "pid": cmd.pid})
+        self._emit(cmd, p.started_message(cid, cmd.pid))
+        self._event(p.event("command_started", id=cid, pid=cmd.pid))
         self._flush(cmd)
 
     def start_startup(self, index: int, shell: str) -> None:
-        self._req_run(None, {"v": p.VERSION, "type": "run", "id": f"startup-{index}", "shell": shell},
-                      startup=True)
+        self._req_run(None, p.run_request(f"startup-{index}", shell=shell, check=False), startup=True)
 
     def _req_kill(self, peer, req):
         cmd = self.commands.get(req["id"])
@@ -306,7 +305,7 @@ class Runner:
             elif result == AGAIN:
                 return
             else:  # the requester is gone: the command goes on, into the log only
-                self.log.write({"v": p.VERSION, "type": "peer_gone", "id": cmd.id})
+                self.log.write(p.event("peer_gone", id=cmd.id))
                 cmd.peer = None
         cmd.queue.clear()
 
@@ -330,8 +329,7 @@ class Runner:
             # Credit for a streaming sender: it keeps at most a window of bytes unacknowledged,
             # so a command that reads slowly cannot make the agent (pid 1) buffer without end.
             cmd.stdin_written += written
-            self.reply(cmd.peer, {"v": p.VERSION, "type": "stdin_ack", "id": cmd.id,
-                                  "bytes": cmd.stdin_written, "closed": closed})
+            self.reply(cmd.peer, p.stdin_ack_message(cmd.id, cmd.stdin_written, closed))
 
     def _finish(self, cmd: Command) -> None:
         """Record the exit once the process is reaped and its pipes are closed; forget the
@@ -345,11 +343,10 @@ class Runner:
             sig = os.WTERMSIG(cmd.status) if os.WIFSIGNALED(cmd.status) else None
             msg = p.exit_message(cmd.id, code, sig, cmd.timed_out)
             self._emit(cmd, msg)
-            self._event({"type": "command_exited", "id": cmd.id, "code": code, "signal": sig,
-                         "timed_out": cmd.timed_out})
+            self._event(p.event("command_exited", id=cmd.id, code=code, signal=sig, timed_out=cmd.timed_out))
             if cmd.startup and code != 0 and not self.stopping:
-                event = {"type": "startup_failed", "id": cmd.id, "code": code, "signal": sig}
-                self.log.write({"v": p.VERSION, **event})
+                event = p.event("startup_failed", id=cmd.id, code=code, signal=sig)
+                self.log.write(event)
                 self._event(event)
             self.finished[cmd.id] = msg
             while len(self.finished) > KEEP_FINISHED:

@@ -31,6 +31,8 @@ class Agent:
         self.stop_requested = False
         self.subscriptions: collections.Counter[bytes] = collections.Counter()
         self.pollout_useless = False
+        self.stop_at: float | None = None  # stopping: when SIGTERM gives way to SIGKILL
+        self.kill_at: float | None = None  # and when we stop waiting for the killed
 
     # -- zmq glue for the runner
 
@@ -55,7 +57,7 @@ class Agent:
             pass  # a slow subscriber misses events; it never slows the agent
 
     def _record(self, event: dict, publish: bool = True) -> None:
-        self.log.write({"v": p.VERSION, **event})
+        self.log.write(event if event.get("v") == p.VERSION else {"v": p.VERSION, **event})
         if publish:
             self._publish(b"event", p.encode(event))
 
@@ -107,59 +109,75 @@ class Agent:
         self.stop_requested = True
 
     def _loop(self, wake_r: int) -> None:
-        runner, router = self.runner, self.router
-        stop_at = kill_at = None
         while True:
-            reads, writes, blocked = runner.wants()
-            poller = zmq.Poller()
-            poller.register(router, zmq.POLLIN | (zmq.POLLOUT if blocked and not self.pollout_useless else 0))
-            poller.register(self.pub, zmq.POLLIN)
-            poller.register(wake_r, zmq.POLLIN)
-            for fd in reads:
-                poller.register(fd, zmq.POLLIN)
-            for fd in writes:
-                poller.register(fd, zmq.POLLOUT)
-            timeout = runner.next_timeout()
-            if blocked and self.pollout_useless:
-                timeout = 0.01 if timeout is None else min(timeout, 0.01)
-            for t in (stop_at, kill_at):
-                if t is not None:
-                    left = max(0.0, t - time.monotonic())
-                    timeout = left if timeout is None else min(timeout, left)
+            reads, writes, blocked = self.runner.wants()
             self.log.flush()
-            events = dict(poller.poll(None if timeout is None else timeout * 1000))
-            if wake_r in events:
-                _drain(wake_r)
-            runner.reap()
-            if events.get(router, 0) & zmq.POLLIN:
-                self._requests()
-            if self.pub in events:
-                self._subscriptions()
-            for fd in reads:
-                if fd in events:
-                    runner.on_readable(fd)
-            for fd in writes:
-                if fd in events:
-                    runner.on_writable(fd)
-            if blocked:
-                progress = runner.flush_blocked()
-                self.pollout_useless = bool(events.get(router, 0) & zmq.POLLOUT) and not progress
-            runner.tick()
-            # stopping: SIGTERM everything, SIGKILL after the grace, then record and leave
-            now = time.monotonic()
-            if self.stop_requested and stop_at is None:
-                stop_at = now + self.stop_grace
-                runner.stopping = True
-                self._record({"type": "agent_stopping", "pid": os.getpid()})
-                runner.signal_all(signal.SIGTERM)
-            if stop_at is not None:
-                if kill_at is None and now >= stop_at:
-                    kill_at = now + KILL_WAIT
-                    runner.signal_all(signal.SIGKILL)
-                if not runner.live() or (kill_at is not None and now >= kill_at):
-                    runner.finish_all()
-                    self._record({"type": "agent_stopped", "pid": os.getpid()})
-                    return
+            events = self._poll(wake_r, reads, writes, blocked)
+            self._serve(events, wake_r, reads, writes, blocked)
+            if self._stopped():
+                return
+
+    def _poll(self, wake_r: int, reads: list[int], writes: list[int], blocked: bool) -> dict:
+        """Wait for a socket, a pipe, a signal or the next deadline: {what is ready: its events}."""
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN | (zmq.POLLOUT if blocked and not self.pollout_useless else 0))
+        poller.register(self.pub, zmq.POLLIN)
+        poller.register(wake_r, zmq.POLLIN)
+        for fd in reads:
+            poller.register(fd, zmq.POLLIN)
+        for fd in writes:
+            poller.register(fd, zmq.POLLOUT)
+        timeout = self._timeout(blocked)
+        return dict(poller.poll(None if timeout is None else timeout * 1000))
+
+    def _timeout(self, blocked: bool) -> float | None:
+        """Seconds until something is due (a command's deadline, a stop step), None: nothing is."""
+        due = [self.runner.next_timeout()]
+        if blocked and self.pollout_useless:
+            due.append(0.01)  # the peer's queue cannot tell us when it drains: look again soon
+        now = time.monotonic()
+        due += [max(0.0, t - now) for t in (self.stop_at, self.kill_at) if t is not None]
+        due = [t for t in due if t is not None]
+        return min(due) if due else None
+
+    def _serve(self, events: dict, wake_r: int, reads: list[int], writes: list[int], blocked: bool) -> None:
+        runner = self.runner
+        if wake_r in events:
+            _drain(wake_r)
+        runner.reap()
+        if events.get(self.router, 0) & zmq.POLLIN:
+            self._requests()
+        if self.pub in events:
+            self._subscriptions()
+        for fd in reads:
+            if fd in events:
+                runner.on_readable(fd)
+        for fd in writes:
+            if fd in events:
+                runner.on_writable(fd)
+        if blocked:
+            progress = runner.flush_blocked()
+            self.pollout_useless = bool(events.get(self.router, 0) & zmq.POLLOUT) and not progress
+        runner.tick()
+
+    def _stopped(self) -> bool:
+        """Stopping: SIGTERM everything, SIGKILL after the grace, then record; True: leave."""
+        runner, now = self.runner, time.monotonic()
+        if self.stop_requested and self.stop_at is None:
+            self.stop_at = now + self.stop_grace
+            runner.stopping = True
+            self._record(p.event("agent_stopping", pid=os.getpid()))
+            runner.signal_all(signal.SIGTERM)
+        if self.stop_at is None:
+            return False
+        if self.kill_at is None and now >= self.stop_at:
+            self.kill_at = now + KILL_WAIT
+            runner.signal_all(signal.SIGKILL)
+        if runner.live() and (self.kill_at is None or now < self.kill_at):
+            return False
+        runner.finish_all()
+        self._record(p.event("agent_stopped", pid=os.getpid()))
+        return True
 
     def _requests(self) -> None:
         for _ in range(MAX_REQUESTS_PER_TURN):
@@ -181,21 +199,23 @@ class Agent:
             except p.ProtocolError as e:
                 self._foreign(str(e), payload)
                 cid = msg.get("id") if isinstance(msg.get("id"), str) else None
-                reason = "unknown" if msg["type"] not in ("run", "ping", "kill", "attach", "stdin") else "invalid"
+                reason = "unknown" if msg["type"] not in p.REQUEST_TYPES else "invalid"
                 self.runner.reply(peer, p.error_message(str(e), cid, reason))
                 continue
-            if msg["type"] == "ping":
-                self.runner.reply(peer, {"v": p.VERSION, "type": "pong", "pid": os.getpid(),
-                                         "uptime": round(time.monotonic() - self.started, 3)})
-                continue
-            try:
-                self.runner.handle(peer, msg)
-            except Exception as e:  # noqa: BLE001 -- one bad request must not end init
-                self._record({"type": "agent_error", "message": f"{msg['type']} failed: {e!r}"}, publish=False)
-                self.runner.reply(peer, p.error_message(f"{msg['type']} failed: {e}", msg.get("id"), "failed"))
+            self._request(peer, msg)
+
+    def _request(self, peer: bytes, msg: dict) -> None:
+        """A valid request: ping is answered here, the rest by the runner."""
+        if msg["type"] == "ping":
+            return self.runner.reply(peer, p.pong_message(os.getpid(), round(time.monotonic() - self.started, 3)))
+        try:
+            self.runner.handle(peer, msg)
+        except Exception as e:  # noqa: BLE001 -- one bad request must not end init
+            self._record(p.event("agent_error", message=f"{msg['type']} failed: {e!r}"), publish=False)
+            self.runner.reply(peer, p.error_message(f"{msg['type']} failed: {e}", msg.get("id"), "failed"))
 
     def _foreign(self, message: str, payload: bytes) -> None:
-        self._record({"type": "agent_error", "message": message, "sample": repr(payload[:80])}, publish=False)
+        self._record(p.event("agent_error", message=message, sample=repr(payload[:80])), publish=False)
 
     def _subscriptions(self) -> None:
         while True:

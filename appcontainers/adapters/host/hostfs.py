@@ -9,6 +9,7 @@ import stat
 import tempfile
 
 from . import rootfs_files
+from .filelock import flocked
 
 
 class HostFs:
@@ -133,31 +134,9 @@ class HostFs:
         return rootfs_files.extract_archive(root, dest, archive, shift)
 
 
-class _Lock:
-    def __init__(self, path, wait=True):
-        self.path, self.wait = path, wait
-
-    def __enter__(self):
-        import fcntl
-
-        from ...domain.exceptions import ContainerStateError
-
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            os.close(self.fd)
-            raise ContainerStateError(f"{os.path.basename(self.path)} is held by another process") from None
-        return self
-
-    def __exit__(self, *exc):
-        os.close(self.fd)
-
-
-def lock(path: str, wait: bool = True) -> _Lock:
-    """An exclusive cross-process lock held for a with-block."""
-    return _Lock(path, wait)
+def lock(path: str, wait: bool = True):
+    """An exclusive cross-process lock held for a with-block; see filelock.flocked."""
+    return flocked(path, wait=wait)
 
 
 HostFs.lock = staticmethod(lock)

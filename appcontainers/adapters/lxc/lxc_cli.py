@@ -5,6 +5,7 @@ import os
 import shutil
 import time
 
+from ...agent.retry import attempts
 from ...domain.exceptions import ContainerStateError, CommandTimeout
 from ..host import process
 
@@ -61,14 +62,11 @@ class LxcDriver:
         return int(out) if proc.returncode == 0 and out.isdigit() else None
 
     def _wait(self, name: str, want: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
+        for _ in attempts(0.02, time.monotonic() + timeout):
             current = self.state(name)
             if current == want:
                 return
-            if time.monotonic() > deadline:
-                raise CommandTimeout(f"waiting for container {name} to be {want} (it is {current})", timeout)
-            time.sleep(0.02)
+        raise CommandTimeout(f"waiting for container {name} to be {want} (it is {current})", timeout)
 
     def start(self, name: str, timeout: float) -> None:
         log = os.path.join(self._dir(name), "lxc.log")

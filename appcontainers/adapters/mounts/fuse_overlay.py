@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 
+from ...agent.retry import attempts
 from ...domain.exceptions import AppContainersError, CommandFailed, InvalidValue, ToolMissing
 from ..host import process
 from .mountinfo import fstype, is_mountpoint, mounts_under
@@ -71,7 +72,7 @@ def fuse_available() -> bool:
 
 def _unmount(point: str, deadline: float) -> None:
     """Unmount one mount point, retrying while it is busy (a daemon above it still exiting)."""
-    while True:
+    for _ in attempts(0.05, deadline):
         kind = fstype(point)
         if kind is None:
             return
@@ -82,12 +83,11 @@ def _unmount(point: str, deadline: float) -> None:
         try:
             process.run(argv, timeout=60)
             return
-        except CommandFailed:
+        except CommandFailed as e:
             if fstype(point) is None:
                 return
-            if time.monotonic() >= deadline:
-                raise
-        time.sleep(0.05)
+            failure = e
+    raise failure
 
 
 class FuseMounter:

@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
+import logging
 import os
 import tempfile
 
 from ...domain.exceptions import AppContainersError, InvalidValue, StateCorrupt
 from ...domain.network import parse_network
 from ...domain.state import SCHEMA_VERSION, State
+from ..host.filelock import flocked
+
+log = logging.getLogger("appcontainers.state")
 
 
 class JsonStore:
@@ -26,16 +29,6 @@ class JsonStore:
         self.lock_path = path + ".lock"
         self._cache: tuple[State, bytes] | None = None  # (parsed state, the bytes it came from)
         self._memo: dict[int, tuple[object, str]] = {}  # id(record) -> (record, its JSON)
-
-    @contextlib.contextmanager
-    def _locked(self, mode: int):
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, mode)
-            yield
-        finally:
-            os.close(fd)  # closing drops the lock
 
     def _load(self) -> tuple[State, bytes]:
         """The state and the bytes it came from. Bytes this process already parsed are not
@@ -126,14 +119,40 @@ class JsonStore:
 
     @contextlib.contextmanager
     def transaction(self):
-        """Yields the State under an exclusive lock; saves it if the block ends cleanly."""
-        with self._locked(fcntl.LOCK_EX):
+        """Yields the State under an exclusive lock; saves it if the block ends cleanly.
+
+        A saved change is logged at info (logger "appcontainers.state"), briefly."""
+        with flocked(self.lock_path):
             state, raw = self._load()
+            before = state.copy() if log.isEnabledFor(logging.INFO) else None
             yield state
             data = self._encode(state)
             if data != raw:
                 self._save(state, data)
+                if before is not None:
+                    log.info("%s: %s", self.path, describe_change(before, state))
 
     def read(self) -> State:
-        with self._locked(fcntl.LOCK_SH):
+        with flocked(self.lock_path, shared=True):
             return self._load()[0]
+
+
+def describe_change(before: State, after: State) -> str:
+    """What a transaction changed, briefly: "reservations +web ~db; addresses +web"
+    (+ added, - removed, ~ changed; image ids cut to 12 characters)."""
+    sections = {
+        "reservations": (before.reservations, after.reservations, None),
+        "images": (before.images, after.images, 12),
+        "operations": (before.operations, after.operations, None),
+        "addresses": (before.pool.allocations(), after.pool.allocations(), None),
+    }
+    parts = [f"{name} {marks}" for name, (old, new, width) in sections.items() if (marks := _marks(old, new, width))]
+    return "; ".join(parts) or "rewritten, no record changed"
+
+
+def _marks(old: dict, new: dict, width: int | None) -> str:
+    changed = (k for k in old.keys() & new.keys() if old[k] is not new[k] and old[k] != new[k])
+    marks = [f"+{k[:width]}" for k in sorted(new.keys() - old.keys())]
+    marks += [f"-{k[:width]}" for k in sorted(old.keys() - new.keys())]
+    marks += [f"~{k[:width]}" for k in sorted(changed)]
+    return " ".join(marks)
