@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from hypothesis import given
@@ -49,10 +50,39 @@ class TestEncoding:
         p.exit_message("x", None, 9, True),
         p.error_message("bad", "x", "invalid"),
         {"v": 1, "type": "pong", "pid": 1, "uptime": 0.5},
+        p.pong_message(1, 0.5),
+        p.started_message("x", 42),
+        p.stdin_ack_message("x", 100, False),
+        p.event("command_exited", id="x", code=0, signal=None, timed_out=False),
     ])
     def test_replies_round_trip(self, msg):
         """Agent replies decode to what was encoded."""
         assert p.decode(p.encode(msg)) == msg
+
+    @pytest.mark.parametrize("msg", [
+        p.ping_request(),
+        p.kill_request("x"),
+        p.kill_request("x", 9),
+        p.stdin_message("x", b"\x00\xffdata"),
+        p.stdin_message("x", b""),
+        p.stdin_message("x", eof=True),
+        p.run_request("x", shell="true"),
+    ])
+    def test_built_requests_are_valid(self, msg):
+        """Every request builder makes a message the agent accepts, unchanged by the wire."""
+        assert p.validate_request(p.decode(p.encode(msg))) == msg
+
+    def test_stdin_message_fields(self):
+        """Data travels as base64; b"" only asks for an acknowledgement; eof only when set."""
+        assert p.stdin_message("x", b"hi") == {"v": 1, "type": "stdin", "id": "x", "data": "aGk="}
+        assert p.stdin_message("x", b"")["data"] == ""
+        assert p.stdin_message("x", eof=True) == {"v": 1, "type": "stdin", "id": "x", "eof": True}
+
+    def test_unchecked_run_request_is_left_to_the_runner(self):
+        """check=False builds a request validation would refuse (a startup command with a NUL)."""
+        with pytest.raises(p.ProtocolError):
+            p.run_request("startup-0", shell="a\0b")
+        assert p.run_request("startup-0", shell="a\0b", check=False)["shell"] == "a\0b"
 
     def test_encode_sets_the_version(self):
         """encode() adds "v": 1 when a builder left it out."""
@@ -105,6 +135,23 @@ class TestRejection:
         with pytest.raises(p.ProtocolError) as err:
             p.validate_request({"v": 1, **msg})
         assert str(err.value)
+
+    @pytest.mark.parametrize("msg, reason", [
+        ({"type": "run", "id": "a", "argv": [], "shell": "true"}, "run: exactly one of argv and shell is needed"),
+        ({"type": "run", "id": "a", "argv": [], "env": 1}, "run: argv must be a non-empty list"),
+        ({"type": "run", "id": "a", "shell": "x", "env": 1, "cwd": 1}, "run: env must map names"),
+        ({"type": "run", "id": "a", "shell": "x", "stdin": 5}, "run: stdin must be a base64 string"),
+        ({"type": "run", "id": "a", "shell": "x", "stdin": "!!"}, "invalid base64"),
+        ({"type": "run", "id": "a", "shell": "x", "stdin": "", "stdin_stream": True, "timeout": 0},
+         "run: stdin and stdin_stream exclude each other"),
+        ({"type": "run", "id": "a", "shell": "x", "timeout": float("nan")}, "run: timeout must be a positive"),
+        ({"type": "stdin", "id": "a", "data": 1, "eof": 1}, "stdin: data must be a base64 string"),
+        ({"type": "stdin", "id": "a", "eof": 1}, "stdin: eof must be a boolean"),
+    ])
+    def test_the_first_problem_is_the_reason(self, msg, reason):
+        """Fields are checked in a fixed order; the reason names the first bad one."""
+        with pytest.raises(p.ProtocolError, match="^" + re.escape(reason)):
+            p.validate_request({"v": 1, **msg})
 
     @pytest.mark.parametrize("msg", [
         {"type": "ping"},
