@@ -57,7 +57,7 @@ class Agent:
             pass  # a slow subscriber misses events; it never slows the agent
 
     def _record(self, event: dict, publish: bool = True) -> None:
-        self.log.write(event if event.get("v") == p.VERSION else {"v": p.VERSION, **event})
+        self.log.write({"v": p.VERSION, **event})
         if publish:
             self._publish(b"event", p.encode(event))
 
@@ -93,9 +93,9 @@ class Agent:
         signal.signal(signal.SIGCHLD, _nothing)
         signal.signal(signal.SIGHUP, _nothing)
         self.runner = Runner(self._send, self.log, self._publish, config["environment"], reap_any=True)
-        self._record({"type": "agent_started", "pid": os.getpid(), "dir": self.dir})
+        self._record(p.event("agent_started", pid=os.getpid(), dir=self.dir))
         for problem in problems:
-            self._record({"type": "agent_error", "message": problem}, publish=False)
+            self._record(p.event("agent_error", message=problem), publish=False)
         for i, shell in enumerate(config["startup_commands"]):
             self.runner.start_startup(i, shell)
         _write_ready(self.dir)
