@@ -132,12 +132,12 @@ class Agent:
 
     def _timeout(self, blocked: bool) -> float | None:
         """Seconds until something is due (a command's deadline, a stop step), None: nothing is."""
-        due = [self.runner.next_timeout()]
+        now = time.monotonic()
+        due = [max(0.0, t - now) for t in (self.stop_at, self.kill_at) if t is not None]
+        if (t := self.runner.next_timeout()) is not None:
+            due.append(t)
         if blocked and self.pollout_useless:
             due.append(0.01)  # the peer's queue cannot tell us when it drains: look again soon
-        now = time.monotonic()
-        due += [max(0.0, t - now) for t in (self.stop_at, self.kill_at) if t is not None]
-        due = [t for t in due if t is not None]
         return min(due) if due else None
 
     def _serve(self, events: dict, wake_r: int, reads: list[int], writes: list[int], blocked: bool) -> None:

@@ -126,6 +126,11 @@ class HostFs:
         os.chmod(staged, mode)
         os.rename(staged, path)
 
+    @staticmethod
+    def lock(path: str, wait: bool = True):
+        """An exclusive cross-process lock held for a with-block (see filelock.flocked)."""
+        return flocked(path, wait=wait)
+
     # Inside a container's root: never leaves it.
     def write_in_root(self, root: str, path: str, data: bytes, mode: int, shift: int = 0) -> None:
         rootfs_files.write_file(root, path, data, mode, shift=shift)
@@ -133,10 +138,3 @@ class HostFs:
     def extract_in_root(self, root: str, dest: str, archive: str, shift: int = 0) -> int:
         return rootfs_files.extract_archive(root, dest, archive, shift)
 
-
-def lock(path: str, wait: bool = True):
-    """An exclusive cross-process lock held for a with-block; see filelock.flocked."""
-    return flocked(path, wait=wait)
-
-
-HostFs.lock = staticmethod(lock)

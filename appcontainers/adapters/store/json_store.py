@@ -140,7 +140,7 @@ class JsonStore:
 def describe_change(before: State, after: State) -> str:
     """What a transaction changed, briefly: "reservations +web ~db; addresses +web"
     (+ added, - removed, ~ changed; image ids cut to 12 characters)."""
-    sections = {
+    sections: dict[str, tuple[dict, dict, int | None]] = {
         "reservations": (before.reservations, after.reservations, None),
         "images": (before.images, after.images, 12),
         "operations": (before.operations, after.operations, None),
