@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import attrs
 
+from appcontainers.domain.operations import SaveOp
 from tests.fakes import make_service
 
 
@@ -81,8 +82,7 @@ class TestReconcile:
         svc = make_service()
         svc.provision(name="web")
         with svc.ports.repo.transaction() as state:
-            state.operations["save-1"] = {"kind": "save", "owner": "dead", "container": "web",
-                                          "frozen": False, "dest": "/out/web.aimg"}
+            state.begin(SaveOp(id="save-1", owner="dead", container="web", frozen=False, dest="/out/web.aimg"))
         svc.ports.fs.files["/out/.web.aimg.abc.tmp"] = b"partial"
         svc.ports.fs.dirs.add("/out")
         svc.reconcile()
