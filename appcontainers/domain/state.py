@@ -1,6 +1,8 @@
 """The whole persisted state: reservations, the address pool and the images."""
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 from .exceptions import AppContainersError, InvalidValue, NameTaken, UnknownContainer
@@ -82,7 +84,7 @@ class State:
         users += [f"image {i.id[:12]} ({i.name})" for i in self.images.values() if i.parent == image_id]
         return users
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION,
             "pool": self.pool.to_dict(),
@@ -92,7 +94,7 @@ class State:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "State":
+    def from_dict(cls, data: dict[str, Any]) -> "State":
         if not isinstance(data, dict):
             raise InvalidValue("state is not a JSON object")
         version = data.get("schema_version")

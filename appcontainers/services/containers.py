@@ -19,6 +19,8 @@ from .ports import Ports
 from .result import RunResult
 from . import plans
 
+EditCommands = Callable[[list[str]], list[str]]  # a container's startup commands -> the new ones
+
 
 class ContainerService:
     """Every container operation; the Python API's Service and Container call these."""
@@ -415,14 +417,14 @@ class ContainerService:
 
         return self._edit_startup_commands(name, remove)
 
-    def _edit_startup_commands(self, name: str, edit: Callable[[list[str]], list[str]]) -> tuple[str, ...]:
+    def _edit_startup_commands(self, name: str, edit: EditCommands) -> tuple[str, ...]:
         """Read, change and write the commands in one transaction: two processes editing at
         once both keep their change (an edit raising leaves the state as it was)."""
         with self.p.repo.transaction() as state:
-            r = state.get(name)
-            r = attrs.evolve(r, startup_commands=edit(list(r.startup_commands)))
-            state.put(r)
-            return r.startup_commands
+            old: Reservation = state.get(name)
+            new = attrs.evolve(old, startup_commands=edit(list(old.startup_commands)))
+            state.put(new)
+            return new.startup_commands
 
     # ---- monitoring -----------------------------------------------------------------
     def logs(self, name: str, since: int = 0, follow: bool = False):

@@ -8,7 +8,7 @@ import attrs
 from ..domain.exceptions import (ContainerStateError, ImageCorrupt, InUse, InvalidValue, UnknownImage)
 from ..domain.image import FORMAT_VERSION, Image, Manifest, lineage, validate_image_name
 from ..domain.operations import ImportStaging, LoadMoveOp, SaveOp
-from ..domain.reservation import READY
+from ..domain.reservation import READY, Reservation
 from . import plans
 from .faults import checkpoint
 
@@ -72,7 +72,7 @@ class ImageService:
                     source = self.layout.view(name)
                     self.p.mounters["fuse"].mount_view([self.containers.upper(r), *layers], source)
                     viewing = True
-                image_id = self.p.codec.pack(source, manifest, path,
+                image_id: str = self.p.codec.pack(source, manifest, path,
                                              level=level or self.p.settings.squashfs_level, progress=progress)
                 checkpoint("save.packed")
             finally:
@@ -165,7 +165,7 @@ class ImageService:
         self._forget_move(moved)
 
     def load(self, path: str, ephemeral: bool = False, name: str | None = None, raw: bool = False,
-             move: bool = False):
+             move: bool = False) -> Reservation:
         image, staged, moved = self._import(os.path.abspath(path), move=move)
         try:
             if image.parent is not None:
