@@ -1,11 +1,14 @@
 """The whole persisted state: reservations, the address pool and the images."""
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 from .exceptions import AppContainersError, InvalidValue, NameTaken, UnknownContainer
 from .image import Image
 from .network import AddressPool
+from .operations import Operation, operation_from_dict
 from .reservation import Reservation
 
 SCHEMA_VERSION = 1
@@ -16,9 +19,9 @@ class State:
     pool: AddressPool
     reservations: dict[str, Reservation] = attrs.Factory(dict)
     images: dict[str, Image] = attrs.Factory(dict)
-    # Unfinished multi-step operations other than provision/destroy (e.g. a save), by id:
-    # {"kind": ..., "owner": hostproc token, ...details}; reconcile finishes or undoes them.
-    operations: dict[str, dict] = attrs.Factory(dict)
+    # Unfinished multi-step operations other than provision/destroy (e.g. a save), by id;
+    # reconcile undoes those whose process is gone.
+    operations: dict[str, Operation] = attrs.Factory(dict)
 
     @classmethod
     def empty(cls, network: str) -> "State":
@@ -27,7 +30,15 @@ class State:
     def copy(self) -> "State":
         """An independent copy (the records are immutable; the containers are not)."""
         return State(pool=self.pool.copy(), reservations=dict(self.reservations), images=dict(self.images),
-                     operations={k: dict(v) for k, v in self.operations.items()})
+                     operations=dict(self.operations))
+
+    def begin(self, op: Operation) -> None:
+        """Record an operation in progress (or its next step: a record of the same id is replaced)."""
+        self.operations[op.id] = op
+
+    def end(self, op_id: str) -> None:
+        """Forget an operation: it finished, or was undone."""
+        self.operations.pop(op_id, None)
 
     def macs(self) -> set[str]:
         return {r.mac for r in self.reservations.values()}
@@ -73,17 +84,17 @@ class State:
         users += [f"image {i.id[:12]} ({i.name})" for i in self.images.values() if i.parent == image_id]
         return users
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION,
             "pool": self.pool.to_dict(),
             "reservations": {n: r.to_dict() for n, r in sorted(self.reservations.items())},
             "images": {i: img.to_dict() for i, img in sorted(self.images.items())},
-            "operations": {k: dict(v) for k, v in sorted(self.operations.items())},
+            "operations": {k: v.to_dict() for k, v in sorted(self.operations.items())},
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "State":
+    def from_dict(cls, data: dict[str, Any]) -> "State":
         if not isinstance(data, dict):
             raise InvalidValue("state is not a JSON object")
         version = data.get("schema_version")
@@ -105,4 +116,8 @@ class State:
         ops = data.get("operations", {})
         if not isinstance(ops, dict) or not all(isinstance(v, dict) for v in ops.values()):
             raise InvalidValue("malformed operations record")
-        return cls(pool=pool, reservations=res, images=imgs, operations={str(k): dict(v) for k, v in ops.items()})
+        try:
+            operations = {str(k): operation_from_dict(str(k), v) for k, v in ops.items()}
+        except (IndexError, TypeError, ValueError) as e:
+            raise InvalidValue(f"malformed operations record: {e!r}") from None
+        return cls(pool=pool, reservations=res, images=imgs, operations=operations)

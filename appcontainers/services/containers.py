@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from typing import Callable, Iterable
 
 import attrs
 
@@ -17,6 +18,8 @@ from .faults import checkpoint
 from .ports import Ports
 from .result import RunResult
 from . import plans
+
+EditCommands = Callable[[list[str]], list[str]]  # a container's startup commands -> the new ones
 
 
 class ContainerService:
@@ -96,7 +99,7 @@ class ContainerService:
             self.materialize(r)
             checkpoint("provision.materialized")
         except BaseException:
-            self._undo(r.name)
+            self.roll_back(r.name)
             raise
         return self.mark_ready(r.name)
 
@@ -189,13 +192,12 @@ class ContainerService:
         context["files"] = mounts
         self.p.driver.create(r.name, self.p.skeletons.render_config(context))
 
-    def _undo(self, name: str) -> None:
-        """Roll a half-made container back; never raises over the original error."""
+    def roll_back(self, name: str) -> None:
+        """Remove a half-made container (a failed provision or load); call it from an error
+        handler: it never raises over the original error."""
         try:
             self.teardown(name)
-        except AppContainersError:
-            pass
-        except OSError:
+        except (AppContainersError, OSError):
             pass
 
     # ---- lookup ---------------------------------------------------------------------
@@ -393,28 +395,36 @@ class ContainerService:
                 if frozen:
                     self.p.driver.unfreeze(name)
 
-    def set_startup_commands(self, name: str, commands) -> tuple[str, ...]:
-        with self.p.repo.transaction() as state:
-            r = attrs.evolve(state.get(name), startup_commands=commands)
-            state.put(r)
-            return r.startup_commands
+    def set_startup_commands(self, name: str, commands: Iterable[str]) -> tuple[str, ...]:
+        return self._edit_startup_commands(name, lambda _old: list(commands))
 
     def add_startup_command(self, name: str, command: str) -> tuple[str, ...]:
         if not isinstance(command, str):
             raise InvalidValue("a startup command is one shell string")
-        return self.set_startup_commands(name, [*self.get(name).startup_commands, command])
+        return self._edit_startup_commands(name, lambda old: [*old, command])
 
-    def remove_startup_command(self, name: str, index_or_command) -> tuple[str, ...]:
-        cmds = list(self.get(name).startup_commands)
-        if isinstance(index_or_command, int):
-            if not 0 <= index_or_command < len(cmds):
-                raise InvalidValue(f"container {name} has no startup command #{index_or_command}")
-            del cmds[index_or_command]
-        elif index_or_command in cmds:
-            cmds.remove(index_or_command)
-        else:
-            raise InvalidValue(f"container {name} has no startup command {index_or_command!r}")
-        return self.set_startup_commands(name, cmds)
+    def remove_startup_command(self, name: str, index_or_command: int | str) -> tuple[str, ...]:
+        def remove(cmds: list[str]) -> list[str]:
+            if isinstance(index_or_command, int):
+                if not 0 <= index_or_command < len(cmds):
+                    raise InvalidValue(f"container {name} has no startup command #{index_or_command}")
+                del cmds[index_or_command]
+            elif index_or_command in cmds:
+                cmds.remove(index_or_command)
+            else:
+                raise InvalidValue(f"container {name} has no startup command {index_or_command!r}")
+            return cmds
+
+        return self._edit_startup_commands(name, remove)
+
+    def _edit_startup_commands(self, name: str, edit: EditCommands) -> tuple[str, ...]:
+        """Read, change and write the commands in one transaction: two processes editing at
+        once both keep their change (an edit raising leaves the state as it was)."""
+        with self.p.repo.transaction() as state:
+            old: Reservation = state.get(name)
+            new = attrs.evolve(old, startup_commands=edit(list(old.startup_commands)))
+            state.put(new)
+            return new.startup_commands
 
     # ---- monitoring -----------------------------------------------------------------
     def logs(self, name: str, since: int = 0, follow: bool = False):

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import os
 
+import attrs
+
 from ..domain.exceptions import (ContainerStateError, ImageCorrupt, InUse, InvalidValue, UnknownImage)
 from ..domain.image import FORMAT_VERSION, Image, Manifest, lineage, validate_image_name
-from ..domain.reservation import READY
+from ..domain.operations import ImportStaging, LoadMoveOp, SaveOp
+from ..domain.reservation import READY, Reservation
 from . import plans
 from .faults import checkpoint
 
@@ -49,12 +52,11 @@ class ImageService:
         self.containers.ensure_mounted(r)
         source = self.layout.rootfs(name) if flatten else self.containers.upper(r)
         running = self.p.driver.state(name) == "RUNNING"
-        op_id = f"save-{os.getpid()}-{self.p.rng.getrandbits(32):08x}"
+        op = SaveOp(id=f"save-{os.getpid()}-{self.p.rng.getrandbits(32):08x}", owner=self.p.procs.token(),
+                    container=name, dest=path, frozen=running)
         with self.p.repo.transaction() as state:
-            # The intent: if this process dies, reconcile thaws the container and removes the
-            # codec's temp files (.<basename>.*.tmp next to path).
-            state.operations[op_id] = {"kind": "save", "owner": self.p.procs.token(), "container": name,
-                                       "frozen": running, "dest": path}
+            # The intent: if this process dies, reconcile undoes it (services/undo.py).
+            state.begin(op)
         checkpoint("save.recorded")
         frozen = viewing = False
         try:
@@ -70,7 +72,7 @@ class ImageService:
                     source = self.layout.view(name)
                     self.p.mounters["fuse"].mount_view([self.containers.upper(r), *layers], source)
                     viewing = True
-                image_id = self.p.codec.pack(source, manifest, path,
+                image_id: str = self.p.codec.pack(source, manifest, path,
                                              level=level or self.p.settings.squashfs_level, progress=progress)
                 checkpoint("save.packed")
             finally:
@@ -82,11 +84,11 @@ class ImageService:
                         self.p.mounters["fuse"].unmount_view(source)
         finally:
             with self.p.repo.transaction() as state:
-                state.operations.pop(op_id, None)
+                state.end(op.id)
         return image_id
 
     # ---- load -------------------------------------------------------------------------
-    def _import(self, path: str, move: bool = False) -> tuple[Image, str | None, dict | None]:
+    def _import(self, path: str, move: bool = False) -> tuple[Image, str | None, LoadMoveOp | None]:
         """Verify path and stage it in the store: (image, staged temp file or None, the move
         record if the caller's file itself was moved: put back if the load fails)."""
         if not self.p.fs.is_file(path):
@@ -99,25 +101,10 @@ class ImageService:
             self.p.codec.verify(path)
             return state.images[image_id], None, None
         self.p.fs.make_dirs(self.layout.user_images)
-        owner = self.p.procs.token().replace(":", "+")  # reconcile removes it once we are gone
-        tmp = os.path.join(self.layout.user_images,
-                           f".import-{image_id[:16]}@{owner}.{self.p.rng.getrandbits(32):08x}.tmp")
-        moved = None
-        if move:
-            # The file itself goes into the store (no copy) when it is on the same filesystem.
-            # The intent comes first: if we die, reconcile puts the file back where it was.
-            moved = {"kind": "load-move", "owner": self.p.procs.token(), "staged": tmp,
-                     "restore": path, "image": image_id, "id": f"move-{tmp.rsplit('.', 2)[-2]}"}
-            with self.p.repo.transaction() as st:
-                st.operations[moved["id"]] = dict(moved)
-            file_owner = self.p.fs.try_move(path, tmp)
-            if file_owner is None:
-                self._forget_move(moved)
-                moved = None
-            else:
-                moved["file_owner"] = list(file_owner)
-                with self.p.repo.transaction() as st:
-                    st.operations[moved["id"]] = dict(moved)
+        # Its name says whose it is: reconcile removes it once we are gone.
+        staging = ImportStaging(image_id=image_id, owner=self.p.procs.token(), rand=f"{self.p.rng.getrandbits(32):08x}")
+        tmp = os.path.join(self.layout.user_images, staging.file_name())
+        moved = self._move_in(path, tmp, image_id) if move else None
         try:
             if moved:
                 verified_id, manifest = self.p.codec.verify(tmp)
@@ -140,11 +127,27 @@ class ImageService:
             raise
         return image, tmp, moved
 
-    def _forget_move(self, moved: dict) -> None:
+    def _move_in(self, path: str, tmp: str, image_id: str) -> LoadMoveOp | None:
+        """Move the caller's file itself into the store (no copy), when it is on the same
+        filesystem: the record of it comes first, so if we die reconcile puts the file back."""
+        moved = LoadMoveOp.for_staging(owner=self.p.procs.token(), staged=tmp, restore=path, image=image_id)
         with self.p.repo.transaction() as st:
-            st.operations.pop(moved["id"], None)
+            st.begin(moved)
+        file_owner = self.p.fs.try_move(path, tmp)
+        if file_owner is None:
+            self._forget_move(moved)
+            return None
+        uid, gid, mode = file_owner
+        moved = attrs.evolve(moved, file_owner=(uid, gid, mode))
+        with self.p.repo.transaction() as st:
+            st.begin(moved)
+        return moved
 
-    def _unstage(self, staged: str | None, moved: dict | None, image_id: str | None = None) -> None:
+    def _forget_move(self, moved: LoadMoveOp) -> None:
+        with self.p.repo.transaction() as st:
+            st.end(moved.id)
+
+    def _unstage(self, staged: str | None, moved: LoadMoveOp | None, image_id: str | None = None) -> None:
         """A failed load leaves the caller's file where it was and nothing in the store.
         staged None with a move: the file already went to the store under image_id; it goes
         back if nothing uses it."""
@@ -158,11 +161,11 @@ class ImageService:
                     return self._forget_move(moved)
                 st.images.pop(image_id, None)
             staged = self.layout.image_file(image_id, "user")
-        self.p.fs.put_back(staged, moved["restore"], tuple(moved["file_owner"]))
+        self.p.fs.put_back(staged, moved.restore, moved.owner_of_file())
         self._forget_move(moved)
 
     def load(self, path: str, ephemeral: bool = False, name: str | None = None, raw: bool = False,
-             move: bool = False):
+             move: bool = False) -> Reservation:
         image, staged, moved = self._import(os.path.abspath(path), move=move)
         try:
             if image.parent is not None:
@@ -184,7 +187,7 @@ class ImageService:
                 checkpoint("load.imported")
                 self.containers.materialize(r)
             except BaseException:
-                self.containers._undo(r.name)
+                self.containers.roll_back(r.name)
                 self._unstage(staged, moved, image.id)
                 raise
             ready = self.containers.mark_ready(r.name)

@@ -4,33 +4,76 @@ There is no daemon, so this does what a daemon's bookkeeping would: it finishes 
 undoes operations whose process died, removes ephemeral containers that outlived
 their run, and removes anything under our data root that no reservation explains.
 It touches only what lives under our own data root, our lxcpath and our bridge.
+
+plan() is a list of small checks, one per record kind and one per kind of orphan; each
+returns Actions, which carry what must still hold when they run (checked again under a lock).
 """
 from __future__ import annotations
 
-import fnmatch
+import logging
 import os
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple
+
+import attrs
 
 from ..domain.exceptions import AppContainersError
-from ..domain.image import lineage
-from ..domain.reservation import READY
+from ..domain.image import Image, lineage
+from ..domain.operations import ImportStaging
+from ..domain.reservation import READY, Reservation
+from ..domain.state import State
+from .plans import veth_name
+from .undo import undo
 
+if TYPE_CHECKING:
+    from .containers import ContainerService
+    from .ports import Ports
+
+log = logging.getLogger("appcontainers.reconcile")
 
 ORPHAN_AGE = 600  # seconds
 
+Expect = Callable[[Reservation | None], bool]
+
+
+class Action(NamedTuple):
+    """One repair: what it does, in words, and the call that does it."""
+
+    description: str
+    do: Callable[..., object]
+    args: tuple[Any, ...] = ()
+
+
+@attrs.frozen
+class Seen:
+    """What reconcile looked at. Reality first, then the state: whatever existed when we
+    looked was reserved before it was made, so a reservation made meanwhile is in the state."""
+
+    lxc_names: list[str]
+    dir_names: set[str]  # first path parts under our per-container directories and mounts
+    binds: list[tuple[Any, str]]  # (mounter, point) of host path re-binds
+    veths: list[str]
+    temp_files: list[str]  # import staging files in the store
+    store_files: list[str]  # .aimg files in the store
+    state: State
+    boot: str | None
+    has_state_file: bool
+
+    @property
+    def known(self) -> set[str]:
+        return set(self.state.reservations)
+
 
 class Reconciler:
-    def __init__(self, ports, containers):
+    def __init__(self, ports: Ports, containers: ContainerService) -> None:
         self.p, self.containers = ports, containers
         self.layout = ports.settings.layout
 
-    def plan(self) -> list[tuple[str, str, tuple]]:
-        """What reconcile would do: (description, action, args), computed from state and reality."""
-        L, procs, fs = self.layout, self.p.procs, self.p.fs
-        # Reality first, then the state: whatever existed when we looked was reserved before
-        # it was made, so a reservation made meanwhile is in the state we read next.
-        lxc_names = self.p.driver.list()
-        dir_names = {name for parent in (L.mnt(""), L.run_dir(""), L.overlay("", True), L.overlay("", False), L.raw(""))
-                     for name in fs.list_dir(parent) if not name.startswith(".")}
+    # ---- looking ------------------------------------------------------------------------
+    def look(self) -> Seen:
+        L, fs = self.layout, self.p.fs
+        lxc_names = list(self.p.driver.list())
+        dir_names = {name for parent in (L.mnt(""), L.run_dir(""), L.overlay("", True), L.overlay("", False),
+                                         L.raw("")) for name in fs.list_dir(parent) if not name.startswith(".")}
         binds = []
         for mounter in self.p.mounters.values():
             for point in mounter.mounted(L.mnt("")):
@@ -39,124 +82,149 @@ class Reconciler:
                     binds.append((mounter, point))
                 elif not first.startswith("."):
                     dir_names.add(first)
-        veths = self.p.net.veths_on(self.p.settings.bridge)
-        temp_files = [(d, f) for d in (L.user_images, L.bases) for f in fs.list_dir(d)
-                      if fnmatch.fnmatch(f, ".import-*@*.tmp")]
-        store_files = [(d, f) for d in (L.user_images, L.bases) for f in fs.list_dir(d)
-                       if f.endswith(".aimg") and not f.startswith(".")]
+        veths = list(self.p.net.veths_on(self.p.settings.bridge))
+        store = [os.path.join(d, f) for d in (L.user_images, L.bases) for f in fs.list_dir(d)]
         state = self.p.repo.read()
-        actions = []
-        known = set(state.reservations)
-        boot = procs.boot_id()
-        # Each teardown carries what must still hold when it runs under the container's lock:
-        # another process may have finished, or made a new container of that name, meanwhile.
-        for r in state.reservations.values():
-            same = (lambda seen: lambda now: now is not None and now == seen)(r)
-            if r.status != READY:
-                if not procs.alive(r.owner):
-                    actions.append((f"container {r.name}: {r.status} by a process that is gone: removing it",
-                                    "teardown", (r.name, same)))
-            elif r.ephemeral:
-                if boot is not None and r.boot is not None and r.boot != boot:
-                    actions.append((f"ephemeral container {r.name} is from an earlier boot: removing it",
-                                    "teardown", (r.name, same)))
-                elif r.started and self.p.driver.state(r.name) in ("STOPPED", "MISSING"):
-                    still_stopped = (lambda seen: lambda now: now is not None and now == seen and
-                                     self.p.driver.state(seen.name) in ("STOPPED", "MISSING"))(r)
-                    actions.append((f"ephemeral container {r.name} stopped on its own: removing it",
-                                    "teardown", (r.name, still_stopped)))
-        absent = lambda now: now is None  # noqa: E731
-        for name in lxc_names:
-            if name not in known:
-                actions.append((f"LXC container {name} has no reservation: removing it", "teardown",
-                                (name, absent)))
-        for name in sorted(dir_names - known - {a[2][0] for a in actions if a[1] == "teardown"}):
-            actions.append((f"leftovers of {name} (mounts or directories) without a reservation: removing them",
-                            "teardown", (name, absent)))
-        if binds and not any(r.idmap for r in state.reservations.values()):
-            for mounter, point in binds:
-                actions.append((f"host path re-bind {point} is used by no unprivileged container: "
-                                f"unmounting it", "unbind", (mounter, point)))
-        for op_id, op in state.operations.items():
-            if not procs.alive(op.get("owner")):
-                actions.append((f"{op.get('kind')} {op_id} of a process that is gone: undoing it",
-                                "undo_operation", (op_id,)))
-        moved_files = {op.get("staged") for op in state.operations.values() if op.get("kind") == "load-move"}
-        for d, f in temp_files:
-            if os.path.join(d, f) in moved_files:
-                continue  # a caller's own file: its operation puts it back (below)
-            if not procs.alive(f[:-4].split("@", 1)[-1].split(".")[0].replace("+", ":")):
-                actions.append((f"temp file {f} of a dead load: removing it", "remove_file", (os.path.join(d, f),)))
-        now = self.p.clock()
-        for d, f in store_files if fs.exists(L.resources) else ():  # no state file: no judgement
-            # A file is moved into the store just before its record is written: only an old one
-            # without a record is a leftover (of a crash, or of an older appcontainers).
-            path = os.path.join(d, f)
-            if f[:-5] not in state.images and now - fs.mtime(path) > ORPHAN_AGE:
-                actions.append((f"image file {path} has no record: removing it", "remove_orphan", (path,)))
-        for image in list(state.images.values()):
-            if not fs.exists(L.image_file(image.id, image.kind)):
-                users = [r.name for r in state.reservations.values()
-                         if image.id in {i.id for i in self._chain(state, r.image)}]
-                if not users:
-                    actions.append((f"image {image.id[:12]} ({image.name}) has no file: forgetting it",
-                                    "forget_image", (image.id,)))
-        for veth in veths:
-            from .plans import veth_name
-            if veth.startswith("acv") and veth not in {veth_name(n) for n in known}:
-                actions.append((f"veth {veth} on {self.p.settings.bridge} belongs to no container: deleting it",
-                                "delete_link", (veth,)))
-        return actions
+        return Seen(lxc_names=lxc_names, dir_names=dir_names, binds=binds, veths=veths,
+                    temp_files=[f for f in store if ImportStaging.parse(os.path.basename(f))],
+                    store_files=[f for f in store if f.endswith(".aimg") and not os.path.basename(f).startswith(".")],
+                    state=state, boot=self.p.procs.boot_id(), has_state_file=fs.exists(L.resources))
 
-    @staticmethod
-    def _chain(state, image_id):
-        try:
-            return lineage(state.images, image_id)
-        except Exception:
+    def plan(self) -> list[Action]:
+        """What reconcile would do, computed from state and reality."""
+        seen = self.look()
+        checks: Iterable[Callable[[Seen], list[Action]]] = (
+            self._reservations, self._unreserved_lxc, self._leftover_dirs, self._unused_binds,
+            self._dead_operations, self._dead_temp_files, self._orphan_store_files,
+            self._images_without_files, self._stray_veths)
+        return [action for check in checks for action in check(seen)]
+
+    # ---- one check per record kind ---------------------------------------------------------
+    def _reservations(self, seen: Seen) -> list[Action]:
+        found = (self._reservation(seen, r) for r in seen.state.reservations.values())
+        return [a for a in found if a is not None]
+
+    def _reservation(self, seen: Seen, r: Reservation) -> Action | None:
+        """A provision or destroy of a dead process; an ephemeral container that outlived its run."""
+        if r.status != READY:
+            return None if self.p.procs.alive(r.owner) else self._teardown_action(
+                f"container {r.name}: {r.status} by a process that is gone: removing it", r.name, _same(r))
+        if not r.ephemeral:
+            return None
+        if seen.boot is not None and r.boot is not None and r.boot != seen.boot:
+            return self._teardown_action(f"ephemeral container {r.name} is from an earlier boot: removing it",
+                                         r.name, _same(r))
+        if r.started and self._stopped(r.name):
+            return self._teardown_action(f"ephemeral container {r.name} stopped on its own: removing it",
+                                         r.name, lambda now: _same(r)(now) and self._stopped(r.name))
+        return None
+
+    def _dead_operations(self, seen: Seen) -> list[Action]:
+        """An operation record (save, load-move, ...) whose process is gone: its kind's undo."""
+        return [Action(f"{op.KIND} {op_id} of a process that is gone: undoing it", self._undo_operation, (op_id,))
+                for op_id, op in seen.state.operations.items() if not self.p.procs.alive(op.owner)]
+
+    # ---- one check per kind of orphan ------------------------------------------------------
+    def _unreserved_lxc(self, seen: Seen) -> list[Action]:
+        return [self._teardown_action(f"LXC container {name} has no reservation: removing it", name, _absent)
+                for name in seen.lxc_names if name not in seen.known]
+
+    def _leftover_dirs(self, seen: Seen) -> list[Action]:
+        names = seen.dir_names - seen.known - set(seen.lxc_names)  # those are torn down above
+        return [self._teardown_action(f"leftovers of {name} (mounts or directories) without a reservation: "
+                                      f"removing them", name, _absent) for name in sorted(names)]
+
+    def _unused_binds(self, seen: Seen) -> list[Action]:
+        if any(r.idmap for r in seen.state.reservations.values()):
             return []
+        return [Action(f"host path re-bind {point} is used by no unprivileged container: unmounting it",
+                       self._unbind, (mounter, point)) for mounter, point in seen.binds]
 
+    def _dead_temp_files(self, seen: Seen) -> list[Action]:
+        """An import staging file of a dead load (not a caller's file a live record keeps)."""
+        ops = seen.state.operations.values()
+        return [Action(f"temp file {os.path.basename(path)} of a dead load: removing it", self.p.fs.remove_file,
+                       (path,)) for path in seen.temp_files
+                if not any(op.keeps(path) for op in ops) and not self.p.procs.alive(_staging_owner(path))]
+
+    def _orphan_store_files(self, seen: Seen) -> list[Action]:
+        # A file is moved into the store just before its record is written: only an old one
+        # without a record is a leftover (of a crash, or of an older appcontainers).
+        if not seen.has_state_file:  # no state file: no judgement
+            return []
+        return [Action(f"image file {path} has no record: removing it", self._remove_orphan, (path,))
+                for path in seen.store_files if self._orphan(path, seen.state)]
+
+    def _images_without_files(self, seen: Seen) -> list[Action]:
+        state = seen.state
+        return [Action(f"image {image.id[:12]} ({image.name}) has no file: forgetting it",
+                       self._forget_image, (image.id,))
+                for image in list(state.images.values())
+                if not self.p.fs.exists(self.layout.image_file(image.id, image.kind)) and not _in_use(state, image)]
+
+    def _stray_veths(self, seen: Seen) -> list[Action]:
+        ours = {veth_name(n) for n in seen.known}
+        return [Action(f"veth {veth} on {self.p.settings.bridge} belongs to no container: deleting it",
+                       self.p.net.delete_link, (veth,))
+                for veth in seen.veths if veth.startswith("acv") and veth not in ours]
+
+    # ---- running -----------------------------------------------------------------------------
     def run(self, dry_run: bool = False) -> list[str]:
         """Repair every difference; returns what was (or, dry_run, would be) done."""
-        done = []
+        done: list[str] = []
         for _round in range(1 if dry_run else 3):
             # One repair can reveal the next (a removed container frees its image record).
-            actions = [a for a in self.plan() if a[0] not in done]
+            actions = [a for a in self.plan() if a.description not in done]
             if not actions:
                 break
             done += self._apply(actions, dry_run)
         return done
 
-    def _apply(self, actions, dry_run):
-        done = []
-        for description, action, args in actions:
-            if not dry_run:
-                try:
-                    getattr(self, "_" + action)(*args)
-                except (AppContainersError, OSError) as e:
-                    # Another process may be removing the same thing; report, go on with the rest.
-                    description += f" (failed: {e})"
-            done.append(description)
-        return done
+    def _apply(self, actions: list[Action], dry_run: bool) -> list[str]:
+        if dry_run:
+            for action in actions:
+                log.info("would: %s", action.description)
+            return [a.description for a in actions]
+        return [self._do(action) for action in actions]
 
-    def _teardown(self, name, expect):
+    @staticmethod
+    def _do(action: Action) -> str:
+        log.info("%s", action.description)
+        try:
+            action.do(*action.args)
+        except (AppContainersError, OSError) as e:
+            # Another process may be removing the same thing; report, go on with the rest.
+            log.warning("%s: failed: %s", action.description, e)
+            return f"{action.description} (failed: {e})"
+        return action.description
+
+    # ---- the repairs, each checking again what it acts on ---------------------------------
+    def _teardown_action(self, description: str, name: str, expect: Expect) -> Action:
+        return Action(description, self._teardown, (name, expect))
+
+    def _teardown(self, name: str, expect: Expect) -> None:
         # Never wait: a container whose lock is held is being worked on by a live process.
+        # expect: what must still hold under the container's lock (another process may have
+        # finished, or made a new container of that name, meanwhile).
         self.containers.teardown(name, expect=expect, wait=False)
 
-    def _unbind(self, mounter, point):
+    def _stopped(self, name: str) -> bool:
+        return self.p.driver.state(name) in ("STOPPED", "MISSING")
+
+    def _unbind(self, mounter: Any, point: str) -> None:
         with self.p.fs.lock(self.layout.lock_file(".binds"), wait=False):  # not while a start re-binds
             if not any(r.idmap for r in self.p.repo.read().reservations.values()):
                 mounter.unmount(point, [])
 
-    def _remove_orphan(self, path):
+    def _orphan(self, path: str, state: State) -> bool:
+        return os.path.basename(path)[:-5] not in state.images and self.p.clock() - self.p.fs.mtime(path) > ORPHAN_AGE
+
+    def _remove_orphan(self, path: str) -> None:
         with self.p.repo.transaction() as state:  # checked again, under the state lock
-            if os.path.basename(path)[:-5] not in state.images \
-                    and self.p.clock() - self.p.fs.mtime(path) > ORPHAN_AGE:
+            if self._orphan(path, state):
                 self.p.fs.remove_file(path)
 
-    def _remove_file(self, path):
-        self.p.fs.remove_file(path)
-
-    def _forget_image(self, image_id):
+    def _forget_image(self, image_id: str) -> None:
         with self.p.repo.transaction() as state:
             image = state.images.get(image_id)
             # Checked again: a load may have brought the file back, or started to use it.
@@ -164,40 +232,32 @@ class Reconciler:
                     and not state.users_of(image_id):
                 del state.images[image_id]
 
-    def _delete_link(self, name):
-        self.p.net.delete_link(name)
-
-    def _undo_operation(self, op_id):
+    def _undo_operation(self, op_id: str) -> None:
         op = self.p.repo.read().operations.get(op_id)
-        if not op:
-            return
-        if op.get("kind") == "load-move":
-            # A load that moved the caller's file into the store died: the file goes back,
-            # unless the load got far enough that a container uses it.
-            staged, image_id, restore = op.get("staged"), op.get("image"), op.get("restore")
-            owner = tuple(op.get("file_owner") or (0, 0, 0o644))
-            if staged and self.p.fs.exists(staged):
-                if not self.p.fs.exists(restore):
-                    self.p.fs.put_back(staged, restore, owner)
-            elif image_id:
-                stored = self.layout.image_file(image_id, "user")
-                with self.p.repo.transaction() as state:
-                    unused = not state.users_of(image_id)
-                    if unused:
-                        state.images.pop(image_id, None)
-                if unused and self.p.fs.exists(stored) and not self.p.fs.exists(restore):
-                    self.p.fs.put_back(stored, restore, owner)
-        elif op.get("kind") == "save":
-            dest = op.get("dest", "")
-            directory, base = os.path.split(dest)
-            for f in self.p.fs.list_dir(directory):
-                if fnmatch.fnmatch(f, f".{base}.*.tmp"):
-                    self.p.fs.remove_file(os.path.join(directory, f))
-            name = op.get("container", "")
-            with self.containers.locked(name, wait=False):  # not under a live save's feet
-                if op.get("frozen") and self.p.driver.state(name) == "FROZEN":
-                    self.p.driver.unfreeze(name)
-                self.containers.unmount_view(name)
-        # Forgotten only once undone, so a crash here leaves it for the next reconcile.
-        with self.p.repo.transaction() as state:
-            state.operations.pop(op_id, None)
+        if op is not None:
+            undo(op, self.p, self.containers)
+
+
+def _same(seen: Reservation) -> Expect:
+    return lambda now: now is not None and now == seen
+
+
+def _absent(now: Reservation | None) -> bool:
+    return now is None
+
+
+def _staging_owner(path: str) -> str:
+    staging = ImportStaging.parse(os.path.basename(path))
+    return staging.owner if staging else ""
+
+
+def _in_use(state: State, image: Image) -> bool:
+    """Whether a container's layers include the image (a broken lineage counts as none)."""
+    for r in state.reservations.values():
+        try:
+            chain = lineage(state.images, r.image)
+        except Exception:
+            continue
+        if image.id in {i.id for i in chain}:
+            return True
+    return False

@@ -1,8 +1,11 @@
 """Reconcile over the fakes: what it repairs, and what it must leave alone."""
 from __future__ import annotations
 
+import logging
+
 import attrs
 
+from appcontainers.domain.operations import ImportStaging, LoadMoveOp, SaveOp, operation_from_dict
 from tests.fakes import make_service
 
 
@@ -81,8 +84,7 @@ class TestReconcile:
         svc = make_service()
         svc.provision(name="web")
         with svc.ports.repo.transaction() as state:
-            state.operations["save-1"] = {"kind": "save", "owner": "dead", "container": "web",
-                                          "frozen": False, "dest": "/out/web.aimg"}
+            state.begin(SaveOp(id="save-1", owner="dead", container="web", frozen=False, dest="/out/web.aimg"))
         svc.ports.fs.files["/out/.web.aimg.abc.tmp"] = b"partial"
         svc.ports.fs.dirs.add("/out")
         svc.reconcile()
@@ -163,3 +165,56 @@ class TestReconcile:
         svc.ports.fs.mtimes[path] = 0.0
         svc.reconcile()
         assert path in svc.ports.fs.files
+
+
+class TestReconcileOperations:
+    def _staged(self, svc, owner):
+        L = svc.settings.layout
+        svc.ports.fs.dirs.add(L.user_images)
+        path = f"{L.user_images}/" + ImportStaging(image_id="d" * 64, owner=owner, rand="0000abcd").file_name()
+        svc.ports.fs.files[path] = b"image"
+        return path
+
+    def test_dead_load_move_puts_the_callers_file_back(self):
+        """A load that moved the caller's file into the store and died: the file goes back."""
+        svc = make_service()
+        staged = self._staged(svc, "dead")
+        with svc.ports.repo.transaction() as state:
+            state.begin(LoadMoveOp.for_staging(owner="dead", staged=staged, restore="/home/u/a.aimg", image="d" * 64))
+        svc.reconcile()
+        assert svc.ports.fs.files.get("/home/u/a.aimg") == b"image" and staged not in svc.ports.fs.files
+        assert svc.ports.repo.read().operations == {}
+
+    def test_a_live_load_moves_staged_file_is_kept(self):
+        """The caller's file staged by a live load is neither put back nor swept as a temp file."""
+        svc = make_service()
+        staged = self._staged(svc, "dead")  # even if the name's owner were gone
+        with svc.ports.repo.transaction() as state:
+            state.begin(LoadMoveOp.for_staging(owner="me", staged=staged, restore="/home/u/a.aimg", image="d" * 64))
+        assert svc.reconcile() == []
+        assert staged in svc.ports.fs.files
+
+    def test_import_temp_file_of_a_dead_load_goes_a_live_ones_stays(self):
+        """An import staging file is removed once the process its name names is gone."""
+        svc = make_service()
+        dead, live = self._staged(svc, "dead:1:b"), self._staged(svc, "me")
+        svc.ports.procs.alive_tokens.add("me")
+        svc.reconcile()
+        assert dead not in svc.ports.fs.files and live in svc.ports.fs.files
+
+    def test_unknown_operation_of_a_dead_process_is_forgotten(self):
+        """A record of a kind this version does not know is only dropped once its owner is gone."""
+        svc = make_service()
+        with svc.ports.repo.transaction() as state:
+            state.begin(operation_from_dict("x-1", {"kind": "newer", "owner": "dead"}))
+            state.begin(operation_from_dict("x-2", {"kind": "newer", "owner": "me"}))
+        assert svc.reconcile() == ["newer x-1 of a process that is gone: undoing it"]
+        assert list(svc.ports.repo.read().operations) == ["x-2"]
+
+    def test_every_action_is_logged_at_info(self, caplog):
+        """Each repair is logged at info on the appcontainers.reconcile logger."""
+        svc = make_service()
+        svc.ports.driver.containers["stray"] = "RUNNING"
+        with caplog.at_level(logging.INFO, logger="appcontainers.reconcile"):
+            done = svc.reconcile()
+        assert done and [r.getMessage() for r in caplog.records if r.name == "appcontainers.reconcile"] == done

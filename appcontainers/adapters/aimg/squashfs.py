@@ -19,6 +19,7 @@ import attrs
 
 from ...domain.exceptions import CommandFailed, ImageCorrupt, InvalidValue
 from ...domain.image import Manifest
+from ...domain.operations import codec_temp_affixes
 from ..host.process import run, stream
 
 TRAILER_MAGIC = b"AIMGTRL1"
@@ -223,7 +224,8 @@ class SquashfsCodec:
             with open(manifest_file, "w") as f:
                 f.write(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
             os.chmod(manifest_file, 0o644)
-            fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dest)}.", suffix=".tmp", dir=dest_dir)
+            prefix, suffix = codec_temp_affixes(dest)  # reconcile finds a dead save's file by them
+            fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=dest_dir)
             os.close(fd)
             argv = mksquashfs_argv(src, manifest_file, tmp, level=level, threads=threads,
                                    excludes=excludes, info=progress is not None)

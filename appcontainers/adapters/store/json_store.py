@@ -76,7 +76,7 @@ class JsonStore:
 
         sections = {
             "images": {k: record(v) for k, v in state.images.items()},
-            "operations": {k: json.dumps(v, sort_keys=True) for k, v in state.operations.items()},
+            "operations": {k: record(v) for k, v in state.operations.items()},
             "pool": None,
             "reservations": {k: record(v) for k, v in state.reservations.items()},
             "schema_version": None,
