@@ -261,7 +261,7 @@ def setup_service(reconcile: bool = True, **settings) -> Service:
         raise NotRoot()
     s = Settings.from_env(**settings)
     ports = build_ports(s)
-    prepare_data_root(ports.fs, s.layout)
+    prepare_data_root(ports)
     svc = Service(ports)
     if reconcile:
         svc.reconcile()  # cheap: what a crashed process or host left behind

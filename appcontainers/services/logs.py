@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import attrs
 
@@ -23,11 +23,11 @@ class LogRecord:
     command_id: str | None
     stream: str | None = None
     text: str = ""
-    detail: dict = attrs.field(factory=dict)
-    raw: dict = attrs.field(factory=dict)
+    detail: dict[str, Any] = attrs.field(factory=dict)
+    raw: dict[str, Any] = attrs.field(factory=dict)
 
     @classmethod
-    def from_agent(cls, offset: int, record: dict) -> "LogRecord":
+    def from_agent(cls, offset: int, record: dict[str, Any]) -> "LogRecord":
         detail = {k: v for k, v in record.items() if k not in _HEADER_FIELDS}
         kind = record.get("type")
         return cls(offset=offset, kind=kind if isinstance(kind, str) else "", command_id=record.get("id"),
@@ -43,12 +43,12 @@ class LogRecord:
         """A command started or exited."""
         return self.kind in ("started", "exit")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The agent's record with its offset (what `logs --json` prints)."""
         return {"offset": self.offset, **self.raw}
 
 
-def _text(record: dict) -> str:
+def _text(record: dict[str, Any]) -> str:
     """An output record's data as text: "data" is UTF-8 text, "data_b64" any bytes."""
     data = record.get("data")
     if isinstance(data, str):
@@ -60,7 +60,7 @@ def _text(record: dict) -> str:
     return raw.decode(errors="replace")
 
 
-def log_records(pairs: Iterable[tuple[int, dict]]) -> Iterator[LogRecord]:
+def log_records(pairs: Iterable[tuple[int, dict[str, Any]]]) -> Iterator[LogRecord]:
     """(offset, record) pairs, as the agent client yields them, as LogRecords."""
     for offset, record in pairs:
         yield LogRecord.from_agent(offset, record)
