@@ -94,7 +94,7 @@ class Layout:
         return os.path.join(self.bases if kind == "base" else self.user_images, image_id + ".aimg")
 
     def overlay(self, name: str, ephemeral: bool) -> str:
-        return self._p("overlays", "tmp" if ephemeral else "image", name)
+        return os.path.join(self.overlays, "tmp" if ephemeral else "image", name)
 
     def upper(self, name: str, ephemeral: bool) -> str:
         return os.path.join(self.overlay(name, ephemeral), "upper")
@@ -103,7 +103,7 @@ class Layout:
         return os.path.join(self.overlay(name, ephemeral), "work")
 
     def raw(self, name: str) -> str:
-        return self._p("overlays", "raw", name)
+        return os.path.join(self.overlays, "raw", name)
 
     def mnt(self, name: str) -> str:
         return self._p("mnt", name)
@@ -121,8 +121,13 @@ class Layout:
     def agent_dir(self, name: str) -> str:
         return self._p("run", name, "agent")
 
+    @property
+    def overlays(self): return self._p("overlays")
+    @property
+    def views(self): return self._p("mnt", ".views")
+
     def view(self, name: str) -> str:
-        return self._p("mnt", ".views", name, "rootfs")
+        return os.path.join(self.views, name, "rootfs")
 
     def host_bind(self, path: str) -> str:
         """Where a host path is re-bound for unprivileged containers (shared by all of them)."""

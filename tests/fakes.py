@@ -7,7 +7,8 @@ import json
 import random
 
 from appcontainers.config import Settings
-from appcontainers.domain.exceptions import ContainerStateError, ImageCorrupt, InvalidValue
+from appcontainers.domain.exceptions import (AppContainersError, CommandFailed, ContainerStateError,
+                                             ImageCorrupt, InvalidValue)
 from appcontainers.domain.image import Manifest
 from appcontainers.domain.state import State
 from appcontainers.entrypoints.api import Service
@@ -320,5 +321,21 @@ def make_service(**settings) -> Service:
         settings=s, repo=FakeRepo(s.subnet), driver=driver, mounters={"kernel": FakeMounter()},
         codec=FakeCodec(fs), net=FakeNet(), fs=fs, skeletons=FakeSkeletons(),
         base_builder=FakeBaseBuilder(fs), agents=FakeAgents(driver), clock=FakeClock(),
-        rng=random.Random(1234), procs=FakeProcs(),
+        rng=random.Random(1234), procs=FakeProcs(), viewer=FakeImageViewer(),
     ))
+
+
+class FakeImageViewer:
+    """Image views: directory -> the image files (top first) shown there."""
+
+    def __init__(self):
+        self.views: dict[str, list[str]] = {}
+
+    def mount(self, files, directory):
+        if directory in self.views:
+            raise AppContainersError(f"cannot mount at {directory}: already mounted")
+        self.views[directory] = list(files)
+
+    def unmount(self, directory):
+        if self.views.pop(directory, None) is None:
+            raise CommandFailed(["fusermount3", "-u", directory], 1, f"{directory}: not mounted")

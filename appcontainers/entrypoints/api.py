@@ -9,7 +9,9 @@ from ..domain.exceptions import NotRoot
 from ..domain.reservation import validate_name
 from ..services.bases import BaseService
 from ..services.containers import ContainerService
+from ..services.data_root import prepare_data_root
 from ..services.images import ImageService
+from ..services.logs import log_records
 from ..services.ports import Ports
 
 
@@ -83,7 +85,12 @@ class Container:
         return self._svc.containers.remove_startup_command(self.name, index_or_command)
 
     def logs(self, since: int = 0, follow: bool = False):
+        """(offset, record dict) pairs of the agent's log, as the agent wrote them."""
         return self._svc.containers.logs(self.name, since=since, follow=follow)
+
+    def log_records(self, since: int = 0, follow: bool = False):
+        """The agent's log as LogRecord values (output decoded to text); follow waits for more."""
+        return log_records(self.logs(since=since, follow=follow))
 
     def save_image(self, path: str, flatten: bool = True, name: str | None = None, progress=None):
         """Squash this container into an .aimg file; returns the Image (id = sha256)."""
@@ -141,20 +148,12 @@ class Service:
     def mount_image(self, ref: str, directory: str) -> list[str]:
         """Serve an image (file or stored), its parent layers merged, read-only at directory,
         through the FUSE image reader; returns the layer files. Unmount with unmount_image."""
-        import sys
-
-        from ..adapters.host import process
-
         files = self.images.layer_files(ref)
-        os.makedirs(directory, exist_ok=True)
-        process.run([sys.executable, "-m", "appcontainers.adapters.aimg.image_reader", *files, directory],
-                    timeout=60)
+        self.ports.viewer.mount(files, directory)
         return files
 
     def unmount_image(self, directory: str) -> None:
-        from ..adapters.host import process
-
-        process.run(["fusermount3", "-u", directory], timeout=60)
+        self.ports.viewer.unmount(directory)
 
     def events(self):
         """Live events from every container's agent (a generator; stop iterating to end it)."""
@@ -212,6 +211,7 @@ class _Lazy:
 
 
 def build_ports(settings: Settings) -> Ports:
+    from ..adapters.aimg.image_viewer import ImageViewer
     from ..adapters.mounts.fuse_overlay import FuseMounter
     from ..adapters.host.hostfs import HostFs
     from ..adapters.host.hostnet import HostNetwork
@@ -250,7 +250,7 @@ def build_ports(settings: Settings) -> Ports:
         mounters={"kernel": KernelMounter(), "raw": RawMounter(), "fuse": FuseMounter()},
         codec=the_codec, net=HostNetwork(), fs=HostFs(), skeletons=_Lazy(skeletons),
         base_builder=_Lazy(busybox), agents=_Lazy(agents), clock=time.time, rng=random.SystemRandom(),
-        procs=HostProcesses(), debian_builder=_Lazy(debian),
+        procs=HostProcesses(), debian_builder=_Lazy(debian), viewer=ImageViewer(),
     )
 
 
@@ -260,14 +260,9 @@ def setup_service(reconcile: bool = True, **settings) -> Service:
     if os.geteuid() != 0:
         raise NotRoot()
     s = Settings.from_env(**settings)
-    for d in (s.root, s.layout.lxcpath):
-        os.makedirs(d, mode=0o711, exist_ok=True)
-    # Uppers hold what containers wrote (setuid-root files among them): root only. The
-    # views made for saves likewise. Only fuse-overlayfs and mksquashfs, as root, go there.
-    for d in (os.path.join(s.root, "overlays"), os.path.join(s.root, "mnt", ".views")):
-        os.makedirs(d, mode=0o700, exist_ok=True)
-        os.chmod(d, 0o700)
-    svc = Service(build_ports(s))
+    ports = build_ports(s)
+    prepare_data_root(ports)
+    svc = Service(ports)
     if reconcile:
         svc.reconcile()  # cheap: what a crashed process or host left behind
     return svc

@@ -1,19 +1,27 @@
 """The appcontainers command: each subcommand parses, calls the service, prints.
 
+The service comes from the click context (ctx.obj: a callable reconcile -> Service, made only
+when a command needs it), so tests run the CLI over fakes with CliRunner(obj=...).
 Imports are lazy so `appcontainers --help` stays close to a bare Python start.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
 
 
-def _service(reconcile: bool = True):
+def setup_service(reconcile: bool = True):
+    """The real Service (root, real adapters): what ctx.obj is unless a caller gave one."""
     from . import api
 
     return api.setup_service(reconcile=reconcile)
+
+
+def _service(reconcile: bool = True):
+    return click.get_current_context().obj(reconcile=reconcile)
 
 
 def _emit(as_json: bool, data, text: str | None = None) -> None:
@@ -43,8 +51,17 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-def main():
+@click.option("--debug", is_flag=True,
+              help="Log what the library does (commands, state changes) to stderr; "
+                   "APPCONTAINERS_LOG=debug|info|warning does the same.")
+@click.pass_context
+def main(ctx, debug):
     """Build, run and monitor LXC app containers and their images."""
+    from . import log_config
+
+    log_config.configure(log_config.level_from(debug, os.environ))
+    if ctx.obj is None:
+        ctx.obj = setup_service
 
 
 @main.command()
@@ -301,23 +318,15 @@ def image_umount(directory):
 @json_option
 def logs(name, follow, since, as_json):
     """Print a container's command output and exits, recorded by its agent."""
-    import base64
-
-    for offset, rec in _service().get(name).logs(since=since, follow=follow):
+    for rec in _service().get(name).log_records(since=since, follow=follow):
         if as_json:
-            click.echo(json.dumps({"offset": offset, **rec}, sort_keys=True))
-            continue
-        kind = rec.get("type")
-        if kind == "output":
-            data = rec.get("data")
-            if data is None:
-                data = base64.b64decode(rec.get("data_b64", "")).decode(errors="replace")
-            out = sys.stdout if rec.get("stream") == "stdout" else sys.stderr
-            out.write(f"[{rec.get('id')}] {data}" + ("" if data.endswith("\n") else "\n"))
+            click.echo(json.dumps(rec.to_dict(), sort_keys=True))
+        elif rec.is_output:
+            out = sys.stdout if rec.stream == "stdout" else sys.stderr
+            out.write(f"[{rec.command_id}] {rec.text}" + ("" if rec.text.endswith("\n") else "\n"))
             out.flush()
-        elif kind in ("exit", "started"):
-            detail = {k: v for k, v in rec.items() if k not in ("ts", "type", "id", "v")}
-            click.echo(f"[{rec.get('id')}] {kind} {json.dumps(detail, sort_keys=True)}")
+        elif rec.is_lifecycle:
+            click.echo(f"[{rec.command_id}] {rec.kind} {json.dumps(rec.detail, sort_keys=True)}")
 
 
 @main.command()

@@ -24,6 +24,7 @@ class Ports:
     rng: Any             # has getrandbits
     debian_builder: Any = None
     procs: Any = attrs.Factory(lambda: NoProcesses())  # token(), alive(token), boot_id()
+    viewer: Any = None   # ImageViewer: mount(files, directory), unmount(directory)
 
 
 class NoProcesses:

@@ -229,3 +229,23 @@ class TestImageFS:
         with pytest.raises(InvalidValue, match="parent"):
             mount_image([images[0]], str(workdir / "mnt"))
         assert _fuse_mounts_under(workdir) == []
+
+
+class TestImageViewer:
+    def test_mounts_the_merged_layers_and_unmounts(self, images, workdir):
+        """The ImageViewer adapter (behind `image mount`) makes the directory, serves the layers
+        merged read-only there once mount() returns, and unmount() ends it."""
+        from appcontainers.adapters.aimg.image_viewer import ImageViewer
+
+        viewer, view = ImageViewer(), str(workdir / "view" / "here")
+        viewer.mount(list(images), view)
+        try:
+            assert _fuse_mounts_under(workdir) == [os.path.realpath(view)]
+            assert _read(f"{view}/etc/hostname") == b"upper\n" and _read(f"{view}/lib/a") == b"from base\n"
+            assert not os.path.lexists(f"{view}/etc/gone")
+        finally:
+            if _fuse_mounts_under(workdir):
+                viewer.unmount(view)
+        assert _fuse_mounts_under(workdir) == []
+        with pytest.raises(AppContainersError):
+            viewer.unmount(view)  # not mounted any more: the error says so, nothing is hidden

@@ -1,0 +1,335 @@
+"""The appcontainers command through click's CliRunner, over the fakes (no root, no LXC)."""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+
+import attrs
+import pytest
+from click.testing import CliRunner
+
+from appcontainers.entrypoints import log_config
+from appcontainers.entrypoints.cli import main
+from tests.fakes import encode_image, make_service
+
+
+@pytest.fixture
+def svc():
+    return make_service()
+
+
+@pytest.fixture(autouse=True)
+def _logging_reset():
+    """A CLI call configures the appcontainers logger; leave it as it was found."""
+    yield
+    log_config.configure(None)
+
+
+@pytest.fixture
+def cli(svc):
+    """Runs the CLI with svc as its service; .reconciles lists how each service was asked for."""
+    runner = CliRunner()
+    reconciles: list[bool] = []
+
+    def factory(reconcile: bool = True):
+        reconciles.append(reconcile)
+        logging.getLogger("appcontainers.test").debug("service made, reconcile=%s", reconcile)
+        return svc
+
+    def invoke(*args, env=None, input=None):
+        return runner.invoke(main, list(args), obj=factory, env=env or {"APPCONTAINERS_LOG": ""},
+                             input=input)
+
+    invoke.reconciles = reconciles
+    return invoke
+
+
+def agent(svc, name):
+    """The fake agent client of container name."""
+    return svc.ports.agents(svc.settings.layout.agent_dir(name))
+
+
+def put_image(svc, path, **manifest) -> str:
+    """A fake .aimg file at path in the fake fs; returns its id."""
+    image_id, data = encode_image({"format_version": 1, "name": "app", "created": 1_600_000_000.0,
+                                   "parent": None, "startup_commands": [], "environment": {},
+                                   "host_binds": [], "base": "default", "init": [], **manifest})
+    svc.ports.fs.files[path] = data
+    return image_id
+
+
+def one_error_line(result) -> str:
+    """The error text of a failed call, checked to be one line on stderr with exit code 1."""
+    assert result.exit_code == 1, (result.exit_code, result.output)
+    assert result.stderr.startswith("appcontainers: error: ") and result.stderr.count("\n") == 1
+    assert "Traceback" not in result.output and result.stdout == ""
+    return result.stderr
+
+
+class TestProvision:
+    def test_prints_name_ip_mac_state(self, cli, svc):
+        """provision makes a container and prints its name, address, MAC and state on one line."""
+        result = cli("provision", "--name", "web", "--memory", "256M", "--cpus", "0.5")
+        assert result.exit_code == 0, result.output
+        c = svc.get("web")
+        assert result.stdout == f"web ip={c.ip} mac={c.mac} state=STOPPED\n"
+        r = svc.ports.repo.read().get("web")
+        assert (r.memory, r.cpus) == ("256M", 0.5)
+
+    def test_json(self, cli, svc):
+        """provision --json prints one object with the container's info."""
+        info = json.loads(cli("provision", "--name", "web", "--json").stdout)
+        assert info["name"] == "web" and info["ip"] == "10.0.100.2" and info["state"] == "STOPPED"
+        assert info["mac"] == svc.get("web").mac and info["ephemeral"] is False
+
+
+class TestLs:
+    def test_table(self, cli, svc):
+        """ls prints a header and one row per container: name, state, address, MAC, ephemeral."""
+        a, b = svc.provision("a"), svc.provision("b")
+        b.start()
+        lines = cli("ls").stdout.splitlines()
+        assert lines[0].split() == ["NAME", "STATE", "IP", "MAC", "EPHEMERAL"]
+        assert [line.split() for line in lines[1:]] == [["a", "STOPPED", a.ip, a.mac, "no"],
+                                                        ["b", "RUNNING", b.ip, b.mac, "no"]]
+
+    def test_json(self, cli, svc):
+        """ls --json prints every container's info as one list."""
+        svc.provision("a")
+        listed = json.loads(cli("ls", "--json").stdout)
+        assert [(i["name"], i["ip"], i["state"]) for i in listed] == [("a", "10.0.100.2", "STOPPED")]
+
+    def test_empty(self, cli):
+        """With no containers, ls prints the header and --json an empty list."""
+        assert cli("ls").stdout.split() == ["NAME", "STATE", "IP", "MAC", "EPHEMERAL"]
+        assert json.loads(cli("ls", "--json").stdout) == []
+
+
+class TestRun:
+    def test_exit_code_passes_through(self, cli, svc):
+        """run NAME -- CMD runs the argv in the container and exits with the command's code."""
+        svc.provision("web")
+        agent(svc, "web").reply = (5, b"", b"")
+        result = cli("run", "web", "--", "sh", "-c", "exit 5")
+        assert result.exit_code == 5
+        assert agent(svc, "web").runs[-1]["argv"] == ["sh", "-c", "exit 5"]
+        assert svc.ports.driver.state("web") == "RUNNING"
+
+    def test_json_prints_output_and_exits_with_code(self, cli, svc):
+        """run --json prints exit code, stdout and stderr as one object, and still exits with the code."""
+        svc.provision("web")
+        agent(svc, "web").reply = (3, b"out\n", b"err\n")
+        result = cli("run", "--json", "web", "--", "cat")
+        assert result.exit_code == 3
+        assert json.loads(result.stdout) == {"exit_code": 3, "stdout": "out\n", "stderr": "err\n"}
+
+    def test_killed_by_signal_exits_128_plus(self, cli, svc):
+        """A command killed by signal 9 (exit code -9) makes run exit with 137, as a shell would."""
+        svc.provision("web")
+        agent(svc, "web").reply = (-9, b"", b"")
+        assert cli("run", "web", "--", "sleep", "9").exit_code == 137
+
+    def test_no_command_is_a_usage_error(self, cli, svc):
+        """run without a command is refused before anything runs."""
+        svc.provision("web")
+        result = cli("run", "web", "--")
+        assert result.exit_code == 2 and "no command given" in result.stderr
+        assert agent(svc, "web").runs == []
+
+
+class TestPut:
+    def test_copies_host_file_with_mode(self, cli, svc, tmp_path):
+        """put writes the host file's bytes at the container path with the given octal mode."""
+        svc.provision("web")
+        src = tmp_path / "conf"
+        src.write_bytes(b"a=1\n")
+        result = cli("put", "web", str(src), "/etc/app.conf", "--mode", "600")
+        assert result.stdout == "web:/etc/app.conf (4 bytes)\n"
+        target = svc.settings.layout.rootfs("web") + "/etc/app.conf"
+        assert svc.ports.fs.files[target] == b"a=1\n" and svc.ports.fs.modes[target] == 0o600
+
+    def test_bad_mode_refused(self, cli, svc, tmp_path):
+        """A mode that is not octal is a usage error; nothing is written."""
+        svc.provision("web")
+        (tmp_path / "conf").write_text("x")
+        result = cli("put", "web", str(tmp_path / "conf"), "/etc/app.conf", "--mode", "rw")
+        assert result.exit_code == 2 and "not an octal mode" in result.stderr
+        assert svc.settings.layout.rootfs("web") + "/etc/app.conf" not in svc.ports.fs.files
+
+
+class TestStartupCommands:
+    def test_add_and_remove(self, cli, svc):
+        """add-startup lists the commands numbered; rm-startup removes by number."""
+        svc.provision("web")
+        cli("add-startup", "web", "httpd -f")
+        assert cli("add-startup", "web", "echo hi").stdout == "0: httpd -f\n1: echo hi\n"
+        assert cli("rm-startup", "web", "0").stdout == "0: echo hi\n"
+        assert svc.ports.repo.read().get("web").startup_commands == ("echo hi",)
+        assert cli("rm-startup", "web", "0").stdout == "(no startup commands)\n"
+
+    def test_json(self, cli, svc):
+        """add-startup --json prints the container's commands as a list."""
+        svc.provision("web")
+        out = json.loads(cli("add-startup", "web", "serve", "--json").stdout)
+        assert out == {"name": "web", "startup_commands": ["serve"]}
+
+    def test_unknown_index_is_an_error(self, cli, svc):
+        """Removing a command number that does not exist is one error line; nothing changes."""
+        svc.provision("web")
+        cli("add-startup", "web", "serve")
+        one_error_line(cli("rm-startup", "web", "4"))
+        assert svc.ports.repo.read().get("web").startup_commands == ("serve",)
+
+
+class TestLifecycle:
+    def test_start_stop_rm(self, cli, svc):
+        """start, stop and rm print the new state; rm frees the address."""
+        svc.provision("web")
+        assert cli("start", "web").stdout == "web RUNNING\n"
+        assert cli("stop", "web", "--json").stdout == '{"name": "web", "state": "STOPPED"}\n'
+        assert cli("rm", "web").stdout == "web destroyed\n"
+        assert svc.list_containers() == [] and svc.ports.driver.list() == []
+        assert len(svc.ports.repo.read().pool) == 0
+
+
+class TestImages:
+    def test_save_lists_and_removes(self, cli, svc):
+        """save writes an image file; images lists it; rmi refuses while a container uses it."""
+        svc.provision("web")
+        svc.ports.fs.dirs.add("/out")
+        saved = json.loads(cli("save", "web", "/out/web.aimg", "--json").stdout)
+        assert saved["path"] == "/out/web.aimg" and saved["name"] == "web"
+        loaded = json.loads(cli("load", "/out/web.aimg", "--name", "copy", "--json").stdout)
+        assert loaded["image"] == saved["id"]
+        rows = [line.split() for line in cli("images").stdout.splitlines()[1:]]
+        assert [saved["id"][:12], "user", "web"] in [row[:3] for row in rows]
+        assert saved["id"] in [i["id"] for i in json.loads(cli("images", "--json").stdout)]
+        assert "used by" in one_error_line(cli("rmi", saved["id"]))
+        cli("rm", "copy")
+        assert cli("rmi", saved["id"][:10]).stdout == f"removed {saved['id'][:12]} (web)\n"
+        assert saved["id"] not in [i["id"] for i in json.loads(cli("images", "--json").stdout)]
+
+    def test_save_progress_goes_to_stderr(self, cli, svc):
+        """Without --json, save prints the path and id on stdout; the progress bar is on stderr."""
+        svc.provision("web")
+        svc.ports.fs.dirs.add("/out")
+        result = cli("save", "web", "/out/web.aimg")
+        path, image_id = result.stdout.split()
+        assert path == "/out/web.aimg" and image_id == svc.ports.codec.image_id("/out/web.aimg")
+        assert "saving web" in result.stderr
+
+    def test_mount_and_umount_go_through_the_viewer(self, cli, svc, tmp_path):
+        """image mount shows a stored image with its parents at a directory; umount removes it."""
+        base = svc.bases.ensure_default()
+        put_image(svc, "/in/child.aimg", parent=base.id)
+        view = str(tmp_path / "view")
+        result = cli("image", "mount", "/in/child.aimg", view)
+        assert result.stdout == f"/in/child.aimg mounted at {view} (2 layers)\n"
+        L = svc.settings.layout
+        assert svc.ports.viewer.views == {view: ["/in/child.aimg", L.image_file(base.id, "base")]}
+        (tmp_path / "view").mkdir()  # the real viewer makes it; umount wants it to exist
+        assert cli("image", "umount", view).stdout == f"unmounted {view}\n"
+        assert svc.ports.viewer.views == {}
+
+
+class TestGc:
+    def _leftover(self, svc):
+        svc.provision("half")
+        with svc.ports.repo.transaction() as state:
+            state.put(attrs.evolve(state.get("half"), status="provisioning", owner="dead"))
+
+    def test_dry_run_says_and_changes_nothing(self, cli, svc):
+        """gc --dry-run prints what it would repair and leaves the state as it was."""
+        self._leftover(svc)
+        before = svc.ports.repo.read().to_dict()
+        result = cli("gc", "--dry-run")
+        assert "half" in result.stdout and result.exit_code == 0
+        assert svc.ports.repo.read().to_dict() == before
+        assert cli.reconciles == [False]  # not reconciled while the service is made
+
+    def test_repairs(self, cli, svc):
+        """gc repairs the leftover; a second run has nothing to do."""
+        self._leftover(svc)
+        out = json.loads(cli("gc", "--json").stdout)
+        assert out["dry_run"] is False and any("half" in a for a in out["actions"])
+        assert svc.list_containers() == []
+        assert cli("gc").stdout == "nothing to repair\n"
+
+
+class TestLogs:
+    RECORDS = [
+        {"v": 1, "ts": 1.0, "type": "started", "id": "c1", "argv": ["sh"]},
+        {"v": 1, "ts": 2.0, "type": "output", "id": "c1", "stream": "stdout", "seq": 0, "data": "hi\n"},
+        {"v": 1, "ts": 3.0, "type": "output", "id": "c1", "stream": "stderr", "seq": 0,
+         "data_b64": base64.b64encode(b"bad \xff").decode()},
+        {"v": 1, "ts": 4.0, "type": "exit", "id": "c1", "code": 0, "signal": None, "timed_out": False},
+    ]
+
+    def test_prints_output_and_exits(self, cli, svc):
+        """logs prints output lines on their stream and the starts and exits with their details."""
+        svc.provision("web")
+        agent(svc, "web").records = list(self.RECORDS)
+        result = cli("logs", "web")
+        assert result.stdout == ('[c1] started {"argv": ["sh"]}\n[c1] hi\n'
+                                 '[c1] exit {"code": 0, "signal": null, "timed_out": false}\n')
+        assert result.stderr == "[c1] bad \ufffd\n"
+
+    def test_json_and_since(self, cli, svc):
+        """logs --json prints each record as written, with its offset; --since skips the earlier ones."""
+        svc.provision("web")
+        agent(svc, "web").records = list(self.RECORDS)
+        lines = [json.loads(line) for line in cli("logs", "web", "--json", "--since", "2").stdout.splitlines()]
+        assert lines == [{"offset": 3, **self.RECORDS[2]}, {"offset": 4, **self.RECORDS[3]}]
+
+
+class TestErrors:
+    @pytest.mark.parametrize("args", [("start", "no-such"), ("rm", "no-such"), ("logs", "no-such"),
+                                      ("provision", "--name", "Bad;Name"), ("load", "/nonexistent.aimg"),
+                                      ("rmi", "no-such"), ("run", "no-such", "--", "true")])
+    def test_one_line_exit_1(self, cli, args):
+        """Our errors are one line on stderr and exit code 1, never a traceback."""
+        one_error_line(cli(*args))
+
+    def test_service_is_made_only_when_needed(self, cli):
+        """--help and a usage error never make the service (so they need no root)."""
+        assert cli("--help").exit_code == 0 and cli("ls", "--help").exit_code == 0
+        assert cli("put", "web").exit_code == 2
+        assert cli.reconciles == []
+
+
+class TestLogging:
+    def test_debug_flag_shows_library_records(self, cli, svc):
+        """--debug sends the library's debug records to stderr, stdout stays the command's."""
+        result = cli("--debug", "ls", "--json")
+        assert json.loads(result.stdout) == []
+        assert "DEBUG appcontainers.test: service made, reconcile=True" in result.stderr
+
+    def test_env_sets_the_level(self, cli):
+        """APPCONTAINERS_LOG=info shows info and above, not debug."""
+        def emit(reconcile=True):
+            log = logging.getLogger("appcontainers.test")
+            log.debug("a debug record")
+            log.info("an info record")
+            return make_service()
+
+        result = CliRunner().invoke(main, ["ls"], obj=emit, env={"APPCONTAINERS_LOG": "INFO"})
+        assert "INFO appcontainers.test: an info record" in result.stderr
+        assert "a debug record" not in result.stderr
+
+    def test_quiet_by_default(self, cli):
+        """Without the flag or the variable, nothing of the library's logging reaches stderr."""
+        result = cli("ls")
+        assert result.exit_code == 0 and result.stderr == ""
+        handlers = logging.getLogger("appcontainers").handlers
+        assert all(isinstance(h, logging.NullHandler) for h in handlers)
+
+    def test_bad_level_is_an_error(self, cli):
+        """An unknown APPCONTAINERS_LOG value is one error line naming the levels."""
+        assert "debug, info" in one_error_line(cli("ls", env={"APPCONTAINERS_LOG": "loud"}))
+
+    def test_repeated_calls_add_one_handler(self, cli):
+        """Each call replaces the handler it set up before: a record is printed once."""
+        cli("--debug", "ls")
+        result = cli("--debug", "ls")
+        assert result.stderr.count("service made") == 1
