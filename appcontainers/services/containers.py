@@ -45,7 +45,7 @@ class ContainerService:
             validate_name(name)
         idmap = None
         if unprivileged:
-            if raw or "fuse" not in self.p.mounters or not self.p.mounters["fuse"].available():
+            if raw or self.p.mounters.fuse_available() is None:
                 raise InvalidValue("an unprivileged container needs the FUSE mounter (fuse-overlayfs "
                                    "shifts the ids) and cannot be raw")
             idmap = (self.settings.idmap_base, self.settings.idmap_size)
@@ -79,7 +79,7 @@ class ContainerService:
         """kernel or fuse as configured; auto takes the kernel path when it is there."""
         if self.settings.mounter != "auto":
             return self.settings.mounter
-        if "fuse" in self.p.mounters and not self.p.mounters["kernel"].available():
+        if self.p.mounters.fuse is not None and not self.p.mounters.kernel.available():
             return "fuse"
         return "kernel"
 
@@ -130,7 +130,7 @@ class ContainerService:
         files = [L.image_file(img.id, img.kind) for img in chain]
         points = [L.layer_mount(r.name, i) for i in range(len(chain))]
         upper, work, target = self.upper(r), L.work(r.name, r.ephemeral), L.rootfs(r.name)
-        mounter = self.p.mounters[r.mounter]
+        mounter = self.p.mounters.by_name(r.mounter)
         if mounter.is_mounted(target):
             return
         if r.mounter == "raw":
@@ -141,15 +141,16 @@ class ContainerService:
         # be runnable by host users); an unprivileged container's root must reach its own.
         self.p.fs.chmod(L.mnt(r.name), 0o711 if r.idmap else 0o700)
         try:
-            if r.idmap is not None:
-                mounter.mount(files, points, upper, work, target, idmap=r.idmap)
+            if r.idmap is not None:  # only the FUSE mounter shifts ids
+                self.p.mounters.fuse_required().mount(files, points, upper, work, target, idmap=r.idmap)
             else:
                 mounter.mount(files, points, upper, work, target)
         except AppContainersError:
-            if not (r.mounter == "kernel" and self.settings.mounter == "auto" and "fuse" in self.p.mounters):
+            fuse = self.p.mounters.fuse
+            if not (r.mounter == "kernel" and self.settings.mounter == "auto" and fuse is not None):
                 raise
             # The kernel path failed (no loop devices, no overlay in this kernel): FUSE instead.
-            self.p.mounters["fuse"].mount(files, points, upper, work, target)
+            fuse.mount(files, points, upper, work, target)
             with self.p.repo.transaction() as state:
                 if r.name in state.reservations:
                     state.put(attrs.evolve(state.reservations[r.name], mounter="fuse"))
@@ -171,7 +172,7 @@ class ContainerService:
             with self.p.fs.lock(L.lock_file(".binds")):  # reconcile unmounts unused ones under it
                 for src, dst in context["host_binds"]:
                     point = L.host_bind(src)
-                    self.p.mounters["kernel"].bind_ro(src, point)
+                    self.p.mounters.kernel.bind_ro(src, point)
                     staged.append((point, dst))
                     # Reachable by the containers' root group only, not by every host user.
                     self.p.fs.chown(os.path.dirname(point), 0, r.idmap[0])
@@ -295,7 +296,7 @@ class ContainerService:
                     state.remove(name)
 
     def unmount_view(self, name: str) -> None:
-        fuse = self.p.mounters.get("fuse")
+        fuse = self.p.mounters.fuse
         if fuse is not None and fuse.is_mounted(self.layout.view(name)):
             fuse.unmount_view(self.layout.view(name))
         self.p.fs.remove_tree(os.path.dirname(self.layout.view(name)))

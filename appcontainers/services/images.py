@@ -68,7 +68,7 @@ class ImageService:
                     layers = [os.path.join(self.layout.layer_mount(name, i), "rootfs")
                               for i in range(len(lineage(self.p.repo.read().images, r.image)))]
                     source = self.layout.view(name)
-                    self.p.mounters["fuse"].mount_view([self.containers.upper(r), *layers], source)
+                    self.p.mounters.fuse_required().mount_view([self.containers.upper(r), *layers], source)
                     viewing = True
                 image_id = self.p.codec.pack(source, manifest, path,
                                              level=level or self.p.settings.squashfs_level, progress=progress)
@@ -79,7 +79,7 @@ class ImageService:
                         self.p.driver.unfreeze(name)
                 finally:
                     if viewing:
-                        self.p.mounters["fuse"].unmount_view(source)
+                        self.p.mounters.fuse_required().unmount_view(source)
         finally:
             with self.p.repo.transaction() as state:
                 state.operations.pop(op_id, None)

@@ -125,6 +125,10 @@ class HostFs:
         os.chmod(staged, mode)
         os.rename(staged, path)
 
+    def lock(self, path: str, wait: bool = True) -> "_Lock":
+        """An exclusive cross-process lock held for a with-block (see lock below)."""
+        return lock(path, wait)
+
     # Inside a container's root: never leaves it.
     def write_in_root(self, root: str, path: str, data: bytes, mode: int, shift: int = 0) -> None:
         rootfs_files.write_file(root, path, data, mode, shift=shift)
@@ -159,5 +163,3 @@ def lock(path: str, wait: bool = True) -> _Lock:
     """An exclusive cross-process lock held for a with-block."""
     return _Lock(path, wait)
 
-
-HostFs.lock = staticmethod(lock)
