@@ -11,7 +11,7 @@ from appcontainers.domain.exceptions import ContainerStateError, ImageCorrupt, I
 from appcontainers.domain.image import Manifest
 from appcontainers.domain.state import State
 from appcontainers.entrypoints.api import Service
-from appcontainers.services.ports import Ports
+from appcontainers.services.ports import Mounters, Ports
 
 
 def encode_image(manifest: dict) -> tuple[str, bytes]:
@@ -80,12 +80,14 @@ class FakeDriver:
 
 
 class FakeMounter:
-    name = "kernel"
+    """A RootfsMounter that records its mounts; kernel-like by default (bind_ro: the Binder port)."""
 
-    def __init__(self):
-        self.mounts: dict[str, list[str]] = {}  # merged target -> image files, top first
+    def __init__(self, name: str = "kernel", available: bool = True):
+        self.name = name
+        self.mounts: dict[str, list[str]] = {}  # merged target (or bind point) -> image files / source
         self.points: set[str] = set()           # lower mount points
         self.fail: Exception | None = None      # raised by mount()
+        self.works = available                  # what available() says
 
     def mount(self, layers, lower_mounts, upper, work, target):
         if self.fail:
@@ -97,13 +99,41 @@ class FakeMounter:
         self.mounts.pop(target, None)
         self.points.difference_update(lower_mounts)
 
-    def is_mounted(self, target): return target in self.mounts
-    def available(self): return True
+    def is_mounted(self, target): return target in self.mounts or target in self.points
+    def available(self): return self.works
     def bind_ro(self, src, target): self.mounts.setdefault(target, [src])
 
     def mounted(self, prefix):
         prefix = prefix.rstrip("/") + "/"
-        return sorted(p for p in [*self.mounts, *self.points] if p.startswith(prefix))
+        return sorted(p for p in {*self.mounts, *self.points} if p.startswith(prefix))
+
+
+class FakeFuseMounter(FakeMounter):
+    """The FUSE mounter: shifted ids (mount(idmap=)) and read-only views (mount_view)."""
+
+    def __init__(self, available: bool = True):
+        super().__init__("fuse", available)
+        self.idmaps: dict[str, tuple[int, int]] = {}  # target -> idmap it was mounted with
+        self.views: dict[str, list[str]] = {}         # view target -> dirs, top first
+
+    def mount(self, layers, lower_mounts, upper, work, target, idmap=None):
+        super().mount(layers, lower_mounts, upper, work, target)
+        if idmap is not None:
+            self.idmaps[target] = idmap
+
+    def unmount(self, target, lower_mounts):
+        super().unmount(target, lower_mounts)
+        self.idmaps.pop(target, None)
+
+    def mount_view(self, dirs, target):
+        self.views[target] = list(dirs)
+
+    def unmount_view(self, target): self.views.pop(target, None)
+    def is_mounted(self, target): return super().is_mounted(target) or target in self.views
+
+    def mounted(self, prefix):
+        prefix = prefix.rstrip("/") + "/"
+        return sorted({*super().mounted(prefix), *(v for v in self.views if v.startswith(prefix))})
 
 
 class FakeCodec:
@@ -311,13 +341,16 @@ class FakeClock:
         return self.now
 
 
-def make_service(**settings) -> Service:
-    """The real Service over fakes; reach them through service.ports."""
+def make_service(fuse: bool = False, kernel: bool = True, **settings) -> Service:
+    """The real Service over fakes; reach them through service.ports. fuse=True adds the FUSE
+    mounter (unprivileged containers, the fallback); kernel=False makes the kernel path unavailable."""
     s = Settings(**{"root": "/srv/ac", "bridge": "actest0", "subnet": "10.0.100.0/24", **settings})
     fs = FakeFs()
     driver = FakeDriver()
+    mounters = Mounters(kernel=FakeMounter("kernel", available=kernel),
+                        fuse=FakeFuseMounter() if fuse else None)
     return Service(Ports(
-        settings=s, repo=FakeRepo(s.subnet), driver=driver, mounters={"kernel": FakeMounter()},
+        settings=s, repo=FakeRepo(s.subnet), driver=driver, mounters=mounters,
         codec=FakeCodec(fs), net=FakeNet(), fs=fs, skeletons=FakeSkeletons(),
         base_builder=FakeBaseBuilder(fs), agents=FakeAgents(driver), clock=FakeClock(),
         rng=random.Random(1234), procs=FakeProcs(),

@@ -7,6 +7,7 @@ A power only some adapters have (a read-only bind, a FUSE view, shifted ids) is 
 """
 from __future__ import annotations
 
+import builtins
 from contextlib import AbstractContextManager
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
@@ -39,11 +40,11 @@ class ContainerDriver(Protocol):
         """'RUNNING', 'STOPPED', 'FROZEN', ... or 'MISSING'."""
     def states(self) -> dict[str, str]:
         """{name: state} of every container at once."""
-    def list(self) -> list[str]:
+    def list(self) -> builtins.list[str]:
         """The names of every container, sorted."""
     def freeze(self, name: str) -> None: ...
     def unfreeze(self, name: str) -> None: ...
-    def attach(self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: str | None = None,
+    def attach(self, name: str, argv: builtins.list[str], env: dict[str, str] | None = None, cwd: str | None = None,
                timeout: float | None = None, on_output: LineCallback | None = None,
                stdin: bytes | None = None) -> tuple[int, bytes, bytes]:
         """Run argv inside a running container: (exit code, stdout, stderr)."""

@@ -1,6 +1,8 @@
 """The whole persisted state: reservations, the address pool and the images."""
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 from .exceptions import AppContainersError, InvalidValue, NameTaken, UnknownContainer
@@ -18,7 +20,7 @@ class State:
     images: dict[str, Image] = attrs.Factory(dict)
     # Unfinished multi-step operations other than provision/destroy (e.g. a save), by id:
     # {"kind": ..., "owner": hostproc token, ...details}; reconcile finishes or undoes them.
-    operations: dict[str, dict] = attrs.Factory(dict)
+    operations: dict[str, dict[str, Any]] = attrs.Factory(dict)
 
     @classmethod
     def empty(cls, network: str) -> "State":
@@ -73,7 +75,7 @@ class State:
         users += [f"image {i.id[:12]} ({i.name})" for i in self.images.values() if i.parent == image_id]
         return users
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION,
             "pool": self.pool.to_dict(),
@@ -83,7 +85,7 @@ class State:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "State":
+    def from_dict(cls, data: dict[str, Any]) -> "State":
         if not isinstance(data, dict):
             raise InvalidValue("state is not a JSON object")
         version = data.get("schema_version")

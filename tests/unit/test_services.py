@@ -26,7 +26,7 @@ def svc():
 def snapshot(svc):
     """What provisioning may change: the state, the mounts, the LXC configs and the files."""
     p = svc.ports
-    return (p.repo.read().to_dict(), dict(p.mounters["kernel"].mounts), dict(p.driver.configs),
+    return (p.repo.read().to_dict(), dict(p.mounters.kernel.mounts), dict(p.driver.configs),
             dict(p.fs.files), set(p.fs.dirs))
 
 
@@ -78,7 +78,7 @@ class TestProvision:
         """The rootfs is an overlay on the default base's image file."""
         c = svc.provision("web")
         L = svc.settings.layout
-        assert svc.ports.mounters["kernel"].mounts == {L.rootfs("web"): [L.image_file(c.image, "base")]}
+        assert svc.ports.mounters.kernel.mounts == {L.rootfs("web"): [L.image_file(c.image, "base")]}
         assert {L.upper("web", False), L.work("web", False)} <= svc.ports.fs.dirs
 
     def test_host_mac_never_handed_out(self):
@@ -109,7 +109,7 @@ class TestProvision:
             svc.provision(name)
         state = svc.ports.repo.read()
         assert state.reservations == {} and len(state.pool) == 0
-        assert svc.ports.mounters["kernel"].mounts == {} and svc.ports.driver.configs == {}
+        assert svc.ports.mounters.kernel.mounts == {} and svc.ports.driver.configs == {}
 
     def test_pool_exhausted(self):
         """A full pool raises PoolExhausted and changes nothing (a /30 holds one container)."""
@@ -122,14 +122,14 @@ class TestProvision:
 
     def test_mount_failure_rolls_back(self, svc):
         """A failure while mounting removes the reservation, its files and config; the address is free again."""
-        svc.ports.mounters["kernel"].fail = CommandFailed(["mount"], 32, "no loop device")
+        svc.ports.mounters.kernel.fail = CommandFailed(["mount"], 32, "no loop device")
         with pytest.raises(CommandFailed):
             svc.provision("web")
         state = svc.ports.repo.read()
         assert state.reservations == {} and state.pool.holder_of("10.0.100.2") is None
         assert svc.ports.fs.under(svc.settings.layout.mnt("web")) == []
         assert svc.ports.fs.under(svc.settings.layout.overlay("web", False)) == []
-        svc.ports.mounters["kernel"].fail = None
+        svc.ports.mounters.kernel.fail = None
         assert svc.provision("db").ip == "10.0.100.2"
 
     def test_config_failure_unmounts(self, svc):
@@ -137,7 +137,7 @@ class TestProvision:
         svc.ports.driver.fail = OSError("disk full")
         with pytest.raises(OSError):
             svc.provision("web")
-        assert svc.ports.mounters["kernel"].mounts == {}
+        assert svc.ports.mounters.kernel.mounts == {}
         assert svc.ports.repo.read().reservations == {}
         assert svc.ports.fs.under(svc.settings.layout.run_dir("web")) == []
 
@@ -159,8 +159,8 @@ class TestDestroy:
         c.start()
         c.destroy()
         L = svc.settings.layout
-        assert svc.ports.driver.list() == [] and svc.ports.mounters["kernel"].mounts == {}
-        assert svc.ports.mounters["kernel"].points == set()
+        assert svc.ports.driver.list() == [] and svc.ports.mounters.kernel.mounts == {}
+        assert svc.ports.mounters.kernel.points == set()
         for path in (L.mnt("web"), L.overlay("web", False), L.run_dir("web")):
             assert svc.ports.fs.under(path) == []
 
@@ -169,7 +169,7 @@ class TestDestroy:
         svc.provision("web")
         other = svc.provision("web2")
         svc.get("web").destroy()
-        assert list(svc.ports.mounters["kernel"].mounts) == [svc.settings.layout.rootfs("web2")]
+        assert list(svc.ports.mounters.kernel.mounts) == [svc.settings.layout.rootfs("web2")]
         assert svc.ports.repo.read().get("web2").ip == other.ip
 
     def test_unknown(self, svc):
@@ -238,7 +238,7 @@ class TestStartStop:
         svc.containers.start("tmp")
         svc.containers.stop("tmp")
         assert svc.ports.repo.read().reservations == {} and len(svc.ports.repo.read().pool) == 0
-        assert svc.ports.driver.list() == [] and svc.ports.mounters["kernel"].mounts == {}
+        assert svc.ports.driver.list() == [] and svc.ports.mounters.kernel.mounts == {}
         assert svc.ports.fs.under(svc.settings.layout.overlay("tmp", True)) == []
 
 
@@ -410,7 +410,7 @@ class TestLoadImage:
         assert c.image == image_id and c.startup_commands == ("serve", "log")
         assert state.get("app").status == "ready"
         assert user_files(svc) == [L.image_file(image_id, "user")]
-        assert svc.ports.mounters["kernel"].mounts[L.rootfs("app")] == [L.image_file(image_id, "user")]
+        assert svc.ports.mounters.kernel.mounts[L.rootfs("app")] == [L.image_file(image_id, "user")]
         assert "app" in svc.ports.driver.configs
 
     def test_layered_mounts_parent_below(self, svc):
@@ -419,7 +419,7 @@ class TestLoadImage:
         child = put_image(svc, "/in/child.aimg", parent=base.id)
         svc.load_image("/in/child.aimg", name="child")
         L = svc.settings.layout
-        assert svc.ports.mounters["kernel"].mounts[L.rootfs("child")] == [
+        assert svc.ports.mounters.kernel.mounts[L.rootfs("child")] == [
             L.image_file(child, "user"), L.image_file(base.id, "base")]
 
     def test_unknown_parent(self, svc):
