@@ -4,14 +4,16 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from typing import Any, Callable, Collection, Iterable, Iterator, Sequence
 
 import attrs
 
 from ..domain.exceptions import (AgentUnavailable, AppContainersError, ContainerStateError, InvalidValue,
                                  NameTaken, UnknownContainer, UnknownImage)
-from ..domain.image import lineage
+from ..domain.image import Image, lineage
 from ..domain.network import MacGenerator
 from ..domain.paths import container_path
+from ..domain.ports import JsonDict, LineCallback
 from ..domain.reservation import DESTROYING, PROVISIONING, READY, Reservation, validate_name
 from .faults import checkpoint
 from .ports import Ports
@@ -29,15 +31,15 @@ class ContainerService:
         self.layout = ports.settings.layout
 
     # ---- provisioning -------------------------------------------------------------
-    def _new_name(self, taken) -> str:
+    def _new_name(self, taken: Collection[str]) -> str:
         while True:
             name = "ac-%08x" % self.p.rng.getrandbits(32)
             if name not in taken:
                 return name
 
     def reserve(self, name: str | None, image_id: str, ephemeral: bool = False,
-                startup_commands=(), new_image=None, raw=False, unprivileged=False,
-                **limits) -> Reservation:
+                startup_commands: Iterable[str] = (), new_image: Image | None = None, raw: bool = False,
+                unprivileged: bool = False, **limits: Any) -> Reservation:
         """Claim a name, an address and a MAC in one transaction (status provisioning).
 
         new_image, if given, is registered in the same transaction (a loaded image)."""
@@ -83,8 +85,9 @@ class ContainerService:
             return "fuse"
         return "kernel"
 
-    def provision(self, name=None, image_id=None, ephemeral=False, startup_commands=(),
-                  memory=None, cpus=None, raw=False, unprivileged=False) -> Reservation:
+    def provision(self, name: str | None, image_id: str, ephemeral: bool = False,
+                  startup_commands: Iterable[str] = (), memory: str | None = None, cpus: float | None = None,
+                  raw: bool = False, unprivileged: bool = False) -> Reservation:
         r = self.reserve(name, image_id, ephemeral, startup_commands, raw=raw, memory=memory, cpus=cpus,
                          unprivileged=unprivileged)
         checkpoint("provision.reserved")
@@ -112,11 +115,11 @@ class ContainerService:
         self.ensure_mounted(r)
         self.render(r)
 
-    def _gateway(self):
+    def _gateway(self) -> tuple[str, int]:
         state = self.p.repo.read()
         return state.pool.gateway, state.pool.prefixlen
 
-    def _layers(self, r: Reservation, images=None):
+    def _layers(self, r: Reservation, images: dict[str, Image] | None = None) -> list[Image]:
         images = images if images is not None else self.p.repo.read().images
         return lineage(images, r.image)
 
@@ -253,7 +256,8 @@ class ContainerService:
                 return True
             return False
 
-    def teardown(self, name: str, expect=None, wait: bool = True) -> bool:
+    def teardown(self, name: str, expect: Callable[[Reservation | None], bool] | None = None,
+                 wait: bool = True) -> bool:
         """Stop, unmount and remove everything of a container, then its reservation.
 
         The intent is recorded first (status destroying), so a crash at any step leaves
@@ -302,7 +306,7 @@ class ContainerService:
         self.p.fs.remove_tree(os.path.dirname(self.layout.view(name)))
 
     def destroy(self, name: str) -> None:
-        def not_busy(r):
+        def not_busy(r: Reservation | None) -> bool:
             if r is None:
                 raise UnknownContainer(name)
             if r.status != READY and r.owner != self.p.procs.token() and self.p.procs.alive(r.owner):
@@ -313,7 +317,7 @@ class ContainerService:
         self.teardown(name, expect=not_busy)
 
     @contextlib.contextmanager
-    def locked(self, name: str, wait: bool = True):
+    def locked(self, name: str, wait: bool = True) -> Iterator[None]:
         """Serialize work on one container across processes (re-entrant in this thread).
 
         wait=False raises ContainerStateError at once if another process holds it."""
@@ -334,8 +338,9 @@ class ContainerService:
                 del held[name]
 
     # ---- commands and files ---------------------------------------------------------
-    def run(self, name: str, command, timeout=None, on_output=None, env=None, cwd=None,
-            stdin: bytes | None = None) -> RunResult:
+    def run(self, name: str, command: str | Sequence[str], timeout: float | None = None,
+            on_output: LineCallback | None = None, env: dict[str, str] | None = None,
+            cwd: str | None = None, stdin: bytes | None = None) -> RunResult:
         argv, shell = plans.command(command)
         state = self.p.repo.read()
         r = state.get(name)
@@ -350,7 +355,7 @@ class ContainerService:
         else:
             if self.p.driver.state(name) != "RUNNING":
                 self.start(name)
-            code, out, err = self.p.driver.attach(name, argv or ["/bin/sh", "-c", shell], env, cwd,
+            code, out, err = self.p.driver.attach(name, argv or ["/bin/sh", "-c", shell or ""], env, cwd,  # one of the two is set
                                                   timeout, on_output, stdin)
         return RunResult(exit_code=code, stdout=out, stderr=err)
 
@@ -360,7 +365,7 @@ class ContainerService:
             raise ContainerStateError(f"container {name} is {r.status}, not ready")
         return r
 
-    def create_file(self, name: str, path: str, content, mode: int = 0o644) -> str:
+    def create_file(self, name: str, path: str, content: str | bytes, mode: int = 0o644) -> str:
         full = container_path(path)
         if isinstance(content, str):
             data = content.encode()
@@ -394,7 +399,7 @@ class ContainerService:
                 if frozen:
                     self.p.driver.unfreeze(name)
 
-    def set_startup_commands(self, name: str, commands) -> tuple[str, ...]:
+    def set_startup_commands(self, name: str, commands: Iterable[str]) -> tuple[str, ...]:
         with self.p.repo.transaction() as state:
             r = attrs.evolve(state.get(name), startup_commands=commands)
             state.put(r)
@@ -405,7 +410,7 @@ class ContainerService:
             raise InvalidValue("a startup command is one shell string")
         return self.set_startup_commands(name, [*self.get(name).startup_commands, command])
 
-    def remove_startup_command(self, name: str, index_or_command) -> tuple[str, ...]:
+    def remove_startup_command(self, name: str, index_or_command: int | str) -> tuple[str, ...]:
         cmds = list(self.get(name).startup_commands)
         if isinstance(index_or_command, int):
             if not 0 <= index_or_command < len(cmds):
@@ -418,7 +423,7 @@ class ContainerService:
         return self.set_startup_commands(name, cmds)
 
     # ---- monitoring -----------------------------------------------------------------
-    def logs(self, name: str, since: int = 0, follow: bool = False):
+    def logs(self, name: str, since: int = 0, follow: bool = False) -> Iterator[tuple[int, JsonDict]]:
         """(offset, record) pairs from the container's agent log; follow waits for more."""
         self.get(name)
         return self.p.agents(self.layout.agent_dir(name)).logs(since=since, follow=follow)

@@ -1,23 +1,29 @@
 """Use cases on images: save a container to a .aimg, load one back, list and remove."""
 from __future__ import annotations
 
+import builtins
 import os
+from typing import Any
 
 from ..domain.exceptions import (ContainerStateError, ImageCorrupt, InUse, InvalidValue, UnknownImage)
 from ..domain.image import FORMAT_VERSION, Image, Manifest, lineage, validate_image_name
-from ..domain.reservation import READY
+from ..domain.ports import JsonDict, Progress
+from ..domain.reservation import READY, Reservation
 from . import plans
+from .bases import BaseService
+from .containers import ContainerService
 from .faults import checkpoint
+from .ports import Ports
 
 
 class ImageService:
-    def __init__(self, ports, containers, bases):
+    def __init__(self, ports: Ports, containers: ContainerService, bases: BaseService) -> None:
         self.p, self.containers, self.bases = ports, containers, bases
         self.layout = ports.settings.layout
 
     # ---- save -------------------------------------------------------------------------
     def save(self, name: str, path: str, flatten: bool = True, image_name: str | None = None,
-             progress=None, level: int | None = None) -> Image:
+             progress: Progress | None = None, level: int | None = None) -> Image:
         """Squash the container (merged view, or only its upper layer) into the file path."""
         r = self.containers.get(name)
         if not flatten and r.mounter == "raw":
@@ -44,7 +50,8 @@ class ImageService:
             image_id = self._pack(r, path, manifest, flatten, level, progress)
         return Image(id=image_id, manifest=Manifest.from_dict(manifest), kind="user")
 
-    def _pack(self, r, path, manifest, flatten, level, progress) -> str:
+    def _pack(self, r: Reservation, path: str, manifest: JsonDict, flatten: bool, level: int | None,
+              progress: Progress | None) -> str:
         name = r.name
         self.containers.ensure_mounted(r)
         source = self.layout.rootfs(name) if flatten else self.containers.upper(r)
@@ -86,7 +93,7 @@ class ImageService:
         return image_id
 
     # ---- load -------------------------------------------------------------------------
-    def _import(self, path: str, move: bool = False) -> tuple[Image, str | None, dict | None]:
+    def _import(self, path: str, move: bool = False) -> tuple[Image, str | None, dict[str, Any] | None]:
         """Verify path and stage it in the store: (image, staged temp file or None, the move
         record if the caller's file itself was moved: put back if the load fails)."""
         if not self.p.fs.is_file(path):
@@ -102,7 +109,7 @@ class ImageService:
         owner = self.p.procs.token().replace(":", "+")  # reconcile removes it once we are gone
         tmp = os.path.join(self.layout.user_images,
                            f".import-{image_id[:16]}@{owner}.{self.p.rng.getrandbits(32):08x}.tmp")
-        moved = None
+        moved: dict[str, Any] | None = None
         if move:
             # The file itself goes into the store (no copy) when it is on the same filesystem.
             # The intent comes first: if we die, reconcile puts the file back where it was.
@@ -140,11 +147,11 @@ class ImageService:
             raise
         return image, tmp, moved
 
-    def _forget_move(self, moved: dict) -> None:
+    def _forget_move(self, moved: dict[str, Any]) -> None:
         with self.p.repo.transaction() as st:
             st.operations.pop(moved["id"], None)
 
-    def _unstage(self, staged: str | None, moved: dict | None, image_id: str | None = None) -> None:
+    def _unstage(self, staged: str | None, moved: dict[str, Any] | None, image_id: str | None = None) -> None:
         """A failed load leaves the caller's file where it was and nothing in the store.
         staged None with a move: the file already went to the store under image_id; it goes
         back if nothing uses it."""
@@ -158,11 +165,12 @@ class ImageService:
                     return self._forget_move(moved)
                 st.images.pop(image_id, None)
             staged = self.layout.image_file(image_id, "user")
+        assert staged is not None  # a move staged the file, or stored it under image_id
         self.p.fs.put_back(staged, moved["restore"], tuple(moved["file_owner"]))
         self._forget_move(moved)
 
     def load(self, path: str, ephemeral: bool = False, name: str | None = None, raw: bool = False,
-             move: bool = False):
+             move: bool = False) -> Reservation:
         image, staged, moved = self._import(os.path.abspath(path), move=move)
         try:
             if image.parent is not None:
@@ -196,7 +204,7 @@ class ImageService:
     def list(self) -> list[Image]:
         return sorted(self.p.repo.read().images.values(), key=lambda i: (i.kind, i.name, i.created))
 
-    def resolve(self, ref: str, images=None) -> Image:
+    def resolve(self, ref: str, images: dict[str, Image] | None = None) -> Image:
         """An image by id, unique id prefix (>= 4 hex digits) or name (the newest of that name)."""
         images = self.p.repo.read().images if images is None else images
         if ref in images:
@@ -223,7 +231,7 @@ class ImageService:
         self.p.fs.remove_file(self.layout.image_file(image.id, image.kind))
         return image
 
-    def layer_files(self, ref: str) -> list[str]:
+    def layer_files(self, ref: str) -> builtins.list[str]:
         """The files of an image and its ancestors, top first, every one verified.
 
         ref: an .aimg file (its parents must be in the store) or a store id/prefix/name."""

@@ -45,7 +45,7 @@ class Reconciler:
         store_files = [(d, f) for d in (L.user_images, L.bases) for f in fs.list_dir(d)
                        if f.endswith(".aimg") and not f.startswith(".")]
         state = self.p.repo.read()
-        actions = []
+        actions: list[tuple[str, str, tuple]] = []
         known = set(state.reservations)
         boot = procs.boot_id()
         # Each teardown carries what must still hold when it runs under the container's lock:
