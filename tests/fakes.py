@@ -288,12 +288,15 @@ class FakeBaseBuilder:
 
 
 class FakeAgentClient:
-    def __init__(self):
+    def __init__(self, running=lambda: True):
+        self.running = running  # the container runs: the agent answers
         self.ready = True
         self.waits: list[float] = []
         self.runs: list[dict] = []
         self.reply = (0, b"", b"")
         self.records: list[dict] = []
+
+    def alive(self): return self.running()
 
     def wait_ready(self, timeout):
         self.waits.append(timeout)
@@ -315,10 +318,9 @@ class FakeAgents:
         self.driver = driver
 
     def __call__(self, run_dir):
-        client = self.clients.setdefault(run_dir, FakeAgentClient())
         name = run_dir.rstrip("/").split("/")[-2]  # <root>/run/<name>/agent
-        client.alive = lambda: self.driver.containers.get(name) == "RUNNING"
-        return client
+        return self.clients.setdefault(
+            run_dir, FakeAgentClient(lambda: self.driver.containers.get(name) == "RUNNING"))
 
 
 class FakeProcs:

@@ -147,7 +147,9 @@ class Runner:
 
     def wants(self) -> tuple[list[int], list[int], bool]:
         """(fds to read, fds to write, whether some command waits for its peer to take more)."""
-        reads, writes, blocked = [], [], False
+        reads: list[int] = []
+        writes: list[int] = []
+        blocked = False
         for cmd in self.commands.values():
             if cmd.queue:
                 blocked = True
@@ -191,7 +193,7 @@ class Runner:
                 if pid == 0:
                     break
                 cmd = self.by_pid.pop(pid, None)  # else an orphan we inherited as init
-                if cmd is not None:
+                if cmd is not None and cmd.proc is not None:  # by_pid holds started commands only
                     cmd.status, cmd.exited_at = status, self.clock()
                     cmd.proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait
                     self._finish(cmd)
@@ -201,7 +203,8 @@ class Runner:
     def tick(self) -> None:
         now = self.clock()
         for cmd in list(self.commands.values()):
-            if cmd.deadline is not None and now >= cmd.deadline and cmd.status is None and not cmd.timed_out:
+            if (cmd.deadline is not None and now >= cmd.deadline and cmd.status is None and not cmd.timed_out
+                    and cmd.pid is not None):  # a deadline is set when it starts
                 cmd.timed_out = True
                 _killpg(cmd.pid, signal.SIGKILL)
             if cmd.status is not None and cmd.fds and now >= cmd.exited_at + self.exit_grace:
@@ -312,9 +315,11 @@ class Runner:
 
     def _write_stdin(self, cmd: Command, ack: bool = False) -> None:
         written, closed = 0, False
+        fd = cmd.stdin_fd
+        assert fd is not None  # every caller checks it is open
         while cmd.stdin_buf:
             try:
-                n = os.write(cmd.stdin_fd, cmd.stdin_buf[:READ_SIZE])
+                n = os.write(fd, cmd.stdin_buf[:READ_SIZE])
             except BlockingIOError:
                 break
             except OSError:  # the command closed its stdin: what is left is dropped
@@ -324,7 +329,7 @@ class Runner:
             del cmd.stdin_buf[:n]
             written += n
         if cmd.stdin_eof and not cmd.stdin_buf:
-            os.close(cmd.stdin_fd)
+            os.close(fd)
             cmd.stdin_fd = None
         if cmd.stdin_stream and (written or closed or ack):
             # Credit for a streaming sender: it keeps at most a window of bytes unacknowledged,

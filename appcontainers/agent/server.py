@@ -108,7 +108,8 @@ class Agent:
 
     def _loop(self, wake_r: int) -> None:
         runner, router = self.runner, self.router
-        stop_at = kill_at = None
+        stop_at: float | None = None
+        kill_at: float | None = None
         while True:
             reads, writes, blocked = runner.wants()
             poller = zmq.Poller()
@@ -127,7 +128,7 @@ class Agent:
                     left = max(0.0, t - time.monotonic())
                     timeout = left if timeout is None else min(timeout, left)
             self.log.flush()
-            events = dict(poller.poll(None if timeout is None else timeout * 1000))
+            events = dict(poller.poll(None if timeout is None else int(timeout * 1000)))  # as pyzmq would
             if wake_r in events:
                 _drain(wake_r)
             runner.reap()

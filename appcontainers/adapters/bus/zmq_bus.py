@@ -11,6 +11,7 @@ import stat
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from ...agent import protocol as p
 from ...agent.logfile import read_log
@@ -138,7 +139,7 @@ class AgentClient:
                                 stdin_stream=feed is not None, timeout=timeout)
         except p.ProtocolError as e:
             raise InvalidValue(str(e)) from None
-        what = shell if shell is not None else " ".join(argv)
+        what = shell if shell is not None else " ".join(argv or ())
         if (reason := self._gone()) is not None:
             raise AgentUnavailable(f"cannot run {what!r}: {reason}")
         bufs = {"stdout": bytearray(), "stderr": bytearray()}
@@ -227,7 +228,7 @@ class AgentClient:
         if stream not in bufs:
             return
         text = msg.get("data")
-        raw = p.data_bytes(msg) if text is None or capture else None
+        raw = p.data_bytes(msg) if text is None or capture else b""
         if capture:
             bufs[stream] += raw
         if on_output is not None:
@@ -334,7 +335,7 @@ def watch_events(agent_dirs, rescan: float = 1.0, topics: Iterable[str] = ("even
     Each event gets a "container" key."""
     zmq = _zmq()
     ctx = zmq.Context.instance()
-    socks: dict[str, object] = {}
+    socks: dict[str, Any] = {}  # zmq sockets (zmq is imported on first use)
     poller = zmq.Poller()
     try:
         next_scan = 0.0

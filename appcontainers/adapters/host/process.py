@@ -71,21 +71,24 @@ def stream(argv, *, timeout: float | None, on_line=None, input: bytes | None = N
     proc = subprocess.Popen([exe, *argv[1:]], stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                             close_fds=True, start_new_session=True)
+    assert proc.stdout is not None and proc.stderr is not None  # both piped
     if input is not None:
+        assert proc.stdin is not None  # piped when there is input
+        pipe = proc.stdin
         # Fed from a thread: a child that prints a lot before reading its stdin must not
         # deadlock against us (and the timeout must still fire).
         def feed():
             try:
                 if isinstance(input, (bytes, bytearray, memoryview)):
-                    proc.stdin.write(input)
+                    pipe.write(input)
                 else:
                     for chunk in chunks(input):
-                        proc.stdin.write(chunk)
+                        pipe.write(chunk)
             except (BrokenPipeError, OSError, ValueError):
                 pass
             finally:
                 try:
-                    proc.stdin.close()
+                    pipe.close()
                 except OSError:
                     pass
 
@@ -105,7 +108,7 @@ def stream(argv, *, timeout: float | None, on_line=None, input: bytes | None = N
                 os.killpg(proc.pid, 9)
                 proc.wait()
                 out = bytes(bufs["stdout"] + bufs["stderr"]).decode(errors="replace")
-                raise CommandTimeout(" ".join(argv), timeout, out)
+                raise CommandTimeout(" ".join(argv), timeout or 0.0, out)  # wait is set: so is timeout
             for key, _ in sel.select(wait):
                 name = key.data
                 chunk = os.read(key.fd, 65536)
