@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import posixpath
 import random
 
 from appcontainers.config import Settings
@@ -59,7 +60,9 @@ class FakeDriver:
         self.containers[name] = state
 
     def start(self, name, timeout): self._set("start", name, "RUNNING")
-    def stop(self, name, timeout): self._set("stop", name, "STOPPED")
+    def stop(self, name, timeout):
+        if self.containers.get(name, "STOPPED") != "STOPPED":  # stopped or missing: nothing to do
+            self._set("stop", name, "STOPPED")
     def freeze(self, name): self._set("freeze", name, "FROZEN")
     def unfreeze(self, name): self._set("unfreeze", name, "RUNNING")
 
@@ -88,6 +91,7 @@ class FakeMounter:
         self.points: set[str] = set()           # lower mount points
         self.fail: Exception | None = None      # raised by mount()
         self.works = available                  # what available() says
+        self.binds: dict[str, str] = {}          # bind point -> host source (bind_ro)
 
     def mount(self, layers, lower_mounts, upper, work, target):
         if self.fail:
@@ -97,11 +101,12 @@ class FakeMounter:
 
     def unmount(self, target, lower_mounts):
         self.mounts.pop(target, None)
+        self.binds.pop(target, None)
         self.points.difference_update(lower_mounts)
 
-    def is_mounted(self, target): return target in self.mounts or target in self.points
+    def is_mounted(self, target): return target in self.mounts or target in self.points or target in self.binds
     def available(self): return self.works
-    def bind_ro(self, src, target): self.mounts.setdefault(target, [src])
+    def bind_ro(self, src, target): self.binds.setdefault(target, src)
 
     def mounted(self, prefix):
         prefix = prefix.rstrip("/") + "/"
@@ -147,6 +152,7 @@ class FakeCodec:
     def pack(self, source, manifest, dest, level=None, progress=None, excludes=()):
         if self.fail:
             raise self.fail
+        Manifest.from_dict(manifest)  # never write an image that verify() would refuse
         image_id, data = encode_image(manifest)
         self.packed.append({"source": source, "manifest": manifest, "dest": dest, "level": level})
         self.fs.files[dest] = data
@@ -174,6 +180,8 @@ class FakeCodec:
         return image_id, json.loads(body)
 
     def copy_verified(self, src, dest):
+        if self.fs.exists(dest):
+            raise FileExistsError(dest)
         result = self.verify(src)
         self.fs.copy(src, dest)
         return result
@@ -189,10 +197,17 @@ class FakeNet:
     def ensure_bridge(self, name, gateway, prefixlen): self.bridges[name] = (gateway, prefixlen)
     def host_macs(self): return set(self.macs)
     def veths_on(self, bridge): return sorted(self.veths.get(bridge, []))
-    def delete_link(self, name): self.deleted.append(name)
+    def delete_link(self, name):
+        self.deleted.append(name)
+        self.bridges.pop(name, None)
+        for veths in self.veths.values():
+            if name in veths:
+                veths.remove(name)
 
 
 class FakeFs:
+    """Files and directories in dicts; like a real tree, making a path makes its parents."""
+
     def __init__(self):
         self.files: dict[str, bytes | str] = {}
         self.dirs: set[str] = set()
@@ -200,6 +215,7 @@ class FakeFs:
         self.mtimes: dict[str, float] = {}
         self.modes: dict[str, int] = {}
         self.extracted: list[tuple[str, str, str]] = []  # (root, dest, archive)
+        self.held: set[str] = set()                      # lock files held
 
     def under(self, path) -> list[str]:
         """Every file and dir at or below path."""
@@ -209,18 +225,52 @@ class FakeFs:
         path = path.rstrip("/")
         return sorted({p[len(path) + 1:].split("/")[0] for p in self.under(path) if p != path})
 
-    def make_dirs(self, *paths, mode=0o755): self.dirs.update(paths)
+    def _parents(self, path):
+        parent = posixpath.dirname(path.rstrip("/"))
+        while parent not in ("", "/"):
+            self.dirs.add(parent)
+            parent = posixpath.dirname(parent)
+
+    def make_dirs(self, *paths, mode=0o755):
+        for p in paths:
+            self.dirs.add(p.rstrip("/") or "/")
+            self._parents(p)
+
+    def _put(self, path, data):
+        self._parents(path)
+        self.files[path] = data
+
     def exists(self, path): return path in self.files or path in self.dirs
     def is_file(self, path): return path in self.files
     def is_dir(self, path): return path.rstrip("/") in self.dirs
     def remove_file(self, path): self.files.pop(path, None)
-    def write_text(self, path, text, mode=0o644): self.files[path] = text
-    def write_json(self, path, data): self.files[path] = json.dumps(data)
-    def lock(self, path, wait=True): return contextlib.nullcontext()
+    def write_text(self, path, text, mode=0o644): self._put(path, text)
+    def write_json(self, path, data): self._put(path, json.dumps(data))
     def chown(self, path, uid, gid): self.owners[path] = (uid, gid)
-    def closed_ancestor(self, path): return None
     def chmod(self, path, mode): self.modes[path] = mode
-    def mtime(self, path): return self.mtimes.get(path, 0.0)
+
+    def mtime(self, path):
+        return self.mtimes.get(path, 0.0) if self.exists(path) else float("inf")  # gone: never "old"
+
+    def closed_ancestor(self, path):
+        current = ""
+        for part in [p for p in path.split("/") if p]:
+            current += "/" + part
+            if not self.modes.get(current, 0o755) & 0o001:
+                return current
+        return None
+
+    @contextlib.contextmanager
+    def lock(self, path, wait=True):
+        if path in self.held:
+            if not wait:
+                raise ContainerStateError(f"{posixpath.basename(path)} is held by another process")
+            raise AssertionError(f"{path}: a second lock in one thread would wait forever")
+        self.held.add(path)
+        try:
+            yield
+        finally:
+            self.held.discard(path)
 
     def remove_tree(self, path):
         for p in self.under(path):
@@ -230,9 +280,11 @@ class FakeFs:
     def copy(self, src, dest):
         if src not in self.files:
             raise FileNotFoundError(src)
-        self.files[dest] = self.files[src]
+        self._put(dest, self.files[src])
 
     def try_move(self, src, dest):
+        if src not in self.files:
+            return None
         self.move(src, dest)
         return (0, 0, 0o644)
 
@@ -244,7 +296,7 @@ class FakeFs:
         del self.files[src]
 
     def write_in_root(self, root, path, data, mode, shift=0):
-        self.files[root + path] = data
+        self._put(root + path, data)
         self.modes[root + path] = mode
 
     def extract_in_root(self, root, dest, archive, shift=0):
