@@ -120,6 +120,7 @@ class FakeFuseMounter(FakeMounter):
         super().__init__("fuse", available)
         self.idmaps: dict[str, tuple[int, int]] = {}  # target -> idmap it was mounted with
         self.views: dict[str, list[str]] = {}         # view target -> dirs, top first
+        self.viewed: list[tuple[str, list[str]]] = []  # every view mounted, (target, dirs)
 
     def mount(self, layers, lower_mounts, upper, work, target, idmap=None):
         super().mount(layers, lower_mounts, upper, work, target)
@@ -132,6 +133,7 @@ class FakeFuseMounter(FakeMounter):
 
     def mount_view(self, dirs, target):
         self.views[target] = list(dirs)
+        self.viewed.append((target, list(dirs)))
 
     def unmount_view(self, target): self.views.pop(target, None)
     def is_mounted(self, target): return super().is_mounted(target) or target in self.views
@@ -326,12 +328,13 @@ class FakeBaseBuilder:
     def __init__(self, fs: FakeFs, key: str = "key-1"):
         self.fs, self.current_key = fs, key
         self.builds: list[str] = []  # the key of each build
+        self.host_binds: list[str] = []  # host paths the base asks to bind (the busybox base's Python)
 
     def key(self): return self.current_key
 
     def build(self, dest, name, created):
         manifest = {"format_version": 1, "name": name, "created": created, "parent": None,
-                    "startup_commands": [], "environment": {"LANG": "C.UTF-8"}, "host_binds": [],
+                    "startup_commands": [], "environment": {"LANG": "C.UTF-8"}, "host_binds": list(self.host_binds),
                     "base": name, "init": [self.INIT], "build_key": self.current_key}
         image_id, data = encode_image(manifest)
         self.fs.files[dest] = data
