@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import time
+from typing import cast
 
 from . import protocol as p
 from .lines import LineSplitter
@@ -193,9 +194,10 @@ class Runner:
                 if pid == 0:
                     break
                 cmd = self.by_pid.pop(pid, None)  # else an orphan we inherited as init
-                if cmd is not None and cmd.proc is not None:  # by_pid holds started commands only
+                if cmd is not None:
                     cmd.status, cmd.exited_at = status, self.clock()
-                    cmd.proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait
+                    # in by_pid: started, so it has its Popen, which must not wait
+                    cast(subprocess.Popen, cmd.proc).returncode = os.waitstatus_to_exitcode(status)
                     self._finish(cmd)
                 if want != -1:
                     break
@@ -203,10 +205,9 @@ class Runner:
     def tick(self) -> None:
         now = self.clock()
         for cmd in list(self.commands.values()):
-            if (cmd.deadline is not None and now >= cmd.deadline and cmd.status is None and not cmd.timed_out
-                    and cmd.pid is not None):  # a deadline is set when it starts
+            if cmd.deadline is not None and now >= cmd.deadline and cmd.status is None and not cmd.timed_out:
                 cmd.timed_out = True
-                _killpg(cmd.pid, signal.SIGKILL)
+                _killpg(cast(int, cmd.pid), signal.SIGKILL)  # a deadline is set when it starts
             if cmd.status is not None and cmd.fds and now >= cmd.exited_at + self.exit_grace:
                 cmd.closing = True
                 for fd in list(cmd.fds):
@@ -315,11 +316,9 @@ class Runner:
 
     def _write_stdin(self, cmd: Command, ack: bool = False) -> None:
         written, closed = 0, False
-        fd = cmd.stdin_fd
-        assert fd is not None  # every caller checks it is open
         while cmd.stdin_buf:
             try:
-                n = os.write(fd, cmd.stdin_buf[:READ_SIZE])
+                n = os.write(cast(int, cmd.stdin_fd), cmd.stdin_buf[:READ_SIZE])  # callers check it is open
             except BlockingIOError:
                 break
             except OSError:  # the command closed its stdin: what is left is dropped
@@ -329,7 +328,7 @@ class Runner:
             del cmd.stdin_buf[:n]
             written += n
         if cmd.stdin_eof and not cmd.stdin_buf:
-            os.close(fd)
+            os.close(cast(int, cmd.stdin_fd))
             cmd.stdin_fd = None
         if cmd.stdin_stream and (written or closed or ack):
             # Credit for a streaming sender: it keeps at most a window of bytes unacknowledged,

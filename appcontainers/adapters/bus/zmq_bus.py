@@ -11,7 +11,7 @@ import stat
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from ...agent import protocol as p
 from ...agent.logfile import read_log
@@ -139,7 +139,7 @@ class AgentClient:
                                 stdin_stream=feed is not None, timeout=timeout)
         except p.ProtocolError as e:
             raise InvalidValue(str(e)) from None
-        what = shell if shell is not None else " ".join(argv or ())
+        what = shell if shell is not None else " ".join(cast(list[str], argv))  # one of them is set
         if (reason := self._gone()) is not None:
             raise AgentUnavailable(f"cannot run {what!r}: {reason}")
         bufs = {"stdout": bytearray(), "stderr": bytearray()}
