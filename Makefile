@@ -2,17 +2,21 @@
 VENV ?= $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test unit bench
+.PHONY: setup demo test unit typecheck bench
 setup:
 	./scripts/setup-host
 
 demo: setup
 	$(PY) examples/demo.py
 
-test: setup
+test: setup typecheck
 	$(PY) -m pytest -q tests
 
-unit: setup
+# mypy.ini: the whole package, strict on domain/ and services/; the fakes are checked against the ports.
+typecheck: setup
+	$(PY) -m mypy
+
+unit: setup typecheck
 	$(PY) -m pytest -q tests/unit
 
 bench: setup

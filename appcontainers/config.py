@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import attrs
 
@@ -55,7 +56,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ=None, **overrides) -> "Settings":
         env = os.environ if environ is None else environ
-        values = {}
+        values: dict[str, Any] = {}
         for key, field in (("APPCONTAINERS_ROOT", "root"), ("APPCONTAINERS_BRIDGE", "bridge"),
                            ("APPCONTAINERS_SUBNET", "subnet"), ("APPCONTAINERS_MOUNTER", "mounter")):
             if env.get(key):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import posixpath
 import random
 
 from appcontainers.config import Settings
@@ -12,7 +13,7 @@ from appcontainers.domain.exceptions import (AppContainersError, CommandFailed, 
 from appcontainers.domain.image import Manifest
 from appcontainers.domain.state import State
 from appcontainers.entrypoints.api import Service
-from appcontainers.services.ports import Ports
+from appcontainers.services.ports import Mounters, Ports
 
 
 def encode_image(manifest: dict) -> tuple[str, bytes]:
@@ -60,7 +61,9 @@ class FakeDriver:
         self.containers[name] = state
 
     def start(self, name, timeout): self._set("start", name, "RUNNING")
-    def stop(self, name, timeout): self._set("stop", name, "STOPPED")
+    def stop(self, name, timeout):
+        if self.containers.get(name, "STOPPED") != "STOPPED":  # stopped or missing: nothing to do
+            self._set("stop", name, "STOPPED")
     def freeze(self, name): self._set("freeze", name, "FROZEN")
     def unfreeze(self, name): self._set("unfreeze", name, "RUNNING")
 
@@ -81,12 +84,15 @@ class FakeDriver:
 
 
 class FakeMounter:
-    name = "kernel"
+    """A RootfsMounter that records its mounts; kernel-like by default (bind_ro: the Binder port)."""
 
-    def __init__(self):
-        self.mounts: dict[str, list[str]] = {}  # merged target -> image files, top first
+    def __init__(self, name: str = "kernel", available: bool = True):
+        self.name = name
+        self.mounts: dict[str, list[str]] = {}  # merged target (or bind point) -> image files / source
         self.points: set[str] = set()           # lower mount points
         self.fail: Exception | None = None      # raised by mount()
+        self.works = available                  # what available() says
+        self.binds: dict[str, str] = {}          # bind point -> host source (bind_ro)
 
     def mount(self, layers, lower_mounts, upper, work, target):
         if self.fail:
@@ -96,15 +102,46 @@ class FakeMounter:
 
     def unmount(self, target, lower_mounts):
         self.mounts.pop(target, None)
+        self.binds.pop(target, None)
         self.points.difference_update(lower_mounts)
 
-    def is_mounted(self, target): return target in self.mounts
-    def available(self): return True
-    def bind_ro(self, src, target): self.mounts.setdefault(target, [src])
+    def is_mounted(self, target): return target in self.mounts or target in self.points or target in self.binds
+    def available(self): return self.works
+    def bind_ro(self, src, target): self.binds.setdefault(target, src)
 
     def mounted(self, prefix):
         prefix = prefix.rstrip("/") + "/"
-        return sorted(p for p in [*self.mounts, *self.points] if p.startswith(prefix))
+        return sorted(p for p in {*self.mounts, *self.points} if p.startswith(prefix))
+
+
+class FakeFuseMounter(FakeMounter):
+    """The FUSE mounter: shifted ids (mount(idmap=)) and read-only views (mount_view)."""
+
+    def __init__(self, available: bool = True):
+        super().__init__("fuse", available)
+        self.idmaps: dict[str, tuple[int, int]] = {}  # target -> idmap it was mounted with
+        self.views: dict[str, list[str]] = {}         # view target -> dirs, top first
+        self.viewed: list[tuple[str, list[str]]] = []  # every view mounted, (target, dirs)
+
+    def mount(self, layers, lower_mounts, upper, work, target, idmap=None):
+        super().mount(layers, lower_mounts, upper, work, target)
+        if idmap is not None:
+            self.idmaps[target] = idmap
+
+    def unmount(self, target, lower_mounts):
+        super().unmount(target, lower_mounts)
+        self.idmaps.pop(target, None)
+
+    def mount_view(self, dirs, target):
+        self.views[target] = list(dirs)
+        self.viewed.append((target, list(dirs)))
+
+    def unmount_view(self, target): self.views.pop(target, None)
+    def is_mounted(self, target): return super().is_mounted(target) or target in self.views
+
+    def mounted(self, prefix):
+        prefix = prefix.rstrip("/") + "/"
+        return sorted({*super().mounted(prefix), *(v for v in self.views if v.startswith(prefix))})
 
 
 class FakeCodec:
@@ -118,6 +155,7 @@ class FakeCodec:
     def pack(self, source, manifest, dest, level=None, progress=None, excludes=()):
         if self.fail:
             raise self.fail
+        Manifest.from_dict(manifest)  # never write an image that verify() would refuse
         image_id, data = encode_image(manifest)
         self.packed.append({"source": source, "manifest": manifest, "dest": dest, "level": level})
         self.fs.files[dest] = data
@@ -145,6 +183,8 @@ class FakeCodec:
         return image_id, json.loads(body)
 
     def copy_verified(self, src, dest):
+        if self.fs.exists(dest):
+            raise FileExistsError(dest)
         result = self.verify(src)
         self.fs.copy(src, dest)
         return result
@@ -160,10 +200,17 @@ class FakeNet:
     def ensure_bridge(self, name, gateway, prefixlen): self.bridges[name] = (gateway, prefixlen)
     def host_macs(self): return set(self.macs)
     def veths_on(self, bridge): return sorted(self.veths.get(bridge, []))
-    def delete_link(self, name): self.deleted.append(name)
+    def delete_link(self, name):
+        self.deleted.append(name)
+        self.bridges.pop(name, None)
+        for veths in self.veths.values():
+            if name in veths:
+                veths.remove(name)
 
 
 class FakeFs:
+    """Files and directories in dicts; like a real tree, making a path makes its parents."""
+
     def __init__(self):
         self.files: dict[str, bytes | str] = {}
         self.dirs: set[str] = set()
@@ -171,6 +218,7 @@ class FakeFs:
         self.mtimes: dict[str, float] = {}
         self.modes: dict[str, int] = {}
         self.extracted: list[tuple[str, str, str]] = []  # (root, dest, archive)
+        self.held: set[str] = set()                      # lock files held
 
     def under(self, path) -> list[str]:
         """Every file and dir at or below path."""
@@ -180,18 +228,52 @@ class FakeFs:
         path = path.rstrip("/")
         return sorted({p[len(path) + 1:].split("/")[0] for p in self.under(path) if p != path})
 
-    def make_dirs(self, *paths, mode=0o755): self.dirs.update(paths)
+    def _parents(self, path):
+        parent = posixpath.dirname(path.rstrip("/"))
+        while parent not in ("", "/"):
+            self.dirs.add(parent)
+            parent = posixpath.dirname(parent)
+
+    def make_dirs(self, *paths, mode=0o755):
+        for p in paths:
+            self.dirs.add(p.rstrip("/") or "/")
+            self._parents(p)
+
+    def _put(self, path, data):
+        self._parents(path)
+        self.files[path] = data
+
     def exists(self, path): return path in self.files or path in self.dirs
     def is_file(self, path): return path in self.files
     def is_dir(self, path): return path.rstrip("/") in self.dirs
     def remove_file(self, path): self.files.pop(path, None)
-    def write_text(self, path, text, mode=0o644): self.files[path] = text
-    def write_json(self, path, data): self.files[path] = json.dumps(data)
-    def lock(self, path, wait=True): return contextlib.nullcontext()
+    def write_text(self, path, text, mode=0o644): self._put(path, text)
+    def write_json(self, path, data): self._put(path, json.dumps(data))
     def chown(self, path, uid, gid): self.owners[path] = (uid, gid)
-    def closed_ancestor(self, path): return None
     def chmod(self, path, mode): self.modes[path] = mode
-    def mtime(self, path): return self.mtimes.get(path, 0.0)
+
+    def mtime(self, path):
+        return self.mtimes.get(path, 0.0) if self.exists(path) else float("inf")  # gone: never "old"
+
+    def closed_ancestor(self, path):
+        current = ""
+        for part in [p for p in path.split("/") if p]:
+            current += "/" + part
+            if not self.modes.get(current, 0o755) & 0o001:
+                return current
+        return None
+
+    @contextlib.contextmanager
+    def lock(self, path, wait=True):
+        if path in self.held:
+            if not wait:
+                raise ContainerStateError(f"{posixpath.basename(path)} is held by another process")
+            raise AssertionError(f"{path}: a second lock in one thread would wait forever")
+        self.held.add(path)
+        try:
+            yield
+        finally:
+            self.held.discard(path)
 
     def remove_tree(self, path):
         for p in self.under(path):
@@ -201,9 +283,11 @@ class FakeFs:
     def copy(self, src, dest):
         if src not in self.files:
             raise FileNotFoundError(src)
-        self.files[dest] = self.files[src]
+        self._put(dest, self.files[src])
 
     def try_move(self, src, dest):
+        if src not in self.files:
+            return None
         self.move(src, dest)
         return (0, 0, 0o644)
 
@@ -215,7 +299,7 @@ class FakeFs:
         del self.files[src]
 
     def write_in_root(self, root, path, data, mode, shift=0):
-        self.files[root + path] = data
+        self._put(root + path, data)
         self.modes[root + path] = mode
 
     def extract_in_root(self, root, dest, archive, shift=0):
@@ -245,12 +329,13 @@ class FakeBaseBuilder:
     def __init__(self, fs: FakeFs, key: str = "key-1"):
         self.fs, self.current_key = fs, key
         self.builds: list[str] = []  # the key of each build
+        self.host_binds: list[str] = []  # host paths the base asks to bind (the busybox base's Python)
 
     def key(self): return self.current_key
 
     def build(self, dest, name, created):
         manifest = {"format_version": 1, "name": name, "created": created, "parent": None,
-                    "startup_commands": [], "environment": {"LANG": "C.UTF-8"}, "host_binds": [],
+                    "startup_commands": [], "environment": {"LANG": "C.UTF-8"}, "host_binds": list(self.host_binds),
                     "base": name, "init": [self.INIT], "build_key": self.current_key}
         image_id, data = encode_image(manifest)
         self.fs.files[dest] = data
@@ -259,12 +344,15 @@ class FakeBaseBuilder:
 
 
 class FakeAgentClient:
-    def __init__(self):
+    def __init__(self, running=lambda: True):
+        self.running = running  # the container runs: the agent answers
         self.ready = True
         self.waits: list[float] = []
         self.runs: list[dict] = []
         self.reply = (0, b"", b"")
         self.records: list[dict] = []
+
+    def alive(self): return self.running()
 
     def wait_ready(self, timeout):
         self.waits.append(timeout)
@@ -286,10 +374,9 @@ class FakeAgents:
         self.driver = driver
 
     def __call__(self, run_dir):
-        client = self.clients.setdefault(run_dir, FakeAgentClient())
         name = run_dir.rstrip("/").split("/")[-2]  # <root>/run/<name>/agent
-        client.alive = lambda: self.driver.containers.get(name) == "RUNNING"
-        return client
+        return self.clients.setdefault(
+            run_dir, FakeAgentClient(lambda: self.driver.containers.get(name) == "RUNNING"))
 
 
 class FakeProcs:
@@ -312,13 +399,16 @@ class FakeClock:
         return self.now
 
 
-def make_service(**settings) -> Service:
-    """The real Service over fakes; reach them through service.ports."""
+def make_service(fuse: bool = False, kernel: bool = True, **settings) -> Service:
+    """The real Service over fakes; reach them through service.ports. fuse=True adds the FUSE
+    mounter (unprivileged containers, the fallback); kernel=False makes the kernel path unavailable."""
     s = Settings(**{"root": "/srv/ac", "bridge": "actest0", "subnet": "10.0.100.0/24", **settings})
     fs = FakeFs()
     driver = FakeDriver()
+    mounters = Mounters(kernel=FakeMounter("kernel", available=kernel),
+                        fuse=FakeFuseMounter() if fuse else None)
     return Service(Ports(
-        settings=s, repo=FakeRepo(s.subnet), driver=driver, mounters={"kernel": FakeMounter()},
+        settings=s, repo=FakeRepo(s.subnet), driver=driver, mounters=mounters,
         codec=FakeCodec(fs), net=FakeNet(), fs=fs, skeletons=FakeSkeletons(),
         base_builder=FakeBaseBuilder(fs), agents=FakeAgents(driver), clock=FakeClock(),
         rng=random.Random(1234), procs=FakeProcs(), viewer=FakeImageViewer(),

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import time
+from typing import cast
 
 from . import protocol as p
 from .lines import LineSplitter
@@ -146,7 +147,9 @@ class Runner:
 
     def wants(self) -> tuple[list[int], list[int], bool]:
         """(fds to read, fds to write, whether some command waits for its peer to take more)."""
-        reads, writes, blocked = [], [], False
+        reads: list[int] = []
+        writes: list[int] = []
+        blocked = False
         for cmd in self.commands.values():
             if cmd.queue:
                 blocked = True
@@ -192,7 +195,8 @@ class Runner:
                 cmd = self.by_pid.pop(pid, None)  # else an orphan we inherited as init
                 if cmd is not None:
                     cmd.status, cmd.exited_at = status, self.clock()
-                    cmd.proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait
+                    # in by_pid: started, so it has its Popen, which must not wait
+                    cast(subprocess.Popen, cmd.proc).returncode = os.waitstatus_to_exitcode(status)
                     self._finish(cmd)
                 if want != -1:
                     break
@@ -202,7 +206,7 @@ class Runner:
         for cmd in list(self.commands.values()):
             if cmd.deadline is not None and now >= cmd.deadline and cmd.status is None and not cmd.timed_out:
                 cmd.timed_out = True
-                _killpg(cmd.pid, signal.SIGKILL)
+                _killpg(cast(int, cmd.pid), signal.SIGKILL)  # a deadline is set when it starts
             if cmd.status is not None and cmd.fds and now >= cmd.exited_at + self.exit_grace:
                 cmd.closing = True
                 for fd in list(cmd.fds):
@@ -313,7 +317,7 @@ class Runner:
         written, closed = 0, False
         while cmd.stdin_buf:
             try:
-                n = os.write(cmd.stdin_fd, cmd.stdin_buf[:READ_SIZE])
+                n = os.write(cast(int, cmd.stdin_fd), cmd.stdin_buf[:READ_SIZE])  # callers check it is open
             except BlockingIOError:
                 break
             except OSError:  # the command closed its stdin: what is left is dropped
@@ -323,7 +327,7 @@ class Runner:
             del cmd.stdin_buf[:n]
             written += n
         if cmd.stdin_eof and not cmd.stdin_buf:
-            os.close(cmd.stdin_fd)
+            os.close(cast(int, cmd.stdin_fd))
             cmd.stdin_fd = None
         if cmd.stdin_stream and (written or closed or ack):
             # Credit for a streaming sender: it keeps at most a window of bytes unacknowledged,

@@ -128,7 +128,7 @@ class Agent:
         for fd in writes:
             poller.register(fd, zmq.POLLOUT)
         timeout = self._timeout(blocked)
-        return dict(poller.poll(None if timeout is None else timeout * 1000))
+        return dict(poller.poll(None if timeout is None else int(timeout * 1000)))
 
     def _timeout(self, blocked: bool) -> float | None:
         """Seconds until something is due (a command's deadline, a stop step), None: nothing is."""

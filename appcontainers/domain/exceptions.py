@@ -1,4 +1,7 @@
 """Every error appcontainers raises on purpose: one base, one line each."""
+from __future__ import annotations
+
+from typing import Sequence
 
 
 class AppContainersError(Exception):
@@ -8,7 +11,7 @@ class AppContainersError(Exception):
 class InvalidName(AppContainersError):
     """A container or image name outside the allowed charset or length."""
 
-    def __init__(self, name, reason):
+    def __init__(self, name: object, reason: str) -> None:
         self.name, self.reason = name, reason
         super().__init__(f"invalid name {name!r}: {reason}")
 
@@ -20,7 +23,7 @@ class InvalidValue(AppContainersError):
 class PoolExhausted(AppContainersError):
     """No free address is left in the pool."""
 
-    def __init__(self, network):
+    def __init__(self, network: str) -> None:
         self.network = network
         super().__init__(f"address pool {network} is exhausted: destroy a container or widen the subnet")
 
@@ -28,7 +31,7 @@ class PoolExhausted(AppContainersError):
 class NameTaken(AppContainersError):
     """A container of that name already exists."""
 
-    def __init__(self, name):
+    def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"a container named {name!r} already exists")
 
@@ -36,7 +39,7 @@ class NameTaken(AppContainersError):
 class UnknownContainer(AppContainersError):
     """No container of that name exists."""
 
-    def __init__(self, name):
+    def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"no container named {name!r}")
 
@@ -44,7 +47,7 @@ class UnknownContainer(AppContainersError):
 class UnknownImage(AppContainersError):
     """No image of that id, name or path exists."""
 
-    def __init__(self, ref):
+    def __init__(self, ref: str) -> None:
         self.ref = ref
         super().__init__(f"no image {ref!r}")
 
@@ -52,7 +55,7 @@ class UnknownImage(AppContainersError):
 class ImageCorrupt(AppContainersError):
     """An image file that fails verification."""
 
-    def __init__(self, path, reason):
+    def __init__(self, path: str, reason: str) -> None:
         self.path, self.reason = path, reason
         super().__init__(f"image {path} is not usable: {reason}")
 
@@ -64,7 +67,7 @@ class InUse(AppContainersError):
 class StateCorrupt(AppContainersError):
     """The state file cannot be read; it is kept as it is for inspection."""
 
-    def __init__(self, path, reason):
+    def __init__(self, path: str, reason: str) -> None:
         self.path, self.reason = path, reason
         super().__init__(f"state file {path} is unreadable ({reason}); it was left untouched: "
                          f"inspect or move it aside")
@@ -77,7 +80,7 @@ class UnsafePath(AppContainersError):
 class CommandFailed(AppContainersError):
     """An external tool failed; keeps the argv, exit code and output."""
 
-    def __init__(self, argv, returncode, output=""):
+    def __init__(self, argv: Sequence[str], returncode: int, output: str = "") -> None:
         self.argv, self.returncode, self.output = tuple(argv), returncode, output
         tail = output.strip().splitlines()[-3:]
         detail = (": " + " | ".join(tail)) if tail else ""
@@ -87,7 +90,7 @@ class CommandFailed(AppContainersError):
 class CommandTimeout(AppContainersError):
     """An external tool or container command ran past its timeout and was killed."""
 
-    def __init__(self, what, timeout, output=""):
+    def __init__(self, what: str, timeout: float, output: str = "") -> None:
         self.what, self.timeout, self.output = what, timeout, output
         super().__init__(f"{what} did not finish within {timeout:g}s and was killed")
 
@@ -95,7 +98,7 @@ class CommandTimeout(AppContainersError):
 class ToolMissing(AppContainersError):
     """A required host tool is not installed."""
 
-    def __init__(self, tool, package):
+    def __init__(self, tool: str, package: str) -> None:
         self.tool, self.package = tool, package
         super().__init__(f"{tool} not found: install {package} (e.g. `apt-get install {package}` "
                          f"or run scripts/setup-host)")
@@ -104,7 +107,7 @@ class ToolMissing(AppContainersError):
 class NotRoot(AppContainersError):
     """The operation needs root."""
 
-    def __init__(self, what="appcontainers"):
+    def __init__(self, what: str = "appcontainers") -> None:
         super().__init__(f"{what} needs root (LXC, mounts and loop devices): run it as root or with sudo")
 
 
@@ -119,7 +122,7 @@ class AgentUnavailable(AppContainersError):
 class BaseBuildFailed(AppContainersError):
     """Building a base image failed (mirror unreachable, unknown suite or package); keeps the output."""
 
-    def __init__(self, reason, output=""):
+    def __init__(self, reason: str, output: str = "") -> None:
         self.reason, self.output = reason, output
         super().__init__(f"cannot build the base image: {reason}")
 
@@ -127,7 +130,7 @@ class BaseBuildFailed(AppContainersError):
 class BaseNameTaken(AppContainersError):
     """A base of that name exists and was built from other inputs."""
 
-    def __init__(self, name, image_id):
+    def __init__(self, name: str, image_id: str) -> None:
         self.name, self.image_id = name, image_id
         super().__init__(f"base {name!r} exists ({image_id[:12]}) and was built from other inputs: "
                          f"give another name, or force (--force) to replace it")

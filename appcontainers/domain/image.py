@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import attrs
 
@@ -14,26 +15,26 @@ _TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 KINDS = ("base", "user")
 
 
-def validate_image_name(name) -> str:
+def validate_image_name(name: object) -> str:
     if not isinstance(name, str) or not _TAG_RE.fullmatch(name) or ".." in name:
         raise InvalidValue(f"invalid image name {name!r}: use letters, digits, '_', '.' and '-' "
                            f"(at most 64, starting with a letter or digit)")
     return name
 
 
-def _check_id(_inst, _attr, value):
+def _check_id(_inst: object, _attr: object, value: Any) -> None:
     if value is not None and not (isinstance(value, str) and _ID_RE.fullmatch(value)):
         raise InvalidValue(f"invalid image id {value!r}: expected 64 lowercase hex digits (sha256)")
 
 
-def _check_required_id(inst, attr, value):
+def _check_required_id(inst: object, attr: object, value: Any) -> None:
     # An image always has an id; only a manifest's parent may be None.
     if value is None:
         raise InvalidValue("invalid image id None: expected 64 lowercase hex digits (sha256)")
     _check_id(inst, attr, value)
 
 
-def _check_env(_inst, _attr, value):
+def _check_env(_inst: object, _attr: object, value: dict[Any, Any]) -> None:
     for k, v in value.items():
         if not isinstance(k, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
             raise InvalidValue(f"invalid environment variable name {k!r}")
@@ -41,16 +42,23 @@ def _check_env(_inst, _attr, value):
             raise InvalidValue(f"invalid value for environment variable {k!r}")
 
 
-def _strings(what):
-    """A converter to a tuple that refuses a lone string (which tuple() would split into characters)."""
-    def convert(value) -> tuple:
-        if isinstance(value, (str, bytes)):
-            raise InvalidValue(f"{what} must be a list of strings, not one string")
-        try:
-            return tuple(value)
-        except TypeError:
-            raise InvalidValue(f"{what} must be a list of strings, not {value!r}") from None
-    return convert
+def _strings(what: str, value: Any) -> tuple[str, ...]:
+    """A tuple, refusing a lone string (which tuple() would split into characters); the
+    validators check the items."""
+    if isinstance(value, (str, bytes)):
+        raise InvalidValue(f"{what} must be a list of strings, not one string")
+    try:
+        return tuple(value)
+    except TypeError:
+        raise InvalidValue(f"{what} must be a list of strings, not {value!r}") from None
+
+
+def _host_binds(value: Any) -> tuple[str, ...]:  # named converters: mypy's attrs plugin reads them
+    return _strings("host_binds", value)
+
+
+def _init(value: Any) -> tuple[str, ...]:
+    return _strings("init", value)
 
 
 # These end up in LXC config lines: a conservative charset, so no value can start a new line.
@@ -58,7 +66,7 @@ _PATH_RE = re.compile(r"^/[A-Za-z0-9_.+@/-]*$")
 _ARG_RE = re.compile(r"^[A-Za-z0-9_.+@/=:,-]+$")
 
 
-def _check_binds(_inst, _attr, value):
+def _check_binds(_inst: object, _attr: object, value: tuple[Any, ...]) -> None:
     for p in value:
         if (not isinstance(p, str) or not _PATH_RE.fullmatch(p) or "/../" in p + "/"
                 or "/./" in p + "/" or p.rstrip("/") == ""):
@@ -66,7 +74,7 @@ def _check_binds(_inst, _attr, value):
                                f"and _ . + @ - /")
 
 
-def _check_init(_inst, _attr, value):
+def _check_init(_inst: object, _attr: object, value: tuple[Any, ...]) -> None:
     for n, arg in enumerate(value):
         if not isinstance(arg, str) or not _ARG_RE.fullmatch(arg) or (n == 0 and not _PATH_RE.fullmatch(arg)):
             raise InvalidValue(f"invalid init argument {arg!r}: the init is an absolute path and plain "
@@ -81,31 +89,31 @@ class Manifest:
     created: float = attrs.field(converter=float)
     parent: str | None = attrs.field(default=None, validator=_check_id)
     startup_commands: tuple[str, ...] = attrs.field(default=(), converter=_commands)
-    environment: dict = attrs.field(factory=dict, converter=dict, validator=_check_env)
+    environment: dict[str, str] = attrs.field(factory=dict, converter=dict, validator=_check_env)
     # Host paths bind-mounted read-only at the same place (the default base borrows the host's Python).
-    host_binds: tuple[str, ...] = attrs.field(default=(), converter=_strings("host_binds"),
+    host_binds: tuple[str, ...] = attrs.field(default=(), converter=_host_binds,
                                             validator=_check_binds)
     base: str | None = attrs.field(default=None)
-    init: tuple[str, ...] = attrs.field(default=(), converter=_strings("init"), validator=_check_init)
+    init: tuple[str, ...] = attrs.field(default=(), converter=_init, validator=_check_init)
     build_key: str | None = None
     format_version: int = attrs.field(default=FORMAT_VERSION)
 
     @format_version.validator
-    def _check_version(self, _attr, value):
+    def _check_version(self, _attr: object, value: object) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise InvalidValue(f"invalid manifest format version {value!r}")
         if value > FORMAT_VERSION:
             raise InvalidValue(f"manifest format version {value} is newer than this appcontainers "
                                f"understands ({FORMAT_VERSION}): upgrade appcontainers")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = attrs.asdict(self)
         for k in ("startup_commands", "host_binds", "init"):
             d[k] = list(d[k])
         return d
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Manifest":
+    def from_dict(cls, data: dict[str, Any]) -> "Manifest":
         if not isinstance(data, dict):
             raise InvalidValue("manifest is not a JSON object")
         missing = [k for k in ("format_version", "name", "created") if k not in data]
@@ -148,18 +156,18 @@ class Image:
         return self.manifest.startup_commands
 
     @property
-    def environment(self) -> dict:
+    def environment(self) -> dict[str, str]:
         return self.manifest.environment
 
     @property
     def format_version(self) -> int:
         return self.manifest.format_version
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "manifest": self.manifest.to_dict()}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Image":
+    def from_dict(cls, data: dict[str, Any]) -> "Image":
         if not isinstance(data, dict):
             raise InvalidValue("image record is not a JSON object")
         try:
@@ -173,8 +181,9 @@ class Image:
 
 def lineage(images: dict[str, Image], image_id: str) -> list[Image]:
     """The image and its ancestors, top first; raises if a parent is missing or loops."""
-    chain, seen = [], set()
-    current = image_id
+    chain: list[Image] = []
+    seen: set[str] = set()
+    current: str | None = image_id
     while current is not None:
         if current in seen:
             raise InvalidValue(f"image {current[:12]} has a parent loop")

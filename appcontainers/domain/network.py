@@ -4,10 +4,14 @@ from __future__ import annotations
 import bisect
 import ipaddress
 import re
+from typing import TYPE_CHECKING, Any, Iterable
 
 import attrs
 
 from .exceptions import InvalidValue, PoolExhausted
+
+if TYPE_CHECKING:  # ports imports state, which imports this module
+    from .ports import Rng
 
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
@@ -30,6 +34,10 @@ def normalize_mac(text: str) -> str:
     return mac
 
 
+def _network_text(text: str) -> str:
+    return str(parse_network(text))
+
+
 @attrs.define
 class AddressPool:
     """Hands out the addresses of one network to names.
@@ -39,14 +47,14 @@ class AddressPool:
     so a /16 fills in well under a second.
     """
 
-    network: str = attrs.field(converter=lambda n: str(parse_network(n)))
+    network: str = attrs.field(converter=_network_text)
     _by_name: dict[str, int] = attrs.field(factory=dict, alias="_by_name")
     _held: list[int] = attrs.field(factory=list, init=False)
     _owner: dict[int, str] = attrs.field(factory=dict, init=False)
     first: int = attrs.field(default=0, init=False, eq=False, repr=False)
     last: int = attrs.field(default=0, init=False, eq=False, repr=False)
 
-    def __attrs_post_init__(self):
+    def __attrs_post_init__(self) -> None:
         net = self._net
         self.first = int(net.network_address) + 2
         self.last = int(net.broadcast_address) - 1
@@ -136,11 +144,11 @@ class AddressPool:
     def __len__(self) -> int:
         return len(self._by_name)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"network": self.network, "allocations": dict(sorted(self.allocations().items()))}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "AddressPool":
+    def from_dict(cls, data: dict[str, Any]) -> "AddressPool":
         try:
             raw = data["allocations"]
             by_name = {str(n): int(ipaddress.IPv4Address(ip)) for n, ip in raw.items()}
@@ -157,11 +165,11 @@ class MacGenerator:
     tests seed it and production uses the system's entropy.
     """
 
-    rng: object
+    rng: Rng
     prefix: str | None = attrs.field(default=None)
 
     @prefix.validator
-    def _check_prefix(self, _attr, value):
+    def _check_prefix(self, _attr: object, value: object) -> None:
         if value is None:
             return
         if not isinstance(value, str):
@@ -181,7 +189,7 @@ class MacGenerator:
         tail = [self.rng.getrandbits(8) for _ in range(6 - len(head))]
         return ":".join(f"{o:02x}" for o in head + tail)
 
-    def generate(self, used=frozenset(), attempts: int = 4096) -> str:
+    def generate(self, used: Iterable[str] = frozenset(), attempts: int = 4096) -> str:
         """A MAC not in `used` (normalized lowercase strings)."""
         used = {str(m).strip().lower().replace("-", ":") for m in used}
         bad = [m for m in used if not _MAC_RE.match(m)]

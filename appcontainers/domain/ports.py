@@ -1,16 +1,24 @@
 """The ports the services need, as small Protocols. No adapter is imported here.
 
-They document what services/ports.Ports holds; the real adapters and the fakes in
-tests/fakes.py implement them without inheriting from them.
+services/ports.Ports is typed field by field with them, so mypy checks every service call
+against its port; the real adapters and the fakes in tests/fakes.py implement them without
+inheriting from them, and tests/contract runs one suite per port against both.
+A power only some adapters have (a read-only bind, a FUSE view, shifted ids) is its own port.
 """
 from __future__ import annotations
 
+import builtins
 from contextlib import AbstractContextManager
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from .state import State
 
 LineCallback = Callable[[str, str], None]  # (stream name "stdout"/"stderr", line without newline)
+Progress = Callable[[int], None]           # percent done
+JsonDict = dict[str, Any]                  # a manifest, an agent config or record, as JSON has it
+IdMap = tuple[int, int]                    # (first host id, count): container id 0 is host id first
+FileOwner = tuple[int, int, int]           # (uid, gid, mode) of a file moved into the store
+Clock = Callable[[], float]                # seconds since the epoch
 
 
 class ResourceRepository(Protocol):
@@ -22,48 +30,171 @@ class ResourceRepository(Protocol):
 
 
 class ContainerDriver(Protocol):
-    def create(self, name: str, config: str) -> None: ...
+    def create(self, name: str, config: str) -> None:
+        """Write (or replace) the container's config."""
     def start(self, name: str, timeout: float) -> None: ...
     def stop(self, name: str, timeout: float) -> None: ...
-    def destroy(self, name: str) -> None: ...
+    def destroy(self, name: str) -> None:
+        """Kill it if it runs and forget it; never touches its rootfs. No error if missing."""
     def state(self, name: str) -> str:
         """'RUNNING', 'STOPPED', 'FROZEN', ... or 'MISSING'."""
-    def list(self) -> list[str]: ...
+    def states(self) -> dict[str, str]:
+        """{name: state} of every container at once."""
+    def list(self) -> builtins.list[str]:
+        """The names of every container, sorted."""
     def freeze(self, name: str) -> None: ...
     def unfreeze(self, name: str) -> None: ...
-    def attach(self, name: str, argv: list[str], env: dict | None, cwd: str | None,
-               timeout: float | None, on_output: LineCallback | None,
-               stdin: bytes | None) -> tuple[int, bytes, bytes]: ...
+    def attach(self, name: str, argv: builtins.list[str], env: dict[str, str] | None = None, cwd: str | None = None,
+               timeout: float | None = None, on_output: LineCallback | None = None,
+               stdin: bytes | None = None) -> tuple[int, bytes, bytes]:
+        """Run argv inside a running container: (exit code, stdout, stderr)."""
 
 
 class RootfsMounter(Protocol):
-    name: str  # "kernel", "fuse" or "raw"
+    @property
+    def name(self) -> str:
+        """"kernel", "fuse" or "raw": what a reservation records as its mounter."""
     def available(self) -> bool: ...
     def mount(self, layers: list[str], lower_mounts: list[str], upper: str, work: str, target: str) -> None:
         """layers: image files, top first, each mounted read-only at its lower mount point;
         the writable upper (and work) dir over them, merged at target. Rolls back on failure."""
-    def unmount(self, target: str, lower_mounts: list[str]) -> None: ...
+    def unmount(self, target: str, lower_mounts: list[str]) -> None:
+        """target (if mounted), then each lower mount point; also a bind with no lowers."""
     def is_mounted(self, target: str) -> bool: ...
     def mounted(self, prefix: str) -> list[str]:
         """This mounter's kind of mount points under prefix."""
 
 
+class Binder(Protocol):
+    """Read-only binds of host paths (the kernel mounter's): an unprivileged container's
+    root cannot walk the host's path to a bind source, so it is re-bound under the data root."""
+    def bind_ro(self, src: str, target: str) -> None:
+        """A read-only bind of src at target, if not there yet; unmount(target, []) undoes it."""
+
+
+class IdmapMounter(Protocol):
+    """Mounts a rootfs with its ids shifted (fuse-overlayfs' uid/gid mapping)."""
+    def mount(self, layers: list[str], lower_mounts: list[str], upper: str, work: str, target: str,
+              idmap: IdMap | None = None) -> None:
+        """RootfsMounter.mount; with idmap, ids on disk show shifted by idmap at target."""
+
+
+class ViewMounter(Protocol):
+    """Read-only merged views of directories (a save of an unprivileged container packs one)."""
+    def mount_view(self, dirs: list[str], target: str) -> None:
+        """dirs merged (top first) read-only at target, ids as stored, no suid or devices."""
+    def unmount_view(self, target: str) -> None: ...
+    def is_mounted(self, target: str) -> bool: ...
+
+
+class KernelMounterPort(RootfsMounter, Binder, Protocol):
+    """The kernel path: loop-mounted squashfs under overlayfs, and the host-path re-binds."""
+
+
+class FuseMounterPort(RootfsMounter, IdmapMounter, ViewMounter, Protocol):
+    """The FUSE path: squashfuse under fuse-overlayfs, which can shift ids and make views."""
+    def mount(self, layers: list[str], lower_mounts: list[str], upper: str, work: str, target: str,
+              idmap: IdMap | None = None) -> None: ...
+    def is_mounted(self, target: str) -> bool: ...
+
+
 class ImageCodec(Protocol):
-    def pack(self, source: str, manifest: dict, dest: str, level: int | None = None,
-             progress: Callable[[int], None] | None = None, excludes: Iterable[str] = ()) -> str:
+    def pack(self, source: str, manifest: JsonDict, dest: str, level: int | None = None,
+             progress: Progress | None = None, excludes: Iterable[str] = ()) -> str:
         """Squash source with the manifest into dest (temp file, then rename); returns the id."""
-    def verify(self, path: str) -> tuple[str, dict]:
+    def verify(self, path: str) -> tuple[str, JsonDict]:
         """(id, manifest dict) of a valid image; raises ImageCorrupt otherwise."""
     def image_id(self, path: str) -> str:
-        """The id the file's trailer claims (cheap; verify() checks it)."""
+        """The id the file's trailer claims (cheap; verify() checks it). ImageCorrupt if none."""
+    def read_manifest(self, path: str) -> JsonDict:
+        """The manifest, without checking the whole file."""
+    def copy_verified(self, src: str, dest: str) -> tuple[str, JsonDict]:
+        """Copy src to dest, checking what is written: verify() of the copy, which cannot change
+        after; dest is removed if the check fails."""
 
 
 class AgentClient(Protocol):
     """The host side of one container's agent (adapters/bus/zmq_bus.py)."""
+    def alive(self) -> bool:
+        """The agent answers now (so the container runs)."""
     def wait_ready(self, timeout: float) -> bool: ...
-    def run(self, argv=None, shell=None, env=None, cwd=None, stdin=None, timeout=None,
-            on_output: LineCallback | None = None) -> tuple[int, bytes, bytes, dict]: ...
-    def logs(self, since: int = 0, follow: bool = False) -> Iterator[tuple[int, dict]]: ...
+    def run(self, argv: list[str] | None = None, shell: str | None = None, env: dict[str, str] | None = None,
+            cwd: str | None = None, stdin: bytes | None = None, timeout: float | None = None,
+            on_output: LineCallback | None = None) -> tuple[int, bytes, bytes, JsonDict]:
+        """(exit code, stdout, stderr, the agent's result record)."""
+    def logs(self, since: int = 0, follow: bool = False) -> Iterator[tuple[int, JsonDict]]:
+        """(offset, record) pairs of the agent's log from since; follow waits for more."""
+
+
+class Agents(Protocol):
+    """The agent client of a container, from its agent directory."""
+    def __call__(self, run_dir: str) -> AgentClient: ...
+
+
+class HostFs(Protocol):
+    """Plain host file operations (adapters/host/hostfs.py)."""
+    def make_dirs(self, *paths: str, mode: int = 0o755) -> None: ...
+    def remove_tree(self, path: str) -> None:
+        """path and all below it; no error if missing."""
+    def remove_file(self, path: str) -> None:
+        """No error if missing."""
+    def closed_ancestor(self, path: str) -> str | None:
+        """The first directory on the way to path that others may not search, or None."""
+    def chmod(self, path: str, mode: int) -> None: ...
+    def chown(self, path: str, uid: int, gid: int) -> None: ...
+    def list_dir(self, path: str) -> list[str]:
+        """Sorted names in path; [] if it is missing."""
+    def mtime(self, path: str) -> float: ...
+    def exists(self, path: str) -> bool: ...
+    def is_dir(self, path: str) -> bool: ...
+    def is_file(self, path: str) -> bool: ...
+    def write_text(self, path: str, text: str, mode: int = 0o644) -> None:
+        """Atomically replace path's content (its directory made if needed)."""
+    def write_json(self, path: str, data: Any) -> None: ...
+    def move(self, src: str, dest: str) -> None: ...
+    def try_move(self, src: str, dest: str) -> FileOwner | None:
+        """Rename a plain file into dest if it can be (one filesystem): its (uid, gid, mode),
+        for put_back; None when it was not moved (copy instead)."""
+    def put_back(self, staged: str, path: str, owner: FileOwner) -> None:
+        """Undo try_move: the file goes back to path with its owner and mode."""
+    def write_in_root(self, root: str, path: str, data: bytes, mode: int, shift: int = 0) -> None:
+        """Write a file at path inside root, never leaving it."""
+    def extract_in_root(self, root: str, dest: str, archive: str, shift: int = 0) -> int:
+        """Extract a tar archive into dest inside root, every member checked; the member count."""
+    def lock(self, path: str, wait: bool = True) -> AbstractContextManager[object]:
+        """An exclusive cross-process lock; wait=False raises ContainerStateError if held."""
+
+
+class HostNetwork(Protocol):
+    def ensure_bridge(self, name: str, gateway: str, prefixlen: int) -> None:
+        """The bridge exists, up, with the gateway address; idempotent."""
+    def host_macs(self) -> set[str]: ...
+    def veths_on(self, bridge: str) -> list[str]: ...
+    def delete_link(self, name: str) -> None: ...
+
+
+class Skeletons(Protocol):
+    def render_config(self, context: dict[str, Any]) -> str:
+        """The LXC config text."""
+    def render_files(self, context: dict[str, Any]) -> dict[str, str]:
+        """{container path: text} of the files bind-mounted into the container."""
+
+
+class BaseBuilder(Protocol):
+    """The default (busybox) base."""
+    def key(self) -> str:
+        """What the base is made from: a changed key means a rebuild."""
+    def build(self, dest: str, name: str, created: float) -> tuple[str, JsonDict]:
+        """Build the base image at dest: (id, manifest)."""
+
+
+class DebianBuilder(Protocol):
+    """Debian bases, built on request."""
+    def key(self, suite: str, include: Iterable[str] = ()) -> str:
+        """Validates suite and package names; a changed key means a rebuild."""
+    def build(self, dest: str, name: str, created: float, suite: str = "bookworm",
+              include: Iterable[str] = (), progress: Callable[[str], None] | None = None
+              ) -> tuple[str, JsonDict]: ...
 
 
 class Processes(Protocol):
@@ -71,6 +202,10 @@ class Processes(Protocol):
     def token(self) -> str: ...
     def alive(self, token: str | None) -> bool: ...
     def boot_id(self) -> str | None: ...
+
+
+class Rng(Protocol):
+    def getrandbits(self, k: int, /) -> int: ...
 
 
 class ImageViewer(Protocol):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import Any, Callable, Collection
 
 import attrs
 
@@ -16,8 +17,10 @@ _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 PROVISIONING, READY, DESTROYING = "provisioning", "ready", "destroying"
 STATUSES = (PROVISIONING, READY, DESTROYING)
 
+Validator = Callable[[Any, Any, Any], None]
 
-def validate_name(name) -> str:
+
+def validate_name(name: object) -> str:
     """A container name is a DNS label (it becomes the hostname): a-z, 0-9 and '-'."""
     if not isinstance(name, str):
         raise InvalidName(name, "a name must be a string")
@@ -31,11 +34,11 @@ def validate_name(name) -> str:
     return name
 
 
-def _check_name(_inst, _attr, value):
+def _check_name(_inst: object, _attr: object, value: Any) -> None:
     validate_name(value)
 
 
-def _check_ip(_inst, _attr, value):
+def _check_ip(_inst: object, _attr: object, value: Any) -> None:
     # A string only: ipaddress also takes ints and packed bytes, which would end up in the JSON.
     try:
         if not isinstance(value, str):
@@ -45,22 +48,22 @@ def _check_ip(_inst, _attr, value):
         raise InvalidValue(f"invalid IPv4 address {value!r}") from None
 
 
-def _one_of(choices):
+def _one_of(choices: Collection[object]) -> Validator:
     """An attrs validator raising InvalidValue (not attrs' ValueError) for a value outside choices."""
-    def check(_inst, attr, value):
+    def check(_inst: object, attr: "attrs.Attribute[Any]", value: object) -> None:
         if value not in choices:
             raise InvalidValue(f"invalid {attr.name} {value!r}: expected one of {', '.join(map(repr, choices))}")
     return check
 
 
-def _instance_of(kind):
-    def check(_inst, attr, value):
+def _instance_of(kind: type) -> Validator:
+    def check(_inst: object, attr: "attrs.Attribute[Any]", value: object) -> None:
         if not isinstance(value, kind):
             raise InvalidValue(f"invalid {attr.name} {value!r}: expected a {kind.__name__}")
     return check
 
 
-def _commands(value) -> tuple[str, ...]:
+def _commands(value: Any) -> tuple[str, ...]:
     if isinstance(value, (str, bytes)):
         raise InvalidValue("startup commands must be a list of strings, not one string")
     try:
@@ -73,6 +76,11 @@ def _commands(value) -> tuple[str, ...]:
         if "\x00" in c:
             raise InvalidValue("a startup command cannot contain a NUL byte")
     return out
+
+
+
+def _idmap(value: Any) -> tuple[int, int] | None:
+    return None if value is None else tuple(value)  # checked by _check_idmap
 
 
 @attrs.frozen
@@ -94,35 +102,35 @@ class Reservation:
     started: bool = attrs.field(default=False)  # has run since it was reserved (ephemeral clean-up)
     memory: str | None = attrs.field(default=None)  # cgroup memory limit, e.g. "256M"
     # Root inside is an unprivileged host uid: (first host id, count) of its id map, or None.
-    idmap: tuple[int, int] | None = attrs.field(default=None, converter=lambda v: None if v is None else tuple(v))
+    idmap: tuple[int, int] | None = attrs.field(default=None, converter=_idmap)
     cpus: float | None = attrs.field(default=None)  # CPU quota in cores
 
     @memory.validator
-    def _check_memory(self, _attr, value):
+    def _check_memory(self, _attr: object, value: object) -> None:
         if value is not None and not re.fullmatch(r"[1-9][0-9]*[KMG]?", str(value)):
             raise InvalidValue(f"invalid memory limit {value!r}: a size like 512M or 2G")
 
     @idmap.validator
-    def _check_idmap(self, _attr, value):
+    def _check_idmap(self, _attr: object, value: tuple[Any, ...] | None) -> None:
         if value is not None and (len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
                                                              for v in value)
                                   or value[0] < 1 or value[1] < 1 or value[0] + value[1] > 2 ** 32 - 1):
             raise InvalidValue(f"invalid id map {value!r}: (first host id >= 1, count >= 1)")
 
     @cpus.validator
-    def _check_cpus(self, _attr, value):
+    def _check_cpus(self, _attr: object, value: object) -> None:
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not 0.01 <= value <= 1024):
             raise InvalidValue(f"invalid cpus limit {value!r}: a number of cores like 0.5 or 2")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = attrs.asdict(self)
         d["startup_commands"] = list(self.startup_commands)
         d["idmap"] = None if self.idmap is None else list(self.idmap)
         return d
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Reservation":
+    def from_dict(cls, data: dict[str, Any]) -> "Reservation":
         if not isinstance(data, dict):
             raise InvalidValue("reservation record is not a JSON object")
         try:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+from typing import Any, Callable, TypeVar, cast
 
 from ..config import Settings
 from ..domain.exceptions import NotRoot
@@ -12,7 +13,11 @@ from ..services.containers import ContainerService
 from ..services.data_root import prepare_data_root
 from ..services.images import ImageService
 from ..services.logs import log_records
-from ..services.ports import Ports
+from ..domain.ports import Agents, BaseBuilder, DebianBuilder, ImageCodec
+from ..domain.ports import Skeletons as SkeletonsPort
+from ..services.ports import Mounters, Ports
+
+T = TypeVar("T")
 
 
 class Container:
@@ -195,19 +200,24 @@ class _Lazy:
     """Stands for an adapter until first used: `ls` or `gc` never import the image codec, the
     base builders or ZeroMQ (about 14 ms of a CLI call)."""
 
-    def __init__(self, make):
+    def __init__(self, make: Callable[[], Any]) -> None:
         self._make, self._made = make, None
 
-    def _get(self):
+    def _get(self) -> Any:
         if self._made is None:
             self._made = self._make()
         return self._made
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._get(), name)
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._get()(*args, **kwargs)
+
+
+def _lazy(make: Callable[[], T]) -> T:
+    """A _Lazy typed as what make returns: it forwards every attribute and call to it."""
+    return cast(T, _Lazy(make))
 
 
 def build_ports(settings: Settings) -> Ports:
@@ -221,36 +231,36 @@ def build_ports(settings: Settings) -> Ports:
     from ..adapters.lxc.lxc_cli import LxcDriver
     from ..adapters.mounts.raw_mount import RawMounter
 
-    def codec():
+    def codec() -> ImageCodec:
         from ..adapters.aimg.squashfs import SquashfsCodec
         return SquashfsCodec()
 
-    def skeletons():
+    def skeletons() -> SkeletonsPort:
         from ..adapters.lxc.skeletons import Skeletons
         return Skeletons(L.skeletons)
 
-    def busybox():
+    def busybox() -> BaseBuilder:
         from ..adapters.bases.busybox_base import BusyboxBaseBuilder
         return BusyboxBaseBuilder(the_codec, L.tmp, settings.squashfs_level)
 
-    def debian():
+    def debian() -> DebianBuilder:
         from ..adapters.bases.debian_base import DebianBaseBuilder
         return DebianBaseBuilder(the_codec, L.tmp, settings.squashfs_level)
 
-    def agents():
+    def agents() -> Agents:
         from ..adapters.bus.zmq_bus import AgentClient
         return AgentClient
 
     import time
 
     L = settings.layout
-    the_codec = _Lazy(codec)
+    the_codec = _lazy(codec)
     return Ports(
         settings=settings, repo=JsonStore(L.resources, settings.subnet), driver=LxcDriver(L.lxcpath),
-        mounters={"kernel": KernelMounter(), "raw": RawMounter(), "fuse": FuseMounter()},
-        codec=the_codec, net=HostNetwork(), fs=HostFs(), skeletons=_Lazy(skeletons),
-        base_builder=_Lazy(busybox), agents=_Lazy(agents), clock=time.time, rng=random.SystemRandom(),
-        procs=HostProcesses(), debian_builder=_Lazy(debian), viewer=ImageViewer(),
+        mounters=Mounters(kernel=KernelMounter(), fuse=FuseMounter(), raw=RawMounter()),
+        codec=the_codec, net=HostNetwork(), fs=HostFs(), skeletons=_lazy(skeletons),
+        base_builder=_lazy(busybox), agents=_lazy(agents), clock=time.time, rng=random.SystemRandom(),
+        procs=HostProcesses(), debian_builder=_lazy(debian), viewer=ImageViewer(),
     )
 
 

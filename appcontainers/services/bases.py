@@ -2,10 +2,13 @@
 looked up by name; removal refused while something uses them."""
 from __future__ import annotations
 
+import builtins
 import os
+from typing import Callable, Iterable
 
 from ..domain.exceptions import BaseNameTaken, InUse, InvalidValue, UnknownImage
 from ..domain.image import Image, Manifest, validate_image_name
+from ..domain.ports import JsonDict
 from .ports import Ports
 
 BUILDABLE = ("debian",)
@@ -16,7 +19,7 @@ class BaseService:
         self.p = ports
         self.layout = ports.settings.layout
 
-    def find(self, name: str, images=None) -> Image | None:
+    def find(self, name: str, images: dict[str, Image] | None = None) -> Image | None:
         """The newest base image tagged name."""
         images = self.p.repo.read().images if images is None else images
         found = [i for i in images.values() if i.kind == "base" and i.name == name]
@@ -38,7 +41,7 @@ class BaseService:
                 return current
             return self._install(name, lambda tmp: self.p.base_builder.build(tmp, name, self.p.clock()))
 
-    def _install(self, name: str, build) -> Image:
+    def _install(self, name: str, build: Callable[[str], tuple[str, JsonDict]]) -> Image:
         """build(tmp) -> (id, manifest); the result is moved into the store and registered, and
         older builds of the name go, unless a container or image still uses them."""
         tmp = os.path.join(self.layout.bases, f".{name}.building.aimg")
@@ -76,8 +79,9 @@ class BaseService:
             return current
         return None
 
-    def build(self, kind: str = "debian", suite: str = "bookworm", include=(), name: str | None = None,
-              force: bool = False, progress=None) -> Image:
+    def build(self, kind: str = "debian", suite: str = "bookworm", include: Iterable[str] = (),
+              name: str | None = None, force: bool = False,
+              progress: Callable[[str], None] | None = None) -> Image:
         """A base of kind (debian) for suite with the packages include, named name (default
         debian-SUITE). Built once: the same inputs and name return the stored image, unless force."""
         if kind not in BUILDABLE:
@@ -102,7 +106,7 @@ class BaseService:
             return self._install(name, lambda tmp: builder.build(
                 tmp, name, self.p.clock(), suite=suite, include=include, progress=progress))
 
-    def remove(self, name: str) -> list[Image]:
+    def remove(self, name: str) -> builtins.list[Image]:
         """Remove the base name (every stored build of it, or one given by id); refused (InUse),
         with nothing removed, while a container or image uses any of them."""
         validate_image_name(name)  # it names a lock file too

@@ -4,15 +4,16 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from typing import Callable, Iterable
+from typing import Any, Callable, Collection, Iterable, Iterator, Sequence
 
 import attrs
 
 from ..domain.exceptions import (AgentUnavailable, AppContainersError, ContainerStateError, InvalidValue,
                                  NameTaken, UnknownContainer, UnknownImage)
-from ..domain.image import lineage
+from ..domain.image import Image, lineage
 from ..domain.network import MacGenerator
 from ..domain.paths import container_path
+from ..domain.ports import JsonDict, LineCallback
 from ..domain.reservation import DESTROYING, PROVISIONING, READY, Reservation, validate_name
 from .faults import checkpoint
 from .ports import Ports
@@ -32,15 +33,15 @@ class ContainerService:
         self.layout = ports.settings.layout
 
     # ---- provisioning -------------------------------------------------------------
-    def _new_name(self, taken) -> str:
+    def _new_name(self, taken: Collection[str]) -> str:
         while True:
             name = "ac-%08x" % self.p.rng.getrandbits(32)
             if name not in taken:
                 return name
 
     def reserve(self, name: str | None, image_id: str, ephemeral: bool = False,
-                startup_commands=(), new_image=None, raw=False, unprivileged=False,
-                **limits) -> Reservation:
+                startup_commands: Iterable[str] = (), new_image: Image | None = None, raw: bool = False,
+                unprivileged: bool = False, **limits: Any) -> Reservation:
         """Claim a name, an address and a MAC in one transaction (status provisioning).
 
         new_image, if given, is registered in the same transaction (a loaded image)."""
@@ -48,7 +49,7 @@ class ContainerService:
             validate_name(name)
         idmap = None
         if unprivileged:
-            if raw or "fuse" not in self.p.mounters or not self.p.mounters["fuse"].available():
+            if raw or self.p.mounters.fuse_available() is None:
                 raise InvalidValue("an unprivileged container needs the FUSE mounter (fuse-overlayfs "
                                    "shifts the ids) and cannot be raw")
             idmap = (self.settings.idmap_base, self.settings.idmap_size)
@@ -82,12 +83,13 @@ class ContainerService:
         """kernel or fuse as configured; auto takes the kernel path when it is there."""
         if self.settings.mounter != "auto":
             return self.settings.mounter
-        if "fuse" in self.p.mounters and not self.p.mounters["kernel"].available():
+        if self.p.mounters.fuse is not None and not self.p.mounters.kernel.available():
             return "fuse"
         return "kernel"
 
-    def provision(self, name=None, image_id=None, ephemeral=False, startup_commands=(),
-                  memory=None, cpus=None, raw=False, unprivileged=False) -> Reservation:
+    def provision(self, name: str | None, image_id: str, ephemeral: bool = False,
+                  startup_commands: Iterable[str] = (), memory: str | None = None, cpus: float | None = None,
+                  raw: bool = False, unprivileged: bool = False) -> Reservation:
         r = self.reserve(name, image_id, ephemeral, startup_commands, raw=raw, memory=memory, cpus=cpus,
                          unprivileged=unprivileged)
         checkpoint("provision.reserved")
@@ -115,11 +117,11 @@ class ContainerService:
         self.ensure_mounted(r)
         self.render(r)
 
-    def _gateway(self):
+    def _gateway(self) -> tuple[str, int]:
         state = self.p.repo.read()
         return state.pool.gateway, state.pool.prefixlen
 
-    def _layers(self, r: Reservation, images=None):
+    def _layers(self, r: Reservation, images: dict[str, Image] | None = None) -> list[Image]:
         images = images if images is not None else self.p.repo.read().images
         return lineage(images, r.image)
 
@@ -133,7 +135,7 @@ class ContainerService:
         files = [L.image_file(img.id, img.kind) for img in chain]
         points = [L.layer_mount(r.name, i) for i in range(len(chain))]
         upper, work, target = self.upper(r), L.work(r.name, r.ephemeral), L.rootfs(r.name)
-        mounter = self.p.mounters[r.mounter]
+        mounter = self.p.mounters.by_name(r.mounter)
         if mounter.is_mounted(target):
             return
         if r.mounter == "raw":
@@ -144,15 +146,16 @@ class ContainerService:
         # be runnable by host users); an unprivileged container's root must reach its own.
         self.p.fs.chmod(L.mnt(r.name), 0o711 if r.idmap else 0o700)
         try:
-            if r.idmap is not None:
-                mounter.mount(files, points, upper, work, target, idmap=r.idmap)
+            if r.idmap is not None:  # only the FUSE mounter shifts ids
+                self.p.mounters.fuse_required().mount(files, points, upper, work, target, idmap=r.idmap)
             else:
                 mounter.mount(files, points, upper, work, target)
         except AppContainersError:
-            if not (r.mounter == "kernel" and self.settings.mounter == "auto" and "fuse" in self.p.mounters):
+            fuse = self.p.mounters.fuse
+            if not (r.mounter == "kernel" and self.settings.mounter == "auto" and fuse is not None):
                 raise
             # The kernel path failed (no loop devices, no overlay in this kernel): FUSE instead.
-            self.p.mounters["fuse"].mount(files, points, upper, work, target)
+            fuse.mount(files, points, upper, work, target)
             with self.p.repo.transaction() as state:
                 if r.name in state.reservations:
                     state.put(attrs.evolve(state.reservations[r.name], mounter="fuse"))
@@ -174,7 +177,7 @@ class ContainerService:
             with self.p.fs.lock(L.lock_file(".binds")):  # reconcile unmounts unused ones under it
                 for src, dst in context["host_binds"]:
                     point = L.host_bind(src)
-                    self.p.mounters["kernel"].bind_ro(src, point)
+                    self.p.mounters.kernel.bind_ro(src, point)
                     staged.append((point, dst))
                     # Reachable by the containers' root group only, not by every host user.
                     self.p.fs.chown(os.path.dirname(point), 0, r.idmap[0])
@@ -254,7 +257,8 @@ class ContainerService:
                 return True
             return False
 
-    def teardown(self, name: str, expect=None, wait: bool = True) -> bool:
+    def teardown(self, name: str, expect: Callable[[Reservation | None], bool] | None = None,
+                 wait: bool = True) -> bool:
         """Stop, unmount and remove everything of a container, then its reservation.
 
         The intent is recorded first (status destroying), so a crash at any step leaves
@@ -297,13 +301,13 @@ class ContainerService:
                     state.remove(name)
 
     def unmount_view(self, name: str) -> None:
-        fuse = self.p.mounters.get("fuse")
+        fuse = self.p.mounters.fuse
         if fuse is not None and fuse.is_mounted(self.layout.view(name)):
             fuse.unmount_view(self.layout.view(name))
         self.p.fs.remove_tree(os.path.dirname(self.layout.view(name)))
 
     def destroy(self, name: str) -> None:
-        def not_busy(r):
+        def not_busy(r: Reservation | None) -> bool:
             if r is None:
                 raise UnknownContainer(name)
             if r.status != READY and r.owner != self.p.procs.token() and self.p.procs.alive(r.owner):
@@ -314,7 +318,7 @@ class ContainerService:
         self.teardown(name, expect=not_busy)
 
     @contextlib.contextmanager
-    def locked(self, name: str, wait: bool = True):
+    def locked(self, name: str, wait: bool = True) -> Iterator[None]:
         """Serialize work on one container across processes (re-entrant in this thread).
 
         wait=False raises ContainerStateError at once if another process holds it."""
@@ -335,8 +339,9 @@ class ContainerService:
                 del held[name]
 
     # ---- commands and files ---------------------------------------------------------
-    def run(self, name: str, command, timeout=None, on_output=None, env=None, cwd=None,
-            stdin: bytes | None = None) -> RunResult:
+    def run(self, name: str, command: str | Sequence[str], timeout: float | None = None,
+            on_output: LineCallback | None = None, env: dict[str, str] | None = None,
+            cwd: str | None = None, stdin: bytes | None = None) -> RunResult:
         argv, shell = plans.command(command)
         state = self.p.repo.read()
         r = state.get(name)
@@ -351,7 +356,7 @@ class ContainerService:
         else:
             if self.p.driver.state(name) != "RUNNING":
                 self.start(name)
-            code, out, err = self.p.driver.attach(name, argv or ["/bin/sh", "-c", shell], env, cwd,
+            code, out, err = self.p.driver.attach(name, argv or ["/bin/sh", "-c", shell or ""], env, cwd,  # one of the two is set
                                                   timeout, on_output, stdin)
         return RunResult(exit_code=code, stdout=out, stderr=err)
 
@@ -361,7 +366,7 @@ class ContainerService:
             raise ContainerStateError(f"container {name} is {r.status}, not ready")
         return r
 
-    def create_file(self, name: str, path: str, content, mode: int = 0o644) -> str:
+    def create_file(self, name: str, path: str, content: str | bytes, mode: int = 0o644) -> str:
         full = container_path(path)
         if isinstance(content, str):
             data = content.encode()
@@ -427,7 +432,7 @@ class ContainerService:
             return new.startup_commands
 
     # ---- monitoring -----------------------------------------------------------------
-    def logs(self, name: str, since: int = 0, follow: bool = False):
+    def logs(self, name: str, since: int = 0, follow: bool = False) -> Iterator[tuple[int, JsonDict]]:
         """(offset, record) pairs from the container's agent log; follow waits for more."""
         self.get(name)
         return self.p.agents(self.layout.agent_dir(name)).logs(since=since, follow=follow)

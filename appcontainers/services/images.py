@@ -1,26 +1,32 @@
 """Use cases on images: save a container to a .aimg, load one back, list and remove."""
 from __future__ import annotations
 
+import builtins
 import os
+from typing import Any
 
 import attrs
 
 from ..domain.exceptions import (ContainerStateError, ImageCorrupt, InUse, InvalidValue, UnknownImage)
 from ..domain.image import FORMAT_VERSION, Image, Manifest, lineage, validate_image_name
 from ..domain.operations import ImportStaging, LoadMoveOp, SaveOp
+from ..domain.ports import JsonDict, Progress
 from ..domain.reservation import READY, Reservation
 from . import plans
+from .bases import BaseService
+from .containers import ContainerService
 from .faults import checkpoint
+from .ports import Ports
 
 
 class ImageService:
-    def __init__(self, ports, containers, bases):
+    def __init__(self, ports: Ports, containers: ContainerService, bases: BaseService) -> None:
         self.p, self.containers, self.bases = ports, containers, bases
         self.layout = ports.settings.layout
 
     # ---- save -------------------------------------------------------------------------
     def save(self, name: str, path: str, flatten: bool = True, image_name: str | None = None,
-             progress=None, level: int | None = None) -> Image:
+             progress: Progress | None = None, level: int | None = None) -> Image:
         """Squash the container (merged view, or only its upper layer) into the file path."""
         r = self.containers.get(name)
         if not flatten and r.mounter == "raw":
@@ -47,7 +53,8 @@ class ImageService:
             image_id = self._pack(r, path, manifest, flatten, level, progress)
         return Image(id=image_id, manifest=Manifest.from_dict(manifest), kind="user")
 
-    def _pack(self, r, path, manifest, flatten, level, progress) -> str:
+    def _pack(self, r: Reservation, path: str, manifest: JsonDict, flatten: bool, level: int | None,
+              progress: Progress | None) -> str:
         name = r.name
         self.containers.ensure_mounted(r)
         source = self.layout.rootfs(name) if flatten else self.containers.upper(r)
@@ -70,7 +77,7 @@ class ImageService:
                     layers = [os.path.join(self.layout.layer_mount(name, i), "rootfs")
                               for i in range(len(lineage(self.p.repo.read().images, r.image)))]
                     source = self.layout.view(name)
-                    self.p.mounters["fuse"].mount_view([self.containers.upper(r), *layers], source)
+                    self.p.mounters.fuse_required().mount_view([self.containers.upper(r), *layers], source)
                     viewing = True
                 image_id: str = self.p.codec.pack(source, manifest, path,
                                              level=level or self.p.settings.squashfs_level, progress=progress)
@@ -81,7 +88,7 @@ class ImageService:
                         self.p.driver.unfreeze(name)
                 finally:
                     if viewing:
-                        self.p.mounters["fuse"].unmount_view(source)
+                        self.p.mounters.fuse_required().unmount_view(source)
         finally:
             with self.p.repo.transaction() as state:
                 state.end(op.id)
@@ -161,6 +168,8 @@ class ImageService:
                     return self._forget_move(moved)
                 st.images.pop(image_id, None)
             staged = self.layout.image_file(image_id, "user")
+        if staged is None:  # nothing was staged and no image recorded: nothing to put back
+            return self._forget_move(moved)
         self.p.fs.put_back(staged, moved.restore, moved.owner_of_file())
         self._forget_move(moved)
 
@@ -199,7 +208,7 @@ class ImageService:
     def list(self) -> list[Image]:
         return sorted(self.p.repo.read().images.values(), key=lambda i: (i.kind, i.name, i.created))
 
-    def resolve(self, ref: str, images=None) -> Image:
+    def resolve(self, ref: str, images: dict[str, Image] | None = None) -> Image:
         """An image by id, unique id prefix (>= 4 hex digits) or name (the newest of that name)."""
         images = self.p.repo.read().images if images is None else images
         if ref in images:
@@ -226,7 +235,7 @@ class ImageService:
         self.p.fs.remove_file(self.layout.image_file(image.id, image.kind))
         return image
 
-    def layer_files(self, ref: str) -> list[str]:
+    def layer_files(self, ref: str) -> builtins.list[str]:
         """The files of an image and its ancestors, top first, every one verified.
 
         ref: an .aimg file (its parents must be in the store) or a store id/prefix/name."""

@@ -2,8 +2,17 @@
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..domain.exceptions import InvalidValue
+from ..domain.image import Image
+from ..domain.network import AddressPool
+from ..domain.reservation import Reservation
+
+if TYPE_CHECKING:
+    from ..config import Layout, Settings
+
+Chain = Sequence[Image]  # an image and its ancestors, top first
 
 DEVICES = ("1:3", "1:5", "1:7", "5:0", "5:1", "5:2", "1:8", "1:9", "136:*", "10:229")
 
@@ -13,19 +22,19 @@ def veth_name(name: str) -> str:
     return "acv" + hashlib.sha256(name.encode()).hexdigest()[:11]
 
 
-def has_agent(chain) -> bool:
+def has_agent(chain: Chain) -> bool:
     return any(img.manifest.init for img in chain)
 
 
-def init_argv(chain) -> list[str]:
+def init_argv(chain: Chain) -> list[str]:
     for img in chain:
         if img.manifest.init:
             return list(img.manifest.init)
     return ["/sbin/init"]
 
 
-def host_binds(chain) -> list[str]:
-    seen = []
+def host_binds(chain: Chain) -> list[str]:
+    seen: list[str] = []
     for img in reversed(chain):
         for b in img.manifest.host_binds:
             if b not in seen:
@@ -33,14 +42,15 @@ def host_binds(chain) -> list[str]:
     return seen
 
 
-def environment(chain) -> dict:
-    env = {}
+def environment(chain: Chain) -> dict[str, str]:
+    env: dict[str, str] = {}
     for img in reversed(chain):  # the top image wins
         env.update(img.manifest.environment)
     return env
 
 
-def context(r, layout, settings, pool, chain) -> dict:
+def context(r: Reservation, layout: Layout, settings: Settings, pool: AddressPool,
+            chain: Chain) -> dict[str, Any]:
     return {
         "r": r, "layout": layout, "settings": settings, "rootfs": layout.rootfs(r.name),
         "bridge": settings.bridge, "prefixlen": pool.prefixlen, "gateway": pool.gateway,
@@ -51,12 +61,12 @@ def context(r, layout, settings, pool, chain) -> dict:
     }
 
 
-def agent_config(r, chain, settings) -> dict:
+def agent_config(r: Reservation, chain: Chain, settings: Settings) -> dict[str, Any]:
     return {"v": 1, "startup_commands": list(r.startup_commands), "environment": environment(chain),
             "log_max_bytes": settings.log_max_bytes, "hostname": r.name}
 
 
-def command(cmd) -> tuple[list[str] | None, str | None]:
+def command(cmd: object) -> tuple[list[str] | None, str | None]:
     """(argv, shell): a str runs under /bin/sh -c, a list runs as argv."""
     if isinstance(cmd, str):
         if not cmd.strip():

@@ -1,30 +1,66 @@
-"""The bundle of ports a Service is built from (wired in entrypoints.api)."""
-from __future__ import annotations
+"""The bundle of ports a Service is built from (wired in entrypoints.api, faked in tests/fakes.py).
 
-from typing import Any, Callable
+Every field is typed with its Protocol from domain/ports.py, so mypy checks each service call.
+"""
+from __future__ import annotations
 
 import attrs
 
 from ..config import Settings
+from ..domain.exceptions import InvalidValue
+from ..domain.ports import (Agents, BaseBuilder, Clock, ContainerDriver, DebianBuilder,
+                            FuseMounterPort, HostFs, HostNetwork, ImageCodec, ImageViewer, KernelMounterPort,
+                            Processes, ResourceRepository, Rng, RootfsMounter, Skeletons)
+
+
+@attrs.frozen
+class Mounters:
+    """The rootfs mounters by kind. A service reaches an extra power through its typed field
+    (kernel.bind_ro, fuse.mount_view, fuse.mount(idmap=)); by_name() gives only the common port,
+    for the mounter a reservation recorded."""
+
+    kernel: KernelMounterPort
+    fuse: FuseMounterPort | None = None
+    raw: RootfsMounter | None = None
+
+    def values(self) -> list[RootfsMounter]:
+        """Every configured mounter: kernel, fuse, raw."""
+        return [m for m in (self.kernel, self.fuse, self.raw) if m is not None]
+
+    def by_name(self, name: str) -> RootfsMounter:
+        for m in self.values():
+            if m.name == name:
+                return m
+        raise InvalidValue(f"no {name} mounter is configured on this host")
+
+    def fuse_required(self) -> FuseMounterPort:
+        """The FUSE mounter, for what only it can do (shifted ids, views)."""
+        if self.fuse is None:
+            raise InvalidValue("no FUSE mounter is configured on this host")
+        return self.fuse
+
+    def fuse_available(self) -> FuseMounterPort | None:
+        """The FUSE mounter if it is configured and works here."""
+        return self.fuse if self.fuse is not None and self.fuse.available() else None
 
 
 @attrs.define
 class Ports:
     settings: Settings
-    repo: Any            # ResourceRepository
-    driver: Any          # ContainerDriver
-    mounters: dict       # name -> RootfsMounter ("kernel", "fuse")
-    codec: Any           # ImageCodec
-    net: Any             # HostNetwork: ensure_bridge, host_macs
-    fs: Any              # HostFs
-    skeletons: Any       # Skeletons
-    base_builder: Any    # BusyboxBaseBuilder
-    agents: Callable     # run_dir -> AgentClient
-    clock: Callable[[], float]
-    rng: Any             # has getrandbits
-    debian_builder: Any = None
-    procs: Any = attrs.Factory(lambda: NoProcesses())  # token(), alive(token), boot_id()
-    viewer: Any = None   # ImageViewer: mount(files, directory), unmount(directory)
+    repo: ResourceRepository
+    driver: ContainerDriver
+    mounters: Mounters
+    codec: ImageCodec
+    net: HostNetwork
+    fs: HostFs
+    skeletons: Skeletons
+    base_builder: BaseBuilder
+    agents: Agents
+    clock: Clock
+    rng: Rng
+    viewer: ImageViewer
+    debian_builder: DebianBuilder | None = None
+    procs: Processes = attrs.Factory(lambda: NoProcesses())
 
 
 class NoProcesses:
@@ -34,8 +70,8 @@ class NoProcesses:
     def token(self) -> str:
         return "unknown"
 
-    def alive(self, token) -> bool:
+    def alive(self, token: str | None) -> bool:
         return True
 
-    def boot_id(self):
+    def boot_id(self) -> str | None:
         return None

@@ -42,7 +42,7 @@ class TestReconcile:
         done = svc.reconcile()
         assert any("half" in d for d in done)
         assert svc.list_containers() == []
-        assert svc.ports.mounters["kernel"].mounts == {}
+        assert svc.ports.mounters.kernel.mounts == {}
         assert svc.provision(name="next").ip == ip
 
     def test_dry_run_changes_nothing(self):

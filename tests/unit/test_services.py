@@ -1,5 +1,6 @@
 """The use cases (provision, lifecycle, files, images, bases) through the Service API, over fakes."""
 import json
+import os
 
 import pytest
 
@@ -26,7 +27,7 @@ def svc():
 def snapshot(svc):
     """What provisioning may change: the state, the mounts, the LXC configs and the files."""
     p = svc.ports
-    return (p.repo.read().to_dict(), dict(p.mounters["kernel"].mounts), dict(p.driver.configs),
+    return (p.repo.read().to_dict(), dict(p.mounters.kernel.mounts), dict(p.driver.configs),
             dict(p.fs.files), set(p.fs.dirs))
 
 
@@ -78,7 +79,7 @@ class TestProvision:
         """The rootfs is an overlay on the default base's image file."""
         c = svc.provision("web")
         L = svc.settings.layout
-        assert svc.ports.mounters["kernel"].mounts == {L.rootfs("web"): [L.image_file(c.image, "base")]}
+        assert svc.ports.mounters.kernel.mounts == {L.rootfs("web"): [L.image_file(c.image, "base")]}
         assert {L.upper("web", False), L.work("web", False)} <= svc.ports.fs.dirs
 
     def test_host_mac_never_handed_out(self):
@@ -109,7 +110,7 @@ class TestProvision:
             svc.provision(name)
         state = svc.ports.repo.read()
         assert state.reservations == {} and len(state.pool) == 0
-        assert svc.ports.mounters["kernel"].mounts == {} and svc.ports.driver.configs == {}
+        assert svc.ports.mounters.kernel.mounts == {} and svc.ports.driver.configs == {}
 
     def test_pool_exhausted(self):
         """A full pool raises PoolExhausted and changes nothing (a /30 holds one container)."""
@@ -122,14 +123,14 @@ class TestProvision:
 
     def test_mount_failure_rolls_back(self, svc):
         """A failure while mounting removes the reservation, its files and config; the address is free again."""
-        svc.ports.mounters["kernel"].fail = CommandFailed(["mount"], 32, "no loop device")
+        svc.ports.mounters.kernel.fail = CommandFailed(["mount"], 32, "no loop device")
         with pytest.raises(CommandFailed):
             svc.provision("web")
         state = svc.ports.repo.read()
         assert state.reservations == {} and state.pool.holder_of("10.0.100.2") is None
         assert svc.ports.fs.under(svc.settings.layout.mnt("web")) == []
         assert svc.ports.fs.under(svc.settings.layout.overlay("web", False)) == []
-        svc.ports.mounters["kernel"].fail = None
+        svc.ports.mounters.kernel.fail = None
         assert svc.provision("db").ip == "10.0.100.2"
 
     def test_config_failure_unmounts(self, svc):
@@ -137,7 +138,7 @@ class TestProvision:
         svc.ports.driver.fail = OSError("disk full")
         with pytest.raises(OSError):
             svc.provision("web")
-        assert svc.ports.mounters["kernel"].mounts == {}
+        assert svc.ports.mounters.kernel.mounts == {}
         assert svc.ports.repo.read().reservations == {}
         assert svc.ports.fs.under(svc.settings.layout.run_dir("web")) == []
 
@@ -159,8 +160,8 @@ class TestDestroy:
         c.start()
         c.destroy()
         L = svc.settings.layout
-        assert svc.ports.driver.list() == [] and svc.ports.mounters["kernel"].mounts == {}
-        assert svc.ports.mounters["kernel"].points == set()
+        assert svc.ports.driver.list() == [] and svc.ports.mounters.kernel.mounts == {}
+        assert svc.ports.mounters.kernel.points == set()
         for path in (L.mnt("web"), L.overlay("web", False), L.run_dir("web")):
             assert svc.ports.fs.under(path) == []
 
@@ -169,7 +170,7 @@ class TestDestroy:
         svc.provision("web")
         other = svc.provision("web2")
         svc.get("web").destroy()
-        assert list(svc.ports.mounters["kernel"].mounts) == [svc.settings.layout.rootfs("web2")]
+        assert list(svc.ports.mounters.kernel.mounts) == [svc.settings.layout.rootfs("web2")]
         assert svc.ports.repo.read().get("web2").ip == other.ip
 
     def test_unknown(self, svc):
@@ -238,7 +239,7 @@ class TestStartStop:
         svc.containers.start("tmp")
         svc.containers.stop("tmp")
         assert svc.ports.repo.read().reservations == {} and len(svc.ports.repo.read().pool) == 0
-        assert svc.ports.driver.list() == [] and svc.ports.mounters["kernel"].mounts == {}
+        assert svc.ports.driver.list() == [] and svc.ports.mounters.kernel.mounts == {}
         assert svc.ports.fs.under(svc.settings.layout.overlay("tmp", True)) == []
 
 
@@ -410,7 +411,7 @@ class TestLoadImage:
         assert c.image == image_id and c.startup_commands == ("serve", "log")
         assert state.get("app").status == "ready"
         assert user_files(svc) == [L.image_file(image_id, "user")]
-        assert svc.ports.mounters["kernel"].mounts[L.rootfs("app")] == [L.image_file(image_id, "user")]
+        assert svc.ports.mounters.kernel.mounts[L.rootfs("app")] == [L.image_file(image_id, "user")]
         assert "app" in svc.ports.driver.configs
 
     def test_layered_mounts_parent_below(self, svc):
@@ -419,7 +420,7 @@ class TestLoadImage:
         child = put_image(svc, "/in/child.aimg", parent=base.id)
         svc.load_image("/in/child.aimg", name="child")
         L = svc.settings.layout
-        assert svc.ports.mounters["kernel"].mounts[L.rootfs("child")] == [
+        assert svc.ports.mounters.kernel.mounts[L.rootfs("child")] == [
             L.image_file(child, "user"), L.image_file(base.id, "base")]
 
     def test_unknown_parent(self, svc):
@@ -540,3 +541,128 @@ class TestListing:
         infos = {i["name"]: i for i in svc.container_infos()}
         assert (infos["a"]["state"], infos["b"]["state"]) == ("RUNNING", "STOPPED")
         assert infos["a"]["ip"] == a.ip and infos["b"]["mac"] == b.mac
+
+
+class TestFusePaths:
+    """The FUSE mounter's paths: unprivileged containers (shifted ids, host-path re-binds, the
+    save view) and the fallback when the kernel path is missing or fails."""
+
+    IDMAP = (100000, 65536)
+
+    def test_unprivileged_needs_fuse(self):
+        """Without a FUSE mounter an unprivileged container is refused, and nothing is reserved."""
+        svc = make_service()
+        with pytest.raises(InvalidValue):
+            svc.provision("u", unprivileged=True)
+        assert svc.ports.repo.read().reservations == {}
+
+    def test_unprivileged_raw_refused(self):
+        """An unprivileged container cannot be raw (only fuse-overlayfs shifts ids)."""
+        svc = make_service(fuse=True)
+        with pytest.raises(InvalidValue):
+            svc.provision("u", unprivileged=True, raw=True)
+        assert svc.ports.repo.read().reservations == {}
+
+    def test_unprivileged_mounted_shifted(self):
+        """An unprivileged container is mounted by the FUSE mounter with its id map, never the kernel's;
+        its agent dir belongs to its root, its mount dir is searchable."""
+        svc = make_service(fuse=True)
+        svc.provision("u", unprivileged=True)
+        p, L = svc.ports, svc.settings.layout
+        r = p.repo.read().get("u")
+        assert (r.mounter, r.idmap) == ("fuse", self.IDMAP)
+        assert p.mounters.fuse.idmaps == {L.rootfs("u"): self.IDMAP}
+        assert list(p.mounters.fuse.mounts) == [L.rootfs("u")] and p.mounters.kernel.mounts == {}
+        assert p.fs.owners[L.agent_dir("u")] == (100000, 100000)
+        assert p.fs.modes[L.mnt("u")] == 0o711
+
+    def test_privileged_not_shifted(self):
+        """A privileged container keeps the kernel path, its mount dir root-only."""
+        svc = make_service(fuse=True)
+        svc.provision("k")
+        p, L = svc.ports, svc.settings.layout
+        assert p.repo.read().get("k").mounter == "kernel" and p.mounters.fuse.mounts == {}
+        assert p.fs.modes[L.mnt("k")] == 0o700
+
+    def test_unprivileged_host_binds_rebound(self):
+        """The base's host paths are re-bound read-only under the data root, reachable by the
+        containers' root group only."""
+        svc = make_service(fuse=True)
+        svc.ports.base_builder.host_binds = ["/usr/lib/python3"]
+        svc.provision("u", unprivileged=True)
+        p, L = svc.ports, svc.settings.layout
+        point = L.host_bind("/usr/lib/python3")
+        assert p.mounters.kernel.binds == {point: "/usr/lib/python3"}
+        assert p.fs.owners[os.path.dirname(point)] == (0, 100000)
+        assert p.fs.modes[os.path.dirname(point)] == 0o710
+
+    def test_privileged_host_binds_not_rebound(self):
+        """A privileged container binds the host paths directly: no re-bind."""
+        svc = make_service(fuse=True)
+        svc.ports.base_builder.host_binds = ["/usr/lib/python3"]
+        svc.provision("k")
+        assert svc.ports.mounters.kernel.binds == {}
+
+    def test_auto_takes_fuse_without_kernel(self):
+        """mounter auto on a host without the kernel path mounts through FUSE."""
+        svc = make_service(fuse=True, kernel=False)
+        svc.provision("f")
+        assert svc.ports.repo.read().get("f").mounter == "fuse"
+        assert list(svc.ports.mounters.fuse.mounts) == [svc.settings.layout.rootfs("f")]
+
+    def test_kernel_failure_falls_back_to_fuse(self):
+        """A kernel mount that fails under mounter auto is retried through FUSE, and recorded."""
+        svc = make_service(fuse=True)
+        svc.ports.mounters.kernel.fail = CommandFailed(["mount"], 32, "no loop device")
+        svc.provision("f")
+        assert svc.ports.repo.read().get("f").mounter == "fuse"
+        assert list(svc.ports.mounters.fuse.mounts) == [svc.settings.layout.rootfs("f")]
+
+    def test_kernel_failure_without_fuse_is_an_error(self):
+        """mounter kernel (no fallback) reports the kernel failure and rolls back."""
+        svc = make_service(fuse=True, mounter="kernel")
+        svc.ports.mounters.kernel.fail = CommandFailed(["mount"], 32, "no loop device")
+        with pytest.raises(CommandFailed):
+            svc.provision("k")
+        assert svc.ports.repo.read().reservations == {} and svc.ports.mounters.fuse.mounts == {}
+
+    def test_destroy_unmounts_fuse(self):
+        """Destroying an unprivileged container unmounts its FUSE rootfs and layers."""
+        svc = make_service(fuse=True)
+        svc.provision("u", unprivileged=True).destroy()
+        fuse = svc.ports.mounters.fuse
+        assert fuse.mounts == {} and fuse.points == set() and fuse.idmaps == {}
+
+    def test_save_unprivileged_packs_unshifted_view(self):
+        """A flattened save of an unprivileged container packs a view of its upper and layers
+        (ids as stored), unmounted after."""
+        svc = make_service(fuse=True)
+        svc.ports.fs.dirs.add("/out")
+        c = svc.provision("u", unprivileged=True)
+        c.start()
+        c.save_image("/out/u.aimg")
+        L, fuse = svc.settings.layout, svc.ports.mounters.fuse
+        assert svc.ports.codec.packed[-1]["source"] == L.view("u")
+        assert fuse.viewed == [(L.view("u"), [L.upper("u", False), L.layer_mount("u", 0) + "/rootfs"])]
+        assert fuse.views == {} and svc.ports.driver.state("u") == "RUNNING"
+
+    def test_failed_save_unmounts_view(self):
+        """A pack that fails still unmounts the view and thaws the container."""
+        svc = make_service(fuse=True)
+        svc.ports.fs.dirs.add("/out")
+        c = svc.provision("u", unprivileged=True)
+        c.start()
+        svc.ports.codec.fail = CommandFailed(["mksquashfs"], 1, "no space left")
+        with pytest.raises(CommandFailed):
+            c.save_image("/out/u.aimg")
+        assert svc.ports.mounters.fuse.views == {} and svc.ports.driver.state("u") == "RUNNING"
+        assert svc.ports.repo.read().operations == {}
+
+    def test_destroy_unmounts_a_left_view(self):
+        """A view left by a crashed save is unmounted when the container is destroyed."""
+        svc = make_service(fuse=True)
+        c = svc.provision("u", unprivileged=True)
+        L = svc.settings.layout
+        svc.ports.mounters.fuse.mount_view([L.upper("u", False)], L.view("u"))
+        c.destroy()
+        assert svc.ports.mounters.fuse.views == {}

@@ -104,6 +104,7 @@ class ImageFS(fuse.Operations):
         return tuple(found) or None
 
     def _redirected(self, stack: tuple, n: int, target: str) -> tuple:
+        below: tuple | None
         if target.startswith("/"):
             below = self._stack_from(n + 1, [(m, sq.rootfs) for m, sq in enumerate(self.layers)])
         else:
@@ -163,7 +164,8 @@ class ImageFS(fuse.Operations):
         names: dict[str, None] = {}
         for n, d in node:
             names.update(dict.fromkeys(self.layers[n].listdir(d)))
-        base, out = path.rstrip("/"), [".", ".."]
+        base = path.rstrip("/")
+        out: list[str | tuple[str, dict[str, int], int]] = [".", ".."]
         for name in names:
             child = self._lookup(f"{base}/{name}")
             if child is not None:

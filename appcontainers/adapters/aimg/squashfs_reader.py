@@ -13,6 +13,7 @@ import struct
 import threading
 import zlib
 from collections import OrderedDict
+from typing import Any
 
 from ...domain.exceptions import AppContainersError, ImageCorrupt, InvalidValue
 from .squashfs import SUPERBLOCK_SIZE, check_layout
@@ -34,7 +35,8 @@ class LRU:
     """A small thread-safe least-recently-used map."""
 
     def __init__(self, capacity: int):
-        self.capacity, self._d, self._lock = capacity, OrderedDict(), threading.Lock()
+        self._d: OrderedDict[Any, Any] = OrderedDict()
+        self.capacity, self._lock = capacity, threading.Lock()
 
     def get(self, key, default=None):
         with self._lock:
@@ -82,6 +84,21 @@ def _decompressor(comp: int, path: str):
 class Inode:
     __slots__ = ("mode", "uid", "gid", "mtime", "number", "nlink", "size", "rdev", "xattr",
                  "target", "dir_start", "dir_offset", "blocks", "fragment", "frag_offset")
+    mode: int
+    uid: int
+    gid: int
+    mtime: int
+    number: int
+    nlink: int
+    size: int
+    rdev: int
+    xattr: int
+    dir_start: int
+    dir_offset: int
+    frag_offset: int
+    target: Any       # bytes for a symlink, else None
+    blocks: Any       # list of data block sizes for a file, else None
+    fragment: Any     # fragment index for a file with a tail, else None
 
     @property
     def kind(self) -> int:
@@ -92,7 +109,8 @@ class SquashfsReader:
     """Random access to one squashfs 4.0 file (bytes past `length`, like a trailer, are never read)."""
 
     def __init__(self, path: str, length: int | None = None):
-        self.path, self.rootfs = path, None  # rootfs: the image's rootfs/ dir, set by _open_layer
+        self.rootfs: Inode | None = None  # the image's rootfs/ dir, set by _open_layer
+        self.path = path
         self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             fields = _SUPER.unpack(os.pread(self.fd, SUPERBLOCK_SIZE, 0))

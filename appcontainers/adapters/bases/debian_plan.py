@@ -220,7 +220,7 @@ def host_codename(sources: list[AptSource], os_release: dict) -> str | None:
             for suite in s.suites:
                 base = suite.split("-", 1)[0].split("/", 1)[0]
                 counts[base] = counts.get(base, 0) + 1
-    return max(sorted(counts), key=counts.get) if counts else None
+    return max(sorted(counts), key=lambda s: counts[s]) if counts else None
 
 
 def mirror_sources(sources: list[AptSource], codename: str | None, suite: str) -> list[AptSource]:

@@ -11,6 +11,7 @@ import stat
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any, cast
 
 from ...agent import protocol as p
 from ...agent.logfile import read_log
@@ -136,7 +137,7 @@ class AgentClient:
                                 stdin_stream=feed is not None, timeout=timeout)
         except p.ProtocolError as e:
             raise InvalidValue(str(e)) from None
-        what = shell if shell is not None else " ".join(argv)
+        what = shell if shell is not None else " ".join(cast(list[str], argv))  # one of them is set
         if (reason := self._gone()) is not None:
             raise AgentUnavailable(f"cannot run {what!r}: {reason}")
         sock = self._dealer()
@@ -235,7 +236,7 @@ def watch_events(agent_dirs, rescan: float = 1.0, topics: Iterable[str] = ("even
     Each event gets a "container" key."""
     zmq = _zmq()
     ctx = zmq.Context.instance()
-    socks: dict[str, object] = {}
+    socks: dict[str, Any] = {}  # zmq sockets (zmq is imported on first use)
     poller = zmq.Poller()
     try:
         next_scan = 0.0

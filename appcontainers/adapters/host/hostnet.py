@@ -51,7 +51,7 @@ class HostNetwork:
         process.run(["ip", "link", "del", name], timeout=10, check=False)
 
     def host_macs(self) -> set[str]:
-        macs = set()
+        macs: set[str] = set()
         try:
             names = os.listdir("/sys/class/net")
         except FileNotFoundError:

@@ -1,0 +1,278 @@
+"""The port contracts (tests/contract) run against the real adapters, as root.
+
+tests/unit/test_contracts.py runs the same suites against the fakes. Everything happens
+under a fresh directory in /var/tmp (and on this run's own test bridge), removed after."""
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+
+import pytest
+
+from appcontainers.adapters.aimg.squashfs import SquashfsCodec
+from appcontainers.adapters.host.hostfs import HostFs
+from appcontainers.adapters.host.hostnet import HostNetwork
+from appcontainers.adapters.lxc.lxc_cli import LxcDriver
+from appcontainers.adapters.mounts.fuse_overlay import FuseMounter, fuse_available
+from appcontainers.adapters.mounts.kernel_mount import KernelMounter, kernel_available
+from appcontainers.adapters.store.json_store import JsonStore
+from tests.conftest import TEST_BRIDGE, TEST_NET, _umount_under
+from tests.contract.codec import ImageCodecContract
+from tests.contract.driver import ContainerDriverContract
+from tests.contract.hostfs import HostFsContract
+from tests.contract.mounters import BinderContract, FuseMounterContract, RootfsMounterContract, layout
+from tests.contract.network import HostNetworkContract
+from tests.contract.repository import NETWORK, ResourceRepositoryContract
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mounts, lxc, links, chown)"),
+    pytest.mark.skipif(not shutil.which("mksquashfs"), reason="needs squashfs-tools"),
+]
+needs_kernel = pytest.mark.skipif(not kernel_available(), reason="needs loop devices, squashfs and overlayfs")
+needs_fuse = pytest.mark.skipif(not fuse_available(), reason="needs /dev/fuse, squashfuse and fuse-overlayfs")
+needs_lxc = pytest.mark.skipif(not shutil.which("lxc-info"), reason="needs the lxc tools")
+_names = itertools.count()
+
+
+@pytest.fixture
+def base():
+    """A fresh directory searchable by others; whatever is mounted below is unmounted after."""
+    d = tempfile.mkdtemp(prefix="appcontainers-contract-", dir="/var/tmp")
+    os.chmod(d, 0o755)
+    try:
+        yield d
+    finally:
+        _umount_under(d)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _write(path: str, data: bytes) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+class TestJsonStore(ResourceRepositoryContract):
+    @pytest.fixture
+    def repo(self, base):
+        return JsonStore(os.path.join(base, "resources.json"), NETWORK)
+
+
+@needs_lxc
+class TestLxcDriver(ContainerDriverContract):
+    @pytest.fixture
+    def driver(self, base):
+        return LxcDriver(os.path.join(base, "containers"))
+
+    @pytest.fixture
+    def config(self, base):
+        def make(name: str) -> str:
+            rootfs = os.path.join(base, "rootfs", name)
+            os.makedirs(rootfs, exist_ok=True)
+            return f"lxc.uts.name = {name}\nlxc.rootfs.path = dir:{rootfs}\nlxc.net.0.type = empty\n"
+        return make
+
+    @pytest.fixture
+    def names(self, driver):
+        made = [f"ac-contract-{os.getpid()}-{next(_names)}" for _ in range(2)]
+        try:
+            yield made
+        finally:
+            for n in made:
+                driver.destroy(n)
+
+
+# ---- mounters ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def layers(tmp_path_factory):
+    """Two real images, top first: a base and a layer over it."""
+    root = str(tmp_path_factory.mktemp("contract-images"))
+    files = []
+    for name in ("base", "top"):
+        src = os.path.join(root, name)
+        _write(f"{src}/etc/{name}", f"{name}\n".encode())
+        dest = os.path.join(root, f"{name}.aimg")
+        SquashfsCodec().pack(src, {"format_version": 1, "name": name, "created": 0.0}, dest)
+        files.insert(0, dest)
+    return files
+
+
+@pytest.fixture
+def where(base):
+    return os.path.join(base, "mnt", "c")
+
+
+@needs_kernel
+class TestKernelMounter(RootfsMounterContract, BinderContract):
+    @pytest.fixture
+    def mounter(self):
+        return KernelMounter()
+
+    @pytest.fixture
+    def binder(self, mounter):
+        return mounter
+
+    @pytest.fixture
+    def source(self, base):
+        _write(f"{base}/host/file", b"host\n")
+        return f"{base}/host"
+
+    def test_layers_merged_at_target(self, mounter, layers, where):
+        """(The kernel adapter) the target shows every layer's files, the top one's first."""
+        lowers, upper, work, target = layout(where, len(layers))
+        mounter.mount(layers, lowers, upper, work, target)
+        try:
+            assert sorted(os.listdir(f"{target}/etc")) == ["base", "top"]
+        finally:
+            mounter.unmount(target, lowers[::-1])
+
+    def test_bind_is_read_only(self, binder, source, where):
+        """(The kernel adapter) a bind_ro target cannot be written through."""
+        target = os.path.join(where, "binds", "x")
+        binder.bind_ro(source, target)
+        try:
+            with pytest.raises(OSError):
+                _write(f"{target}/new", b"x")
+            assert open(f"{target}/file", "rb").read() == b"host\n"
+        finally:
+            binder.unmount(target, [])
+
+
+@needs_fuse
+class TestFuseMounter(RootfsMounterContract, FuseMounterContract):
+    @pytest.fixture
+    def mounter(self):
+        return FuseMounter()
+
+    @pytest.fixture
+    def fuse(self, mounter):
+        return mounter
+
+    @pytest.fixture
+    def view_dirs(self, base):
+        _write(f"{base}/upper/etc/new", b"new\n")
+        _write(f"{base}/lower/etc/old", b"old\n")
+        return [f"{base}/upper", f"{base}/lower"]
+
+    def test_idmap_shifts_ids(self, fuse, layers, where):
+        """(The FUSE adapter) with idmap, files owned by root in the image show the host base id."""
+        lowers, upper, work, target = layout(where, len(layers))
+        fuse.mount(layers, lowers, upper, work, target, idmap=(100000, 65536))
+        try:
+            assert os.stat(f"{target}/etc/base").st_uid == 100000
+        finally:
+            fuse.unmount(target, lowers[::-1])
+
+    def test_view_merges_dirs(self, fuse, view_dirs, where):
+        """(The FUSE adapter) the view shows the files of every dir, read-only."""
+        target = os.path.join(where, ".views", "c", "rootfs")
+        fuse.mount_view(view_dirs, target)
+        try:
+            assert sorted(os.listdir(f"{target}/etc")) == ["new", "old"]
+            with pytest.raises(OSError):
+                _write(f"{target}/etc/more", b"x")
+        finally:
+            fuse.unmount_view(target)
+
+
+# ---- codec and host -----------------------------------------------------------------------
+class HostWorld:
+    """What the contracts need from outside a port, on the real host, under base."""
+
+    def __init__(self, base: str):
+        self.base = base
+        self._n = itertools.count()
+
+    def read(self, path: str) -> bytes:
+        with open(path, "rb") as f:
+            return f.read()
+
+    def archive(self, path: str) -> None:
+        src = f"{self.base}/archive-src/etc/app.conf"
+        _write(src, b"k=v\n")
+        with tarfile.open(path, "w") as tar:
+            tar.add(src, arcname="etc/app.conf")
+
+    def source(self) -> str:
+        d = f"{self.base}/src{next(self._n)}"
+        _write(f"{d}/etc/hostname", b"app\n")
+        return d
+
+    def path(self, name: str) -> str:
+        os.makedirs(f"{self.base}/out", exist_ok=True)
+        return f"{self.base}/out/{name}"
+
+    def damage(self, path: str) -> None:
+        """Flip one byte inside the squashfs data (past the superblock, before the trailer)."""
+        with open(path, "r+b") as f:
+            f.seek(200)
+            byte = f.read(1)
+            f.seek(200)
+            f.write(bytes([byte[0] ^ 0xFF]))
+
+    def exists(self, path: str) -> bool:
+        return os.path.lexists(path)
+
+
+class TestSquashfsCodec(ImageCodecContract):
+    @pytest.fixture
+    def world(self, base):
+        return HostWorld(base)
+
+    @pytest.fixture
+    def codec(self):
+        return SquashfsCodec()
+
+
+class TestHostFs(HostFsContract):
+    @pytest.fixture
+    def fs(self):
+        return HostFs()
+
+    @pytest.fixture
+    def world(self, base):
+        return HostWorld(base)
+
+    def test_extract_writes_the_member(self, fs, world):
+        """(The real adapter) the archive's file lands under dest in root."""
+        root = f"{world.base}/rootfs"
+        os.makedirs(f"{root}/root")
+        world.archive(f"{world.base}/a.tar")
+        fs.extract_in_root(root, "/root", f"{world.base}/a.tar")
+        assert world.read(f"{root}/root/etc/app.conf") == b"k=v\n"
+
+
+class TestHostNetwork(HostNetworkContract):
+    """On this run's own test bridge (APPCONTAINERS_TEST_BRIDGE), deleted before and after."""
+
+    @pytest.fixture
+    def net(self):
+        return HostNetwork()
+
+    @pytest.fixture
+    def bridge(self):
+        def delete():
+            for link in (TEST_BRIDGE + "v", TEST_BRIDGE):
+                subprocess.run(["ip", "link", "del", link], capture_output=True)
+        delete()
+        try:
+            yield TEST_BRIDGE, str(TEST_NET.network_address + 1), TEST_NET.prefixlen
+        finally:
+            delete()
+
+    @pytest.fixture
+    def world(self):
+        class World:
+            def add_veth(self, bridge: str) -> str:
+                veth = TEST_BRIDGE + "v"
+                subprocess.run(["ip", "link", "add", veth, "type", "veth", "peer", "name", veth + "p"],
+                               check=True, capture_output=True)
+                subprocess.run(["ip", "link", "set", veth, "master", bridge], check=True, capture_output=True)
+                return veth
+        return World()
+
+
