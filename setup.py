@@ -16,7 +16,7 @@ setup(
         "click>=8.1",
         'ipaddress; python_version < "3.3"',
     ],
-    extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "mypy>=1.10"]},
+    extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "mypy>=1.10", "radon>=6"]},
     entry_points={
         "console_scripts": [
             "appcontainers=appcontainers.entrypoints.cli:main",
