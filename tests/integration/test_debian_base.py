@@ -13,8 +13,8 @@ import attrs
 import pytest
 
 from appcontainers.domain.exceptions import (AppContainersError, BaseBuildFailed, BaseNameTaken, InUse,
-from tests.conftest import TEST_NET
                                              InvalidValue)
+from tests.conftest import TEST_NET
 
 pytestmark = pytest.mark.slow
 
