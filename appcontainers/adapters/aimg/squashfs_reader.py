@@ -15,28 +15,19 @@ import functools
 import os
 import stat
 import struct
-import sys
-from array import array
-from itertools import accumulate
 
 from ...domain.exceptions import AppContainersError, ImageCorrupt, InvalidValue
 from .squashfs import MAX_MANIFEST, SUPERBLOCK_SIZE, check_layout, parse_manifest
 from .squashfs_blocks import LRU, BlockError, decompressor
+from .squashfs_inodes import Inode, InodeParser
 
 _SUPER = struct.Struct("<IIIIIHHHHHHQQQQQQQQ")
-_HEADER = struct.Struct("<HHHHII")  # type, permissions, uid index, gid index, mtime, inode number
-_DIR, _EXT_DIR = struct.Struct("<IIHHI"), struct.Struct("<IIIIHHI")
-_FILE, _EXT_FILE = struct.Struct("<IIII"), struct.Struct("<QQQIIII")
 _DIR_HEAD, _DIR_ENTRY = struct.Struct("<III"), struct.Struct("<HhHH")
-_KINDS = {1: stat.S_IFDIR, 2: stat.S_IFREG, 3: stat.S_IFLNK, 4: stat.S_IFBLK, 5: stat.S_IFCHR,
-          6: stat.S_IFIFO, 7: stat.S_IFSOCK}
 _XATTR_PREFIX = {0: "user.", 1: "trusted.", 2: "security."}
 _NONE32, _NONE64 = 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF
 _META = 8192
 _CACHE_BYTES = 64 << 20  # decompressed data blocks and fragments kept, per image
-_MAX_BLOCKS = 1 << 22  # blocks of one file: 512 GiB at 128 KiB
 _MAX_DIR = 16 << 20  # bytes of one directory's entries
-_MAX_LINK = 4096  # bytes of a symlink target (the kernel's limit too)
 _MAX_XATTRS = 1 << 20  # bytes of one inode's xattr names and values
 _MAX_NAME = 256
 
@@ -54,26 +45,6 @@ def _guarded(method):
         except Exception as e:
             raise ImageCorrupt(self.path, f"unreadable squashfs ({type(e).__name__}: {e})") from None
     return wrapper
-
-
-class Inode:
-    __slots__ = ("mode", "uid", "gid", "mtime", "number", "nlink", "size", "rdev", "xattr",
-                 "target", "dir_start", "dir_offset", "block_pos", "block_words", "fragment", "frag_offset")
-
-    @property
-    def kind(self) -> int:
-        return stat.S_IFMT(self.mode)
-
-    def weight(self) -> int:
-        return 200 + 12 * len(self.block_words or ())
-
-
-def _words(raw: bytes) -> array:
-    words = array("I")
-    words.frombytes(raw)
-    if sys.byteorder == "big":
-        words.byteswap()
-    return words
 
 
 class SquashfsReader:
@@ -190,7 +161,7 @@ class SquashfsReader:
         hit = self._inodes.get(ref)
         if hit is not None:
             return hit
-        reader = _InodeReader(self, self.inode_table + (ref >> 16), ref & 0xFFFF)
+        reader = InodeParser(self, self.inode_table + (ref >> 16), ref & 0xFFFF)
         return self._inodes.put(ref, reader.inode())
 
     @_guarded
@@ -323,70 +294,6 @@ class SquashfsReader:
         if i.size > limit:
             raise ImageCorrupt(self.path, f"inode {i.number} holds {i.size} bytes, more than {limit}")
         return self.read(i, 0, i.size)
-
-
-class _InodeReader:
-    """Parses one inode from the inode table, field group by field group."""
-
-    def __init__(self, sq: SquashfsReader, pos: int, off: int):
-        self.sq, self.pos, self.off = sq, pos, off
-
-    def take(self, s: struct.Struct) -> tuple:
-        return s.unpack(self.raw(s.size))
-
-    def raw(self, n: int) -> bytes:
-        data, self.pos, self.off = self.sq._read(self.pos, self.off, n, self.sq.dir_table)
-        return data
-
-    def inode(self) -> Inode:
-        sq = self.sq
-        itype, perm, uid_i, gid_i, mtime, number = self.take(_HEADER)
-        basic, ext = (itype - 7, True) if itype > 7 else (itype, False)
-        if basic not in _KINDS or uid_i >= len(sq.ids) or gid_i >= len(sq.ids):
-            raise ImageCorrupt(sq.path, f"inode {number} has type {itype} or id indexes out of range")
-        i = Inode()
-        i.mode, i.uid, i.gid = _KINDS[basic] | perm & 0o7777, sq.ids[uid_i], sq.ids[gid_i]
-        i.mtime, i.number, i.nlink, i.size, i.rdev, i.xattr = mtime, number, 1, 0, 0, _NONE32
-        i.target = i.block_pos = i.block_words = i.fragment = None
-        i.dir_start = i.dir_offset = i.frag_offset = 0
-        {1: self._dir, 2: self._file, 3: self._symlink}.get(basic, self._special)(i, basic, ext)
-        return i
-
-    def _dir(self, i: Inode, basic: int, ext: bool) -> None:
-        if ext:
-            i.nlink, i.size, i.dir_start, _, _, i.dir_offset, i.xattr = self.take(_EXT_DIR)
-        else:
-            i.dir_start, i.nlink, i.size, i.dir_offset, _ = self.take(_DIR)
-
-    def _file(self, i: Inode, basic: int, ext: bool) -> None:
-        if ext:
-            start, i.size, _, i.nlink, frag, i.frag_offset, i.xattr = self.take(_EXT_FILE)
-        else:
-            start, frag, i.frag_offset, i.size = self.take(_FILE)
-        bs = self.sq.block_size
-        n = i.size // bs if frag != _NONE32 else -(-i.size // bs)
-        if n > _MAX_BLOCKS:
-            raise ImageCorrupt(self.sq.path, f"inode {i.number} claims {i.size} bytes in {n} blocks")
-        i.block_words = _words(self.raw(4 * n))
-        i.block_pos = array("Q", accumulate((w & 0xFFFFFF for w in i.block_words[:-1]), initial=start)) \
-            if n else array("Q")
-        i.fragment = frag if frag != _NONE32 else None
-
-    def _symlink(self, i: Inode, basic: int, ext: bool) -> None:
-        i.nlink, size = self.take(struct.Struct("<II"))
-        if size > _MAX_LINK:
-            raise ImageCorrupt(self.sq.path, f"symlink inode {i.number} has a {size}-byte target")
-        i.target, i.size = self.raw(size), size
-        if ext:
-            (i.xattr,) = self.take(struct.Struct("<I"))
-
-    def _special(self, i: Inode, basic: int, ext: bool) -> None:
-        if basic in (4, 5):
-            i.nlink, dev, *x = self.take(struct.Struct("<III" if ext else "<II"))
-            i.rdev = os.makedev((dev >> 8) & 0xFFF, (dev & 0xFF) | ((dev >> 12) & 0xFFF00))
-        else:
-            i.nlink, *x = self.take(struct.Struct("<II" if ext else "<I"))
-        i.xattr = x[0] if x else _NONE32
 
 
 def _is_whiteout(i: Inode) -> bool:
