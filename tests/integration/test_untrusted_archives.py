@@ -184,6 +184,19 @@ class TestLimits:
         box.run("rm -rf /root/limits")
 
 
+    def test_huge_pax_header_is_refused_without_inflating_it(self, box, tmp_path):
+        """A tar.gz whose pax header holds 64 MiB (a few hundred KB compressed): refused at the header."""
+        info, data = _info("x", data=b"1")
+        info.pax_headers = {"comment": "c" * (64 << 20)}
+        archive = tmp_path / "pax.tar.gz"
+        with tarfile.open(archive, "w:gz", format=tarfile.PAX_FORMAT) as tf:
+            tf.addfile(info, data)
+        assert os.path.getsize(archive) < 1 << 20
+        with pytest.raises(AppContainersError, match="more than 4194304"):
+            box.load_archive(str(archive), dest="/root/limits")
+        assert box.run("test -e /root/limits").exit_code == 1
+
+
 class TestNothingLeftBehind:
     @pytest.mark.parametrize("members", [
         [("ok", b"1"), ("x", b"2"), ("x/y", b"3")],  # refused while writing: x is a file
@@ -199,6 +212,14 @@ class TestNothingLeftBehind:
         assert svc.settings.root not in str(e.value) and str(tmp_path) not in str(e.value)
         assert repr(members[-1][0]) in str(e.value)
 
+    @pytest.mark.parametrize("mode", ["w", "w:gz", "w:bz2", "w:xz"])
+    def test_compressed_archives_load(self, box, tmp_path, mode):
+        """Plain, gzip, bzip2 and xz tars all load (we decompress them ourselves)."""
+        archive = _write_tar(tmp_path / "c.tar", [_info("c/data", data=b"payload\n")], mode)
+        assert box.load_archive(archive, dest="/root/comp") == 1
+        assert box.run("cat /root/comp/c/data").stdout == "payload\n"
+        box.run("rm -rf /root/comp")
+
     def test_ownership_modes_and_links(self, box, tmp_path):
         """Members land owned by the container's root, modes as the data filter makes them,
         symlinks and hard links inside the archive kept."""
@@ -211,3 +232,18 @@ class TestNothingLeftBehind:
         assert lines[0] == "0 0 644 2 regular file" and lines[2] == lines[0]
         assert lines[1].endswith("symbolic link") and lines[3] == "#!/bin/sh"
         box.run("rm -rf /root/okdir")
+
+
+class TestUnprivileged:
+    def test_members_belong_to_root_inside_an_unprivileged_container(self, svc, tmp_path):
+        """Through the shifted view, every member (file, dir, symlink, new dest dirs) is root's inside."""
+        c = svc.provision(unprivileged=True)
+        try:
+            archive = _write_tar(tmp_path / "u.tar", [
+                _info("d", tarfile.DIRTYPE), _info("d/f", data=b"x"), _info("d/l", tarfile.SYMTYPE, "f")])
+            assert c.load_archive(archive, dest="/srv/new") == 3
+            out = c.run("stat -c %u:%g /srv /srv/new /srv/new/d /srv/new/d/f; stat -c %u:%g /srv/new/d/l;"
+                        " find /srv/new -user 0 | wc -l").stdout.split()
+            assert out == ["0:0"] * 5 + ["4"], out
+        finally:
+            c.destroy()

@@ -20,6 +20,7 @@ import tarfile
 
 from ...domain.exceptions import AppContainersError, InvalidValue, UnsafePath
 from .rootfs_files import _mkdirs, openat2_in_root
+from .tar_stream import open_tar
 
 DEFAULT_MAX_BYTES = 1 << 30
 DEFAULT_MAX_MEMBERS = 100_000
@@ -210,26 +211,6 @@ def _check_limit(value, what: str) -> int:
     return value
 
 
-def _open_archive(archive: str):
-    """The archive as a binary file, opened once: a regular file, never a FIFO or a device."""
-    try:
-        fd = os.open(archive, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not block
-    except OSError:
-        raise InvalidValue(f"archive {archive!r} is not a file") from None
-    f = os.fdopen(fd, "rb")
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        f.close()
-        raise InvalidValue(f"archive {archive!r} is not a file")
-    return f
-
-
-def _open_tar(f, label: str) -> tarfile.TarFile:
-    try:
-        return tarfile.open(fileobj=f, mode="r:*")
-    except Exception as e:
-        raise InvalidValue(f"archive {label} is not a readable tar archive: {e}") from None
-
-
 def _check_free(root_fd: int, total: int, label: str) -> None:
     st = os.fstatvfs(root_fd)
     free = st.f_bavail * st.f_frsize
@@ -245,7 +226,7 @@ def extract_archive(root: str, dest: str, archive: str, shift: int = 0, *,
     container's root, whose host id is shift (an unprivileged container's tree shows ids shifted)."""
     max_bytes, max_members = _check_limit(max_bytes, "max_bytes"), _check_limit(max_members, "max_members")
     label = os.path.basename(archive) or archive
-    with _open_archive(archive) as f, _open_tar(f, label) as tf:
+    with open_tar(archive, label) as tf:
         plan, total = read_plan(tf, label, max_bytes, max_members)
         root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
@@ -274,7 +255,10 @@ def _write_all(tf, plan, root_fd: int, dest: str, shift: int, label: str) -> Non
                 raise UnsafePath(f"archive {label} refused: member {m.name!r}: {e}") from None
             except OSError as e:  # ENOSPC, EDQUOT, ENAMETOOLONG, ELOOP...: nothing is kept
                 raise AppContainersError(f"archive {label} not loaded: member {m.name!r}: "
-                                         f"{e.strerror}") from None
+                                         f"{e.strerror or e}") from None
+            except Exception as e:  # the compressed stream is damaged past the headers
+                raise InvalidValue(f"archive {label} not loaded: member {m.name!r} is unreadable: "
+                                   f"{e}") from None
     except BaseException:
         writer.undo()
         for path in reversed(made):
