@@ -212,6 +212,20 @@ class TestNothingLeftBehind:
         assert svc.settings.root not in str(e.value) and str(tmp_path) not in str(e.value)
         assert repr(members[-1][0]) in str(e.value)
 
+    def test_replaced_files_come_back_when_refused(self, box, tmp_path):
+        """Files an archive replaces are put back if it is refused later on; replaced for good
+        (and nothing hidden left) when it loads."""
+        box.run("mkdir -p /root/keep && echo old > /root/keep/x && ln -s x /root/keep/l")
+        bad = _write_tar(tmp_path / "bad.tar", [_info("x", data=b"new\n"), _info("l", data=b"new\n"),
+                                                _info("x/y", data=b"2")])
+        with pytest.raises(UnsafePath, match="'x/y'"):
+            box.load_archive(bad, dest="/root/keep")
+        assert box.run("ls -A /root/keep; cat /root/keep/x; readlink /root/keep/l").stdout == "l\nx\nold\nx\n"
+        good = _write_tar(tmp_path / "good.tar", [_info("x", data=b"new\n"), _info("l", data=b"file\n")])
+        assert box.load_archive(good, dest="/root/keep") == 2
+        assert box.run("ls -A /root/keep; cat /root/keep/x /root/keep/l").stdout == "l\nx\nnew\nfile\n"
+        box.run("rm -rf /root/keep")
+
     @pytest.mark.parametrize("mode", ["w", "w:gz", "w:bz2", "w:xz"])
     def test_compressed_archives_load(self, box, tmp_path, mode):
         """Plain, gzip, bzip2 and xz tars all load (we decompress them ourselves)."""

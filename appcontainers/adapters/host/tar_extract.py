@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import secrets
 import stat
 import tarfile
 
@@ -107,11 +108,13 @@ def _file_mode(m: tarfile.TarInfo) -> int:
 
 
 class _Writer:
-    """Pass 2: writes into the directory dest_fd as if it were '/', remembering what it made."""
+    """Pass 2: writes into the directory dest_fd as if it were '/', keeping a journal of what it
+    made and what it set aside, so that undo() puts everything back as it was."""
 
     def __init__(self, tf: tarfile.TarFile, dest_fd: int, shift: int):
         self.tf, self.dest_fd, self.shift = tf, dest_fd, shift
-        self.created: list[tuple[str, bool]] = []  # (path under dest, is a directory)
+        # ("made", path, is a directory) or ("aside", path, the name it was renamed to)
+        self.journal: list[tuple[str, str, object]] = []
 
     def member(self, m: tarfile.TarInfo, name: str) -> None:
         if m.isdir():
@@ -120,7 +123,8 @@ class _Writer:
         parent = self._dirs(posixpath.dirname(name))
         base = posixpath.basename(name)
         try:
-            self._clear(parent, base)
+            self._set_aside(parent, name)
+            self.journal.append(("made", name, False))
             if m.isreg():
                 self._file(m, parent, base)
             elif m.issym():
@@ -128,7 +132,6 @@ class _Writer:
                 os.chown(base, self.shift, self.shift, dir_fd=parent, follow_symlinks=False)
             else:
                 self._hardlink(_clean(m.linkname), parent, base)
-            self.created.append((name, False))
         finally:
             os.close(parent)
 
@@ -140,17 +143,21 @@ class _Writer:
             raise _Refused(f"needs the directory {path!r} under the destination, which is not one "
                            f"or cannot be made") from None
         finally:
-            self.created += [(p.lstrip("/"), True) for p in made]
+            self.journal += [("made", p.lstrip("/"), True) for p in made]
 
-    def _clear(self, parent: int, base: str) -> None:
-        """Whatever non-directory holds the name goes (it is replaced, never written through)."""
+    def _set_aside(self, parent: int, name: str) -> None:
+        """A non-directory already at name is renamed to a hidden name beside it (replaced,
+        never written through; restored by undo, removed by commit)."""
+        base = posixpath.basename(name)
         try:
             st = os.stat(base, dir_fd=parent, follow_symlinks=False)
         except FileNotFoundError:
             return
         if stat.S_ISDIR(st.st_mode):
             raise _Refused("would replace a directory")
-        os.unlink(base, dir_fd=parent)
+        aside = f".appcontainers-replaced.{secrets.token_hex(8)}"
+        os.rename(base, aside, src_dir_fd=parent, dst_dir_fd=parent)
+        self.journal.append(("aside", name, aside))
 
     def _file(self, m: tarfile.TarInfo, parent: int, base: str) -> None:
         fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
@@ -183,26 +190,46 @@ class _Writer:
             os.close(src)
 
     def undo(self) -> None:
-        """Remove what was created, newest first; a directory only if it is empty again."""
-        for path, is_dir in reversed(self.created):
-            _remove_in(self.dest_fd, path, is_dir)
-        self.created = []
+        """Newest first: remove what was made (a directory only if empty again), put back what
+        was set aside."""
+        for action, path, detail in reversed(self.journal):
+            if action == "made":
+                _remove_in(self.dest_fd, path, bool(detail))
+            else:
+                _in_parent(self.dest_fd, path, lambda fd, base: os.rename(detail, base, src_dir_fd=fd,
+                                                                          dst_dir_fd=fd))
+        self.journal = []
+
+    def commit(self) -> None:
+        """Everything was written: what was set aside goes."""
+        for action, path, detail in self.journal:
+            if action == "aside":
+                _in_parent(self.dest_fd, path, lambda fd, base: os.unlink(detail, dir_fd=fd))
+        self.journal = []
 
 
-def _remove_in(root_fd: int, path: str, is_dir: bool) -> None:
+def _in_parent(root_fd: int, path: str, act) -> None:
+    """act(fd of path's parent, path's last component), the parent resolved in root; errors ignored
+    (undo does what it still can)."""
     try:
         parent = openat2_in_root(root_fd, posixpath.dirname(path), os.O_PATH | os.O_DIRECTORY)
     except OSError:
         return
     try:
-        if is_dir:
-            os.rmdir(posixpath.basename(path), dir_fd=parent)
-        else:
-            os.unlink(posixpath.basename(path), dir_fd=parent)
+        act(parent, posixpath.basename(path))
     except OSError:
-        pass  # not empty (something else lives there now) or gone already
+        pass
     finally:
         os.close(parent)
+
+
+def _remove_in(root_fd: int, path: str, is_dir: bool) -> None:
+    """Remove path (resolved in root); a directory only if it is empty (else something else
+    lives there now)."""
+    if is_dir:
+        _in_parent(root_fd, path, lambda fd, base: os.rmdir(base, dir_fd=fd))
+    else:
+        _in_parent(root_fd, path, lambda fd, base: os.unlink(base, dir_fd=fd))
 
 
 def _check_limit(value, what: str) -> int:
@@ -259,6 +286,7 @@ def _write_all(tf, plan, root_fd: int, dest: str, shift: int, label: str) -> Non
             except Exception as e:  # the compressed stream is damaged past the headers
                 raise InvalidValue(f"archive {label} not loaded: member {m.name!r} is unreadable: "
                                    f"{e}") from None
+        writer.commit()
     except BaseException:
         writer.undo()
         for path in reversed(made):
