@@ -275,3 +275,39 @@ class TestCache:
         assert len(cache) == 3 and cache.get(9) is not None and cache.get(6) is None
         assert len(cache.put("huge", bytes(5000))) == 5000 and cache.get("huge") is None
         assert cache.bytes <= 1000
+
+
+class TestTopLevel:
+    @pytest.mark.parametrize("shape", ["rootfs-symlink", "rootfs-file", "manifest-symlink", "sparse-manifest"])
+    def test_image_mount_path_refuses_what_verify_refuses(self, tmp_path, shape):
+        """The FUSE path (open_layers) refuses a sealed image whose rootfs is not a real directory
+        or whose manifest.json is a symlink or larger than 1 MiB (a sparse GiB)."""
+        import hashlib
+        import json
+
+        from appcontainers.adapters.aimg.squashfs import encode_trailer
+        from appcontainers.adapters.aimg.squashfs_reader import open_layers
+
+        content = tmp_path / "c"
+        content.mkdir()
+        manifest = content / "manifest.json"
+        if shape == "manifest-symlink":
+            manifest.symlink_to("/etc/hostname")
+        elif shape == "sparse-manifest":
+            with open(manifest, "wb") as f:
+                f.truncate(1 << 30)
+        else:
+            manifest.write_text(json.dumps({"format_version": 1, "name": "t", "created": 0.0}))
+        if shape == "rootfs-symlink":
+            (content / "rootfs").symlink_to("/etc")
+        elif shape == "rootfs-file":
+            (content / "rootfs").write_text("x")
+        else:
+            (content / "rootfs").mkdir()
+        image = _mksquashfs(str(content), str(tmp_path / "x.aimg"), "-comp", "zstd")
+        data = open(image, "rb").read()
+        with open(image, "ab") as f:
+            f.write(encode_trailer(len(data), hashlib.sha256(data).digest()))
+        assert os.path.getsize(image) < 65536
+        with pytest.raises(ImageCorrupt, match="rootfs is|manifest.json is"):
+            open_layers([image])

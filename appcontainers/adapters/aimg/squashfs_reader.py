@@ -126,11 +126,11 @@ class SquashfsReader:
 
     def _meta_block(self, pos: int, end: int) -> tuple[bytes, int]:
         """(data, position of the next block) of the metadata block at pos, which must end by end."""
-        hit = self._meta.get(pos)
-        if hit is not None:
-            return hit
         if not SUPERBLOCK_SIZE <= pos < end:
             raise ImageCorrupt(self.path, f"metadata block at {pos} lies outside its table")
+        hit = self._meta.get(pos)
+        if hit is not None and hit[1] <= end:
+            return hit
         (head,) = struct.unpack("<H", self._pread(2, pos))
         size = head & 0x7FFF
         if not 0 < size <= _META or pos + 2 + size > min(end, self.bytes_used):
