@@ -79,9 +79,12 @@ class Container:
     def create_file(self, path: str, content, mode: int = 0o644) -> str:
         return self._svc.containers.create_file(self.name, path, content, mode)
 
-    def load_archive(self, archive: str, dest: str = "/root") -> int:
-        """Extract a tar archive into the container's home directory (or dest)."""
-        return self._svc.containers.load_archive(self.name, archive, dest)
+    def load_archive(self, archive: str, dest: str = "/root", *, max_bytes: int | None = None,
+                     max_members: int | None = None) -> int:
+        """Extract a tar archive into the container's home directory (or dest); refused if it
+        unpacks to more than max_bytes (default 1 GiB) or holds more than max_members (100,000)."""
+        return self._svc.containers.load_archive(self.name, archive, dest, max_bytes=max_bytes,
+                                                 max_members=max_members)
 
     def add_startup_command(self, command: str) -> tuple[str, ...]:
         return self._svc.containers.add_startup_command(self.name, command)

@@ -381,12 +381,14 @@ class ContainerService:
             self.p.fs.write_in_root(self.layout.rootfs(name), full, data, mode, shift=shift)
         return full
 
-    def load_archive(self, name: str, archive: str, dest: str = "/root") -> int:
+    def load_archive(self, name: str, archive: str, dest: str = "/root", *,
+                     max_bytes: int | None = None, max_members: int | None = None) -> int:
         """Extract a tar archive into dest in the container; every member is checked first.
 
-        A running container is frozen meanwhile, so nothing inside can swap a directory for
-        a symlink between the check and the write."""
+        max_bytes / max_members bound the unpacked size and the member count (None: the
+        adapter's defaults, 1 GiB and 100,000). A running container is frozen meanwhile."""
         full = container_path(dest)
+        limits = {k: v for k, v in (("max_bytes", max_bytes), ("max_members", max_members)) if v is not None}
         with self.locked(name):
             r = self._ready(name)
             self.ensure_mounted(r)
@@ -395,7 +397,7 @@ class ContainerService:
                 self.p.driver.freeze(name)
             try:
                 return self.p.fs.extract_in_root(self.layout.rootfs(name), full, archive,
-                                                 shift=r.idmap[0] if r.idmap else 0)
+                                                 shift=r.idmap[0] if r.idmap else 0, **limits)
             finally:
                 if frozen:
                     self.p.driver.unfreeze(name)

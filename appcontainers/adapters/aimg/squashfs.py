@@ -20,7 +20,7 @@ import attrs
 from ...domain.exceptions import CommandFailed, ImageCorrupt, InvalidValue
 from ...domain.image import Manifest
 from ...domain.operations import codec_temp_affixes
-from ..host.process import run, stream
+from ..host.process import stream
 
 TRAILER_MAGIC = b"AIMGTRL1"
 TRAILER_VERSION = 1
@@ -31,6 +31,8 @@ SQUASHFS_MAGIC = b"hsqs"
 SUPERBLOCK_SIZE = 96
 DEFAULT_LEVEL = 3  # zstd 15 (mksquashfs' default) is ~30x slower for a few % less size
 MAX_MANIFEST = 1 << 20
+MAX_MANIFEST_DEPTH = 32
+_JSON_TOKENS = re.compile(r'[\[\]{}"\\]')
 _CHUNK = 1 << 20
 _TAIL = 4096
 _INFO_RE = re.compile(r"^file .*, uncompressed size (\d+) bytes")
@@ -122,6 +124,51 @@ def check_layout(head: bytes, tail: bytes, size: int, path: str = "<image>") -> 
         raise ImageCorrupt(path, f"truncated: the squashfs needs {used} bytes, "
                                  f"the trailer covers {trailer.length}")
     return trailer
+
+
+def json_depth(text: str) -> int:
+    """How deeply text's arrays and objects nest, found without parsing it (linear, no recursion)."""
+    depth = deepest = 0
+    in_string, skip = False, -1
+    for m in _JSON_TOKENS.finditer(text):
+        at, ch = m.start(), m.group()
+        if at < skip:
+            continue
+        if in_string:
+            if ch == "\\":
+                skip = at + 2  # the escaped character is not a token
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def parse_manifest(raw: bytes, path: str) -> dict:
+    """The manifest dict in raw (manifest.json's bytes), bounded in size and depth before it is
+    parsed, and checked; ImageCorrupt(path, reason) otherwise."""
+    if len(raw) > MAX_MANIFEST:
+        raise ImageCorrupt(path, f"manifest.json is larger than {MAX_MANIFEST} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ImageCorrupt(path, f"manifest.json is not valid JSON: {e}") from None
+    if json_depth(text) > MAX_MANIFEST_DEPTH:
+        raise ImageCorrupt(path, f"manifest.json nests deeper than {MAX_MANIFEST_DEPTH} levels")
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise ImageCorrupt(path, f"manifest.json is not valid JSON: {e}") from None
+    try:
+        Manifest.from_dict(data)
+    except InvalidValue as e:
+        raise ImageCorrupt(path, f"bad manifest.json: {e}") from None
+    return data
 
 
 def sha256_prefix(f, length: int) -> bytes:
@@ -309,8 +356,7 @@ class SquashfsCodec:
 
     def read_manifest(self, path: str) -> dict:
         """The manifest, without checking the checksum (cheap)."""
-        self._trailer(path)
-        return self._manifest(path)
+        return self._manifest(path, self._trailer(path).length)
 
     def verify(self, path: str) -> tuple[str, dict]:
         """(id, manifest dict) of a valid image; ImageCorrupt(path, reason) otherwise."""
@@ -322,7 +368,7 @@ class SquashfsCodec:
                 raise ImageCorrupt(path, f"cannot read: {e}") from None
         if digest != trailer.sha256:
             raise ImageCorrupt(path, "checksum mismatch: the file was altered or damaged")
-        return trailer.image_id, self._manifest(path)
+        return trailer.image_id, self._manifest(path, trailer.length)
 
     def copy_verified(self, src: str, dest: str) -> tuple[str, dict]:
         """Copy src to the new file dest, checking it on the way (one read instead of a copy
@@ -355,29 +401,15 @@ class SquashfsCodec:
         try:
             if h.digest() != trailer.sha256:
                 raise ImageCorrupt(src, "checksum mismatch: the file was altered or damaged")
-            return trailer.image_id, self._manifest(dest)
+            return trailer.image_id, self._manifest(dest, trailer.length)
         except BaseException:
             os.unlink(dest)
             raise
 
-    def _manifest(self, path: str) -> dict:
-        # unsquashfs stops at the superblock's bytes_used, so the trailer does not bother it.
-        argv = ["unsquashfs", "-cat", "-p", "1", os.path.abspath(path), "manifest.json"]
-        proc = run(argv, timeout=self.read_timeout, check=False)
-        if proc.returncode != 0:
-            err = proc.stderr.decode(errors="replace").strip()
-            if "no matches" in err:
-                raise ImageCorrupt(path, "no manifest.json inside")
-            last = err.splitlines()[-1] if err else f"unsquashfs exited with {proc.returncode}"
-            raise ImageCorrupt(path, f"cannot read manifest.json: {last}")
-        if len(proc.stdout) > MAX_MANIFEST:
-            raise ImageCorrupt(path, f"manifest.json is larger than {MAX_MANIFEST} bytes")
-        try:
-            data = json.loads(proc.stdout.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as e:
-            raise ImageCorrupt(path, f"manifest.json is not valid JSON: {e}") from None
-        try:
-            Manifest.from_dict(data)
-        except InvalidValue as e:
-            raise ImageCorrupt(path, f"bad manifest.json: {e}") from None
-        return data
+    def _manifest(self, path: str, length: int) -> dict:
+        """Read by our own squashfs reader, never by following a path: rootfs/ must be a real
+        directory and manifest.json a regular file no larger than MAX_MANIFEST (checked on its
+        inode before a byte of it is read)."""
+        from .squashfs_reader import read_manifest_bytes
+
+        return parse_manifest(read_manifest_bytes(os.path.abspath(path), length), path)

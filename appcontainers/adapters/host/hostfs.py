@@ -135,6 +135,9 @@ class HostFs:
     def write_in_root(self, root: str, path: str, data: bytes, mode: int, shift: int = 0) -> None:
         rootfs_files.write_file(root, path, data, mode, shift=shift)
 
-    def extract_in_root(self, root: str, dest: str, archive: str, shift: int = 0) -> int:
-        return rootfs_files.extract_archive(root, dest, archive, shift)
+    def extract_in_root(self, root: str, dest: str, archive: str, shift: int = 0, **limits) -> int:
+        """limits: max_bytes, max_members (tar_extract's defaults when not given)."""
+        from . import tar_extract
+
+        return tar_extract.extract_archive(root, dest, archive, shift, **limits)
 

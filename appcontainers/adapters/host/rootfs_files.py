@@ -11,7 +11,6 @@ import errno
 import os
 import posixpath
 import struct
-import tarfile
 
 from ...domain.exceptions import InvalidValue, UnsafePath
 
@@ -30,33 +29,43 @@ def openat2_in_root(root_fd: int, path: str, flags: int, mode: int = 0) -> int:
     return fd
 
 
-def _mkdirs(root_fd: int, path: str, shift: int = 0) -> int:
+def _mkdirs(root_fd: int, path: str, shift: int = 0, made: list[str] | None = None) -> int:
     """Open (creating as needed, owned by container root: host id shift) the directory path
-    inside root; returns an O_PATH fd."""
+    inside root; returns an O_PATH fd. made, if given, collects the directories it created."""
     fd = os.dup(root_fd)
     resolved = ""
-    for part in [p for p in path.split("/") if p]:
-        resolved += "/" + part
-        try:
-            nfd = openat2_in_root(root_fd, resolved, os.O_PATH | os.O_DIRECTORY)
-        except FileNotFoundError:
-            try:
-                os.mkdir(part, 0o755, dir_fd=fd)
-                if shift:
-                    os.chown(part, shift, shift, dir_fd=fd, follow_symlinks=False)
-            except FileExistsError:
-                pass
-            try:
-                nfd = openat2_in_root(root_fd, resolved, os.O_PATH | os.O_DIRECTORY)
-            except OSError as e:
-                os.close(fd)
-                raise UnsafePath(f"cannot create directory {resolved} in the container: {e.strerror}") from None
-        except NotADirectoryError:
+    try:
+        for part in [p for p in path.split("/") if p]:
+            resolved += "/" + part
+            nfd = _open_or_make(root_fd, fd, resolved, part, shift, made)
             os.close(fd)
-            raise UnsafePath(f"{resolved} exists in the container and is not a directory") from None
+            fd = nfd
+    except BaseException:
         os.close(fd)
-        fd = nfd
+        raise
     return fd
+
+
+def _open_or_make(root_fd: int, parent_fd: int, resolved: str, part: str, shift: int,
+                  made: list[str] | None) -> int:
+    try:
+        return openat2_in_root(root_fd, resolved, os.O_PATH | os.O_DIRECTORY)
+    except NotADirectoryError:
+        raise UnsafePath(f"{resolved} exists in the container and is not a directory") from None
+    except FileNotFoundError:
+        pass
+    try:
+        os.mkdir(part, 0o755, dir_fd=parent_fd)
+        if made is not None:
+            made.append(resolved)
+        if shift:
+            os.chown(part, shift, shift, dir_fd=parent_fd, follow_symlinks=False)
+    except FileExistsError:
+        pass
+    try:
+        return openat2_in_root(root_fd, resolved, os.O_PATH | os.O_DIRECTORY)
+    except OSError as e:
+        raise UnsafePath(f"cannot create directory {resolved} in the container: {e.strerror}") from None
 
 
 def write_file(root: str, path: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0,
@@ -88,59 +97,3 @@ def write_file(root: str, path: str, data: bytes, mode: int = 0o644, uid: int = 
             os.close(fd)
     finally:
         os.close(root_fd)
-
-
-def check_archive(archive: str, dest: str) -> list[tarfile.TarInfo]:
-    """Every member passes the 'data' filter against dest, or nothing is written."""
-    if not os.path.isfile(archive):
-        raise InvalidValue(f"archive {archive!r} is not a file")
-    try:
-        with tarfile.open(archive) as tf:
-            members = tf.getmembers()
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise InvalidValue(f"{archive} is not a readable tar archive: {e}") from None
-    total = 0
-    for m in members:
-        if m.name.startswith("/") or (m.islnk() and m.linkname.startswith("/")):
-            raise UnsafePath(f"archive {archive} refused: member {m.name!r} has an absolute path")
-        if m.mode & 0o6000 and m.isreg():
-            raise UnsafePath(f"archive {archive} refused: member {m.name!r} is setuid or setgid")
-        total += m.size if m.isreg() else 0
-        try:
-            tarfile.data_filter(m, dest)
-        except tarfile.FilterError as e:
-            raise UnsafePath(f"archive {archive} refused: member {m.name!r}: {e}") from None
-    if os.path.isdir(dest):
-        st = os.statvfs(dest)
-        free = st.f_bavail * st.f_frsize
-        if total > free:
-            raise InvalidValue(f"archive {archive} refused: it unpacks to {total} bytes but only {free} "
-                               f"are free under the container")
-    return members
-
-
-def extract_archive(root: str, dest: str, archive: str, shift: int = 0) -> int:
-    """Extract archive into the container directory dest; returns the member count.
-
-    shift: the host id of the container's root (an unprivileged container's merged tree shows
-    ids shifted), added to every member's owner."""
-    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        dfd = _mkdirs(root_fd, dest, shift)
-        try:
-            host_dest = os.readlink(f"/proc/self/fd/{dfd}")
-        finally:
-            os.close(dfd)
-    finally:
-        os.close(root_fd)
-    real_root = os.path.realpath(root)
-    if not (host_dest + "/").startswith(real_root.rstrip("/") + "/"):
-        raise UnsafePath(f"{dest} resolves outside the container")
-    members = check_archive(archive, host_dest)
-    def shifted(member, path):
-        member = tarfile.data_filter(member, path)
-        return member.replace(uid=member.uid + shift, gid=member.gid + shift, deep=False) if shift else member
-
-    with tarfile.open(archive) as tf:
-        tf.extractall(host_dest, members=members, filter=shifted)
-    return len(members)
