@@ -184,7 +184,9 @@ class FakeFs:
     def is_file(self, path): return path in self.files
     def is_dir(self, path): return path.rstrip("/") in self.dirs
     def remove_file(self, path): self.files.pop(path, None)
-    def write_text(self, path, text, mode=0o644): self.files[path] = text
+    def write_text(self, path, text, mode=0o644):
+        self.files[path] = text
+        self.modes[path] = mode
     def write_json(self, path, data): self.files[path] = json.dumps(data)
     def lock(self, path, wait=True): return contextlib.nullcontext()
     def chown(self, path, uid, gid): self.owners[path] = (uid, gid)
@@ -259,6 +261,7 @@ class FakeBaseBuilder:
 
 class FakeAgentClient:
     def __init__(self):
+        self.server_key = None  # the key the last caller gave, as the real client would check it
         self.ready = True
         self.waits: list[float] = []
         self.runs: list[dict] = []
@@ -283,12 +286,18 @@ class FakeAgents:
     def __init__(self, driver: "FakeDriver"):
         self.clients: dict[str, FakeAgentClient] = {}
         self.driver = driver
+        self.made = 0  # key pairs made
 
-    def __call__(self, run_dir):
+    def __call__(self, run_dir, server_key=None):
         client = self.clients.setdefault(run_dir, FakeAgentClient())
+        client.server_key = server_key
         name = run_dir.rstrip("/").split("/")[-2]  # <root>/run/<name>/agent
         client.alive = lambda: self.driver.containers.get(name) == "RUNNING"
         return client
+
+    def new_keys(self):
+        self.made += 1
+        return f"public-{self.made}", f"secret-{self.made}"
 
 
 class FakeProcs:

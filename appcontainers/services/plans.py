@@ -51,9 +51,14 @@ def context(r, layout, settings, pool, chain) -> dict:
     }
 
 
-def agent_config(r, chain, settings) -> dict:
-    return {"v": 1, "startup_commands": list(r.startup_commands), "environment": environment(chain),
-            "log_max_bytes": settings.log_max_bytes, "hostname": r.name}
+def agent_config(r, chain, settings, secret_key: str | None = None) -> dict:
+    """agent.json; secret_key is the agent's half of the CURVE pair whose public half is
+    r.agent_key (the file is root-only and reaches only this container)."""
+    config = {"v": 1, "startup_commands": list(r.startup_commands), "environment": environment(chain),
+              "log_max_bytes": settings.log_max_bytes, "hostname": r.name}
+    if secret_key is not None:
+        config["curve_secret_key"] = secret_key
+    return config
 
 
 def command(cmd) -> tuple[list[str] | None, str | None]:
