@@ -262,6 +262,7 @@ class FakeBaseBuilder:
 class FakeAgentClient:
     def __init__(self):
         self.server_key = None  # the key the last caller gave, as the real client would check it
+        self.run_keys: list = []  # server_key at each run
         self.ready = True
         self.waits: list[float] = []
         self.runs: list[dict] = []
@@ -274,6 +275,7 @@ class FakeAgentClient:
 
     def run(self, argv=None, shell=None, env=None, cwd=None, stdin=None, timeout=None, on_output=None):
         self.runs.append({"argv": argv, "shell": shell, "env": env, "cwd": cwd, "stdin": stdin})
+        self.run_keys.append(self.server_key)
         return (*self.reply, {})
 
     def logs(self, since=0, follow=False):
