@@ -19,7 +19,7 @@ class Ports:
     fs: Any              # HostFs
     skeletons: Any       # Skeletons
     base_builder: Any    # BusyboxBaseBuilder
-    agents: Callable     # run_dir -> AgentClient
+    agents: Callable     # (run_dir, server_key=) -> AgentClient; .new_keys() -> (public, secret)
     clock: Callable[[], float]
     rng: Any             # has getrandbits
     debian_builder: Any = None
