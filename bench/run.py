@@ -198,9 +198,10 @@ class HandContainer:
             f.write(self.name + "\n")
         with open(f"{self.skel}/etc/hosts", "w") as f:
             f.write(f"127.0.0.1\tlocalhost\n{self.ip}\t{self.name}\n")
+        self.key, secret = AgentClient.new_keys()  # as the service does at every start
         with open(f"{self.agent}/agent.json", "w") as f:
             json.dump({"v": 1, "startup_commands": [], "environment": {}, "log_max_bytes": 10 << 20,
-                       "hostname": self.name}, f)
+                       "hostname": self.name, "curve_secret_key": secret}, f)
         binds = "\n".join(f"lxc.mount.entry = {p} {p.lstrip('/')} none ro,bind,create=dir 0 0"
                           for p in self.manifest.host_binds)
         config = HAND_CONFIG.format(
@@ -213,7 +214,7 @@ class HandContainer:
         B.sh(["lxc-start", "-P", self.lxcpath, "-n", self.name, "-d",
               "-o", os.path.join(self.lxcpath, self.name, "lxc.log"), "-l", "WARN"])
         if self.manifest.init and self.init == " ".join(self.manifest.init):
-            if not AgentClient(self.agent).wait_ready(15):
+            if not AgentClient(self.agent, server_key=self.key).wait_ready(15):
                 raise RuntimeError(f"hand-made container {self.name}: the agent did not answer")
 
     def pids(self) -> list[int]:
@@ -274,8 +275,6 @@ def bench_provision(ctx: Context) -> list[dict]:
 
 def bench_run(ctx: Context) -> list[dict]:
     """run('true') via the agent vs lxc-attach -- true, medians of 50 (goal <= 0.5x)"""
-    from appcontainers.adapters.bus.zmq_bus import AgentClient
-
     svc = ctx.svc
     c = svc.provision()
     ctx.sb.on_cleanup(lambda: _destroy_quietly(c))
@@ -291,14 +290,16 @@ def bench_run(ctx: Context) -> list[dict]:
 
     n = ctx.reps(50, 20)
     ta, tb = B.paired(ctx.lib("run", lib), raw, n, warmup=5)
-    client = AgentClient(svc.settings.layout.agent_dir(c.name))
+    client = svc.containers.agent(c.name)
     tc = [B.timed(client.run, shell="true")[0] for _ in range(n)]
+    tp = [B.timed(client.ping)[0] for _ in range(n)]  # connect + CURVE handshake + one round trip
     tl = [B.timed(lambda: svc.ports.driver.state(c.name))[0] for _ in range(min(n, 20))]
     _destroy_quietly(c)
     return [
         row("run", "run('true')", B.stats(ta), B.stats(tb), goal=("<=", 0.5), raw_label="lxc-attach -- true",
             note=f"medians of {n}; the bare AgentClient.run(shell='true') round trip (no service layer) "
-                 f"takes {B.fmt_time(B.stats(tc)['median'])}; one lxc-info state check "
+                 f"takes {B.fmt_time(B.stats(tc)['median'])}; a ping (connect, CURVE handshake, one "
+                 f"round trip) {B.fmt_time(B.stats(tp)['median'])}; one lxc-info state check "
                  f"{B.fmt_time(B.stats(tl)['median'])}"),
         row("run", "AgentClient.run('true') alone (diagnostic)", B.stats(tc), B.stats(tb),
             raw_label="lxc-attach -- true", note="the agent round trip without the service layer"),

@@ -247,7 +247,9 @@ class FakeFs:
     def is_file(self, path): return path in self.files
     def is_dir(self, path): return path.rstrip("/") in self.dirs
     def remove_file(self, path): self.files.pop(path, None)
-    def write_text(self, path, text, mode=0o644): self._put(path, text)
+    def write_text(self, path, text, mode=0o644):
+        self._put(path, text)
+        self.modes[path] = mode
     def write_json(self, path, data): self._put(path, json.dumps(data))
     def chown(self, path, uid, gid): self.owners[path] = (uid, gid)
     def chmod(self, path, mode): self.modes[path] = mode
@@ -346,6 +348,8 @@ class FakeBaseBuilder:
 class FakeAgentClient:
     def __init__(self, running=lambda: True):
         self.running = running  # the container runs: the agent answers
+        self.server_key = None  # the key the last caller gave, as the real client would check it
+        self.run_keys: list = []  # server_key at each run
         self.ready = True
         self.waits: list[float] = []
         self.runs: list[dict] = []
@@ -360,6 +364,7 @@ class FakeAgentClient:
 
     def run(self, argv=None, shell=None, env=None, cwd=None, stdin=None, timeout=None, on_output=None):
         self.runs.append({"argv": argv, "shell": shell, "env": env, "cwd": cwd, "stdin": stdin})
+        self.run_keys.append(self.server_key)
         return (*self.reply, {})
 
     def logs(self, since=0, follow=False):
@@ -372,11 +377,18 @@ class FakeAgents:
     def __init__(self, driver: "FakeDriver"):
         self.clients: dict[str, FakeAgentClient] = {}
         self.driver = driver
+        self.made = 0  # key pairs made
 
-    def __call__(self, run_dir):
+    def __call__(self, run_dir, server_key=None):
         name = run_dir.rstrip("/").split("/")[-2]  # <root>/run/<name>/agent
-        return self.clients.setdefault(
+        client = self.clients.setdefault(
             run_dir, FakeAgentClient(lambda: self.driver.containers.get(name) == "RUNNING"))
+        client.server_key = server_key
+        return client
+
+    def new_keys(self):
+        self.made += 1
+        return f"public-{self.made}", f"secret-{self.made}"
 
 
 class FakeProcs:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import os
 
-DEFAULTS = {"startup_commands": [], "environment": {}, "log_max_bytes": 10 * 1024 * 1024, "hostname": None}
+DEFAULTS = {"startup_commands": [], "environment": {}, "log_max_bytes": 10 * 1024 * 1024, "hostname": None,
+            "curve_secret_key": None}
+# Z85, the text form of a CURVE key: 40 characters of this alphabet.
+Z85 = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#")
 
 
 def parse_config(raw) -> tuple[dict, list[str]]:
@@ -20,6 +23,7 @@ def parse_config(raw) -> tuple[dict, list[str]]:
                                                             for k, x in v.items()),
         "log_max_bytes": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
         "hostname": lambda v: isinstance(v, str),
+        "curve_secret_key": lambda v: isinstance(v, str) and len(v) == 40 and set(v) <= Z85,
     }
     for key, ok in checks.items():
         if key in raw:

@@ -80,10 +80,11 @@ class Agent:
         self.router = self.ctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.router.setsockopt(zmq.SNDHWM, SNDHWM)
-        self.router.bind(f"ipc://{self.dir}/cmd.sock")
         # XPUB (a PUB that sees subscriptions): output lines are published only when wanted
         self.pub = self.ctx.socket(zmq.XPUB)
         self.pub.setsockopt(zmq.SNDHWM, SNDHWM)
+        problems += _curve_servers((self.router, self.pub), config["curve_secret_key"])
+        self.router.bind(f"ipc://{self.dir}/cmd.sock")
         self.pub.bind(f"ipc://{self.dir}/events.sock")
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
@@ -240,6 +241,20 @@ class Agent:
 
 def serve(run_dir: str) -> int:
     return Agent(run_dir).serve()
+
+
+def _curve_servers(socks, secret_key: str | None) -> list[str]:
+    """Make the sockets CURVE servers with the key the host made for this container, so the
+    host can tell this agent from any other: the host talks only to an agent holding it.
+    Without a key the sockets stay plain, and the host will not talk to this agent."""
+    if secret_key is None:
+        return ["agent.json has no curve_secret_key: the host will refuse to talk to this agent"]
+    if not zmq.has("curve"):
+        return [f"this libzmq ({zmq.zmq_version()}) has no CURVE: the host will refuse to talk to this agent"]
+    for sock in socks:
+        sock.setsockopt(zmq.CURVE_SERVER, 1)
+        sock.setsockopt(zmq.CURVE_SECRETKEY, secret_key.encode("ascii"))
+    return []
 
 
 def _write_ready(run_dir: str) -> None:

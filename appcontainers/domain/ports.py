@@ -127,8 +127,11 @@ class AgentClient(Protocol):
 
 
 class Agents(Protocol):
-    """The agent client of a container, from its agent directory."""
-    def __call__(self, run_dir: str) -> AgentClient: ...
+    """The agent client of a container, from its agent directory and the public CURVE key its
+    agent must prove it holds (None: a container started before keys; every call refuses)."""
+    def __call__(self, run_dir: str, *, server_key: str | None) -> AgentClient: ...
+    def new_keys(self) -> tuple[str, str]:
+        """A fresh key pair for one agent: (public, secret)."""
 
 
 class HostFs(Protocol):

@@ -104,6 +104,8 @@ class Reservation:
     # Root inside is an unprivileged host uid: (first host id, count) of its id map, or None.
     idmap: tuple[int, int] | None = attrs.field(default=None, converter=_idmap)
     cpus: float | None = attrs.field(default=None)  # CPU quota in cores
+    # The CURVE public key (Z85) the container's agent must prove it holds; made at each start.
+    agent_key: str | None = attrs.field(default=None, validator=attrs.validators.optional(_instance_of(str)))
 
     @memory.validator
     def _check_memory(self, _attr: object, value: object) -> None:
@@ -142,6 +144,7 @@ class Reservation:
                 mounter=data.get("mounter", "kernel"), owner=data.get("owner"),
                 boot=data.get("boot"), started=bool(data.get("started", False)),
                 memory=data.get("memory"), cpus=data.get("cpus"), idmap=data.get("idmap"),
+                agent_key=data.get("agent_key"),
             )
         except KeyError as e:
             raise InvalidValue(f"reservation record lacks {e.args[0]!r}") from None

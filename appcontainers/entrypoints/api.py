@@ -167,7 +167,7 @@ class Service:
         """Live events from every container's agent (a generator; stop iterating to end it)."""
         from ..adapters.bus.zmq_bus import watch_events
 
-        return watch_events(self.containers.agent_dirs)
+        return watch_events(self.containers.agent_endpoints)
 
     def list_bases(self):
         return self.bases.list()

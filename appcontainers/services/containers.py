@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 from typing import Any, Callable, Collection, Iterable, Iterator, Sequence
@@ -13,7 +14,7 @@ from ..domain.exceptions import (AgentUnavailable, AppContainersError, Container
 from ..domain.image import Image, lineage
 from ..domain.network import MacGenerator
 from ..domain.paths import container_path
-from ..domain.ports import JsonDict, LineCallback
+from ..domain.ports import AgentClient, JsonDict, LineCallback
 from ..domain.reservation import DESTROYING, PROVISIONING, READY, Reservation, validate_name
 from .faults import checkpoint
 from .ports import Ports
@@ -232,12 +233,13 @@ class ContainerService:
         self.materialize(r)
         agent_dir = self.layout.agent_dir(name)
         chain = self._layers(r)
-        self.p.fs.write_json(agent_dir + "/agent.json", plans.agent_config(r, chain, self.settings))
+        secret = self._new_agent_key(name) if plans.has_agent(chain) else None
+        self._write_agent_config(r, chain, secret)
         for stale in ("ready", "cmd.sock", "events.sock"):
             self.p.fs.remove_file(f"{agent_dir}/{stale}")
         self.p.driver.start(name, self.settings.start_timeout)
         if plans.has_agent(chain):
-            if not self.p.agents(agent_dir).wait_ready(self.settings.start_timeout):
+            if not self.agent(name).wait_ready(self.settings.start_timeout):
                 raise AgentUnavailable(f"container {name} started but its agent did not answer within "
                                        f"{self.settings.start_timeout:g}s; see {self.layout.lxcpath}/{name}/lxc.log")
         if r.ephemeral and not r.started:
@@ -246,6 +248,28 @@ class ContainerService:
                 current = state.reservations.get(name)
                 if current is not None:
                     state.put(attrs.evolve(current, started=True))
+
+    def _new_agent_key(self, name: str) -> str:
+        """A fresh CURVE key pair for the agent about to start: the public half stays with the
+        host (in the reservation, which the container cannot reach), the secret half goes to
+        the container only (in agent.json); returns the secret half."""
+        public, secret = self.p.agents.new_keys()
+        with self.p.repo.transaction() as state:
+            state.put(attrs.evolve(state.get(name), agent_key=public))
+        return secret
+
+    def _write_agent_config(self, r: Reservation, chain: Sequence[Image], secret: str | None) -> None:
+        """agent.json, readable by root inside only (it holds the agent's secret key)."""
+        path = self.layout.agent_dir(r.name) + "/agent.json"
+        config = plans.agent_config(r, chain, self.settings, secret)
+        self.p.fs.write_text(path, json.dumps(config, indent=1, sort_keys=True) + "\n", mode=0o600)
+        if r.idmap is not None:  # root inside is the map's first host id
+            self.p.fs.chown(path, r.idmap[0], r.idmap[0])
+
+    def agent(self, name: str) -> AgentClient:
+        """The container's AgentClient; it talks only to the agent holding the key the host
+        made at the container's last start."""
+        return self.p.agents(self.layout.agent_dir(name), server_key=self.get(name).agent_key)
 
     def stop(self, name: str) -> bool:
         """Stop the container; an ephemeral one is then destroyed (returns True if it was)."""
@@ -347,10 +371,11 @@ class ContainerService:
         r = state.get(name)
         chain = lineage(state.images, r.image)
         if plans.has_agent(chain):
-            client = self.p.agents(self.layout.agent_dir(name))
+            client = self.p.agents(self.layout.agent_dir(name), server_key=r.agent_key)
             # A live agent is the proof the container runs (cheaper than asking lxc-info).
             if not client.alive():
                 self.start(name)
+                client = self.agent(name)  # the start made a new key
             code, out, err, _ = client.run(argv=argv, shell=shell, env=env, cwd=cwd, stdin=stdin,
                                            timeout=timeout, on_output=on_output)
         else:
@@ -436,8 +461,8 @@ class ContainerService:
     # ---- monitoring -----------------------------------------------------------------
     def logs(self, name: str, since: int = 0, follow: bool = False) -> Iterator[tuple[int, JsonDict]]:
         """(offset, record) pairs from the container's agent log; follow waits for more."""
-        self.get(name)
-        return self.p.agents(self.layout.agent_dir(name)).logs(since=since, follow=follow)
+        return self.agent(name).logs(since=since, follow=follow)
 
-    def agent_dirs(self) -> dict[str, str]:
-        return {r.name: self.layout.agent_dir(r.name) for r in self.list()}
+    def agent_endpoints(self) -> dict[str, tuple[str, str | None]]:
+        """{name: (agent dir, the key its agent must hold)} of every container."""
+        return {r.name: (self.layout.agent_dir(r.name), r.agent_key) for r in self.list()}

@@ -61,9 +61,16 @@ def context(r: Reservation, layout: Layout, settings: Settings, pool: AddressPoo
     }
 
 
-def agent_config(r: Reservation, chain: Chain, settings: Settings) -> dict[str, Any]:
-    return {"v": 1, "startup_commands": list(r.startup_commands), "environment": environment(chain),
-            "log_max_bytes": settings.log_max_bytes, "hostname": r.name}
+def agent_config(r: Reservation, chain: Chain, settings: Settings,
+                 secret_key: str | None = None) -> dict[str, Any]:
+    """agent.json; secret_key is the agent's half of the CURVE pair whose public half is
+    r.agent_key (the file is root-only and reaches only this container)."""
+    config: dict[str, Any] = {"v": 1, "startup_commands": list(r.startup_commands),
+                              "environment": environment(chain), "log_max_bytes": settings.log_max_bytes,
+                              "hostname": r.name}
+    if secret_key is not None:
+        config["curve_secret_key"] = secret_key
+    return config
 
 
 def command(cmd: object) -> tuple[list[str] | None, str | None]:

@@ -133,8 +133,7 @@ class TestStartupAndLogs:
     def test_events_show_command_exits(self, svc, container):
         """The agent publishes command_exited events to subscribers."""
         container.start()
-        from appcontainers.adapters.bus.zmq_bus import AgentClient
-        client = AgentClient(os.path.join(svc.settings.root, "run", container.name, "agent"))
+        client = svc.containers.agent(container.name)
         with client.events(timeout=5) as stream:
             container.run("exit 9")
             exited = [e for e in stream if e.get("type") == "command_exited"]

@@ -31,7 +31,7 @@ def on_output(stream, line):
     global count
     count += 1
 
-code, out, _, _ = AgentClient(sys.argv[1]).run(
+code, out, _, _ = AgentClient(sys.argv[1], server_key=sys.argv[2]).run(
     shell="head -c 100000000 /dev/zero | tr '\\0' a | fold -w 100", on_output=on_output, capture=False)
 print(json.dumps([code, len(out), count, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss]))
 """
@@ -47,17 +47,18 @@ def run_dir():
 
 @pytest.fixture
 def start_agent(run_dir):
-    """start_agent(config=None, prefix=()) -> (Popen, AgentClient); stopped in teardown."""
+    """start_agent(config=None, prefix=()) -> (Popen, AgentClient); stopped in teardown.
+    The agent gets a fresh CURVE key pair in agent.json, the client its public half."""
     procs = []
 
     def start(config=None, prefix=(), wait=True):
-        if config is not None:
-            with open(os.path.join(run_dir, "agent.json"), "w") as f:
-                json.dump(config, f)
+        public, secret = AgentClient.new_keys()
+        with open(os.path.join(run_dir, "agent.json"), "w") as f:
+            json.dump({**(config or {}), "curve_secret_key": secret}, f)
         proc = subprocess.Popen([*prefix, sys.executable, "-m", "appcontainers.agent", "--dir", run_dir],
                                 cwd=ROOT)
         procs.append(proc)
-        client = AgentClient(run_dir)
+        client = AgentClient(run_dir, server_key=public)
         if wait:
             assert client.wait_ready(10), "the agent did not come up"
         return proc, client
@@ -76,6 +77,17 @@ def start_agent(run_dir):
 @pytest.fixture
 def agent(start_agent):
     return start_agent()
+
+
+def raw_dealer(client, server_key=None):
+    """A bare DEALER to the client's agent, a CURVE client as AgentClient is (server_key:
+    the key it expects, by default the agent's own)."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.curve_serverkey = (server_key or client.server_key).encode()
+    sock.curve_publickey, sock.curve_secretkey = zmq.curve_keypair()
+    sock.connect(f"ipc://{client.cmd_path}")
+    return sock
 
 
 def records(client, kind=None, cmd_id=None):
@@ -157,7 +169,7 @@ class TestRun:
         """A 100 MB burst arrives whole while neither side's memory grows with it."""
         proc, client = agent
         # the client runs in a fresh process, so its peak RSS is this transfer's alone
-        done = subprocess.run([sys.executable, "-c", BURST_CLIENT, client.run_dir], cwd=ROOT,
+        done = subprocess.run([sys.executable, "-c", BURST_CLIENT, client.run_dir, client.server_key], cwd=ROOT,
                               capture_output=True, timeout=120, check=True)
         code, out_len, lines, client_kb = json.loads(done.stdout)
         assert (code, out_len, lines) == (0, 0, 1_000_000)
@@ -185,7 +197,7 @@ class TestLogAndEvents:
         """A later client reads earlier commands from the log; follow=True waits for more."""
         _, client = agent
         client.run(["echo", "before"], command_id="before")
-        later = AgentClient(client.run_dir)
+        later = AgentClient(client.run_dir, server_key=client.server_key)
         assert [r["data"] for r in records(later, "output", "before")] == ["before\n"]
         end = list(later.logs())[-1][0]
         threading.Timer(0.3, lambda: client.run(["echo", "after"], command_id="after")).start()
@@ -216,8 +228,7 @@ class TestLogAndEvents:
     def test_client_leaving_mid_command(self, agent):
         """When the requester disconnects, the command finishes and its exit is logged."""
         _, client = agent
-        sock = zmq.Context.instance().socket(zmq.DEALER)
-        sock.connect(f"ipc://{client.cmd_path}")
+        sock = raw_dealer(client)
         sock.send(json.dumps({"v": 1, "type": "run", "id": "left", "shell": "echo one; sleep 0.5; echo two"})
                   .encode())
         assert sock.poll(5000) and json.loads(sock.recv())["type"] == "started"
@@ -233,8 +244,7 @@ class TestRobustness:
     def test_garbage_does_not_kill_the_agent(self, agent):
         """Foreign frames are dropped and logged, bad v1 requests answered; the agent serves on."""
         _, client = agent
-        sock = zmq.Context.instance().socket(zmq.DEALER)
-        sock.connect(f"ipc://{client.cmd_path}")
+        sock = raw_dealer(client)
         for frames in ([b"garbage"], [b"\xff\xfe"], [b"a", b"b", b"c"], [b""], [b'{"v": 2, "type": "ping"}'],
                        [b'{"v": 1, "type": "run"}'], [b'{"v": 1, "type": "frobnicate", "id": "f"}']):
             sock.send_multipart(frames)
@@ -275,8 +285,8 @@ class TestRobustness:
 
     def test_silent_agent_is_reported_not_waited_for(self, start_agent, run_dir):
         """A run whose agent stops answering raises AgentUnavailable; no agent fails at once."""
-        proc, _ = start_agent()
-        client = AgentClient(run_dir, silence=0.3, ping_wait=0.5)
+        proc, started = start_agent()
+        client = AgentClient(run_dir, server_key=started.server_key, silence=0.3, ping_wait=0.5)
         # SIGSTOP looks like a dead agent to the client (stale files, no pong) but leaves no
         # orphan behind: teardown resumes and stops it
         threading.Timer(0.5, proc.send_signal, [signal.SIGSTOP]).start()
@@ -287,7 +297,7 @@ class TestRobustness:
             assert time.monotonic() - start < 3
         finally:
             proc.send_signal(signal.SIGCONT)
-        empty = AgentClient(tempfile.gettempdir() + "/no-agent-here")
+        empty = AgentClient(tempfile.gettempdir() + "/no-agent-here", server_key=AgentClient.new_keys()[0])
         assert empty.ping(0.2) is None and not empty.wait_ready(0.2)
         with pytest.raises(AgentUnavailable):
             empty.run(["true"])

@@ -20,11 +20,14 @@ AGENT_SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file_
 _BUILDER_FILES = (os.path.abspath(__file__), os.path.abspath(dp.__file__))
 _STAGE_PREFIX = "debian-"
 _STAGE_RE = re.compile(r"^debian-(\d+)-")
-# Run in the new rootfs by its python3: compile the agent, then prove it imports with Debian's zmq.
+# Run in the new rootfs by its python3: compile the agent, then prove it imports with Debian's zmq
+# and that this zmq can authenticate it (CURVE).
 _CHECK = ("import compileall, sys\n"
           f"ok = compileall.compile_dir({dp.TOOLS_DIR!r}, quiet=1)\n"
           "sys.dont_write_bytecode = True\n"
           "import zmq, appcontainers_agent.server\n"
+          "if not zmq.has('curve'):\n"
+          "    sys.exit('this libzmq has no CURVE: the host could not authenticate the agent')\n"
           "print('python', sys.version.split()[0], 'pyzmq', zmq.__version__, 'libzmq', zmq.zmq_version())\n"
           "sys.exit(0 if ok else 1)\n")
 

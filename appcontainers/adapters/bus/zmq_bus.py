@@ -2,6 +2,11 @@
 
 Connections are short-lived: each call connects, does its work and closes (linger 0); there
 is no host daemon. zmq is imported only when a call needs it.
+
+Every connection is authenticated with ZeroMQ CURVE: the host knows each agent's public key
+(made at the container's start, kept outside the container) and the agent proves it holds the
+secret one in the handshake, before any message goes out. A socket path the container swapped
+for another container's socket leads to an agent that cannot, so the command is never sent.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from ...domain.exceptions import AgentUnavailable, CommandTimeout, InvalidValue
 SILENCE = 2.0  # seconds without any message before run() pings the agent
 PING_WAIT = 3.0  # how long that ping may stay unanswered before the agent counts as gone
 RCVHWM = 1000  # messages the client socket buffers; the agent stops reading the pipes beyond
+_client_keys: tuple[bytes, bytes] | None = None  # this process's CURVE client pair (made on first use)
 
 
 def _zmq():
@@ -31,10 +37,67 @@ def _zmq():
     return zmq
 
 
-class AgentClient:
-    """Talks to the agent whose sockets are in run_dir (the directory the agent calls --dir)."""
+def new_keys() -> tuple[str, str]:
+    """A fresh CURVE key pair for one agent, (public, secret), as Z85 text (40 characters)."""
+    zmq = _zmq()
+    if not zmq.has("curve"):
+        raise AgentUnavailable(f"this host's libzmq {zmq.zmq_version()} has no CURVE support: "
+                               f"the agents cannot be authenticated")
+    public, secret = zmq.curve_keypair()
+    return public.decode("ascii"), secret.decode("ascii")
 
-    def __init__(self, run_dir: str, *, silence: float = SILENCE, ping_wait: float = PING_WAIT):
+
+def _authenticating(sock, server_key: str):
+    """Make sock a CURVE client that accepts only the server holding server_key's secret."""
+    global _client_keys
+    zmq = _zmq()
+    if _client_keys is None:
+        # The agents accept any client: what is checked is the server's key, so one
+        # throw-away pair per process is enough (each connection still gets its own session keys).
+        _client_keys = zmq.curve_keypair()
+    sock.setsockopt(zmq.CURVE_SERVERKEY, server_key.encode("ascii"))
+    sock.setsockopt(zmq.CURVE_PUBLICKEY, _client_keys[0])
+    sock.setsockopt(zmq.CURVE_SECRETKEY, _client_keys[1])
+    return sock
+
+
+def _handshake(sock, endpoint: str, wait: float, who: str) -> bool:
+    """Connect sock and wait up to `wait` seconds for the CURVE handshake. True once the peer
+    proved it holds the expected key, False if it did not answer in time; AgentUnavailable
+    when it failed the handshake (the wrong agent, or one without the key)."""
+    zmq = _zmq()
+    from zmq.utils.monitor import parse_monitor_message
+
+    failed = zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | \
+        zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | failed)
+    try:
+        sock.connect(endpoint)
+        deadline = time.monotonic() + wait
+        while (left := deadline - time.monotonic()) > 0 and monitor.poll(left * 1000):
+            event = parse_monitor_message(monitor.recv_multipart())["event"]
+            if event & failed:
+                raise AgentUnavailable(
+                    f"the agent in {who} did not authenticate: whatever answers at {endpoint} does not "
+                    f"hold the key the host made for this container, so nothing was sent (another "
+                    f"container's socket, or an agent from before agent authentication: restart it)")
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                return True
+        return False
+    finally:
+        sock.disable_monitor()
+        monitor.close(linger=0)
+
+
+class AgentClient:
+    """Talks to the agent whose sockets are in run_dir (the directory the agent calls --dir),
+    authenticating it by server_key, the Z85 CURVE public key the host made for it."""
+
+    new_keys = staticmethod(new_keys)  # what the host makes a new agent's keys with
+
+    def __init__(self, run_dir: str, *, server_key: str | None, silence: float = SILENCE,
+                 ping_wait: float = PING_WAIT):
+        self.server_key = server_key
         self.silence, self.ping_wait = silence, ping_wait
         self.run_dir = os.path.abspath(run_dir)
         self.cmd_path = os.path.join(self.run_dir, "cmd.sock")
@@ -51,13 +114,35 @@ class AgentClient:
         if not stat.S_ISSOCK(st.st_mode):
             raise AgentUnavailable(f"{path} is not a socket: refusing to connect")
 
-    def _dealer(self):
+    def _key(self) -> str:
+        if self.server_key is None:
+            raise AgentUnavailable(f"the host holds no key for the agent in {self.run_dir} (started "
+                                   f"before agent authentication?): restart the container")
+        return self.server_key
+
+    def _open(self, wait: float):
+        """A DEALER connected to the agent once the agent authenticated, or None if the
+        handshake did not complete within wait. AgentUnavailable if the agent failed it."""
         self._check_socket(self.cmd_path)
         zmq = _zmq()
-        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock = _authenticating(zmq.Context.instance().socket(zmq.DEALER), self._key())
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, RCVHWM)
-        sock.connect(f"ipc://{self.cmd_path}")
+        try:
+            if _handshake(sock, f"ipc://{self.cmd_path}", wait, self.run_dir):
+                return sock
+        except BaseException:
+            sock.close(linger=0)
+            raise
+        sock.close(linger=0)
+        return None
+
+    def _dealer(self):
+        """_open() with the time run() gives a quiet agent (silence + ping_wait)."""
+        wait = self.silence + self.ping_wait
+        sock = self._open(wait)
+        if sock is None:
+            raise AgentUnavailable(f"the agent in {self.run_dir} did not answer the handshake within {wait:g}s")
         return sock
 
     def _gone(self) -> str | None:
@@ -68,13 +153,16 @@ class AgentClient:
         return None
 
     def ping(self, timeout: float = 1.0) -> dict | None:
-        """The agent's pong ({"pid", "uptime", ...}), or None when it does not answer in time."""
+        """The agent's pong ({"pid", "uptime", ...}), or None when it does not answer in time;
+        AgentUnavailable when what answers is not the agent holding this container's key."""
         if not os.path.exists(self.cmd_path):
             return None
-        sock = self._dealer()
+        deadline = time.monotonic() + timeout
+        sock = self._open(timeout)
+        if sock is None:
+            return None
         try:
             sock.send(p.encode(p.ping_request()))
-            deadline = time.monotonic() + timeout
             while (left := deadline - time.monotonic()) > 0:
                 if not sock.poll(left * 1000):
                     break
@@ -169,29 +257,27 @@ class AgentClient:
         """An iterator of event dicts; it is subscribed when this returns (so start it before
         the action whose events you want) and ends after `timeout` seconds without an event."""
         self._check_socket(self.events_path)
-        return EventStream(f"ipc://{self.events_path}", topics, timeout)
+        return EventStream(f"ipc://{self.events_path}", topics, timeout, server_key=self._key(),
+                           who=self.run_dir)
 
 
 class EventStream:
     """Events from the agent's PUB socket; close() it (or use `with`) when done."""
 
-    def __init__(self, endpoint: str, topics: Iterable[str], timeout: float | None,
-                 connect_wait: float = 1.0):
+    def __init__(self, endpoint: str, topics: Iterable[str], timeout: float | None, *, server_key: str,
+                 who: str | None = None, connect_wait: float = 1.0):
         zmq = _zmq()
         self.timeout = timeout
-        self.sock = zmq.Context.instance().socket(zmq.SUB)
+        self.sock = _authenticating(zmq.Context.instance().socket(zmq.SUB), server_key)
         self.sock.setsockopt(zmq.LINGER, 0)
         for topic in topics:
             self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        monitor = self.sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         try:
-            self.sock.connect(endpoint)
-            if monitor.poll(connect_wait * 1000):  # connected: the subscription follows at once
-                monitor.recv_multipart()
-                time.sleep(0.005)
-        finally:
-            self.sock.disable_monitor()
-            monitor.close(linger=0)
+            if _handshake(self.sock, endpoint, connect_wait, who or endpoint):
+                time.sleep(0.005)  # authenticated: the subscription follows at once
+        except BaseException:
+            self.close()
+            raise
 
     def __iter__(self) -> EventStream:
         return self
@@ -230,32 +316,49 @@ def _is_socket(path: str) -> bool:
         return False
 
 
-def watch_events(agent_dirs, rescan: float = 1.0, topics: Iterable[str] = ("event",)) -> Iterator[dict]:
-    """Events from every container's agent, live; agent_dirs() lists {name: agent dir}
-    and is asked again every `rescan` seconds so containers started later are heard too.
-    Each event gets a "container" key."""
+def _subscriber(endpoint: str, server_key: str, topics: Iterable[str]):
     zmq = _zmq()
-    ctx = zmq.Context.instance()
-    socks: dict[str, Any] = {}  # zmq sockets (zmq is imported on first use)
+    sock = _authenticating(zmq.Context.instance().socket(zmq.SUB), server_key)
+    sock.setsockopt(zmq.LINGER, 0)
+    for t in topics:
+        sock.setsockopt(zmq.SUBSCRIBE, t.encode())
+    sock.connect(f"ipc://{endpoint}")
+    return sock
+
+
+def _rescan(agents, socks: dict, poller, topics) -> None:
+    """Subscribe to agents not heard yet, and again to those restarted with a new key (the old
+    key's reconnections would fail the handshake for ever)."""
+    for name, (d, key) in agents().items():
+        endpoint = os.path.join(d, "events.sock")
+        known = socks.get(name)
+        if key is None or (known is not None and known[1] == key) or not _is_socket(endpoint):
+            continue
+        if known is not None:
+            old, _ = socks.pop(name)
+            poller.unregister(old)
+            old.close(linger=0)
+        sock = _subscriber(endpoint, key, topics)
+        socks[name] = (sock, key)
+        poller.register(sock, _zmq().POLLIN)
+
+
+def watch_events(agents, rescan: float = 1.0, topics: Iterable[str] = ("event",)) -> Iterator[dict]:
+    """Events from every container's agent, live; agents() lists {name: (agent dir, server key)}
+    and is asked again every `rescan` seconds so containers started later are heard too.
+    Each event gets a "container" key. An agent that does not authenticate is never heard."""
+    zmq = _zmq()
+    socks: dict[str, tuple] = {}  # name -> (SUB socket, the key it expects)
     poller = zmq.Poller()
     try:
         next_scan = 0.0
         while True:
             now = time.monotonic()
             if now >= next_scan:
-                for name, d in agent_dirs().items():
-                    endpoint = os.path.join(d, "events.sock")
-                    if name not in socks and _is_socket(endpoint):
-                        sock = ctx.socket(zmq.SUB)
-                        sock.setsockopt(zmq.LINGER, 0)
-                        for t in topics:
-                            sock.setsockopt(zmq.SUBSCRIBE, t.encode())
-                        sock.connect(f"ipc://{endpoint}")
-                        socks[name] = sock
-                        poller.register(sock, zmq.POLLIN)
+                _rescan(agents, socks, poller, topics)
                 next_scan = now + rescan
             for sock, _ in poller.poll(rescan * 1000):
-                name = next(n for n, s in socks.items() if s is sock)
+                name = next(n for n, (s, _) in socks.items() if s is sock)
                 frames = sock.recv_multipart()
                 try:
                     event = p.decode(frames[-1])
@@ -264,5 +367,5 @@ def watch_events(agent_dirs, rescan: float = 1.0, topics: Iterable[str] = ("even
                 event.setdefault("container", name)
                 yield event
     finally:
-        for sock in socks.values():
+        for sock, _ in socks.values():
             sock.close(linger=0)
