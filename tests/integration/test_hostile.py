@@ -198,6 +198,7 @@ class TestHostileCli:
                                       ("put", "hostile-target", "/etc/hostname", "/x", "--mode", "9z")])
     def test_cli_refuses_with_one_line(self, svc, settings, data_root, victim, args):
         """The CLI prints one line naming the problem and exits non-zero; nothing changed."""
+        svc.reconcile()  # settle what earlier tests left for gc (an unused host-path re-bind), which the CLI's own set-up would repair
         before = _snapshot(svc, data_root)
         proc = self._cli(settings, *args)
         assert proc.returncode != 0 and "Traceback" not in proc.stderr and proc.stderr.strip()
