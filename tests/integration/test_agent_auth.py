@@ -218,7 +218,7 @@ class TestSocketSwap:
 
     def test_an_unprivileged_containers_agent_reads_its_key(self, svc):
         """With an id map, agent.json belongs to root inside (0600) and the agent authenticates."""
-        if "fuse" not in svc.ports.mounters or not svc.ports.mounters["fuse"].available():
+        if not svc.ports.mounters.fuse_available():
             pytest.skip("unprivileged containers need fuse-overlayfs")
         c = svc.provision(unprivileged=True)
         try:
