@@ -214,7 +214,7 @@ class _Lazy:
 def build_ports(settings: Settings) -> Ports:
     from ..adapters.mounts.fuse_overlay import FuseMounter
     from ..adapters.host.hostfs import HostFs
-    from ..adapters.host.hostnet import HostNetwork
+    from ..adapters.net.hostnet import HostNetwork
     from ..adapters.host.hostproc import HostProcesses
     from ..adapters.store.json_store import JsonStore
     from ..adapters.mounts.kernel_mount import KernelMounter

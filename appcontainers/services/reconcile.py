@@ -101,11 +101,11 @@ class Reconciler:
                 if not users:
                     actions.append((f"image {image.id[:12]} ({image.name}) has no file: forgetting it",
                                     "forget_image", (image.id,)))
-        for veth in veths:
-            from .plans import veth_name
-            if veth.startswith("acv") and veth not in {veth_name(n) for n in known}:
-                actions.append((f"veth {veth} on {self.p.settings.bridge} belongs to no container: deleting it",
-                                "delete_link", (veth,)))
+        # Only this root's veths (by their prefix): another root may share the bridge (H5).
+        from .plans import stray_veths
+        for veth in stray_veths(self.p.settings.root_id, veths, known):
+            actions.append((f"veth {veth} on {self.p.settings.bridge} belongs to no container: deleting it",
+                            "delete_link", (veth,)))
         return actions
 
     @staticmethod
@@ -124,7 +124,18 @@ class Reconciler:
             if not actions:
                 break
             done += self._apply(actions, dry_run)
+        if not dry_run:
+            done += self._sync_rules()
         return done
+
+    # ---- nftables (H5): the root's rules follow its reservations; a container gone without
+    # its teardown loses its rules here, and the tables go with the root's last container.
+    def _sync_rules(self) -> list[str]:
+        try:
+            self.containers.sync_rules()
+        except AppContainersError as e:  # reported, not raised: a start refuses on its own
+            return [f"nftables rules of this data root could not be applied (failed: {e})"]
+        return []
 
     def _apply(self, actions, dry_run):
         done = []
