@@ -117,11 +117,12 @@ class TestScript:
             "counter drop"]
 
     def test_default_isolation_drops_new_traffic_to_the_host(self):
-        """At default, the root's containers reach the host only with replies to what it started."""
+        """At default, the root's containers reach the host only with replies to what it started, and ping."""
         s = nftables.script(rules(A, B))
         assert "elements = { 10.0.100.2, 10.0.100.3 }" in [line.strip() for line in s.splitlines()]
         assert chain(s, "input")[1:] == [
             'iifname "acbr0" ip saddr @containers ct state established,related accept',
+            'iifname "acbr0" ip saddr @containers icmp type echo-request accept',
             'iifname "acbr0" ip saddr @containers counter drop']
 
     def test_open_isolation_drops_nothing_to_the_host_but_still_guards_ports(self):

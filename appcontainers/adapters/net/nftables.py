@@ -5,7 +5,9 @@ Two tables, both named for the data root (domain.firewall.table_name):
   MAC as Ethernet source, and be IPv4 from its own address or ARP with its own MAC and address
   as sender; anything else (spoofed, IPv6, other ethertypes) is dropped, and counted.
 - `inet`: at isolation "default", new traffic from the root's containers to the host's own
-  addresses (any of them, on any interface) is dropped; replies to what the host started pass.
+  addresses (any of them, on any interface) is dropped; replies to what the host started pass,
+  and so does ping (the kernel's echo reply is no service, and "the gateway answers" is how a
+  user checks a container's network).
   At "open" the chain is there but empty.
 The script replaces both tables in one transaction: idempotent, never half applied.
 """
@@ -46,6 +48,7 @@ def inet_table(rules: RootRules) -> list[str]:
              "  chain input {", "    type filter hook input priority filter; policy accept;"]
     if rules.isolation == "default":
         lines += [f'    iifname "{rules.bridge}" ip saddr @containers ct state established,related accept',
+                  f'    iifname "{rules.bridge}" ip saddr @containers icmp type echo-request accept',
                   f'    iifname "{rules.bridge}" ip saddr @containers counter drop']
     return lines + ["  }", "}"]
 
