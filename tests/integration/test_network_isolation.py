@@ -62,9 +62,10 @@ def serve(c, marker: str) -> None:
     ok(c, f"mkdir -p /www && echo {marker} > /www/index.html && httpd -p {PORT} -h /www")
 
 
-def fetch(ip: str) -> str:
-    """What the host gets from ip's web server, resolving ip afresh (neighbour entry flushed)."""
-    subprocess.run(["ip", "neigh", "flush", "to", ip, "dev", TEST_BRIDGE], capture_output=True)
+def fetch(ip: str, flush: bool = True) -> str:
+    """What the host gets from ip's web server; flush: resolving ip afresh (neighbour entry flushed)."""
+    if flush:
+        subprocess.run(["ip", "neigh", "flush", "to", ip, "dev", TEST_BRIDGE], capture_output=True)
     with urllib.request.urlopen(f"http://{ip}:{PORT}/", timeout=5) as f:
         return f.read().decode().strip()
 
@@ -150,10 +151,14 @@ class TestAntiSpoofing:
         svc = a._svc
         assert (fetch(a.ip), fetch(b.ip)) == ("A", "B"), "precondition: both serve"
         assert has_net_caps(a), "precondition: the attacker holds net_admin and net_raw"
+        assert neighbour_mac(b.ip) == b.mac, "precondition: the host knows B's MAC"
+        time.sleep(1.5)  # past the neighbour entry's locktime (1 s): an announcement could replace it
         before = drops(svc, veth(a))
         hijack_ip(a, b, ipaddress.ip_network(svc.settings.subnet).prefixlen)
         assert drops(svc, veth(a)) > before, "precondition: the spoofed frames reached the bridge"
-        for _ in range(3):
+        assert neighbour_mac(b.ip) == b.mac  # the announcement did not replace B's entry
+        assert fetch(b.ip, flush=False) == "B"
+        for _ in range(3):  # nor does A win when the host asks again
             assert fetch(b.ip) == "B"
             assert neighbour_mac(b.ip) == b.mac
         assert fetch(a.ip) == "A"  # A itself still works
