@@ -318,3 +318,26 @@ class TestTwoRoots:
                     c.destroy()
                 except Exception:
                     pass
+
+    def test_a_dead_monitors_cgroups_do_not_block_a_start(self, svc):
+        """Cgroups named for the root, left by a monitor that died (nested ones too), are removed
+        before the start; the container runs and leaves none behind when destroyed."""
+        rid, made = svc.settings.root_id, []
+        c = svc.provision()
+        try:
+            for top in ("unified", "pids", "memory"):
+                path = f"/sys/fs/cgroup/{top}/appcontainers-{rid}.payload.{c.name}/inner"
+                if os.path.isdir(os.path.dirname(os.path.dirname(path))):
+                    os.makedirs(path)
+                    made.append(os.path.dirname(path))
+            assert made, "precondition: stale cgroups made"
+            c.start()
+            assert c.state == "RUNNING"
+        finally:
+            c.destroy()
+            left = [p for p in made if os.path.isdir(p)]
+            for p in made:
+                for d in (p + "/inner", p):
+                    if os.path.isdir(d):
+                        os.rmdir(d)
+        assert left == []

@@ -186,3 +186,24 @@ class TestService:
         svc.ports.net.veths["actest0"] = [plans.veth_name(rid, "web"), ours_gone, other_root, "acv0123456789a"]
         svc.reconcile()
         assert svc.ports.net.deleted == [ours_gone]
+
+
+class TestCgroupNames:
+    def test_configured_dirs_are_the_container_and_monitor_keys(self):
+        """Only lxc.cgroup.dir.container/.monitor values, and never an absolute or '..' path."""
+        from appcontainers.adapters.lxc.cgroups import configured_dirs
+        config = ("lxc.cgroup.dir.container = appcontainers-1.payload.web\n"
+                  "lxc.cgroup.dir.monitor=appcontainers-1.monitor.web\n"
+                  "lxc.cgroup.dir.container.inner = ns\nlxc.cgroup2.memory.max = 1\n"
+                  "lxc.cgroup.dir.container = /abs\nlxc.cgroup.dir.monitor = a/../b\n")
+        assert configured_dirs(config) == ["appcontainers-1.payload.web", "appcontainers-1.monitor.web"]
+
+    def test_remove_stale_takes_the_tree_in_every_hierarchy(self, tmp_path):
+        """A dead monitor's cgroup (with sub-cgroups) goes from each hierarchy; others stay."""
+        from appcontainers.adapters.lxc.cgroups import remove_stale
+        for top in ("", "memory/", "pids/"):
+            (tmp_path / f"{top}appcontainers-1.payload.web/inner").mkdir(parents=True)
+        (tmp_path / "memory/appcontainers-2.payload.web").mkdir()
+        remove_stale(["appcontainers-1.payload.web"], root=str(tmp_path))
+        left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+        assert left == ["memory", "memory/appcontainers-2.payload.web", "pids"]
