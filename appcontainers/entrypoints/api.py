@@ -256,7 +256,9 @@ def build_ports(settings: Settings) -> Ports:
 
 def setup_service(reconcile: bool = True, **settings) -> Service:
     """The Service with real adapters. Keyword settings (root=, bridge=, subnet=, ...) override
-    the defaults; APPCONTAINERS_ROOT (and _BRIDGE, _SUBNET, _MOUNTER) override the defaults too."""
+    the defaults; APPCONTAINERS_ROOT (and _BRIDGE, _SUBNET, _MOUNTER, _ISOLATION) override the
+    defaults too. isolation="default" keeps the containers from the host's own services, "open"
+    lets them reach those too (docs/security.md, "Network")."""
     if os.geteuid() != 0:
         raise NotRoot()
     s = Settings.from_env(**settings)

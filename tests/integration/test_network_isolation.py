@@ -92,13 +92,23 @@ def other_svc(svc):
         shutil.rmtree(root, ignore_errors=True)
 
 
+def attacker(svc):
+    """A container holding net_admin and net_raw: today's default has them; once containers are
+    unprivileged with a Docker-like set, provision(caps_add=...) gives them back on purpose."""
+    import inspect
+
+    if "caps_add" in inspect.signature(svc.provision).parameters:
+        return svc.provision(caps_add=["net_admin", "net_raw"])
+    return svc.provision()
+
+
 @pytest.fixture
 def pair(svc):
     """Two running containers of the session root (isolation default), each serving its name."""
     made = []
     try:
         for marker in ("A", "B"):
-            made.append(svc.provision())
+            made.append(attacker(svc) if marker == "A" else svc.provision())
             serve(made[-1], marker)
         yield made
     finally:
@@ -114,7 +124,7 @@ def open_pair(other_svc):
     made = []
     try:
         for marker in ("A", "B"):
-            made.append(other_svc.provision())
+            made.append(attacker(other_svc) if marker == "A" else other_svc.provision())
             serve(made[-1], marker)
         yield made
     finally:
