@@ -10,6 +10,7 @@ from .exceptions import InvalidValue
 
 ISOLATION_LEVELS = ("default", "open")
 _IFNAME = re.compile(r"[A-Za-z0-9_-]{1,15}")
+_VETH = re.compile(r"[A-Za-z0-9_]{1,15}")  # it also names a chain, unquoted
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 _TABLE = re.compile(r"[a-z0-9_]{1,64}")
 
@@ -32,7 +33,7 @@ def _check_ip(_inst, _attr, value):
 class PortGuard:
     """One container's host-side veth and the only identity it may use on the bridge."""
 
-    veth: str = attrs.field(validator=_check(_IFNAME, "interface name"))
+    veth: str = attrs.field(validator=_check(_VETH, "veth name"))
     mac: str = attrs.field(converter=str.lower, validator=_check(_MAC, "MAC"))
     ip: str = attrs.field(validator=_check_ip)
 

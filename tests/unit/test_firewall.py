@@ -65,7 +65,7 @@ class TestNames:
 
 class TestValues:
     @pytest.mark.parametrize("field, value", [
-        ("veth", 'x"; flush ruleset'), ("veth", "a" * 16), ("veth", ""), ("mac", "02:00:00:00:00"),
+        ("veth", 'x"; flush ruleset'), ("veth", "a" * 16), ("veth", ""), ("veth", "ac-1"), ("mac", "02:00:00:00:00"),
         ("mac", "02:00:00:00:00:0a }"), ("ip", "10.0.100.300"), ("ip", "10.0.100.2 }")])
     def test_guard_refuses_what_could_change_the_script(self, field, value):
         """Names, MACs and addresses are checked, so none can inject text into the nft script."""
