@@ -1,12 +1,14 @@
 """Settings and the data root's layout (pure path arithmetic, no I/O)."""
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Any
 
 import attrs
 
 from .domain.exceptions import InvalidValue
+from .domain.firewall import ISOLATION_LEVELS
 from .domain.network import parse_network
 
 DEFAULT_ROOT = "/var/lib/appcontainers"
@@ -38,6 +40,14 @@ class Settings:
     # usual 100000/65536); they need the FUSE mounter, which shows the files shifted.
     idmap_base: int = 100000
     idmap_size: int = 65536
+    # What the root's containers may reach on the host (domain.firewall): "default", the other
+    # containers of the root but none of the host's own services; "open", those too.
+    isolation: str = attrs.field(default="default")
+
+    @isolation.validator
+    def _check_isolation(self, _attr, value):
+        if value not in ISOLATION_LEVELS:
+            raise InvalidValue(f"invalid isolation {value!r}: {' or '.join(ISOLATION_LEVELS)}")
 
     @mounter.validator
     def _check_mounter(self, _attr, value):
@@ -58,7 +68,8 @@ class Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for key, field in (("APPCONTAINERS_ROOT", "root"), ("APPCONTAINERS_BRIDGE", "bridge"),
-                           ("APPCONTAINERS_SUBNET", "subnet"), ("APPCONTAINERS_MOUNTER", "mounter")):
+                           ("APPCONTAINERS_SUBNET", "subnet"), ("APPCONTAINERS_MOUNTER", "mounter"),
+                           ("APPCONTAINERS_ISOLATION", "isolation")):
             if env.get(key):
                 values[field] = env[key]
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -67,6 +78,12 @@ class Settings:
     @property
     def layout(self) -> "Layout":
         return Layout(self.root)
+
+    @property
+    def root_id(self) -> str:
+        """The data root's identity (8 hex digits): its veths, cgroups and nftables tables
+        carry it, so two roots (even on one bridge) never touch each other's."""
+        return hashlib.sha256(os.path.normpath(self.root).encode()).hexdigest()[:8]
 
 
 @attrs.frozen

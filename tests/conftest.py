@@ -51,8 +51,19 @@ def data_root():
         _stop_containers(os.path.join(root, "containers"))
         _umount_under(root)
         subprocess.run(["ip", "link", "del", TEST_BRIDGE], capture_output=True)
+        delete_nft_tables(root)
         shutil.rmtree(root, ignore_errors=True)
         _assert_nothing_left(root)
+
+
+def delete_nft_tables(root: str) -> None:
+    """Remove the data root's nftables tables (both families), if there."""
+    from appcontainers.config import Settings
+    from appcontainers.domain.firewall import table_name
+
+    table = table_name(Settings(root=root).root_id)
+    for family in ("bridge", "inet"):
+        subprocess.run(["nft", "delete", "table", family, table], capture_output=True)
 
 
 def _assert_nothing_left(root: str) -> None:

@@ -196,7 +196,9 @@ class FakeNet:
         self.macs: set[str] = set()                     # MACs of the host's own interfaces
         self.veths: dict[str, list[str]] = {}           # bridge -> veths on it
         self.deleted: list[str] = []
+        self.rules = None                               # the last RootRules applied
 
+    def apply_rules(self, rules): self.rules = rules
     def ensure_bridge(self, name, gateway, prefixlen): self.bridges[name] = (gateway, prefixlen)
     def host_macs(self): return set(self.macs)
     def veths_on(self, bridge): return sorted(self.veths.get(bridge, []))

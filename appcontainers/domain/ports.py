@@ -11,6 +11,7 @@ import builtins
 from contextlib import AbstractContextManager
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
+from .firewall import RootRules
 from .state import State
 
 LineCallback = Callable[[str, str], None]  # (stream name "stdout"/"stderr", line without newline)
@@ -174,6 +175,8 @@ class HostNetwork(Protocol):
     def host_macs(self) -> set[str]: ...
     def veths_on(self, bridge: str) -> list[str]: ...
     def delete_link(self, name: str) -> None: ...
+    def apply_rules(self, rules: RootRules) -> None:
+        """Make the data root's nftables tables say exactly rules (none: no tables); atomic."""
 
 
 class Skeletons(Protocol):

@@ -227,7 +227,7 @@ def build_ports(settings: Settings) -> Ports:
     from ..adapters.aimg.image_viewer import ImageViewer
     from ..adapters.mounts.fuse_overlay import FuseMounter
     from ..adapters.host.hostfs import HostFs
-    from ..adapters.host.hostnet import HostNetwork
+    from ..adapters.net.hostnet import HostNetwork
     from ..adapters.host.hostproc import HostProcesses
     from ..adapters.store.json_store import JsonStore
     from ..adapters.mounts.kernel_mount import KernelMounter
@@ -269,7 +269,9 @@ def build_ports(settings: Settings) -> Ports:
 
 def setup_service(reconcile: bool = True, **settings) -> Service:
     """The Service with real adapters. Keyword settings (root=, bridge=, subnet=, ...) override
-    the defaults; APPCONTAINERS_ROOT (and _BRIDGE, _SUBNET, _MOUNTER) override the defaults too."""
+    the defaults; APPCONTAINERS_ROOT (and _BRIDGE, _SUBNET, _MOUNTER, _ISOLATION) override the
+    defaults too. isolation="default" keeps the containers from the host's own services, "open"
+    lets them reach those too (docs/security.md, "Network")."""
     if os.geteuid() != 0:
         raise NotRoot()
     s = Settings.from_env(**settings)

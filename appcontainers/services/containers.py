@@ -237,6 +237,7 @@ class ContainerService:
         self._write_agent_config(r, chain, secret)
         for stale in ("ready", "cmd.sock", "events.sock"):
             self.p.fs.remove_file(f"{agent_dir}/{stale}")
+        self.sync_rules()  # before LXC makes the veth: it is guarded from its first frame
         self.p.driver.start(name, self.settings.start_timeout)
         if plans.has_agent(chain):
             if not self.agent(name).wait_ready(self.settings.start_timeout):
@@ -323,6 +324,15 @@ class ContainerService:
                 # meanwhile by another process, is not ours to remove.
                 if state.reservations.get(name) == r:
                     state.remove(name)
+            self.sync_rules()
+
+    def sync_rules(self) -> None:
+        """Make the data root's nftables rules match its containers (no tables once none is
+        left); start, teardown and reconcile call it. Read and applied under one lock, so two
+        processes cannot apply what each saw in the wrong order."""
+        with self.p.fs.lock(self.layout.lock_file(".rules")):
+            reservations = self.p.repo.read().reservations.values()
+            self.p.net.apply_rules(plans.root_rules(self.settings, reservations))
 
     def unmount_view(self, name: str) -> None:
         fuse = self.p.mounters.fuse

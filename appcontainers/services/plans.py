@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Collection, Iterable, Sequence
 
 from ..domain.exceptions import InvalidValue
 from ..domain.image import Image
@@ -13,13 +13,35 @@ if TYPE_CHECKING:
     from ..config import Layout, Settings
 
 Chain = Sequence[Image]  # an image and its ancestors, top first
+from ..domain.firewall import PortGuard, RootRules, table_name
 
 DEVICES = ("1:3", "1:5", "1:7", "5:0", "5:1", "5:2", "1:8", "1:9", "136:*", "10:229")
 
 
-def veth_name(name: str) -> str:
-    """Host-side veth name: ours by prefix, unique per container, within IFNAMSIZ."""
-    return "acv" + hashlib.sha256(name.encode()).hexdigest()[:11]
+def veth_prefix(root_id: str) -> str:
+    """What every host-side veth of one data root starts with ("ac" + 6 hex of its identity)."""
+    return "ac" + root_id[:6]
+
+
+def veth_name(root_id: str, name: str) -> str:
+    """Host-side veth name: the root's prefix + 7 hex of the name, within IFNAMSIZ (15)."""
+    return veth_prefix(root_id) + hashlib.sha256(name.encode()).hexdigest()[:7]
+
+
+def stray_veths(root_id: str, veths: Iterable[str], names: Collection[str]) -> list[str]:
+    """The veths of this data root (by prefix) that belong to none of its containers; another
+    root's veths on the same bridge, and anything not ours, are never among them."""
+    ours = {veth_name(root_id, n) for n in names}
+    prefix = veth_prefix(root_id)
+    return [v for v in veths if v.startswith(prefix) and len(v) == 15 and v not in ours]
+
+
+def root_rules(settings: Settings, reservations: Iterable[Reservation]) -> RootRules:
+    """The data root's nftables rules for its containers (every reservation, started or not,
+    so a veth is guarded from the instant LXC makes it)."""
+    guards = [PortGuard(veth=veth_name(settings.root_id, r.name), mac=r.mac, ip=r.ip) for r in reservations]
+    return RootRules(table=table_name(settings.root_id), bridge=settings.bridge,
+                     isolation=settings.isolation, guards=guards)
 
 
 def has_agent(chain: Chain) -> bool:
@@ -54,9 +76,9 @@ def context(r: Reservation, layout: Layout, settings: Settings, pool: AddressPoo
     return {
         "r": r, "layout": layout, "settings": settings, "rootfs": layout.rootfs(r.name),
         "bridge": settings.bridge, "prefixlen": pool.prefixlen, "gateway": pool.gateway,
-        "broadcast": pool.broadcast, "veth": veth_name(r.name), "agent_dir": layout.agent_dir(r.name),
+        "broadcast": pool.broadcast, "veth": veth_name(settings.root_id, r.name), "agent_dir": layout.agent_dir(r.name),
         "host_binds": [(b, b) for b in host_binds(chain)], "init": " ".join(init_argv(chain)),
-        "devices": DEVICES,
+        "devices": DEVICES, "root_id": settings.root_id,
         "files": [],
     }
 

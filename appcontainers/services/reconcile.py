@@ -21,7 +21,7 @@ from ..domain.image import Image, lineage
 from ..domain.operations import ImportStaging
 from ..domain.reservation import READY, Reservation
 from ..domain.state import State
-from .plans import veth_name
+from .plans import stray_veths
 from .undo import undo
 
 if TYPE_CHECKING:
@@ -163,10 +163,10 @@ class Reconciler:
                 if not self.p.fs.exists(self.layout.image_file(image.id, image.kind)) and not _in_use(state, image)]
 
     def _stray_veths(self, seen: Seen) -> list[Action]:
-        ours = {veth_name(n) for n in seen.known}
+        """Only this data root's veths (by their prefix): another root on the same bridge keeps its own."""
         return [Action(f"veth {veth} on {self.p.settings.bridge} belongs to no container: deleting it",
                        self.p.net.delete_link, (veth,))
-                for veth in seen.veths if veth.startswith("acv") and veth not in ours]
+                for veth in stray_veths(self.p.settings.root_id, seen.veths, seen.known)]
 
     # ---- running -----------------------------------------------------------------------------
     def run(self, dry_run: bool = False) -> list[str]:
@@ -178,7 +178,18 @@ class Reconciler:
             if not actions:
                 break
             done += self._apply(actions, dry_run)
+        if not dry_run:
+            done += self._sync_rules()
         return done
+
+    # ---- nftables: the root's rules follow its reservations; a container gone without
+    # its teardown loses its rules here, and the tables go with the root's last container.
+    def _sync_rules(self) -> list[str]:
+        try:
+            self.containers.sync_rules()
+        except AppContainersError as e:  # reported, not raised: a start refuses on its own
+            return [f"nftables rules of this data root could not be applied (failed: {e})"]
+        return []
 
     def _apply(self, actions: list[Action], dry_run: bool) -> list[str]:
         if dry_run:

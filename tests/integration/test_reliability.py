@@ -64,7 +64,7 @@ def _assert_clean(svc, data_root):
     from appcontainers.services.plans import veth_name
     bridge = svc.settings.bridge
     veths = set(os.listdir(f"/sys/class/net/{bridge}/brif")) if os.path.isdir(f"/sys/class/net/{bridge}/brif") else set()
-    assert veths <= {veth_name(n) for n in names}
+    assert veths <= {veth_name(svc.settings.root_id, n) for n in names}
     assert svc.reconcile(dry_run=True) == []
 
 

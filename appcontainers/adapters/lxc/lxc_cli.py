@@ -8,6 +8,7 @@ import time
 from ...agent.retry import attempts
 from ...domain.exceptions import ContainerStateError, CommandTimeout
 from ..host import process
+from . import cgroups
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -70,6 +71,8 @@ class LxcDriver:
 
     def start(self, name: str, timeout: float) -> None:
         log = os.path.join(self._dir(name), "lxc.log")
+        with open(os.path.join(self._dir(name), "config")) as f:
+            cgroups.remove_stale(cgroups.configured_dirs(f.read()))  # a dead monitor's, or LXC refuses
         argv = [*self._base("lxc-start", name), "-d", "-o", log, "-l", "WARN"]
         try:
             process.run(argv, timeout=timeout)

@@ -1,10 +1,12 @@
-"""The service's own Linux bridge, and the MACs already present on this host."""
+"""The service's own Linux bridge, its nftables rules, and the MACs already present on this host."""
 from __future__ import annotations
 
 import json
 import os
 
-from . import process
+from ...domain.firewall import RootRules
+from ..host import process
+from . import nftables
 
 
 def bridge_plan(name: str, gateway: str, prefixlen: int, present: dict | None) -> list[list[str]]:
@@ -63,6 +65,10 @@ class HostNetwork:
             except OSError:
                 pass
         return macs
+
+    def apply_rules(self, rules: RootRules) -> None:
+        """Make the data root's nftables tables say exactly rules (none when it has no guard)."""
+        nftables.apply(rules)
 
     def veths_on(self, bridge: str) -> list[str]:
         try:

@@ -1,0 +1,49 @@
+"""The cgroups a container's config names (lxc.cgroup.dir.container / .monitor), and what a dead
+LXC monitor left of them.
+
+LXC creates exactly those paths and fails to start if one exists (it only retries other names
+for its default ones); a monitor killed with SIGKILL leaves them behind.
+"""
+from __future__ import annotations
+
+import os
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+KEYS = ("lxc.cgroup.dir.container", "lxc.cgroup.dir.monitor")
+
+
+def configured_dirs(config: str) -> list[str]:
+    """The relative cgroup paths a config's lxc.cgroup.dir.container/.monitor lines name (pure)."""
+    found = []
+    for line in config.splitlines():
+        key, sep, value = line.partition("=")
+        value = value.strip()
+        if sep and key.strip() in KEYS and value and not value.startswith("/") \
+                and ".." not in value.split("/"):
+            found.append(value)
+    return found
+
+
+def _hierarchies(root: str) -> list[str]:
+    """The unified root itself, and each v1 hierarchy mounted below it."""
+    tops = [root]
+    for entry in sorted(os.listdir(root)) if os.path.isdir(root) else ():
+        path = os.path.join(root, entry)
+        if os.path.isdir(path) and not os.path.islink(path):
+            tops.append(path)
+    return tops
+
+
+def remove_stale(dirs: list[str], root: str = CGROUP_ROOT) -> None:
+    """rmdir these cgroups, innermost first, in every hierarchy. Call only for a container that
+    is not running: a cgroup that still holds a process cannot be removed (EBUSY) and stays."""
+    for rel in dirs:
+        for top in _hierarchies(root):
+            path = os.path.join(top, rel)
+            if not os.path.isdir(path):
+                continue
+            for dirpath, _dirs, _files in os.walk(path, topdown=False):
+                try:
+                    os.rmdir(dirpath)
+                except OSError:
+                    pass
