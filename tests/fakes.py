@@ -86,10 +86,12 @@ class FakeMounter:
         self.mounts: dict[str, list[str]] = {}  # merged target -> image files, top first
         self.points: set[str] = set()           # lower mount points
         self.fail: Exception | None = None      # raised by mount()
+        self.idmaps: dict[str, tuple | None] = {}  # merged target -> id map it was mounted with
 
-    def mount(self, layers, lower_mounts, upper, work, target):
+    def mount(self, layers, lower_mounts, upper, work, target, idmap=None):
         if self.fail:
             raise self.fail
+        self.idmaps[target] = idmap
         self.mounts[target] = list(layers)
         self.points.update(lower_mounts)
 
@@ -99,6 +101,8 @@ class FakeMounter:
 
     def is_mounted(self, target): return target in self.mounts
     def available(self): return True
+    def mount_view(self, dirs, target): self.mounts[target] = list(dirs)
+    def unmount_view(self, target): self.mounts.pop(target, None)
     def bind_ro(self, src, target): self.mounts.setdefault(target, [src])
 
     def mounted(self, prefix):

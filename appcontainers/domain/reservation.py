@@ -6,10 +6,13 @@ import re
 
 import attrs
 
+from .capabilities import validate_caps
 from .exceptions import InvalidName, InvalidValue
 from .network import normalize_mac
 
 NAME_MAX = 40
+PIDS_DEFAULT = 4096  # a container's process limit unless provision(pids=...) says otherwise
+PIDS_MAX = 4194304  # the kernel's highest pid_max
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 
 # Where an operation stands; anything but READY is an intent a crash may leave behind.
@@ -96,6 +99,14 @@ class Reservation:
     # Root inside is an unprivileged host uid: (first host id, count) of its id map, or None.
     idmap: tuple[int, int] | None = attrs.field(default=None, converter=lambda v: None if v is None else tuple(v))
     cpus: float | None = attrs.field(default=None)  # CPU quota in cores
+    # Capabilities kept on top of the default set (capabilities(7) names, lowercase, no cap_).
+    caps_add: tuple[str, ...] = attrs.field(default=(), converter=validate_caps)
+    pids: int = attrs.field(default=PIDS_DEFAULT)  # cgroup pids.max
+
+    @pids.validator
+    def _check_pids(self, _attr, value):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= PIDS_MAX:
+            raise InvalidValue(f"invalid pids limit {value!r}: a whole number of processes, 1 to {PIDS_MAX}")
 
     @memory.validator
     def _check_memory(self, _attr, value):
@@ -119,6 +130,7 @@ class Reservation:
         d = attrs.asdict(self)
         d["startup_commands"] = list(self.startup_commands)
         d["idmap"] = None if self.idmap is None else list(self.idmap)
+        d["caps_add"] = list(self.caps_add)
         return d
 
     @classmethod
@@ -134,6 +146,7 @@ class Reservation:
                 mounter=data.get("mounter", "kernel"), owner=data.get("owner"),
                 boot=data.get("boot"), started=bool(data.get("started", False)),
                 memory=data.get("memory"), cpus=data.get("cpus"), idmap=data.get("idmap"),
+                caps_add=data.get("caps_add", ()), pids=data.get("pids", PIDS_DEFAULT),
             )
         except KeyError as e:
             raise InvalidValue(f"reservation record lacks {e.args[0]!r}") from None

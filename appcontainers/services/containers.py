@@ -12,7 +12,7 @@ from ..domain.exceptions import (AgentUnavailable, AppContainersError, Container
 from ..domain.image import lineage
 from ..domain.network import MacGenerator
 from ..domain.paths import container_path
-from ..domain.reservation import DESTROYING, PROVISIONING, READY, Reservation, validate_name
+from ..domain.reservation import DESTROYING, PIDS_DEFAULT, PROVISIONING, READY, Reservation, validate_name
 from .faults import checkpoint
 from .ports import Ports
 from .result import RunResult
@@ -36,23 +36,17 @@ class ContainerService:
                 return name
 
     def reserve(self, name: str | None, image_id: str, ephemeral: bool = False,
-                startup_commands=(), new_image=None, raw=False, unprivileged=False,
-                **limits) -> Reservation:
+                startup_commands=(), new_image=None, raw=False, privileged=False,
+                caps_add=(), **limits) -> Reservation:
         """Claim a name, an address and a MAC in one transaction (status provisioning).
 
-        new_image, if given, is registered in the same transaction (a loaded image)."""
+        Unprivileged (root inside is host uid idmap_base) unless privileged=True. new_image,
+        if given, is registered in the same transaction (a loaded image). limits: memory,
+        cpus, pids."""
         if name is not None:
             validate_name(name)
-        idmap = None
-        if unprivileged:
-            if raw or "fuse" not in self.p.mounters or not self.p.mounters["fuse"].available():
-                raise InvalidValue("an unprivileged container needs the FUSE mounter (fuse-overlayfs "
-                                   "shifts the ids) and cannot be raw")
-            idmap = (self.settings.idmap_base, self.settings.idmap_size)
-            closed = self.p.fs.closed_ancestor(self.settings.root)
-            if closed is not None:
-                raise InvalidValue(f"an unprivileged container's root cannot reach {self.settings.root}: "
-                                   f"{closed} is not searchable by others (chmod o+x {closed})")
+        idmap = None if privileged else self._idmap()
+        pids = limits.get("pids")
         host_macs = self.p.net.host_macs()
         macgen = MacGenerator(self.p.rng, self.settings.mac_prefix)
         with self.p.repo.transaction() as state:
@@ -67,13 +61,22 @@ class ContainerService:
             mac = macgen.generate(state.macs() | host_macs)
             r = Reservation(name=name, ip=ip, mac=mac, image=image_id, ephemeral=ephemeral,
                             startup_commands=startup_commands, created=self.p.clock(),
-                            status=PROVISIONING,
-                            mounter="raw" if raw else "fuse" if idmap else self._mounter_name(),
-                            idmap=idmap,
+                            status=PROVISIONING, mounter="raw" if raw else self._mounter_name(),
+                            idmap=idmap, caps_add=caps_add,
+                            pids=PIDS_DEFAULT if pids is None else pids,
                             owner=self.p.procs.token(), boot=self.p.procs.boot_id(),
                             memory=limits.get("memory"), cpus=limits.get("cpus"))
             state.add(r)
             return r
+
+    def _idmap(self) -> tuple[int, int]:
+        """The id map of an unprivileged container, once its root can reach the data root."""
+        closed = self.p.fs.closed_ancestor(self.settings.root)
+        if closed is not None:
+            raise InvalidValue(f"an unprivileged container's root cannot reach {self.settings.root}: "
+                               f"{closed} is not searchable by others (chmod o+x {closed}, or "
+                               f"privileged=True, unsafe for untrusted code)")
+        return (self.settings.idmap_base, self.settings.idmap_size)
 
     def _mounter_name(self) -> str:
         """kernel or fuse as configured; auto takes the kernel path when it is there."""
@@ -84,9 +87,10 @@ class ContainerService:
         return "kernel"
 
     def provision(self, name=None, image_id=None, ephemeral=False, startup_commands=(),
-                  memory=None, cpus=None, raw=False, unprivileged=False) -> Reservation:
+                  memory=None, cpus=None, raw=False, privileged=False, caps_add=(),
+                  pids=None) -> Reservation:
         r = self.reserve(name, image_id, ephemeral, startup_commands, raw=raw, memory=memory, cpus=cpus,
-                         unprivileged=unprivileged)
+                         privileged=privileged, caps_add=caps_add, pids=pids)
         checkpoint("provision.reserved")
         with self.locked(r.name):
             return self._provision(r)
@@ -148,8 +152,12 @@ class ContainerService:
         except AppContainersError:
             if not (r.mounter == "kernel" and self.settings.mounter == "auto" and "fuse" in self.p.mounters):
                 raise
-            # The kernel path failed (no loop devices, no overlay in this kernel): FUSE instead.
-            self.p.mounters["fuse"].mount(files, points, upper, work, target)
+            # The kernel path failed (no loop devices, no overlay or no idmapped mounts in this
+            # kernel): FUSE instead.
+            if r.idmap is not None:
+                self.p.mounters["fuse"].mount(files, points, upper, work, target, idmap=r.idmap)
+            else:
+                self.p.mounters["fuse"].mount(files, points, upper, work, target)
             with self.p.repo.transaction() as state:
                 if r.name in state.reservations:
                     state.put(attrs.evolve(state.reservations[r.name], mounter="fuse"))
@@ -295,9 +303,10 @@ class ContainerService:
                     state.remove(name)
 
     def unmount_view(self, name: str) -> None:
-        fuse = self.p.mounters.get("fuse")
-        if fuse is not None and fuse.is_mounted(self.layout.view(name)):
-            fuse.unmount_view(self.layout.view(name))
+        view = self.layout.view(name)
+        for mounter in self.p.mounters.values():  # fuse-overlayfs or a kernel overlay
+            if hasattr(mounter, "unmount_view") and view in mounter.mounted(os.path.dirname(view)):
+                mounter.unmount_view(view)
         self.p.fs.remove_tree(os.path.dirname(self.layout.view(name)))
 
     def destroy(self, name: str) -> None:

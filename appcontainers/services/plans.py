@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 
+from ..domain.capabilities import kept
 from ..domain.exceptions import InvalidValue
 
 DEVICES = ("1:3", "1:5", "1:7", "5:0", "5:1", "5:2", "1:8", "1:9", "136:*", "10:229")
@@ -46,7 +47,7 @@ def context(r, layout, settings, pool, chain) -> dict:
         "bridge": settings.bridge, "prefixlen": pool.prefixlen, "gateway": pool.gateway,
         "broadcast": pool.broadcast, "veth": veth_name(r.name), "agent_dir": layout.agent_dir(r.name),
         "host_binds": [(b, b) for b in host_binds(chain)], "init": " ".join(init_argv(chain)),
-        "devices": DEVICES,
+        "devices": DEVICES, "caps": kept(r.caps_add),
         "files": [],
     }
 

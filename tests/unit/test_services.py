@@ -350,8 +350,8 @@ class TestFiles:
 
 class TestSaveImage:
     def test_flatten_packs_merged_rootfs(self, svc, out):
-        """A flattened save packs the merged rootfs with no parent and the base's init."""
-        c = svc.provision("web")
+        """A flattened save of a privileged container packs the merged rootfs with no parent and the base's init."""
+        c = svc.provision("web", privileged=True)
         c.add_startup_command("serve")
         image = c.save_image(str(out / "web.aimg"))
         packed = svc.ports.codec.packed[-1]
@@ -361,6 +361,18 @@ class TestSaveImage:
         assert packed["manifest"]["init"] == ["/sbin/appcontainers-init"]
         assert image.id == encode_image(packed["manifest"])[0] and image.parent is None
         assert svc.ports.fs.is_file(str(out / "web.aimg"))
+
+    def test_flatten_of_unprivileged_packs_an_unshifted_view(self, svc, out):
+        """A default (unprivileged) container's flattened save packs a read-only view of its upper
+        over its layers (ids as stored), unmounted afterwards; not the shifted merged rootfs."""
+        c = svc.provision("web")
+        c.save_image(str(out / "web.aimg"))
+        L = svc.settings.layout
+        packed = svc.ports.codec.packed[-1]
+        assert packed["source"] == L.view("web")
+        kernel = svc.ports.mounters["kernel"]
+        assert L.view("web") not in kernel.mounts
+        assert kernel.idmaps[L.rootfs("web")] == (svc.settings.idmap_base, svc.settings.idmap_size)
 
     def test_layered_packs_upper_with_parent(self, svc, out):
         """A layered save packs only the upper layer and records the container's image as parent."""

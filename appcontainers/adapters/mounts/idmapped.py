@@ -1,0 +1,78 @@
+"""Idmapped bind mounts (Linux 5.12+ mount API: open_tree, mount_setattr MOUNT_ATTR_IDMAP,
+move_mount), through ctypes: util-linux 2.38's mount has no X-mount.idmap yet.
+
+An idmapped mount of a tree whose files are owned by 0 shows them owned by the map's host
+base (100000), and a file created through it by host uid 100000 lands on disk as 0. Measured
+on Linux 6.18: squashfs and ext4 mounts accept it, an overlayfs mount does not (EINVAL), and an
+overlay over idmapped layers works; so an unprivileged container can use the kernel path.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import time
+
+from ...domain.exceptions import IdmapFailed
+
+# The new mount syscalls have one number on every architecture (the unified table, >= 424).
+_SYS_OPEN_TREE, _SYS_MOVE_MOUNT, _SYS_MOUNT_SETATTR = 428, 429, 442
+_AT_FDCWD, _AT_EMPTY_PATH = -100, 0x1000
+_OPEN_TREE_CLONE, _OPEN_TREE_CLOEXEC = 1, os.O_CLOEXEC
+_MOVE_MOUNT_F_EMPTY_PATH = 0x4
+_MOUNT_ATTR_IDMAP = 0x00100000
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _check(rc: int, what: str, path: str) -> int:
+    if rc < 0:
+        err = ctypes.get_errno()
+        raise IdmapFailed(f"idmapped mount of {path}: {what} failed: {os.strerror(err)}")
+    return rc
+
+
+def userns_fd(base: int, count: int) -> int:
+    """An fd of a new user namespace mapping 0..count-1 to host base.. (its holder process ends)."""
+    holder = subprocess.Popen(["unshare", "--user", "--", "cat"], stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        own = os.readlink("/proc/self/ns/user")
+        deadline = time.monotonic() + 5
+        while os.readlink(f"/proc/{holder.pid}/ns/user") == own:
+            if time.monotonic() > deadline or holder.poll() is not None:
+                raise IdmapFailed("could not make a user namespace for an idmapped mount (unshare --user)")
+            time.sleep(0.002)
+        for kind in ("uid_map", "gid_map"):
+            with open(f"/proc/{holder.pid}/{kind}", "w") as f:
+                f.write(f"0 {base} {count}\n")
+        return os.open(f"/proc/{holder.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        holder.stdin.close()
+        try:
+            holder.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            holder.kill()
+            holder.wait()
+
+
+def bind_idmapped(src: str, target: str, ns_fd: int) -> None:
+    """Bind src at target (an existing directory), its ids mapped through the user namespace ns_fd."""
+    libc = _libc()
+    fd = _check(libc.syscall(_SYS_OPEN_TREE, _AT_FDCWD, os.fsencode(src),
+                             _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC), "open_tree", src)
+    try:
+        attr = _MountAttr(_MOUNT_ATTR_IDMAP, 0, 0, ns_fd)
+        _check(libc.syscall(_SYS_MOUNT_SETATTR, fd, b"", _AT_EMPTY_PATH, ctypes.byref(attr),
+                            ctypes.sizeof(attr)), "mount_setattr(MOUNT_ATTR_IDMAP)", src)
+        _check(libc.syscall(_SYS_MOVE_MOUNT, fd, b"", _AT_FDCWD, os.fsencode(target),
+                            _MOVE_MOUNT_F_EMPTY_PATH), "move_mount", src)
+    finally:
+        os.close(fd)
