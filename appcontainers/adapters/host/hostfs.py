@@ -127,10 +127,16 @@ class HostFs:
 
     # Inside a container's root: never leaves it.
     def write_in_root(self, root: str, path: str, data: bytes, mode: int, shift: int = 0) -> None:
-        rootfs_files.write_file(root, path, data, mode, shift=shift)
+        from ..mounts.idmapped import creating_as  # an idmapped tree takes creations by mapped ids only
+
+        with creating_as(shift):
+            rootfs_files.write_file(root, path, data, mode, shift=shift)
 
     def extract_in_root(self, root: str, dest: str, archive: str, shift: int = 0) -> int:
-        return rootfs_files.extract_archive(root, dest, archive, shift)
+        from ..mounts.idmapped import creating_as
+
+        with creating_as(shift):
+            return rootfs_files.extract_archive(root, dest, archive, shift)
 
 
 class _Lock:

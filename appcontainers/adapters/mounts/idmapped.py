@@ -8,6 +8,7 @@ overlay over idmapped layers works; so an unprivileged container can use the ker
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import subprocess
@@ -76,3 +77,42 @@ def bind_idmapped(src: str, target: str, ns_fd: int) -> None:
                             _MOVE_MOUNT_F_EMPTY_PATH), "move_mount", src)
     finally:
         os.close(fd)
+
+
+_PR_GET_SECUREBITS, _PR_SET_SECUREBITS, _SECBIT_NO_SETUID_FIXUP = 27, 28, 1 << 2
+
+
+@contextlib.contextmanager
+def creating_as(host_id: int):
+    """In this thread, files are created with fsuid and fsgid host_id, capabilities kept.
+
+    Through an idmapped mount (0 -> host_id) a file created by host root (id 0, unmapped) fails
+    with EOVERFLOW; created as host_id it lands on disk as 0, the container's root. The overlay
+    over idmapped layers is mounted so too: overlayfs does its own work (work dir, copy-up) with
+    the mounter's credentials."""
+    if not host_id:
+        yield
+        return
+    libc = _libc()
+    bits = libc.prctl(_PR_GET_SECUREBITS, 0, 0, 0, 0)
+    # Without NO_SETUID_FIXUP, leaving fsuid 0 drops the file capabilities (chown, dac_override).
+    _check(libc.prctl(_PR_SET_SECUREBITS, bits | _SECBIT_NO_SETUID_FIXUP, 0, 0, 0), "prctl", "")
+    libc.setfsgid(host_id)
+    libc.setfsuid(host_id)
+    try:
+        yield
+    finally:
+        libc.setfsuid(0)
+        libc.setfsgid(0)
+        libc.prctl(_PR_SET_SECUREBITS, bits, 0, 0, 0)
+
+
+def mount_overlay(options: str, target: str, host_id: int) -> None:
+    """mount -t overlay with the mounter's fsuid/fsgid host_id (see creating_as)."""
+    libc = _libc()
+    with creating_as(host_id):
+        rc = libc.mount(b"overlay", os.fsencode(target), b"overlay", 0, os.fsencode(options))
+        err = ctypes.get_errno()
+    if rc != 0:
+        raise IdmapFailed(f"overlay mount at {target} over idmapped layers failed: {os.strerror(err)} "
+                          f"({options})")

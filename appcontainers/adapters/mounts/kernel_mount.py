@@ -32,9 +32,13 @@ class KernelMounter:
                 os.makedirs(d, exist_ok=True)
             lowers = [os.path.join(p, "rootfs") for p in lower_mounts]
             if idmap is not None:
+                from .idmapped import mount_overlay
+
                 lowers, upper, work = _idmapped_layers(lowers, upper, work, idmap, done)
-            process.run(["mount", "-t", "overlay", "overlay", "-o", overlay_options(lowers, upper, work), target],
-                        timeout=60)
+                mount_overlay(overlay_options(lowers, upper, work), target, idmap[0])
+            else:
+                process.run(["mount", "-t", "overlay", "overlay", "-o", overlay_options(lowers, upper, work),
+                             target], timeout=60)
         except BaseException:
             for point in reversed(done):
                 process.run(["umount", point], timeout=60, check=False)
