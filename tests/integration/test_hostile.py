@@ -114,7 +114,9 @@ class TestHostileApi:
         assert not os.path.exists("/etc/evil")
 
     @pytest.mark.parametrize("kwargs", [{"memory": "lots"}, {"memory": "0"}, {"cpus": -1}, {"cpus": "two"},
-                                        {"base": "no-such-base"}])
+                                        {"base": "no-such-base"}, {"pids": 0}, {"pids": "many"},
+                                        {"caps_add": ["cap_sys_admin"]}, {"caps_add": ["sys_admn"]},
+                                        {"caps_add": "net_admin"}, {"unprivileged": False}])
     def test_bad_provision_options(self, svc, data_root, kwargs):
         """Bad limits and unknown bases are refused before anything is reserved."""
         before = _snapshot(svc, data_root)

@@ -139,7 +139,9 @@ def extract_archive(root: str, dest: str, archive: str, shift: int = 0) -> int:
     members = check_archive(archive, host_dest)
     def shifted(member, path):
         member = tarfile.data_filter(member, path)
-        return member.replace(uid=member.uid + shift, gid=member.gid + shift, deep=False) if shift else member
+        if not shift or member.uid is None:  # the data filter drops owners: the creator's (fsuid) then
+            return member
+        return member.replace(uid=member.uid + shift, gid=member.gid + shift, deep=False)
 
     with tarfile.open(archive) as tf:
         tf.extractall(host_dest, members=members, filter=shifted)

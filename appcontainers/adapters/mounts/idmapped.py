@@ -21,7 +21,7 @@ _SYS_OPEN_TREE, _SYS_MOVE_MOUNT, _SYS_MOUNT_SETATTR = 428, 429, 442
 _AT_FDCWD, _AT_EMPTY_PATH = -100, 0x1000
 _OPEN_TREE_CLONE, _OPEN_TREE_CLOEXEC = 1, os.O_CLOEXEC
 _MOVE_MOUNT_F_EMPTY_PATH = 0x4
-_MOUNT_ATTR_IDMAP = 0x00100000
+_MOUNT_ATTR_NOSUID, _MOUNT_ATTR_NODEV, _MOUNT_ATTR_IDMAP = 0x2, 0x4, 0x00100000
 
 
 class _MountAttr(ctypes.Structure):
@@ -64,13 +64,16 @@ def userns_fd(base: int, count: int) -> int:
             holder.wait()
 
 
-def bind_idmapped(src: str, target: str, ns_fd: int) -> None:
-    """Bind src at target (an existing directory), its ids mapped through the user namespace ns_fd."""
+def bind_idmapped(src: str, target: str, ns_fd: int, layer: bool = False) -> None:
+    """Bind src at target (an existing directory), its ids mapped through the user namespace ns_fd.
+
+    layer=True: also nosuid,nodev, as our squashfs layers (the overlay above decides those)."""
     libc = _libc()
     fd = _check(libc.syscall(_SYS_OPEN_TREE, _AT_FDCWD, os.fsencode(src),
                              _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC), "open_tree", src)
     try:
-        attr = _MountAttr(_MOUNT_ATTR_IDMAP, 0, 0, ns_fd)
+        flags = _MOUNT_ATTR_IDMAP | (_MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV if layer else 0)
+        attr = _MountAttr(flags, 0, 0, ns_fd)
         _check(libc.syscall(_SYS_MOUNT_SETATTR, fd, b"", _AT_EMPTY_PATH, ctypes.byref(attr),
                             ctypes.sizeof(attr)), "mount_setattr(MOUNT_ATTR_IDMAP)", src)
         _check(libc.syscall(_SYS_MOVE_MOUNT, fd, b"", _AT_FDCWD, os.fsencode(target),

@@ -109,7 +109,7 @@ def _bind(src: str, point: str, ns: int, done: list[str]) -> str:
 
     os.makedirs(point, exist_ok=True)
     if not is_mountpoint(point):
-        bind_idmapped(src, point, ns)
+        bind_idmapped(src, point, ns, layer=True)
     done.append(point)
     return point
 
