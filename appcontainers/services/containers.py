@@ -141,9 +141,11 @@ class ContainerService:
             self.p.fs.make_dirs(target)  # the raw mounter unpacks into upper itself
         else:
             self.p.fs.make_dirs(upper, work, target)
-        # Only root walks to a privileged container's merged tree (its setuid-root files must not
-        # be runnable by host users); an unprivileged container's root must reach its own.
-        self.p.fs.chmod(L.mnt(r.name), 0o711 if r.idmap else 0o700)
+        # Only root walks to a container's merged tree (its set-uid files must not be runnable by
+        # host users); an unprivileged container's root reaches its own through the group.
+        if r.idmap is not None:
+            self.p.fs.chown(L.mnt(r.name), 0, r.idmap[0])
+        self.p.fs.chmod(L.mnt(r.name), 0o710 if r.idmap else 0o700)
         try:
             if r.idmap is not None:
                 mounter.mount(files, points, upper, work, target, idmap=r.idmap)
@@ -192,6 +194,8 @@ class ContainerService:
             self.p.fs.write_text(src, text)
             mounts.append((src, path))
         self.p.fs.make_dirs(L.agent_dir(r.name))
+        # The agent's log holds command output, agent.json its configuration: container root only.
+        self.p.fs.chmod(L.agent_dir(r.name), 0o700)
         if r.idmap is not None:  # root inside must be able to make its sockets and log there
             self.p.fs.chown(L.agent_dir(r.name), r.idmap[0], r.idmap[0])
         context["files"] = mounts

@@ -42,8 +42,10 @@ def prepare(settings) -> None:
     L = settings.layout
     check_not_writable(settings.root, "data root")
     check_tree(L.skeletons, "skeletons")
-    for d in (settings.root, L.lxcpath):
+    # 0711: no listing by other users; containers' roots pass through to their own directories.
+    for d in (settings.root, L.lxcpath, os.path.join(settings.root, "mnt"), os.path.join(settings.root, "run")):
         os.makedirs(d, mode=0o711, exist_ok=True)
+        os.chmod(d, 0o711)
     # Uppers hold what containers wrote (setuid-root files among them): root only. The views made
     # for saves likewise; stored images may hold files that are 0600 inside a container.
     for d in (os.path.join(settings.root, "overlays"), os.path.join(settings.root, "mnt", ".views"),
