@@ -316,3 +316,23 @@ class TestNewuidmap:
         for f in ("/etc/subuid", "/etc/subgid"):
             with open(f) as fh:
                 assert covers(fh.read(), svc.settings.idmap_base, svc.settings.idmap_size)
+
+
+class TestRaw:
+    def test_raw_container_is_unprivileged_with_unshifted_files(self, svc, data_root):
+        """raw=True is unprivileged too: mapped inside, its directory keeps the image's own ids
+        (an idmapped bind shows them shifted), and what root inside writes is 0 on disk."""
+        c = svc.provision(raw=True)
+        try:
+            assert svc.containers.get(c.name).mounter == "raw"
+            assert _ok(c, "cat /proc/self/uid_map").split() == ["0", str(svc.settings.idmap_base),
+                                                                 str(svc.settings.idmap_size)]
+            _ok(c, "echo raw > /root/written")
+            raw_dir = os.path.join(data_root, "overlays", "raw", c.name)
+            st = os.stat(os.path.join(raw_dir, "root", "written"))
+            assert (st.st_uid, st.st_gid) == (0, 0)
+            assert os.stat(os.path.join(raw_dir, "bin")).st_uid == 0
+            shown = os.stat(os.path.join(svc.settings.layout.rootfs(c.name), "root", "written"))
+            assert shown.st_uid == svc.settings.idmap_base
+        finally:
+            c.destroy()
