@@ -108,8 +108,9 @@ class TestCapabilities:
 
 class TestEscapes:
     def test_remount_of_the_host_python_bind_and_write(self, svc, box, python_prefix):
-        """remount,bind,rw of the host Python bind then a write: no marker appears on the host,
-        also in a container given sys_admin (root inside does not own the host's files)."""
+        """remount,bind,rw of the host Python bind then a write: no marker appears on the host;
+        even with sys_admin added the remount fails (the mount is locked read-only in the user
+        namespace) and root inside does not own the host's files anyway."""
         marker = f"h7-marker-{secrets.token_hex(4)}"
         assert os.path.isdir(python_prefix) and not os.path.exists(os.path.join(python_prefix, marker))
         mounts = _ok(box, "cat /proc/self/mountinfo")
@@ -120,9 +121,13 @@ class TestEscapes:
         assert not os.path.exists(os.path.join(python_prefix, marker))
         admin = svc.provision(caps_add=["sys_admin"])
         try:
+            r = admin.run(f"mount -o remount,bind,rw {python_prefix}")
+            assert r.exit_code != 0, "remount of a locked read-only bind succeeded with sys_admin"
             r = admin.run(attack)
             assert "done" in r.stdout
             assert not os.path.exists(os.path.join(python_prefix, marker)), r.stdout + r.stderr
+            mounts = _ok(admin, "cat /proc/self/mountinfo").splitlines()
+            assert any(line.split()[4] == python_prefix and line.split()[5].startswith("ro") for line in mounts)
         finally:
             admin.destroy()
 
@@ -135,6 +140,22 @@ class TestEscapes:
                     " echo '|/bin/sh -c touch${IFS}/tmp/owned' > /tmp/p/sys/kernel/core_pattern;"
                     " echo '|/bin/sh' > /proc/sys/kernel/core_pattern; echo done")
         assert "done" in r.stdout and "mounted" not in r.stdout
+        with open("/proc/sys/kernel/core_pattern") as f:
+            assert f.read() == before
+
+    def test_core_pattern_holds_even_with_sys_admin(self, svc):
+        """With sys_admin added, a new proc mount succeeds but its core_pattern (the host's, owned by
+        the host's root) still cannot be written: the user namespace holds on its own."""
+        with open("/proc/sys/kernel/core_pattern") as f:
+            before = f.read()
+        admin = svc.provision(caps_add=["sys_admin"])
+        try:
+            r = admin.run("mkdir -p /tmp/p && mount -t proc proc /tmp/p && echo mounted;"
+                          " echo '|/bin/sh' > /tmp/p/sys/kernel/core_pattern && echo written; echo done")
+            assert "mounted" in r.stdout and "done" in r.stdout  # the precondition: a proc of its own
+            assert "written" not in r.stdout
+        finally:
+            admin.destroy()
         with open("/proc/sys/kernel/core_pattern") as f:
             assert f.read() == before
 
