@@ -248,13 +248,15 @@ class FakeBaseBuilder:
     def __init__(self, fs: FakeFs, key: str = "key-1"):
         self.fs, self.current_key = fs, key
         self.builds: list[str] = []  # the key of each build
+        self.host_binds: list[str] = []  # host paths the built base binds (the real one: the host's Python)
 
     def key(self): return self.current_key
 
     def build(self, dest, name, created):
         manifest = {"format_version": 1, "name": name, "created": created, "parent": None,
-                    "startup_commands": [], "environment": {"LANG": "C.UTF-8"}, "host_binds": [],
-                    "base": name, "init": [self.INIT], "build_key": self.current_key}
+                    "startup_commands": [], "environment": {"LANG": "C.UTF-8"},
+                    "host_binds": list(self.host_binds), "base": name, "init": [self.INIT],
+                    "build_key": self.current_key}
         image_id, data = encode_image(manifest)
         self.fs.files[dest] = data
         self.builds.append(self.current_key)

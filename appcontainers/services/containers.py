@@ -305,6 +305,21 @@ class ContainerService:
                 # meanwhile by another process, is not ours to remove.
                 if state.reservations.get(name) == r:
                     state.remove(name)
+            if r.idmap is not None:
+                self.release_binds()
+
+    def release_binds(self) -> None:
+        """Unmount the host path re-binds (mnt/.binds) once no unprivileged container is left.
+
+        Under the lock a start takes to re-bind them, after this container's record is gone: the
+        last of several concurrent destroys sees none left and unbinds."""
+        binds = os.path.join(self.layout.mnt(""), ".binds")
+        with self.p.fs.lock(self.layout.lock_file(".binds")):
+            if any(r.idmap for r in self.p.repo.read().reservations.values()):
+                return
+            for mounter in self.p.mounters.values():
+                for point in mounter.mounted(binds):
+                    mounter.unmount(point, [])
 
     def unmount_view(self, name: str) -> None:
         view = self.layout.view(name)

@@ -121,3 +121,17 @@ class TestSubordinateIds:
         missing_dir = tmp_path / "no-such-dir" / "subuid"
         with pytest.raises(UnsafeHost, match=r"root:100000:65536 to .*no-such-dir/subuid"):
             ensure_range(100000, 65536, files=(str(missing_dir),))
+
+
+class TestHostBinds:
+    def test_last_unprivileged_destroy_unbinds_the_host_paths(self, svc):
+        """The host path re-binds stay while an unprivileged container exists; the last destroy unmounts them."""
+        svc.ports.base_builder.host_binds = ["/opt/python"]
+        binds = svc.settings.layout.mnt("") + ".binds"
+        a, b = svc.provision("a"), svc.provision("b")
+        kernel = svc.ports.mounters["kernel"]
+        assert kernel.mounted(binds) == [svc.settings.layout.host_bind("/opt/python")]
+        a.destroy()
+        assert kernel.mounted(binds)
+        b.destroy()
+        assert kernel.mounted(binds) == []

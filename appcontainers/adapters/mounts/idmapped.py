@@ -42,7 +42,9 @@ def _check(rc: int, what: str, path: str) -> int:
 
 def userns_fd(base: int, count: int) -> int:
     """An fd of a new user namespace mapping 0..count-1 to host base.. (its holder process ends)."""
-    holder = subprocess.Popen(["unshare", "--user", "--", "cat"], stdin=subprocess.PIPE,
+    from ..host.process import which
+
+    holder = subprocess.Popen([which("unshare"), "--user", "--", "cat"], stdin=subprocess.PIPE,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         own = os.readlink("/proc/self/ns/user")
