@@ -357,3 +357,22 @@ class TestRaw:
             assert shown.st_uid == svc.settings.idmap_base
         finally:
             c.destroy()
+
+
+class TestFuseMounter:
+    def test_fuse_mounter_serves_an_unprivileged_container(self, settings):
+        """mounter="fuse" (and the auto fallback) still serves the default: fuse-overlayfs shifts the
+        ids, the container is mapped, a host-written file is root's inside, and it saves unshifted."""
+        import appcontainers
+
+        fuse_svc = appcontainers.setup_service(**{**settings, "mounter": "fuse"}, reconcile=False)
+        c = fuse_svc.provision()
+        try:
+            assert fuse_svc.containers.get(c.name).mounter == "fuse"
+            assert _ok(c, "cat /proc/self/uid_map").split()[:2] == ["0", str(fuse_svc.settings.idmap_base)]
+            c.create_file("/root/from-host", "x")
+            assert _ok(c, "stat -c %u:%g /root/from-host; cat /root/from-host") == "0:0\nx"
+            upper = fuse_svc.settings.layout.upper(c.name, False)
+            assert os.stat(os.path.join(upper, "root", "from-host")).st_uid == 0
+        finally:
+            c.destroy()
