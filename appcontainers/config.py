@@ -36,8 +36,10 @@ class Settings:
     stop_timeout: float = 10.0
     log_max_bytes: int = 10 * 1024 * 1024
     default_base: str = "default"
-    # Unprivileged containers: container ids 0..idmap_size-1 are host ids idmap_base.. (LXC's
-    # usual 100000/65536); they need the FUSE mounter, which shows the files shifted.
+    # Containers are unprivileged (unless privileged=True): container ids 0..idmap_size-1 are
+    # host ids idmap_base.. (LXC's usual 100000/65536); their layers are idmapped binds under
+    # the kernel overlay (or fuse-overlayfs shifts them). Root needs this range in /etc/subuid
+    # and /etc/subgid (setup_service adds it) for newuidmap.
     idmap_base: int = 100000
     idmap_size: int = 65536
     # What the root's containers may reach on the host (domain.firewall): "default", the other

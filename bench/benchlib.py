@@ -155,6 +155,7 @@ class Sandbox:
         self.sweep_stale()
         import tempfile
         self.root = tempfile.mkdtemp(prefix=ROOT_PREFIX, dir="/var/tmp")
+        os.chmod(self.root, 0o711)  # unprivileged containers' roots pass through to their rootfs
         with open(os.path.join(self.root, "owner.pid"), "w") as f:
             f.write(str(os.getpid()))
         self._callbacks: list = []

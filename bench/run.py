@@ -323,7 +323,9 @@ def bench_save(ctx: Context) -> list[dict]:
 
     svc = ctx.svc
     tree = ctx.tree()
-    c = svc.provision()
+    # Privileged, as before the unprivileged default: the raw baseline packs the same merged rootfs,
+    # and cp as host root cannot create files in an idmapped tree (see the unpriv benchmark).
+    c = svc.provision(privileged=True)
     ctx.sb.on_cleanup(lambda: _destroy_quietly(c))
     rootfs = svc.settings.layout.rootfs(c.name)
     log(f"  copying the tree ({tree['bytes'] / MB:.0f} MB, {tree['files']} files) into container {c.name} ...")
@@ -358,7 +360,7 @@ def bench_save(ctx: Context) -> list[dict]:
     os.unlink(raw_dest)
 
     # Layered: an image loaded back, 1 MB changed, saved with only its changes vs flattened.
-    loaded = svc.load_image(lib_dest, name="bench-layered")
+    loaded = svc.load_image(lib_dest, name="bench-layered", privileged=True)
     ctx.sb.on_cleanup(lambda: _destroy_quietly(loaded))
     loaded.create_file("/root/change.bin", os.urandom(1 << 20), mode=0o644)
     layered_dest, flat_dest = os.path.join(out, "layered.aimg"), os.path.join(out, "flat2.aimg")
@@ -677,6 +679,95 @@ def bench_fuse(ctx: Context) -> list[dict]:
     return rows
 
 
+# ===================================================================================
+# 9. the unprivileged default (user namespace, overlay over idmapped layers) vs privileged
+# ===================================================================================
+
+def bench_unpriv(ctx: Context) -> list[dict]:
+    """the unprivileged default vs privileged=True, both on the kernel overlay: provision + start,
+    run('true'), file reads (upper and lower layers), save (flatten)"""
+    svc = ctx.svc
+    tree = ctx.tree()
+    held: dict = {}
+
+    def up(privileged):
+        def go():
+            held[privileged] = svc.provision(privileged=privileged)
+            held[privileged].start()
+        return go
+
+    def down(privileged):
+        def go():
+            c = held.pop(privileged, None)
+            if c is not None:
+                c.destroy()
+        return go
+
+    ta, tb = B.paired(up(False), up(True), ctx.reps(15, 3), warmup=2, teardown_a=down(False),
+                      teardown_b=down(True))
+    rows = [row("unpriv", "provision + start to agent-ready", B.stats(ta), B.stats(tb),
+                lib_label="unprivileged", raw_label="privileged",
+                note=f"mounter of the default: {svc.settings.mounter} -> "
+                     f"{_mounter_of(svc)} (idmapped squashfs + upper binds under a kernel overlay)")]
+    cu, cp = svc.provision(), svc.provision(privileged=True)
+    for c in (cu, cp):
+        ctx.sb.on_cleanup(lambda c=c: _destroy_quietly(c))
+        c.start()
+    n = ctx.reps(50, 20)
+    ta, tb = B.paired(lambda: cu.run("true"), lambda: cp.run("true"), n, warmup=5)
+    rows.append(row("unpriv", "run('true')", B.stats(ta), B.stats(tb), lib_label="unprivileged",
+                    raw_label="privileged", note=f"medians of {n}"))
+    log(f"  extracting the tree ({tree['bytes'] / MB:.0f} MB) into both containers ...")
+    for c in (cu, cp):
+        c.load_archive(tree["tar"], "/root")
+    big = " ".join("/root/" + p for p in tree["big"])
+    nbytes = sum(os.path.getsize(os.path.join(tree["dir"], p)) for p in tree["big"])
+    read = f"cat {big} > /dev/null"
+    ta, tb = B.paired(lambda: cu.run(read), lambda: cp.run(read), ctx.reps(7, 3), warmup=1)
+    rows.append(row("unpriv", "file reads inside (upper layer, page cache)", rates(nbytes, ta), rates(nbytes, tb),
+                    unit="MB/s", kind="throughput", lib_label="unprivileged", raw_label="privileged",
+                    note=f"cat of the tree's {len(tree['big'])} large files ({nbytes / MB:.0f} MB)"))
+    out = ctx.sb.path("unpriv")
+    os.makedirs(out, exist_ok=True)
+    dest = {cu.name: os.path.join(out, "u.aimg"), cp.name: os.path.join(out, "p.aimg")}
+    for c in (cu, cp):
+        c.stop()
+
+    def rm(path):
+        return lambda: os.path.exists(path) and os.unlink(path)
+
+    ta, tb = B.paired(lambda: cu.save_image(dest[cu.name]), lambda: cp.save_image(dest[cp.name]),
+                      ctx.reps(5, 2), warmup=1, setup_a=rm(dest[cu.name]), setup_b=rm(dest[cp.name]))
+    rows.append(row("unpriv", "save (flatten)", B.stats(ta), B.stats(tb), lib_label="unprivileged",
+                    raw_label="privileged",
+                    note="unprivileged packs a read-only kernel overlay view of its upper and layers (ids "
+                         "as stored); privileged packs its merged rootfs"))
+    lu, lp = svc.load_image(dest[cu.name]), svc.load_image(dest[cp.name], privileged=True)
+    for c in (lu, lp):
+        ctx.sb.on_cleanup(lambda c=c: _destroy_quietly(c))
+    images = {lu.image, lp.image}
+    for c in (cu, cp):
+        _destroy_quietly(c)
+    ta, tb = B.paired(lambda: lu.run(read), lambda: lp.run(read), ctx.reps(7, 3), warmup=1)
+    rows.append(row("unpriv", "file reads inside (squashfs lower, page cache)", rates(nbytes, ta),
+                    rates(nbytes, tb), unit="MB/s", kind="throughput", lib_label="unprivileged",
+                    raw_label="privileged", note="the saved images loaded back: reads from the lower layer"))
+    for c in (lu, lp):
+        _destroy_quietly(c)
+    for image_id in images:
+        with contextlib.suppress(Exception):
+            svc.remove_image(image_id)
+    return rows
+
+
+def _mounter_of(svc) -> str:
+    c = svc.provision()
+    try:
+        return svc.containers.get(c.name).mounter
+    finally:
+        _destroy_quietly(c)
+
+
 BENCHES = {
     "cli": bench_cli,
     "provision": bench_provision,
@@ -686,6 +777,7 @@ BENCHES = {
     "save": bench_save,
     "load": bench_load,
     "fuse": bench_fuse,
+    "unpriv": bench_unpriv,
 }
 
 

@@ -93,55 +93,54 @@ class FakeMounter:
         self.fail: Exception | None = None      # raised by mount()
         self.works = available                  # what available() says
         self.binds: dict[str, str] = {}          # bind point -> host source (bind_ro)
+        self.idmaps: dict[str, tuple | None] = {}  # merged target -> id map it was mounted with
+        self.views: dict[str, list[str]] = {}   # view target -> dirs, top first (mount_view)
+        self.viewed: list[tuple[str, list[str]]] = []  # every view mounted, (target, dirs)
 
-    def mount(self, layers, lower_mounts, upper, work, target):
+    def mount(self, layers, lower_mounts, upper, work, target, idmap=None):
         if self.fail:
             raise self.fail
+        self.idmaps[target] = idmap
         self.mounts[target] = list(layers)
         self.points.update(lower_mounts)
 
     def unmount(self, target, lower_mounts):
         self.mounts.pop(target, None)
         self.binds.pop(target, None)
+        self.idmaps.pop(target, None)
         self.points.difference_update(lower_mounts)
 
-    def is_mounted(self, target): return target in self.mounts or target in self.points or target in self.binds
+    def is_mounted(self, target):
+        return target in self.mounts or target in self.points or target in self.binds or target in self.views
+
     def available(self): return self.works
     def bind_ro(self, src, target): self.binds.setdefault(target, src)
 
-    def mounted(self, prefix):
-        prefix = prefix.rstrip("/") + "/"
-        return sorted(p for p in {*self.mounts, *self.points} if p.startswith(prefix))
-
-
-class FakeFuseMounter(FakeMounter):
-    """The FUSE mounter: shifted ids (mount(idmap=)) and read-only views (mount_view)."""
-
-    def __init__(self, available: bool = True):
-        super().__init__("fuse", available)
-        self.idmaps: dict[str, tuple[int, int]] = {}  # target -> idmap it was mounted with
-        self.views: dict[str, list[str]] = {}         # view target -> dirs, top first
-        self.viewed: list[tuple[str, list[str]]] = []  # every view mounted, (target, dirs)
-
-    def mount(self, layers, lower_mounts, upper, work, target, idmap=None):
-        super().mount(layers, lower_mounts, upper, work, target)
-        if idmap is not None:
-            self.idmaps[target] = idmap
-
-    def unmount(self, target, lower_mounts):
-        super().unmount(target, lower_mounts)
-        self.idmaps.pop(target, None)
+    def bind_points(self, prefix):
+        return sorted(b for b in self.binds if b.startswith(prefix.rstrip("/") + "/"))
 
     def mount_view(self, dirs, target):
         self.views[target] = list(dirs)
         self.viewed.append((target, list(dirs)))
 
     def unmount_view(self, target): self.views.pop(target, None)
-    def is_mounted(self, target): return super().is_mounted(target) or target in self.views
 
     def mounted(self, prefix):
         prefix = prefix.rstrip("/") + "/"
-        return sorted({*super().mounted(prefix), *(v for v in self.views if v.startswith(prefix))})
+        return sorted(p for p in {*self.mounts, *self.points, *self.views} if p.startswith(prefix))
+
+
+class FakeFuseMounter(FakeMounter):
+    """The FUSE mounter: the same powers (shifted ids, views), named fuse; it records only the
+    id maps it was given."""
+
+    def __init__(self, available: bool = True):
+        super().__init__("fuse", available)
+
+    def mount(self, layers, lower_mounts, upper, work, target, idmap=None):
+        super().mount(layers, lower_mounts, upper, work, target, idmap)
+        if idmap is None:
+            self.idmaps.pop(target, None)
 
 
 class FakeCodec:

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from appcontainers.domain.image import KINDS, Image, Manifest
 from appcontainers.domain.network import AddressPool
-from appcontainers.domain.reservation import NAME_MAX, STATUSES, Reservation
+from appcontainers.domain.capabilities import KNOWN as CAPS_KNOWN
+from appcontainers.domain.reservation import NAME_MAX, PIDS_MAX, STATUSES, Reservation
 from appcontainers.domain.state import State
 
 # JSON-safe text: no lone surrogates, no NUL (refused in commands and environment values).
@@ -88,6 +89,9 @@ reservations = st.builds(
     created=finite_floats,
     status=st.sampled_from(STATUSES),
     mounter=st.sampled_from(("kernel", "fuse")),
+    idmap=st.none() | st.just((100000, 65536)),
+    caps_add=st.lists(st.sampled_from(sorted(CAPS_KNOWN)), max_size=4),
+    pids=st.integers(1, PIDS_MAX),
 )
 
 

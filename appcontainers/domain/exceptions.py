@@ -134,3 +134,11 @@ class BaseNameTaken(AppContainersError):
         self.name, self.image_id = name, image_id
         super().__init__(f"base {name!r} exists ({image_id[:12]}) and was built from other inputs: "
                          f"give another name, or force (--force) to replace it")
+
+
+class IdmapFailed(AppContainersError):
+    """The kernel refused an idmapped mount (the caller may fall back to FUSE)."""
+
+
+class UnsafeHost(AppContainersError):
+    """The host is not set up so that containers stay confined (data root, subordinate ids)."""

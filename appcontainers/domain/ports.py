@@ -56,9 +56,12 @@ class RootfsMounter(Protocol):
     def name(self) -> str:
         """"kernel", "fuse" or "raw": what a reservation records as its mounter."""
     def available(self) -> bool: ...
-    def mount(self, layers: list[str], lower_mounts: list[str], upper: str, work: str, target: str) -> None:
+    def mount(self, layers: list[str], lower_mounts: list[str], upper: str, work: str, target: str,
+              idmap: IdMap | None = None) -> None:
         """layers: image files, top first, each mounted read-only at its lower mount point;
-        the writable upper (and work) dir over them, merged at target. Rolls back on failure."""
+        the writable upper (and work) dir over them, merged at target. Rolls back on failure.
+        idmap (host base, count): an unprivileged container's; the files stay unshifted on disk
+        and show shifted at target (kernel: idmapped binds; FUSE: fuse-overlayfs' mapping)."""
     def unmount(self, target: str, lower_mounts: list[str]) -> None:
         """target (if mounted), then each lower mount point; also a bind with no lowers."""
     def is_mounted(self, target: str) -> bool: ...
@@ -71,13 +74,8 @@ class Binder(Protocol):
     root cannot walk the host's path to a bind source, so it is re-bound under the data root."""
     def bind_ro(self, src: str, target: str) -> None:
         """A read-only bind of src at target, if not there yet; unmount(target, []) undoes it."""
-
-
-class IdmapMounter(Protocol):
-    """Mounts a rootfs with its ids shifted (fuse-overlayfs' uid/gid mapping)."""
-    def mount(self, layers: list[str], lower_mounts: list[str], upper: str, work: str, target: str,
-              idmap: IdMap | None = None) -> None:
-        """RootfsMounter.mount; with idmap, ids on disk show shifted by idmap at target."""
+    def bind_points(self, prefix: str) -> list[str]:
+        """The bind points under prefix (not among mounted(): a bind's kind is its source's)."""
 
 
 class ViewMounter(Protocol):
@@ -86,16 +84,17 @@ class ViewMounter(Protocol):
         """dirs merged (top first) read-only at target, ids as stored, no suid or devices."""
     def unmount_view(self, target: str) -> None: ...
     def is_mounted(self, target: str) -> bool: ...
+    def mounted(self, prefix: str) -> list[str]: ...
 
 
-class KernelMounterPort(RootfsMounter, Binder, Protocol):
-    """The kernel path: loop-mounted squashfs under overlayfs, and the host-path re-binds."""
+class KernelMounterPort(RootfsMounter, Binder, ViewMounter, Protocol):
+    """The kernel path: loop-mounted squashfs under overlayfs (idmapped binds for an unprivileged
+    container), the host-path re-binds, and read-only views for saves."""
+    def is_mounted(self, target: str) -> bool: ...
 
 
-class FuseMounterPort(RootfsMounter, IdmapMounter, ViewMounter, Protocol):
+class FuseMounterPort(RootfsMounter, ViewMounter, Protocol):
     """The FUSE path: squashfuse under fuse-overlayfs, which can shift ids and make views."""
-    def mount(self, layers: list[str], lower_mounts: list[str], upper: str, work: str, target: str,
-              idmap: IdMap | None = None) -> None: ...
     def is_mounted(self, target: str) -> bool: ...
 
 

@@ -7,10 +7,13 @@ from typing import Any, Callable, Collection
 
 import attrs
 
+from .capabilities import validate_caps
 from .exceptions import InvalidName, InvalidValue
 from .network import normalize_mac
 
 NAME_MAX = 40
+PIDS_DEFAULT = 4096  # a container's process limit unless provision(pids=...) says otherwise
+PIDS_MAX = 4194304  # the kernel's highest pid_max
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 
 # Where an operation stands; anything but READY is an intent a crash may leave behind.
@@ -106,6 +109,14 @@ class Reservation:
     cpus: float | None = attrs.field(default=None)  # CPU quota in cores
     # The CURVE public key (Z85) the container's agent must prove it holds; made at each start.
     agent_key: str | None = attrs.field(default=None, validator=attrs.validators.optional(_instance_of(str)))
+    # Capabilities kept on top of the default set (capabilities(7) names, lowercase, no cap_).
+    caps_add: tuple[str, ...] = attrs.field(default=(), converter=validate_caps)
+    pids: int = attrs.field(default=PIDS_DEFAULT)  # cgroup pids.max
+
+    @pids.validator
+    def _check_pids(self, _attr: object, value: object) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= PIDS_MAX:
+            raise InvalidValue(f"invalid pids limit {value!r}: a whole number of processes, 1 to {PIDS_MAX}")
 
     @memory.validator
     def _check_memory(self, _attr: object, value: object) -> None:
@@ -129,6 +140,7 @@ class Reservation:
         d = attrs.asdict(self)
         d["startup_commands"] = list(self.startup_commands)
         d["idmap"] = None if self.idmap is None else list(self.idmap)
+        d["caps_add"] = list(self.caps_add)
         return d
 
     @classmethod
@@ -145,6 +157,7 @@ class Reservation:
                 boot=data.get("boot"), started=bool(data.get("started", False)),
                 memory=data.get("memory"), cpus=data.get("cpus"), idmap=data.get("idmap"),
                 agent_key=data.get("agent_key"),
+                caps_add=data.get("caps_add", ()), pids=data.get("pids", PIDS_DEFAULT),
             )
         except KeyError as e:
             raise InvalidValue(f"reservation record lacks {e.args[0]!r}") from None

@@ -6,11 +6,10 @@ import random
 from typing import Any, Callable, TypeVar, cast
 
 from ..config import Settings
-from ..domain.exceptions import NotRoot
+from ..domain.exceptions import InvalidValue, NotRoot
 from ..domain.reservation import validate_name
 from ..services.bases import BaseService
 from ..services.containers import ContainerService
-from ..services.data_root import prepare_data_root
 from ..services.images import ImageService
 from ..services.logs import log_records
 from ..domain.ports import Agents, BaseBuilder, DebianBuilder, ImageCodec
@@ -60,7 +59,8 @@ class Container:
     def info(self, state: str | None = None) -> dict:
         r = self._r
         return {"name": r.name, "ip": r.ip, "mac": r.mac, "state": state or self.state, "image": r.image,
-                "ephemeral": r.ephemeral, "startup_commands": list(r.startup_commands), "status": r.status}
+                "ephemeral": r.ephemeral, "startup_commands": list(r.startup_commands), "status": r.status,
+                "privileged": r.idmap is None, "caps_add": list(r.caps_add), "pids": r.pids}
 
     def start(self) -> None:
         self._svc.containers.start(self.name)
@@ -114,17 +114,24 @@ class Service:
         self.images = ImageService(ports, self.containers, self.bases)
 
     def provision(self, name: str | None = None, base: str | None = None, memory: str | None = None,
-                  cpus: float | None = None, raw: bool = False, unprivileged: bool = False) -> Container:
+                  cpus: float | None = None, raw: bool = False, privileged: bool = False,
+                  caps_add=(), pids: int | None = None, unprivileged: bool | None = None) -> Container:
         """A new container with a static IP and a random MAC, on base (default: the busybox base).
 
-        memory ("256M") and cpus (cores, e.g. 0.5) set cgroup limits. raw=True unpacks the image
-        into a plain directory in overlays/raw/ (no squashfs, no overlay: slow to make).
-        unprivileged=True maps root inside to an unprivileged host uid (settings idmap_base)."""
+        Root inside is an unprivileged host uid (settings idmap_base and up) with a Docker-like
+        capability set; caps_add (e.g. ["net_admin"], names from capabilities(7)) widens it.
+        privileged=True makes root inside the host's root: unsafe for untrusted code.
+        memory ("256M"), cpus (cores, e.g. 0.5) and pids (default 4096) set cgroup limits.
+        raw=True unpacks the image into a plain directory in overlays/raw/ (no squashfs, no
+        overlay: slow to make). unprivileged=True is accepted (it is the default)."""
+        if unprivileged is False:
+            raise InvalidValue("containers are unprivileged by default; unprivileged=False is ambiguous: "
+                               "pass privileged=True (unsafe for untrusted code) to opt out")
         if name is not None:
             validate_name(name)  # before any slow work, such as building the default base
         image = self.bases.resolve(base)
         r = self.containers.provision(name=name, image_id=image.id, memory=memory, cpus=cpus, raw=raw,
-                                      unprivileged=unprivileged)
+                                      privileged=privileged, caps_add=caps_add, pids=pids)
         return Container(self, r.name)
 
     def get(self, name: str) -> Container:
@@ -185,11 +192,12 @@ class Service:
         return self.bases.remove(name)
 
     def load_image(self, path: str, ephemeral: bool = False, name: str | None = None,
-                   raw: bool = False, move: bool = False) -> Container:
+                   raw: bool = False, move: bool = False, privileged: bool = False) -> Container:
         """A new container from an .aimg file: verified, imported by id, mounted (never extracted,
         unless raw=True); ephemeral=True puts its writes in a throw-away overlay. move=True moves
-        the file into the store instead of copying it (same filesystem; put back on failure)."""
-        r = self.images.load(path, ephemeral=ephemeral, name=name, raw=raw, move=move)
+        the file into the store instead of copying it (same filesystem; put back on failure).
+        Unprivileged like provision(), unless privileged=True (unsafe for untrusted code)."""
+        r = self.images.load(path, ephemeral=ephemeral, name=name, raw=raw, move=move, privileged=privileged)
         return Container(self, r.name)
 
     def list_images(self):
@@ -275,9 +283,11 @@ def setup_service(reconcile: bool = True, **settings) -> Service:
     if os.geteuid() != 0:
         raise NotRoot()
     s = Settings.from_env(**settings)
-    ports = build_ports(s)
-    prepare_data_root(ports)
-    svc = Service(ports)
+    from ..adapters.host import data_root, subids
+
+    data_root.prepare(s)
+    subids.ensure_range(s.idmap_base, s.idmap_size)  # for newuidmap, if LXC finds it on PATH
+    svc = Service(build_ports(s))
     if reconcile:
         svc.reconcile()  # cheap: what a crashed process or host left behind
     return svc

@@ -70,12 +70,19 @@ def main(ctx, debug):
 @click.option("--memory", help="Memory limit, e.g. 256M.")
 @click.option("--cpus", type=float, help="CPU limit in cores, e.g. 0.5.")
 @click.option("--raw", is_flag=True, help="A plain directory in overlays/raw/ instead of an overlay.")
-@click.option("--unprivileged", is_flag=True, help="Root inside is an unprivileged host uid (id map).")
+@click.option("--pids", type=int, help="Process limit (default 4096).")
+@click.option("--cap-add", "caps_add", multiple=True, metavar="CAP",
+              help="Keep this capability too (capabilities(7) name, lowercase, no cap_), e.g. net_admin.")
+@click.option("--privileged", is_flag=True,
+              help="Root inside is the host's root (no user namespace): unsafe for untrusted code.")
+@click.option("--unprivileged", is_flag=True, hidden=True, help="The default; accepted for old scripts.")
 @json_option
-def provision(name, base, memory, cpus, raw, unprivileged, as_json):
-    """Create a container with a static IP and a random MAC."""
-    c = _service().provision(name=name, base=base, memory=memory, cpus=cpus, raw=raw,
-                             unprivileged=unprivileged)
+def provision(name, base, memory, cpus, raw, pids, caps_add, privileged, unprivileged, as_json):
+    """Create a container with a static IP and a random MAC (unprivileged unless --privileged)."""
+    if privileged and unprivileged:
+        raise click.UsageError("--privileged and --unprivileged contradict each other")
+    c = _service().provision(name=name, base=base, memory=memory, cpus=cpus, raw=raw, pids=pids,
+                             caps_add=list(caps_add), privileged=privileged)
     info = c.info()
     _emit(as_json, info, f"{info['name']} ip={info['ip']} mac={info['mac']} state={info['state']}")
 
@@ -239,10 +246,12 @@ def save(name, path, layered, image_name, as_json):
 @click.option("--name", help="Container name (random if omitted).")
 @click.option("--raw", is_flag=True, help="Unpack into a plain directory in overlays/raw/ (slow).")
 @click.option("--move", is_flag=True, help="Move the file into the store instead of copying it.")
+@click.option("--privileged", is_flag=True,
+              help="Root inside is the host's root (no user namespace): unsafe for untrusted code.")
 @json_option
-def load(path, ephemeral, name, raw, move, as_json):
-    """Load the image file PATH into a new container."""
-    c = _service().load_image(path, ephemeral=ephemeral, name=name, raw=raw, move=move)
+def load(path, ephemeral, name, raw, move, privileged, as_json):
+    """Load the image file PATH into a new container (unprivileged unless --privileged)."""
+    c = _service().load_image(path, ephemeral=ephemeral, name=name, raw=raw, move=move, privileged=privileged)
     info = c.info()
     _emit(as_json, info, f"{info['name']} ip={info['ip']} mac={info['mac']} image={info['image'][:12]}"
                          f"{' ephemeral' if info['ephemeral'] else ''}")

@@ -15,7 +15,7 @@ from ..domain.image import Image, lineage
 from ..domain.network import MacGenerator
 from ..domain.paths import container_path
 from ..domain.ports import AgentClient, JsonDict, LineCallback
-from ..domain.reservation import DESTROYING, PROVISIONING, READY, Reservation, validate_name
+from ..domain.reservation import DESTROYING, PIDS_DEFAULT, PROVISIONING, READY, Reservation, validate_name
 from .faults import checkpoint
 from .ports import Ports
 from .result import RunResult
@@ -42,22 +42,16 @@ class ContainerService:
 
     def reserve(self, name: str | None, image_id: str, ephemeral: bool = False,
                 startup_commands: Iterable[str] = (), new_image: Image | None = None, raw: bool = False,
-                unprivileged: bool = False, **limits: Any) -> Reservation:
+                privileged: bool = False, caps_add: Iterable[str] = (), **limits: Any) -> Reservation:
         """Claim a name, an address and a MAC in one transaction (status provisioning).
 
-        new_image, if given, is registered in the same transaction (a loaded image)."""
+        Unprivileged (root inside is host uid idmap_base) unless privileged=True. new_image,
+        if given, is registered in the same transaction (a loaded image). limits: memory,
+        cpus, pids."""
         if name is not None:
             validate_name(name)
-        idmap = None
-        if unprivileged:
-            if raw or self.p.mounters.fuse_available() is None:
-                raise InvalidValue("an unprivileged container needs the FUSE mounter (fuse-overlayfs "
-                                   "shifts the ids) and cannot be raw")
-            idmap = (self.settings.idmap_base, self.settings.idmap_size)
-            closed = self.p.fs.closed_ancestor(self.settings.root)
-            if closed is not None:
-                raise InvalidValue(f"an unprivileged container's root cannot reach {self.settings.root}: "
-                                   f"{closed} is not searchable by others (chmod o+x {closed})")
+        idmap = None if privileged else self._idmap()
+        pids = limits.get("pids")
         host_macs = self.p.net.host_macs()
         macgen = MacGenerator(self.p.rng, self.settings.mac_prefix)
         with self.p.repo.transaction() as state:
@@ -72,13 +66,22 @@ class ContainerService:
             mac = macgen.generate(state.macs() | host_macs)
             r = Reservation(name=name, ip=ip, mac=mac, image=image_id, ephemeral=ephemeral,
                             startup_commands=startup_commands, created=self.p.clock(),
-                            status=PROVISIONING,
-                            mounter="raw" if raw else "fuse" if idmap else self._mounter_name(),
-                            idmap=idmap,
+                            status=PROVISIONING, mounter="raw" if raw else self._mounter_name(),
+                            idmap=idmap, caps_add=caps_add,
+                            pids=PIDS_DEFAULT if pids is None else pids,
                             owner=self.p.procs.token(), boot=self.p.procs.boot_id(),
                             memory=limits.get("memory"), cpus=limits.get("cpus"))
             state.add(r)
             return r
+
+    def _idmap(self) -> tuple[int, int]:
+        """The id map of an unprivileged container, once its root can reach the data root."""
+        closed = self.p.fs.closed_ancestor(self.settings.root)
+        if closed is not None:
+            raise InvalidValue(f"an unprivileged container's root cannot reach {self.settings.root}: "
+                               f"{closed} is not searchable by others (chmod o+x {closed}, or "
+                               f"privileged=True, unsafe for untrusted code)")
+        return (self.settings.idmap_base, self.settings.idmap_size)
 
     def _mounter_name(self) -> str:
         """kernel or fuse as configured; auto takes the kernel path when it is there."""
@@ -90,9 +93,10 @@ class ContainerService:
 
     def provision(self, name: str | None, image_id: str, ephemeral: bool = False,
                   startup_commands: Iterable[str] = (), memory: str | None = None, cpus: float | None = None,
-                  raw: bool = False, unprivileged: bool = False) -> Reservation:
+                  raw: bool = False, privileged: bool = False, caps_add: Iterable[str] = (),
+                  pids: int | None = None) -> Reservation:
         r = self.reserve(name, image_id, ephemeral, startup_commands, raw=raw, memory=memory, cpus=cpus,
-                         unprivileged=unprivileged)
+                         privileged=privileged, caps_add=caps_add, pids=pids)
         checkpoint("provision.reserved")
         with self.locked(r.name):
             return self._provision(r)
@@ -143,20 +147,20 @@ class ContainerService:
             self.p.fs.make_dirs(target)  # the raw mounter unpacks into upper itself
         else:
             self.p.fs.make_dirs(upper, work, target)
-        # Only root walks to a privileged container's merged tree (its setuid-root files must not
-        # be runnable by host users); an unprivileged container's root must reach its own.
-        self.p.fs.chmod(L.mnt(r.name), 0o711 if r.idmap else 0o700)
+        # Only root walks to a container's merged tree (its set-uid files must not be runnable by
+        # host users); an unprivileged container's root reaches its own through the group.
+        if r.idmap is not None:
+            self.p.fs.chown(L.mnt(r.name), 0, r.idmap[0])
+        self.p.fs.chmod(L.mnt(r.name), 0o710 if r.idmap else 0o700)
         try:
-            if r.idmap is not None:  # only the FUSE mounter shifts ids
-                self.p.mounters.fuse_required().mount(files, points, upper, work, target, idmap=r.idmap)
-            else:
-                mounter.mount(files, points, upper, work, target)
+            mounter.mount(files, points, upper, work, target, idmap=r.idmap)
         except AppContainersError:
             fuse = self.p.mounters.fuse
             if not (r.mounter == "kernel" and self.settings.mounter == "auto" and fuse is not None):
                 raise
-            # The kernel path failed (no loop devices, no overlay in this kernel): FUSE instead.
-            fuse.mount(files, points, upper, work, target)
+            # The kernel path failed (no loop devices, no overlay or no idmapped mounts in this
+            # kernel): FUSE instead.
+            fuse.mount(files, points, upper, work, target, idmap=r.idmap)
             with self.p.repo.transaction() as state:
                 if r.name in state.reservations:
                     state.put(attrs.evolve(state.reservations[r.name], mounter="fuse"))
@@ -191,6 +195,8 @@ class ContainerService:
             self.p.fs.write_text(src, text)
             mounts.append((src, path))
         self.p.fs.make_dirs(L.agent_dir(r.name))
+        # The agent's log holds command output, agent.json its configuration: container root only.
+        self.p.fs.chmod(L.agent_dir(r.name), 0o700)
         if r.idmap is not None:  # root inside must be able to make its sockets and log there
             self.p.fs.chown(L.agent_dir(r.name), r.idmap[0], r.idmap[0])
         context["files"] = mounts
@@ -325,6 +331,8 @@ class ContainerService:
                 if state.reservations.get(name) == r:
                     state.remove(name)
             self.sync_rules()
+            if r.idmap is not None:
+                self.release_binds()
 
     def sync_rules(self) -> None:
         """Make the data root's nftables rules match its containers (no tables once none is
@@ -334,10 +342,24 @@ class ContainerService:
             reservations = self.p.repo.read().reservations.values()
             self.p.net.apply_rules(plans.root_rules(self.settings, reservations))
 
+    def release_binds(self) -> None:
+        """Unmount the host path re-binds (mnt/.binds) once no unprivileged container is left.
+
+        Under the lock a start takes to re-bind them, after this container's record is gone: the
+        last of several concurrent destroys sees none left and unbinds."""
+        binds = os.path.join(self.layout.mnt(""), ".binds")
+        with self.p.fs.lock(self.layout.lock_file(".binds")):
+            if any(r.idmap for r in self.p.repo.read().reservations.values()):
+                return
+            kernel = self.p.mounters.kernel
+            for point in kernel.bind_points(binds):
+                kernel.unmount(point, [])
+
     def unmount_view(self, name: str) -> None:
-        fuse = self.p.mounters.fuse
-        if fuse is not None and fuse.is_mounted(self.layout.view(name)):
-            fuse.unmount_view(self.layout.view(name))
+        view = self.layout.view(name)
+        for mounter in self.p.mounters.viewers():  # fuse-overlayfs or a kernel overlay
+            if view in mounter.mounted(os.path.dirname(view)):
+                mounter.unmount_view(view)
         self.p.fs.remove_tree(os.path.dirname(self.layout.view(name)))
 
     def destroy(self, name: str) -> None:

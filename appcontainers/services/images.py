@@ -71,13 +71,16 @@ class ImageService:
                 if running:  # a consistent copy of a running container
                     self.p.driver.freeze(name)
                     frozen = True
-                if flatten and r.idmap is not None:
+                if flatten and r.idmap is not None and r.mounter == "raw":
+                    source = self.containers.upper(r)  # the directory itself holds unshifted ids
+                elif flatten and r.idmap is not None:
                     # Its merged rootfs shows ids shifted; pack an unshifted read-only view instead,
                     # in a root-only directory (.views is 0700) and without suid or devices.
                     layers = [os.path.join(self.layout.layer_mount(name, i), "rootfs")
                               for i in range(len(lineage(self.p.repo.read().images, r.image)))]
                     source = self.layout.view(name)
-                    self.p.mounters.fuse_required().mount_view([self.containers.upper(r), *layers], source)
+                    viewer = self.p.mounters.viewer(r.mounter)  # kernel (idmapped layers) or fuse
+                    viewer.mount_view([self.containers.upper(r), *layers], source)
                     viewing = True
                 image_id: str = self.p.codec.pack(source, manifest, path,
                                              level=level or self.p.settings.squashfs_level, progress=progress)
@@ -88,7 +91,7 @@ class ImageService:
                         self.p.driver.unfreeze(name)
                 finally:
                     if viewing:
-                        self.p.mounters.fuse_required().unmount_view(source)
+                        viewer.unmount_view(source)
         finally:
             with self.p.repo.transaction() as state:
                 state.end(op.id)
@@ -174,7 +177,7 @@ class ImageService:
         self._forget_move(moved)
 
     def load(self, path: str, ephemeral: bool = False, name: str | None = None, raw: bool = False,
-             move: bool = False) -> Reservation:
+             move: bool = False, privileged: bool = False) -> Reservation:
         image, staged, moved = self._import(os.path.abspath(path), move=move)
         try:
             if image.parent is not None:
@@ -183,7 +186,8 @@ class ImageService:
                 except UnknownImage:
                     raise UnknownImage(f"{image.parent} (parent of {path}): load the parent image first") from None
             r = self.containers.reserve(name, image.id, ephemeral=ephemeral,
-                                        startup_commands=image.startup_commands, new_image=image, raw=raw)
+                                        startup_commands=image.startup_commands, new_image=image, raw=raw,
+                                        privileged=privileged)
         except BaseException:
             self._unstage(staged, moved)
             raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any, Collection, Iterable, Sequence
 
+from ..domain.capabilities import kept
 from ..domain.exceptions import InvalidValue
 from ..domain.image import Image
 from ..domain.network import AddressPool
@@ -78,7 +79,7 @@ def context(r: Reservation, layout: Layout, settings: Settings, pool: AddressPoo
         "bridge": settings.bridge, "prefixlen": pool.prefixlen, "gateway": pool.gateway,
         "broadcast": pool.broadcast, "veth": veth_name(settings.root_id, r.name), "agent_dir": layout.agent_dir(r.name),
         "host_binds": [(b, b) for b in host_binds(chain)], "init": " ".join(init_argv(chain)),
-        "devices": DEVICES, "root_id": settings.root_id,
+        "devices": DEVICES, "root_id": settings.root_id, "caps": kept(r.caps_add),
         "files": [],
     }
 

@@ -10,7 +10,7 @@ from ..config import Settings
 from ..domain.exceptions import InvalidValue
 from ..domain.ports import (Agents, BaseBuilder, Clock, ContainerDriver, DebianBuilder,
                             FuseMounterPort, HostFs, HostNetwork, ImageCodec, ImageViewer, KernelMounterPort,
-                            Processes, ResourceRepository, Rng, RootfsMounter, Skeletons)
+                            Processes, ResourceRepository, Rng, RootfsMounter, Skeletons, ViewMounter)
 
 
 @attrs.frozen
@@ -26,6 +26,17 @@ class Mounters:
     def values(self) -> list[RootfsMounter]:
         """Every configured mounter: kernel, fuse, raw."""
         return [m for m in (self.kernel, self.fuse, self.raw) if m is not None]
+
+    def viewers(self) -> list[ViewMounter]:
+        """The mounters that make a save's read-only merged view: kernel, fuse."""
+        return [m for m in (self.kernel, self.fuse) if m is not None]
+
+    def viewer(self, name: str) -> ViewMounter:
+        """The view mounter of a container's own mounter (kernel or fuse)."""
+        mounter = {"kernel": self.kernel, "fuse": self.fuse}.get(name)
+        if mounter is None:
+            raise InvalidValue(f"a {name} container's tree cannot be viewed for a save")
+        return mounter
 
     def by_name(self, name: str) -> RootfsMounter:
         for m in self.values():

@@ -114,7 +114,9 @@ class TestHostileApi:
         assert not os.path.exists("/etc/evil")
 
     @pytest.mark.parametrize("kwargs", [{"memory": "lots"}, {"memory": "0"}, {"cpus": -1}, {"cpus": "two"},
-                                        {"base": "no-such-base"}])
+                                        {"base": "no-such-base"}, {"pids": 0}, {"pids": "many"},
+                                        {"caps_add": ["cap_sys_admin"]}, {"caps_add": ["sys_admn"]},
+                                        {"caps_add": "net_admin"}, {"unprivileged": False}])
     def test_bad_provision_options(self, svc, data_root, kwargs):
         """Bad limits and unknown bases are refused before anything is reserved."""
         before = _snapshot(svc, data_root)
@@ -166,21 +168,29 @@ class TestHostileApi:
 
     def test_pool_exhaustion(self, data_root, tmp_path):
         """A /30 holds one container; the second provision is refused with PoolExhausted, nothing held."""
+        import shutil
+        import tempfile
+
         import appcontainers
         from appcontainers.domain.exceptions import PoolExhausted
-        small = appcontainers.setup_service(root=str(tmp_path / "root"), bridge="actest1",
-                                            subnet="10.0.203.0/30")
+        # Under /var/tmp, searchable by others (tmp_path's parents are 0700): the default container
+        # is unprivileged and its root must reach its rootfs.
+        root = tempfile.mkdtemp(prefix="appcontainers-test-pool-", dir="/var/tmp")
+        os.chmod(root, 0o711)
+        small = appcontainers.setup_service(root=root, bridge="actest1", subnet="10.0.203.0/30")
         try:
             c = small.provision()
-            before = _snapshot(small, str(tmp_path / "root"))
+            before = _snapshot(small, root)
             with pytest.raises(PoolExhausted):
                 small.provision()
-            assert _snapshot(small, str(tmp_path / "root")) == before
+            assert _snapshot(small, root) == before
             c.destroy()
         finally:
             for c in small.list_containers():
                 c.destroy()
+            small.reconcile()  # the host Python re-bind under mnt/.binds
             subprocess.run(["ip", "link", "del", "actest1"], capture_output=True)
+            shutil.rmtree(root, ignore_errors=True)
 
 
 class TestHostileCli:

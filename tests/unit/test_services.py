@@ -351,8 +351,8 @@ class TestFiles:
 
 class TestSaveImage:
     def test_flatten_packs_merged_rootfs(self, svc, out):
-        """A flattened save packs the merged rootfs with no parent and the base's init."""
-        c = svc.provision("web")
+        """A flattened save of a privileged container packs the merged rootfs with no parent and the base's init."""
+        c = svc.provision("web", privileged=True)
         c.add_startup_command("serve")
         image = c.save_image(str(out / "web.aimg"))
         packed = svc.ports.codec.packed[-1]
@@ -362,6 +362,18 @@ class TestSaveImage:
         assert packed["manifest"]["init"] == ["/sbin/appcontainers-init"]
         assert image.id == encode_image(packed["manifest"])[0] and image.parent is None
         assert svc.ports.fs.is_file(str(out / "web.aimg"))
+
+    def test_flatten_of_unprivileged_packs_an_unshifted_view(self, svc, out):
+        """A default (unprivileged) container's flattened save packs a read-only view of its upper
+        over its layers (ids as stored), unmounted afterwards; not the shifted merged rootfs."""
+        c = svc.provision("web")
+        c.save_image(str(out / "web.aimg"))
+        L = svc.settings.layout
+        packed = svc.ports.codec.packed[-1]
+        assert packed["source"] == L.view("web")
+        kernel = svc.ports.mounters.kernel
+        assert L.view("web") not in kernel.mounts
+        assert kernel.idmaps[L.rootfs("web")] == (svc.settings.idmap_base, svc.settings.idmap_size)
 
     def test_layered_packs_upper_with_parent(self, svc, out):
         """A layered save packs only the upper layer and records the container's image as parent."""
@@ -549,12 +561,13 @@ class TestFusePaths:
 
     IDMAP = (100000, 65536)
 
-    def test_unprivileged_needs_fuse(self):
-        """Without a FUSE mounter an unprivileged container is refused, and nothing is reserved."""
+    def test_default_is_unprivileged_without_fuse(self):
+        """Without a FUSE mounter the default (unprivileged) container takes the kernel path, id-mapped."""
         svc = make_service()
-        with pytest.raises(InvalidValue):
-            svc.provision("u", unprivileged=True)
-        assert svc.ports.repo.read().reservations == {}
+        svc.provision("u")
+        r = svc.ports.repo.read().get("u")
+        assert (r.mounter, r.idmap) == ("kernel", self.IDMAP)
+        assert svc.ports.mounters.kernel.idmaps == {svc.settings.layout.rootfs("u"): self.IDMAP}
 
     def test_unprivileged_raw_refused(self):
         """An unprivileged container cannot be raw (only fuse-overlayfs shifts ids)."""
@@ -564,9 +577,9 @@ class TestFusePaths:
         assert svc.ports.repo.read().reservations == {}
 
     def test_unprivileged_mounted_shifted(self):
-        """An unprivileged container is mounted by the FUSE mounter with its id map, never the kernel's;
-        its agent dir belongs to its root, its mount dir is searchable."""
-        svc = make_service(fuse=True)
+        """With mounter fuse, an unprivileged container is mounted by the FUSE mounter with its id map,
+        never the kernel's; its agent dir belongs to its root, its mount dir reachable by its group."""
+        svc = make_service(fuse=True, mounter="fuse")
         svc.provision("u", unprivileged=True)
         p, L = svc.ports, svc.settings.layout
         r = p.repo.read().get("u")
@@ -574,12 +587,12 @@ class TestFusePaths:
         assert p.mounters.fuse.idmaps == {L.rootfs("u"): self.IDMAP}
         assert list(p.mounters.fuse.mounts) == [L.rootfs("u")] and p.mounters.kernel.mounts == {}
         assert p.fs.owners[L.agent_dir("u")] == (100000, 100000)
-        assert p.fs.modes[L.mnt("u")] == 0o711
+        assert p.fs.modes[L.mnt("u")] == 0o710 and p.fs.owners[L.mnt("u")] == (0, 100000)
 
     def test_privileged_not_shifted(self):
         """A privileged container keeps the kernel path, its mount dir root-only."""
         svc = make_service(fuse=True)
-        svc.provision("k")
+        svc.provision("k", privileged=True)
         p, L = svc.ports, svc.settings.layout
         assert p.repo.read().get("k").mounter == "kernel" and p.mounters.fuse.mounts == {}
         assert p.fs.modes[L.mnt("k")] == 0o700
@@ -600,7 +613,7 @@ class TestFusePaths:
         """A privileged container binds the host paths directly: no re-bind."""
         svc = make_service(fuse=True)
         svc.ports.base_builder.host_binds = ["/usr/lib/python3"]
-        svc.provision("k")
+        svc.provision("k", privileged=True)
         assert svc.ports.mounters.kernel.binds == {}
 
     def test_auto_takes_fuse_without_kernel(self):
@@ -635,8 +648,8 @@ class TestFusePaths:
 
     def test_save_unprivileged_packs_unshifted_view(self):
         """A flattened save of an unprivileged container packs a view of its upper and layers
-        (ids as stored), unmounted after."""
-        svc = make_service(fuse=True)
+        (ids as stored) made by its own mounter (here FUSE), unmounted after."""
+        svc = make_service(fuse=True, mounter="fuse")
         svc.ports.fs.dirs.add("/out")
         c = svc.provision("u", unprivileged=True)
         c.start()

@@ -133,11 +133,16 @@ class HostFs:
 
     # Inside a container's root: never leaves it.
     def write_in_root(self, root: str, path: str, data: bytes, mode: int, shift: int = 0) -> None:
-        rootfs_files.write_file(root, path, data, mode, shift=shift)
+        from ..mounts.idmapped import creating_as  # an idmapped tree takes creations by mapped ids only
 
-    def extract_in_root(self, root: str, dest: str, archive: str, shift: int = 0, **limits) -> int:
+        with creating_as(shift):
+            rootfs_files.write_file(root, path, data, mode, shift=shift)
+
+    def extract_in_root(self, root: str, dest: str, archive: str, shift: int = 0, **limits: int) -> int:
         """limits: max_bytes, max_members (tar_extract's defaults when not given)."""
         from . import tar_extract
+        from ..mounts.idmapped import creating_as  # an idmapped tree takes creations by mapped ids only
 
-        return tar_extract.extract_archive(root, dest, archive, shift, **limits)
+        with creating_as(shift):
+            return tar_extract.extract_archive(root, dest, archive, shift, **limits)
 

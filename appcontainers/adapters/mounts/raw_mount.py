@@ -20,9 +20,10 @@ class RawMounter:
 
     def mount(self, layers: list[str], lower_mounts: list[str], upper: str, work: str, target: str,
               idmap=None) -> None:
-        """Unpack the image into upper (once), then bind it at target. work is unused."""
-        if idmap is not None:
-            raise InvalidValue("a raw container cannot be unprivileged: use the FUSE mounter")
+        """Unpack the image into upper (once), then bind it at target. work is unused.
+
+        idmap (host base, count): the files stay on disk with the image's own ids and the bind
+        is idmapped, so root inside (host uid base) owns them."""
         if len(layers) != 1:
             raise InvalidValue("a raw container needs a flattened image (one layer); this one has "
                                f"{len(layers)}: load it normally, save it flattened, then load that raw")
@@ -38,7 +39,16 @@ class RawMounter:
             finally:
                 shutil.rmtree(stage, ignore_errors=True)
         os.makedirs(target, exist_ok=True)
-        process.run(["mount", "--bind", upper, target], timeout=60)
+        if idmap is None:
+            process.run(["mount", "--bind", upper, target], timeout=60)
+            return
+        from .idmapped import bind_idmapped, userns_fd
+
+        ns = userns_fd(*idmap)
+        try:
+            bind_idmapped(upper, target, ns)
+        finally:
+            os.close(ns)
 
     def unmount(self, target: str, lower_mounts: list[str]) -> None:
         if is_mountpoint(target) and self._ours(target):
