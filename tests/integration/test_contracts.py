@@ -15,7 +15,7 @@ import pytest
 
 from appcontainers.adapters.aimg.squashfs import SquashfsCodec
 from appcontainers.adapters.host.hostfs import HostFs
-from appcontainers.adapters.host.hostnet import HostNetwork
+from appcontainers.adapters.net.hostnet import HostNetwork
 from appcontainers.adapters.lxc.lxc_cli import LxcDriver
 from appcontainers.adapters.mounts.fuse_overlay import FuseMounter, fuse_available
 from appcontainers.adapters.mounts.kernel_mount import KernelMounter, kernel_available
