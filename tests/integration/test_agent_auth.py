@@ -209,7 +209,8 @@ class TestSocketSwap:
         a, _ = pair
         path = os.path.join(svc.settings.layout.agent_dir(a.name), "agent.json")
         st = os.stat(path)
-        assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0
+        idmap = svc.containers.get(a.name).idmap  # the file is root inside's: host uid 0, or the map's first id
+        assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == (idmap[0] if idmap else 0)
         with open(path) as f:
             secret = json.load(f)["curve_secret_key"]
         assert zmq.curve_public(secret.encode()).decode() == svc.containers.get(a.name).agent_key

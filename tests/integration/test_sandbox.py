@@ -77,7 +77,7 @@ class TestUserNamespace:
 def _in_container(pid: str, name: str) -> bool:
     try:
         with open(f"/proc/{pid}/cgroup") as f:
-            return f"lxc.payload.{name}" in f.read()
+            return f".payload.{name}" in f.read()
     except OSError:
         return False
 
@@ -193,7 +193,8 @@ class TestEscapes:
 
 
 def _host_pids(name: str, key: str) -> str:
-    for path in (f"/sys/fs/cgroup/pids/lxc.payload.{name}/{key}", f"/sys/fs/cgroup/lxc.payload.{name}/{key}"):
+    import glob
+    for path in glob.glob(f"/sys/fs/cgroup/pids/*.payload.{name}/{key}") + glob.glob(f"/sys/fs/cgroup/*.payload.{name}/{key}"):
         if os.path.exists(path):
             with open(path) as f:
                 return f.read()
@@ -311,7 +312,7 @@ class TestNewuidmap:
             subprocess.run([shutil.which("lxc-start"), "-P", svc.settings.layout.lxcpath, "-n", c.name, "-d",
                             "-o", str(log), "-l", "TRACE"], env={"PATH": path}, check=True, timeout=60,
                            capture_output=True)
-            assert svc.ports.agents(agent).wait_ready(svc.settings.start_timeout), log.read_text()[-2000:]
+            assert svc.containers.agent(c.name).wait_ready(svc.settings.start_timeout), log.read_text()[-2000:]
             return _ok(c, "cat /proc/self/uid_map").split(), log.read_text()
         finally:
             c.destroy()
