@@ -2,8 +2,12 @@
 checks that its precondition holds, then that its effect did not happen."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
+import signal
+import time
 import shutil
 import subprocess
 import sys
@@ -189,3 +193,92 @@ class TestStorePoisoning:
                 c.destroy()
         finally:
             _drop_user_images(svc, clean_id)
+
+
+SAVE = textwrap.dedent("""
+    import json, sys, appcontainers
+    svc = appcontainers.setup_service(**json.loads(sys.argv[1]))
+    svc.get(sys.argv[2]).save_image(sys.argv[3])
+""")
+
+
+def _wait_for(predicate, timeout: float = 30.0, what: str = "a condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
+def _freezer_dir(svc, name: str) -> str:
+    """The v1 freezer cgroup directory of the container's init (this host's LXC uses it)."""
+    pid = svc.ports.driver.pid(name)
+    with open(f"/proc/{pid}/cgroup") as f:
+        rel = next(line.split(":", 2)[2].strip() for line in f if line.split(":")[1] == "freezer")
+    return "/sys/fs/cgroup/freezer" + rel
+
+
+@contextlib.contextmanager
+def _unfreezable_task(cgroup_dir: str, work):
+    """A task in the container's freezer cgroup that cannot freeze: a cat reading from a FUSE
+    filesystem whose daemon is stopped (after the freezer's fake signal it waits killable, not
+    freezable), so freezing the cgroup stays FREEZING until the daemon answers."""
+    src, mnt = work / "src", work / "mnt"
+    src.mkdir()
+    mnt.mkdir()
+    (src / "f").write_text("x")
+    subprocess.run(["mksquashfs", str(src), str(work / "t.sqfs"), "-quiet", "-no-progress"], check=True)
+    daemon = subprocess.Popen(["squashfuse", "-f", str(work / "t.sqfs"), str(mnt)])
+    cat = None
+    try:
+        _wait_for(lambda: os.path.ismount(mnt), what="squashfuse")
+        os.kill(daemon.pid, signal.SIGSTOP)
+        cat = subprocess.Popen(["cat", str(mnt / "f")], stdout=subprocess.DEVNULL)
+        _wait_for(lambda: _read(f"/proc/{cat.pid}/wchan") == "request_wait_answer", what="cat to block")
+        with open(os.path.join(cgroup_dir, "cgroup.procs"), "w") as f:
+            f.write(str(cat.pid))
+        yield
+    finally:
+        os.kill(daemon.pid, signal.SIGCONT)
+        if cat is not None:
+            cat.wait(timeout=30)
+        subprocess.run(["umount", str(mnt)], check=False)
+        daemon.terminate()
+        daemon.wait(timeout=30)
+
+
+class TestLeftFrozen:
+    @pytest.mark.parametrize("left", ["FREEZING", "FROZEN"])
+    def test_gc_thaws_a_container_a_killed_save_left_frozen(self, svc, settings, container, tmp_path, left):
+        """A save's process group killed while it froze the container (state FREEZING, or FROZEN):
+        gc thaws it and the container runs commands again."""
+        container.start()
+        freezer = _freezer_dir(svc, container.name)
+        with contextlib.ExitStack() as stack:
+            if left == "FREEZING":
+                stack.enter_context(_unfreezable_task(freezer, tmp_path))
+            save = subprocess.Popen([sys.executable, "-c", SAVE, json.dumps(settings), container.name,
+                                     str(tmp_path / "s.aimg")], start_new_session=True,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                _wait_for(lambda: _read(os.path.join(freezer, "freezer.state")) == left, what=left)
+            finally:
+                os.killpg(save.pid, signal.SIGKILL)
+                save.wait(timeout=30)
+            time.sleep(0.2)
+            assert svc.ports.driver.state(container.name) == left  # precondition: what lxc-info reports
+            assert _read(os.path.join(freezer, "freezer.state")) == left
+            svc.reconcile()
+            assert _read(os.path.join(freezer, "freezer.state")) == "THAWED"
+            assert svc.ports.driver.state(container.name) == "RUNNING"
+        assert container.run("echo thawed").stdout == "thawed\n"
+        container.save_image(str(tmp_path / "again.aimg"))  # freezes and thaws again, cleanly
+        assert svc.ports.driver.state(container.name) == "RUNNING"
+        assert svc.reconcile(dry_run=True) == []
+        assert [f for f in os.listdir(tmp_path) if f.endswith(".tmp")] == []
