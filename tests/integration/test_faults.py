@@ -282,3 +282,34 @@ class TestLeftFrozen:
         assert svc.ports.driver.state(container.name) == "RUNNING"
         assert svc.reconcile(dry_run=True) == []
         assert [f for f in os.listdir(tmp_path) if f.endswith(".tmp")] == []
+
+
+PROVISION = textwrap.dedent("""
+    import json, sys, appcontainers
+    svc = appcontainers.setup_service(**json.loads(sys.argv[1]))
+    svc.provision(name=sys.argv[2])
+""")
+
+
+class TestZombieOwner:
+    def test_a_provision_whose_process_is_a_zombie_is_repaired_and_removable(self, svc, settings):
+        """A provision killed mid-way whose parent has not reaped it (a zombie) counts as dead:
+        gc tears it down, and destroy is not refused as 'provisioning by another process'."""
+        name = "zombie-owner"
+        p = subprocess.Popen([sys.executable, "-c", PROVISION, json.dumps(settings), name],
+                             env={**os.environ, "APPCONTAINERS_FAULT": "provision.reserved"},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT)  # exited, and left unreaped
+            assert _read(f"/proc/{p.pid}/stat").split(")")[-1].split()[0] == "Z"  # precondition
+            r = svc.ports.repo.read().reservations[name]
+            assert r.status == "provisioning" and r.owner.split(":")[0] == str(p.pid)
+            assert not svc.ports.procs.alive(r.owner)
+            assert any(name in line for line in svc.reconcile(dry_run=True))
+            svc.get(name).destroy()  # not refused
+            assert name not in {c.name for c in svc.list_containers()}
+            assert os.path.exists(f"/proc/{p.pid}")  # still a zombie all along
+        finally:
+            p.wait(timeout=30)
+            if name in {c.name for c in svc.list_containers()}:
+                svc.reconcile()
