@@ -1,6 +1,7 @@
 """Every error appcontainers raises on purpose: one base, one line each."""
 from __future__ import annotations
 
+import errno
 from typing import Sequence
 
 
@@ -134,3 +135,14 @@ class BaseNameTaken(AppContainersError):
         self.name, self.image_id = name, image_id
         super().__init__(f"base {name!r} exists ({image_id[:12]}) and was built from other inputs: "
                          f"give another name, or force (--force) to replace it")
+
+
+class HostError(AppContainersError):
+    """A host system call failed (a full disk, a file that went away, ...); keeps the OSError."""
+
+    def __init__(self, action: str, error: OSError) -> None:
+        self.action, self.error = action, error
+        where = f" ({error.filename})" if error.filename else ""
+        full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+        hint = ": the data root's filesystem is full, free some space" if full else ""
+        super().__init__(f"{action} failed: {error.strerror or error}{where}{hint}")

@@ -16,6 +16,7 @@ from ..domain.paths import container_path
 from ..domain.ports import JsonDict, LineCallback
 from ..domain.reservation import DESTROYING, PROVISIONING, READY, Reservation, validate_name
 from .faults import checkpoint
+from .host_errors import host_errors, host_errors_in
 from .ports import Ports
 from .result import RunResult
 from . import plans
@@ -87,6 +88,7 @@ class ContainerService:
             return "fuse"
         return "kernel"
 
+    @host_errors("provision")
     def provision(self, name: str | None, image_id: str, ephemeral: bool = False,
                   startup_commands: Iterable[str] = (), memory: str | None = None, cpus: float | None = None,
                   raw: bool = False, unprivileged: bool = False) -> Reservation:
@@ -219,6 +221,7 @@ class ContainerService:
         return self.p.driver.state(name)
 
     # ---- lifecycle ------------------------------------------------------------------
+    @host_errors("start")
     def start(self, name: str) -> None:
         with self.locked(name):
             self._start(name)
@@ -235,17 +238,28 @@ class ContainerService:
         self.p.fs.write_json(agent_dir + "/agent.json", plans.agent_config(r, chain, self.settings))
         for stale in ("ready", "cmd.sock", "events.sock"):
             self.p.fs.remove_file(f"{agent_dir}/{stale}")
-        self.p.driver.start(name, self.settings.start_timeout)
-        if plans.has_agent(chain):
-            if not self.p.agents(agent_dir).wait_ready(self.settings.start_timeout):
+        try:
+            self.p.driver.start(name, self.settings.start_timeout)
+            if plans.has_agent(chain) and not self.p.agents(agent_dir).wait_ready(self.settings.start_timeout):
                 raise AgentUnavailable(f"container {name} started but its agent did not answer within "
                                        f"{self.settings.start_timeout:g}s; see {self.layout.lxcpath}/{name}/lxc.log")
+        except BaseException:
+            self._stop_after_failed_start(name)
+            raise
         if r.ephemeral and not r.started:
             # From now on, finding it stopped means it ended without stop(): reconcile removes it.
             with self.p.repo.transaction() as state:
                 current = state.reservations.get(name)
                 if current is not None:
                     state.put(attrs.evolve(current, started=True))
+
+    def _stop_after_failed_start(self, name: str) -> None:
+        """A start that failed stops what it started (never left RUNNING); called from an error
+        handler, so it never raises over the original error."""
+        try:
+            self.p.driver.stop(name, self.settings.stop_timeout)
+        except (AppContainersError, OSError):
+            pass
 
     def stop(self, name: str) -> bool:
         """Stop the container; an ephemeral one is then destroyed (returns True if it was)."""
@@ -437,7 +451,8 @@ class ContainerService:
     def logs(self, name: str, since: int = 0, follow: bool = False) -> Iterator[tuple[int, JsonDict]]:
         """(offset, record) pairs from the container's agent log; follow waits for more."""
         self.get(name)
-        return self.p.agents(self.layout.agent_dir(name)).logs(since=since, follow=follow)
+        return host_errors_in(f"reading the log of container {name}",
+                              self.p.agents(self.layout.agent_dir(name)).logs(since=since, follow=follow))
 
     def agent_dirs(self) -> dict[str, str]:
         return {r.name: self.layout.agent_dir(r.name) for r in self.list()}

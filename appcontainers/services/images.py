@@ -16,6 +16,7 @@ from . import plans
 from .bases import BaseService
 from .containers import ContainerService
 from .faults import checkpoint
+from .host_errors import host_errors
 from .ports import Ports
 
 
@@ -25,6 +26,7 @@ class ImageService:
         self.layout = ports.settings.layout
 
     # ---- save -------------------------------------------------------------------------
+    @host_errors("save")
     def save(self, name: str, path: str, flatten: bool = True, image_name: str | None = None,
              progress: Progress | None = None, level: int | None = None) -> Image:
         """Squash the container (merged view, or only its upper layer) into the file path."""
@@ -194,6 +196,7 @@ class ImageService:
         self.p.fs.put_back(staged, moved.restore, moved.owner_of_file())
         self._forget_move(moved)
 
+    @host_errors("load")
     def load(self, path: str, ephemeral: bool = False, name: str | None = None, raw: bool = False,
              move: bool = False) -> Reservation:
         image, staged, moved = self._import(os.path.abspath(path), move=move)
