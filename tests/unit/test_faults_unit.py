@@ -105,3 +105,20 @@ class TestFailedStart:
             c.start()
         assert svc.ports.driver.containers["web"] == "STOPPED"
         assert ("start", "web") in svc.ports.driver.events and ("stop", "web") in svc.ports.driver.events
+
+
+class TestStoredCopy:
+    def test_a_load_that_finds_its_image_stored_replaces_a_damaged_copy(self):
+        """The store's copy no longer holding its id (other bytes in it) is replaced by a
+        verified copy of the caller's file before anything mounts it."""
+        from tests.unit.test_services import put_image
+        svc = make_service()
+        image_id = put_image(svc, "/in/app.aimg")
+        svc.load_image("/in/app.aimg", name="one")
+        stored = svc.settings.layout.image_file(image_id, "user")
+        other_id = put_image(svc, "/in/other.aimg", startup_commands=["evil"])
+        svc.ports.fs.files[stored] = svc.ports.fs.files["/in/other.aimg"]  # sealed, but another image
+        two = svc.load_image("/in/app.aimg", name="two")
+        assert other_id != image_id and two.image == image_id
+        assert svc.ports.fs.files[stored] == svc.ports.fs.files["/in/app.aimg"]
+        assert two.startup_commands == ()
