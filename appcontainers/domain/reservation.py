@@ -9,6 +9,7 @@ import attrs
 
 from .exceptions import InvalidName, InvalidValue
 from .network import normalize_mac
+from .sizes import MIN_DISK
 
 NAME_MAX = 40
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
@@ -104,6 +105,8 @@ class Reservation:
     # Root inside is an unprivileged host uid: (first host id, count) of its id map, or None.
     idmap: tuple[int, int] | None = attrs.field(default=None, converter=_idmap)
     cpus: float | None = attrs.field(default=None)  # CPU quota in cores
+    # Bound on what the container writes, in bytes (its upper on a filesystem of that size), or None.
+    disk: int | None = attrs.field(default=None)
 
     @memory.validator
     def _check_memory(self, _attr: object, value: object) -> None:
@@ -122,6 +125,11 @@ class Reservation:
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not 0.01 <= value <= 1024):
             raise InvalidValue(f"invalid cpus limit {value!r}: a number of cores like 0.5 or 2")
+
+    @disk.validator
+    def _check_disk(self, _attr: object, value: object) -> None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < MIN_DISK):
+            raise InvalidValue(f"invalid disk bound {value!r}: at least {MIN_DISK >> 20}M")
 
     def to_dict(self) -> dict[str, Any]:
         d = attrs.asdict(self)
@@ -142,6 +150,7 @@ class Reservation:
                 mounter=data.get("mounter", "kernel"), owner=data.get("owner"),
                 boot=data.get("boot"), started=bool(data.get("started", False)),
                 memory=data.get("memory"), cpus=data.get("cpus"), idmap=data.get("idmap"),
+                disk=data.get("disk"),
             )
         except KeyError as e:
             raise InvalidValue(f"reservation record lacks {e.args[0]!r}") from None

@@ -60,7 +60,8 @@ class Container:
     def info(self, state: str | None = None) -> dict:
         r = self._r
         return {"name": r.name, "ip": r.ip, "mac": r.mac, "state": state or self.state, "image": r.image,
-                "ephemeral": r.ephemeral, "startup_commands": list(r.startup_commands), "status": r.status}
+                "ephemeral": r.ephemeral, "startup_commands": list(r.startup_commands), "status": r.status,
+                "disk": r.disk}
 
     def start(self) -> None:
         self._svc.containers.start(self.name)
@@ -114,17 +115,20 @@ class Service:
         self.images = ImageService(ports, self.containers, self.bases)
 
     def provision(self, name: str | None = None, base: str | None = None, memory: str | None = None,
-                  cpus: float | None = None, raw: bool = False, unprivileged: bool = False) -> Container:
+                  cpus: float | None = None, raw: bool = False, unprivileged: bool = False,
+                  disk: int | str | None = None) -> Container:
         """A new container with a static IP and a random MAC, on base (default: the busybox base).
 
         memory ("256M") and cpus (cores, e.g. 0.5) set cgroup limits. raw=True unpacks the image
         into a plain directory in overlays/raw/ (no squashfs, no overlay: slow to make).
-        unprivileged=True maps root inside to an unprivileged host uid (settings idmap_base)."""
+        unprivileged=True maps root inside to an unprivileged host uid (settings idmap_base).
+        disk ("2G", or bytes) bounds what the container writes (default: settings disk_default,
+        10G, or half the data root's free space if less; "0": no bound)."""
         if name is not None:
             validate_name(name)  # before any slow work, such as building the default base
         image = self.bases.resolve(base)
         r = self.containers.provision(name=name, image_id=image.id, memory=memory, cpus=cpus, raw=raw,
-                                      unprivileged=unprivileged)
+                                      unprivileged=unprivileged, disk=disk)
         return Container(self, r.name)
 
     def get(self, name: str) -> Container:
@@ -185,11 +189,11 @@ class Service:
         return self.bases.remove(name)
 
     def load_image(self, path: str, ephemeral: bool = False, name: str | None = None,
-                   raw: bool = False, move: bool = False) -> Container:
+                   raw: bool = False, move: bool = False, disk: int | str | None = None) -> Container:
         """A new container from an .aimg file: verified, imported by id, mounted (never extracted,
         unless raw=True); ephemeral=True puts its writes in a throw-away overlay. move=True moves
         the file into the store instead of copying it (same filesystem; put back on failure)."""
-        r = self.images.load(path, ephemeral=ephemeral, name=name, raw=raw, move=move)
+        r = self.images.load(path, ephemeral=ephemeral, name=name, raw=raw, move=move, disk=disk)
         return Container(self, r.name)
 
     def list_images(self):
@@ -225,6 +229,7 @@ def _lazy(make: Callable[[], T]) -> T:
 
 def build_ports(settings: Settings) -> Ports:
     from ..adapters.aimg.image_viewer import ImageViewer
+    from ..adapters.mounts.sized_dir import SizedDirs
     from ..adapters.mounts.fuse_overlay import FuseMounter
     from ..adapters.host.hostfs import HostFs
     from ..adapters.host.hostnet import HostNetwork
@@ -263,7 +268,7 @@ def build_ports(settings: Settings) -> Ports:
         mounters=Mounters(kernel=KernelMounter(), fuse=FuseMounter(), raw=RawMounter()),
         codec=the_codec, net=HostNetwork(), fs=HostFs(), skeletons=_lazy(skeletons),
         base_builder=_lazy(busybox), agents=_lazy(agents), clock=time.time, rng=random.SystemRandom(),
-        procs=HostProcesses(), debian_builder=_lazy(debian), viewer=ImageViewer(),
+        procs=HostProcesses(), debian_builder=_lazy(debian), viewer=ImageViewer(), disks=SizedDirs(),
     )
 
 

@@ -64,6 +64,9 @@ def main(ctx, debug):
         ctx.obj = setup_service
 
 
+DISK_HELP = "Bound on what the container writes, e.g. 2G (default 10G or half the free space; 0: none)."
+
+
 @main.command()
 @click.option("--name", help="Container name (a-z, 0-9, '-'); random if omitted.")
 @click.option("--base", help="Base image name (default: the built-in busybox base).")
@@ -71,11 +74,12 @@ def main(ctx, debug):
 @click.option("--cpus", type=float, help="CPU limit in cores, e.g. 0.5.")
 @click.option("--raw", is_flag=True, help="A plain directory in overlays/raw/ instead of an overlay.")
 @click.option("--unprivileged", is_flag=True, help="Root inside is an unprivileged host uid (id map).")
+@click.option("--disk", help=DISK_HELP)
 @json_option
-def provision(name, base, memory, cpus, raw, unprivileged, as_json):
+def provision(name, base, memory, cpus, raw, unprivileged, disk, as_json):
     """Create a container with a static IP and a random MAC."""
     c = _service().provision(name=name, base=base, memory=memory, cpus=cpus, raw=raw,
-                             unprivileged=unprivileged)
+                             unprivileged=unprivileged, disk=disk)
     info = c.info()
     _emit(as_json, info, f"{info['name']} ip={info['ip']} mac={info['mac']} state={info['state']}")
 
@@ -239,10 +243,11 @@ def save(name, path, layered, image_name, as_json):
 @click.option("--name", help="Container name (random if omitted).")
 @click.option("--raw", is_flag=True, help="Unpack into a plain directory in overlays/raw/ (slow).")
 @click.option("--move", is_flag=True, help="Move the file into the store instead of copying it.")
+@click.option("--disk", help=DISK_HELP)
 @json_option
-def load(path, ephemeral, name, raw, move, as_json):
+def load(path, ephemeral, name, raw, move, disk, as_json):
     """Load the image file PATH into a new container."""
-    c = _service().load_image(path, ephemeral=ephemeral, name=name, raw=raw, move=move)
+    c = _service().load_image(path, ephemeral=ephemeral, name=name, raw=raw, move=move, disk=disk)
     info = c.info()
     _emit(as_json, info, f"{info['name']} ip={info['ip']} mac={info['mac']} image={info['image'][:12]}"
                          f"{' ephemeral' if info['ephemeral'] else ''}")

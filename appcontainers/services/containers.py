@@ -15,6 +15,7 @@ from ..domain.network import MacGenerator
 from ..domain.paths import container_path
 from ..domain.ports import JsonDict, LineCallback
 from ..domain.reservation import DESTROYING, PROVISIONING, READY, Reservation, validate_name
+from ..domain.sizes import MIN_DISK, parse_size
 from .faults import checkpoint
 from .host_errors import host_errors, host_errors_in
 from .ports import Ports
@@ -58,6 +59,7 @@ class ContainerService:
             if closed is not None:
                 raise InvalidValue(f"an unprivileged container's root cannot reach {self.settings.root}: "
                                    f"{closed} is not searchable by others (chmod o+x {closed})")
+        disk = self._disk_bound(limits.get("disk"), raw)
         host_macs = self.p.net.host_macs()
         macgen = MacGenerator(self.p.rng, self.settings.mac_prefix)
         with self.p.repo.transaction() as state:
@@ -76,9 +78,26 @@ class ContainerService:
                             mounter="raw" if raw else "fuse" if idmap else self._mounter_name(),
                             idmap=idmap,
                             owner=self.p.procs.token(), boot=self.p.procs.boot_id(),
-                            memory=limits.get("memory"), cpus=limits.get("cpus"))
+                            memory=limits.get("memory"), cpus=limits.get("cpus"), disk=disk)
             state.add(r)
             return r
+
+    def _disk_bound(self, requested: int | str | None, raw: bool) -> int | None:
+        """The bound on the container's writes, in bytes, or None: none asked ("0"), no way to
+        bound (a raw container's directory, or no SizedDirs port). By default disk_default, or
+        half the data root's free space if that is less, never under MIN_DISK."""
+        if requested is not None:
+            size = parse_size(requested, "disk bound")
+            if size and (raw or self.p.disks is None):
+                raise InvalidValue("a disk bound needs an overlay container (not raw) on a host that "
+                                   "can loop-mount a filesystem image")
+            return size or None
+        if raw or self.p.disks is None:
+            return None
+        default = parse_size(self.settings.disk_default, "disk_default")
+        if not default:
+            return None
+        return max(MIN_DISK, min(default, self.p.disks.free_bytes(self.settings.root) // 2))
 
     def _mounter_name(self) -> str:
         """kernel or fuse as configured; auto takes the kernel path when it is there."""
@@ -91,9 +110,9 @@ class ContainerService:
     @host_errors("provision")
     def provision(self, name: str | None, image_id: str, ephemeral: bool = False,
                   startup_commands: Iterable[str] = (), memory: str | None = None, cpus: float | None = None,
-                  raw: bool = False, unprivileged: bool = False) -> Reservation:
+                  raw: bool = False, unprivileged: bool = False, disk: int | str | None = None) -> Reservation:
         r = self.reserve(name, image_id, ephemeral, startup_commands, raw=raw, memory=memory, cpus=cpus,
-                         unprivileged=unprivileged)
+                         unprivileged=unprivileged, disk=disk)
         checkpoint("provision.reserved")
         with self.locked(r.name):
             return self._provision(r)
@@ -143,6 +162,7 @@ class ContainerService:
         if r.mounter == "raw":
             self.p.fs.make_dirs(target)  # the raw mounter unpacks into upper itself
         else:
+            self._mount_disk(r)
             self.p.fs.make_dirs(upper, work, target)
         # Only root walks to a privileged container's merged tree (its setuid-root files must not
         # be runnable by host users); an unprivileged container's root must reach its own.
@@ -162,6 +182,14 @@ class ContainerService:
                 if r.name in state.reservations:
                     state.put(attrs.evolve(state.reservations[r.name], mounter="fuse"))
         checkpoint("mount.done")
+
+    def _mount_disk(self, r: Reservation) -> None:
+        """The upper and work dirs on a filesystem of r.disk bytes, mounted at their parent."""
+        where = self.layout.overlay(r.name, r.ephemeral)
+        if r.disk is None or self.p.disks is None or self.p.disks.is_mounted(where):
+            return
+        self.p.fs.make_dirs(self.layout.disks, mode=0o700)
+        self.p.disks.mount(self.layout.disk_image(r.name), r.disk, where)
 
     def upper(self, r: Reservation) -> str:
         """Where the container's writes live: an overlay upper, or the whole raw directory."""
@@ -303,7 +331,10 @@ class ContainerService:
             mounter.unmount(L.rootfs(name), points[::-1])
         checkpoint("destroy.unmounted")
         for ephemeral in ((r.ephemeral,) if r else (False, True)):
+            if self.p.disks is not None:
+                self.p.disks.unmount(L.overlay(name, ephemeral))
             self.p.fs.remove_tree(L.overlay(name, ephemeral))
+        self.p.fs.remove_file(L.disk_image(name))
         self.p.fs.remove_tree(L.raw(name))
         self.p.fs.remove_tree(L.mnt(name))
         self.p.fs.remove_tree(L.run_dir(name))

@@ -198,7 +198,7 @@ class ImageService:
 
     @host_errors("load")
     def load(self, path: str, ephemeral: bool = False, name: str | None = None, raw: bool = False,
-             move: bool = False) -> Reservation:
+             move: bool = False, disk: int | str | None = None) -> Reservation:
         image, staged, moved = self._import(os.path.abspath(path), move=move)
         try:
             if image.parent is not None:
@@ -207,7 +207,8 @@ class ImageService:
                 except UnknownImage:
                     raise UnknownImage(f"{image.parent} (parent of {path}): load the parent image first") from None
             r = self.containers.reserve(name, image.id, ephemeral=ephemeral,
-                                        startup_commands=image.startup_commands, new_image=image, raw=raw)
+                                        startup_commands=image.startup_commands, new_image=image, raw=raw,
+                                        disk=disk)
         except BaseException:
             self._unstage(staged, moved)
             raise

@@ -10,7 +10,7 @@ from ..config import Settings
 from ..domain.exceptions import InvalidValue
 from ..domain.ports import (Agents, BaseBuilder, Clock, ContainerDriver, DebianBuilder,
                             FuseMounterPort, HostFs, HostNetwork, ImageCodec, ImageViewer, KernelMounterPort,
-                            Processes, ResourceRepository, Rng, RootfsMounter, Skeletons)
+                            Processes, ResourceRepository, Rng, RootfsMounter, SizedDirs, Skeletons)
 
 
 @attrs.frozen
@@ -61,6 +61,7 @@ class Ports:
     viewer: ImageViewer
     debian_builder: DebianBuilder | None = None
     procs: Processes = attrs.Factory(lambda: NoProcesses())
+    disks: SizedDirs | None = None  # None: containers' writes are not bounded
 
 
 class NoProcesses:
