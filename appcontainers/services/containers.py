@@ -426,6 +426,7 @@ class ContainerService:
             self.p.fs.write_in_root(self.layout.rootfs(name), full, data, mode, shift=shift)
         return full
 
+    @host_errors("load-archive")
     def load_archive(self, name: str, archive: str, dest: str = "/root", *,
                      max_bytes: int | None = None, max_members: int | None = None) -> int:
         """Extract a tar archive into dest in the container; every member is checked first.
