@@ -19,10 +19,3 @@ def parse_size(value: object, what: str = "size") -> int:
         raise InvalidValue(f"invalid {what} {value!r}: a size like 512M or 10G")
     return int(m.group(1)) * _UNITS[m.group(2)]
 
-
-def format_size(size: int) -> str:
-    """The largest unit that divides size exactly: 10737418240 -> "10G"."""
-    for unit in ("T", "G", "M", "K"):
-        if size and size % _UNITS[unit] == 0:
-            return f"{size // _UNITS[unit]}{unit}"
-    return str(size)
