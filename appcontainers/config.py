@@ -36,6 +36,9 @@ class Settings:
     stop_timeout: float = 10.0
     log_max_bytes: int = 10 * 1024 * 1024
     default_base: str = "default"
+    # A container's writes are bounded by this (or, if less, half the data root's free space
+    # when it is made); provision(disk=...) overrides it, "0" means no bound.
+    disk_default: str = "10G"
     # Containers are unprivileged (unless privileged=True): container ids 0..idmap_size-1 are
     # host ids idmap_base.. (LXC's usual 100000/65536); their layers are idmapped binds under
     # the kernel overlay (or fuse-overlayfs shifts them). Root needs this range in /etc/subuid
@@ -124,6 +127,13 @@ class Layout:
 
     def raw(self, name: str) -> str:
         return os.path.join(self.overlays, "raw", name)
+
+    @property
+    def disks(self): return self._p("overlays", "disks")
+
+    def disk_image(self, name: str) -> str:
+        """The filesystem image bounding a container's writes (mounted at its overlay dir)."""
+        return os.path.join(self.disks, name)
 
     def mnt(self, name: str) -> str:
         return self._p("mnt", name)

@@ -392,6 +392,24 @@ class FakeAgents:
         return f"public-{self.made}", f"secret-{self.made}"
 
 
+class FakeDisks:
+    """Sized directories: target -> (image, size); images made once, kept until removed."""
+
+    def __init__(self, fs: "FakeFs", free: int = 1 << 40):
+        self.fs, self.free = fs, free
+        self.mounted: dict[str, tuple[str, int]] = {}
+
+    def mount(self, image, size, target):
+        if target in self.mounted:
+            raise AppContainersError(f"cannot mount at {target}: already mounted")
+        self.fs.files.setdefault(image, b"ext4:%d" % size)
+        self.mounted[target] = (image, size)
+
+    def unmount(self, target): self.mounted.pop(target, None)
+    def is_mounted(self, target): return target in self.mounted
+    def free_bytes(self, path): return self.free
+
+
 class FakeProcs:
     """Process tokens: this process is "me"; a token is alive while it is in `alive`."""
 
@@ -424,7 +442,7 @@ def make_service(fuse: bool = False, kernel: bool = True, **settings) -> Service
         settings=s, repo=FakeRepo(s.subnet), driver=driver, mounters=mounters,
         codec=FakeCodec(fs), net=FakeNet(), fs=fs, skeletons=FakeSkeletons(),
         base_builder=FakeBaseBuilder(fs), agents=FakeAgents(driver), clock=FakeClock(),
-        rng=random.Random(1234), procs=FakeProcs(), viewer=FakeImageViewer(),
+        rng=random.Random(1234), procs=FakeProcs(), viewer=FakeImageViewer(), disks=FakeDisks(fs),
     ))
 
 

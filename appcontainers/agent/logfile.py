@@ -7,17 +7,26 @@ log.jsonl would pass max_bytes it is renamed to log.jsonl.1 (replacing the older
 new log.jsonl starts at base = old base + old size. So an offset stays valid across
 rotations until its file is dropped; reading from a dropped offset starts at the oldest
 record still kept.
+
+A full disk never stops the agent: records that cannot be written are dropped (and the older
+file removed, to make room), and once writing works again a {"type": "log_lost", "records":
+N, "bytes": B, "error": ...} record says what was lost, on a line of its own.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import time
 from collections.abc import Iterator
 
 from .lines import LineSplitter
 from .retry import attempts
 
+# Writes failing for want of space: dropped, never fatal.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+LOST_TYPE = "log_lost"
 LOG = "log.jsonl"
 OLD = "log.jsonl.1"
 HEADER_TYPE = "log_start"
@@ -47,6 +56,7 @@ class JsonLog:
         self.path, self.old = os.path.join(run_dir, LOG), os.path.join(run_dir, OLD)
         self.max_bytes, self.clock = max(max_bytes, 4096), clock
         self.buf = bytearray()
+        self.lost: dict | None = None  # what could not be written yet: records, bytes, error
         self.fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self.size = os.fstat(self.fd).st_size
         if self.size == 0:
@@ -79,26 +89,79 @@ class JsonLog:
         """Append an already encoded JSON object, adding "ts" in front."""
         line = b'{"ts":%.6f,' % (self.clock() if ts is None else ts) + obj[1:] + b"\n"
         if self.size + len(self.buf) + len(line) > self.max_bytes and self.size + len(self.buf) > 0:
-            self.rotate()
+            try:
+                self.rotate()
+            except OSError as e:
+                if e.errno not in NO_SPACE:
+                    raise
+                self._count_lost(line, e)  # no room for a new file: this record is dropped
+                return
         self.buf += line
         if len(self.buf) >= 256 * 1024:
             self.flush()
 
     def flush(self) -> None:
-        view = memoryview(self.buf)
-        while view:
-            n = os.write(self.fd, view)
-            view = view[n:]
-            self.size += n
-        view.release()
+        if not self.buf:
+            return
+        notice = self._lost_notice()
+        data = notice + bytes(self.buf)
         self.buf.clear()
+        done, error = self._write(data)
+        if done >= len(notice):
+            self.lost = None  # reported
+        if error is not None:
+            self._count_lost(data[max(done, len(notice)):], error)
+
+    def _write(self, data: bytes) -> tuple[int, OSError | None]:
+        """Write data; (bytes written, the error if the disk was full before the end)."""
+        view, done = memoryview(data), 0
+        try:
+            while done < len(data):
+                n = os.write(self.fd, view[done:])
+                done += n
+                self.size += n
+        except OSError as e:
+            if e.errno not in NO_SPACE:
+                raise
+            self._make_room()
+            return done, e
+        finally:
+            view.release()
+        return done, None
+
+    def _count_lost(self, dropped: bytes, error: OSError) -> None:
+        lost = self.lost or {"records": 0, "bytes": 0, "error": os.strerror(error.errno or errno.ENOSPC)}
+        # A record partly written counts as lost: its newline is in what was dropped.
+        lost["records"] += dropped.count(b"\n")
+        lost["bytes"] += len(dropped)
+        self.lost = lost
+
+    def _lost_notice(self) -> bytes:
+        """What was lost, as a record on a line of its own (it also ends a line torn by a
+        partial write), or nothing."""
+        if self.lost is None:
+            return b""
+        rec = {"ts": self.clock(), "type": LOST_TYPE, **self.lost}
+        return b"\n" + json.dumps(rec, separators=(",", ":")).encode() + b"\n"
+
+    def _make_room(self) -> None:
+        """The older file goes first: its records are the ones readers can best spare."""
+        try:
+            os.unlink(self.old)
+        except OSError:
+            pass
 
     def rotate(self) -> None:
         self.flush()
         end = self.base + self.size
         os.replace(self.path, self.old)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError:
+            os.replace(self.old, self.path)  # write on where we were
+            raise
         os.close(self.fd)
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self.fd = fd
         self.size = 0
         self._header(end)
 
@@ -184,11 +247,36 @@ def _open_current(path: str, poll: float, stop) -> tuple[int, int] | None:
     return None
 
 
-def _try_open(path: str) -> tuple[int, int] | None:
+class NotALog(OSError):
+    """What the container put where its log should be is not a regular file."""
+
+    def __init__(self, path: str, what: str) -> None:
+        super().__init__(errno.EINVAL, f"{what} is where the agent's log should be; it was not read", path)
+
+
+def open_log_file(path: str) -> int | None:
+    """A read descriptor of the log file at path, None if there is none. The directory is the
+    container's: a link it planted is never followed and a FIFO or device is never opened (a
+    FIFO would block us; a device node could be the host's disk), only looked at via O_PATH."""
     try:
-        # The directory is the container's: never follow a link it planted to a host file.
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        pfd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
+        return None
+    try:
+        mode = os.fstat(pfd).st_mode
+        if stat.S_ISLNK(mode):
+            raise NotALog(path, "a symbolic link")
+        if not stat.S_ISREG(mode):
+            raise NotALog(path, "a FIFO" if stat.S_ISFIFO(mode) else "a file that is not a regular file")
+        # Reopened from the inode the O_PATH descriptor pins: the one just checked.
+        return os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(pfd)
+
+
+def _try_open(path: str) -> tuple[int, int] | None:
+    fd = open_log_file(path)
+    if fd is None:
         return None
     base = _read_base(fd)
     if base is not None:
@@ -200,9 +288,8 @@ def _try_open(path: str) -> tuple[int, int] | None:
 
 
 def _read_old(old: str, since: int, cur_base: int) -> Iterator[tuple[int, dict]]:
-    try:
-        fd = os.open(old, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except FileNotFoundError:
+    fd = open_log_file(old)
+    if fd is None:
         return
     try:
         base = _read_base(fd)

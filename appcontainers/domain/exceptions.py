@@ -1,6 +1,7 @@
 """Every error appcontainers raises on purpose: one base, one line each."""
 from __future__ import annotations
 
+import errno
 from typing import Sequence
 
 
@@ -142,3 +143,14 @@ class IdmapFailed(AppContainersError):
 
 class UnsafeHost(AppContainersError):
     """The host is not set up so that containers stay confined (data root, subordinate ids)."""
+
+
+class HostError(AppContainersError):
+    """A host system call failed (a full disk, a file that went away, ...); keeps the OSError."""
+
+    def __init__(self, action: str, error: OSError) -> None:
+        self.action, self.error = action, error
+        where = f" ({error.filename})" if error.filename else ""
+        full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+        hint = ": the data root's filesystem is full, free some space" if full else ""
+        super().__init__(f"{action} failed: {error.strerror or error}{where}{hint}")

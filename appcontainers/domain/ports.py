@@ -202,6 +202,18 @@ class DebianBuilder(Protocol):
               ) -> tuple[str, JsonDict]: ...
 
 
+class SizedDirs(Protocol):
+    """A directory on a filesystem of its own, of a fixed size: what is written there can never
+    take more (adapters/mounts/sized_dir.py: a sparse ext4 image, loop-mounted)."""
+    def mount(self, image: str, size: int, target: str) -> None:
+        """Mount the filesystem in the file image (made, size bytes, if missing) at target."""
+    def unmount(self, target: str) -> None:
+        """Unmount target if a sized filesystem is mounted there (else nothing)."""
+    def is_mounted(self, target: str) -> bool: ...
+    def free_bytes(self, path: str) -> int:
+        """Bytes free for root's use on the filesystem holding path."""
+
+
 class Processes(Protocol):
     """Who does an operation, and whether they still live (adapters/host/hostproc.py)."""
     def token(self) -> str: ...

@@ -10,6 +10,7 @@ import attrs
 from .capabilities import validate_caps
 from .exceptions import InvalidName, InvalidValue
 from .network import normalize_mac
+from .sizes import MIN_DISK
 
 NAME_MAX = 40
 PIDS_DEFAULT = 4096  # a container's process limit unless provision(pids=...) says otherwise
@@ -117,6 +118,8 @@ class Reservation:
     def _check_pids(self, _attr: object, value: object) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= PIDS_MAX:
             raise InvalidValue(f"invalid pids limit {value!r}: a whole number of processes, 1 to {PIDS_MAX}")
+    # Bound on what the container writes, in bytes (its upper on a filesystem of that size), or None.
+    disk: int | None = attrs.field(default=None)
 
     @memory.validator
     def _check_memory(self, _attr: object, value: object) -> None:
@@ -135,6 +138,11 @@ class Reservation:
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not 0.01 <= value <= 1024):
             raise InvalidValue(f"invalid cpus limit {value!r}: a number of cores like 0.5 or 2")
+
+    @disk.validator
+    def _check_disk(self, _attr: object, value: object) -> None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < MIN_DISK):
+            raise InvalidValue(f"invalid disk bound {value!r}: at least {MIN_DISK >> 20}M")
 
     def to_dict(self) -> dict[str, Any]:
         d = attrs.asdict(self)
@@ -158,6 +166,7 @@ class Reservation:
                 memory=data.get("memory"), cpus=data.get("cpus"), idmap=data.get("idmap"),
                 agent_key=data.get("agent_key"),
                 caps_add=data.get("caps_add", ()), pids=data.get("pids", PIDS_DEFAULT),
+                disk=data.get("disk"),
             )
         except KeyError as e:
             raise InvalidValue(f"reservation record lacks {e.args[0]!r}") from None

@@ -60,7 +60,7 @@ class Container:
         r = self._r
         return {"name": r.name, "ip": r.ip, "mac": r.mac, "state": state or self.state, "image": r.image,
                 "ephemeral": r.ephemeral, "startup_commands": list(r.startup_commands), "status": r.status,
-                "privileged": r.idmap is None, "caps_add": list(r.caps_add), "pids": r.pids}
+                "privileged": r.idmap is None, "caps_add": list(r.caps_add), "pids": r.pids, "disk": r.disk}
 
     def start(self) -> None:
         self._svc.containers.start(self.name)
@@ -115,13 +115,16 @@ class Service:
 
     def provision(self, name: str | None = None, base: str | None = None, memory: str | None = None,
                   cpus: float | None = None, raw: bool = False, privileged: bool = False,
-                  caps_add=(), pids: int | None = None, unprivileged: bool | None = None) -> Container:
+                  caps_add=(), pids: int | None = None, unprivileged: bool | None = None,
+                  disk: int | str | None = None) -> Container:
         """A new container with a static IP and a random MAC, on base (default: the busybox base).
 
         Root inside is an unprivileged host uid (settings idmap_base and up) with a Docker-like
         capability set; caps_add (e.g. ["net_admin"], names from capabilities(7)) widens it.
         privileged=True makes root inside the host's root: unsafe for untrusted code.
         memory ("256M"), cpus (cores, e.g. 0.5) and pids (default 4096) set cgroup limits.
+        disk ("2G", or bytes) bounds what the container writes (default: settings disk_default,
+        10G, or half the data root's free space if less; "0": no bound).
         raw=True unpacks the image into a plain directory in overlays/raw/ (no squashfs, no
         overlay: slow to make). unprivileged=True is accepted (it is the default)."""
         if unprivileged is False:
@@ -131,7 +134,7 @@ class Service:
             validate_name(name)  # before any slow work, such as building the default base
         image = self.bases.resolve(base)
         r = self.containers.provision(name=name, image_id=image.id, memory=memory, cpus=cpus, raw=raw,
-                                      privileged=privileged, caps_add=caps_add, pids=pids)
+                                      privileged=privileged, caps_add=caps_add, pids=pids, disk=disk)
         return Container(self, r.name)
 
     def get(self, name: str) -> Container:
@@ -192,12 +195,15 @@ class Service:
         return self.bases.remove(name)
 
     def load_image(self, path: str, ephemeral: bool = False, name: str | None = None,
-                   raw: bool = False, move: bool = False, privileged: bool = False) -> Container:
+                   raw: bool = False, move: bool = False, privileged: bool = False,
+                   disk: int | str | None = None) -> Container:
         """A new container from an .aimg file: verified, imported by id, mounted (never extracted,
         unless raw=True); ephemeral=True puts its writes in a throw-away overlay. move=True moves
         the file into the store instead of copying it (same filesystem; put back on failure).
-        Unprivileged like provision(), unless privileged=True (unsafe for untrusted code)."""
-        r = self.images.load(path, ephemeral=ephemeral, name=name, raw=raw, move=move, privileged=privileged)
+        Unprivileged like provision(), unless privileged=True (unsafe for untrusted code);
+        disk= as for provision()."""
+        r = self.images.load(path, ephemeral=ephemeral, name=name, raw=raw, move=move, privileged=privileged,
+                             disk=disk)
         return Container(self, r.name)
 
     def list_images(self):
@@ -233,6 +239,7 @@ def _lazy(make: Callable[[], T]) -> T:
 
 def build_ports(settings: Settings) -> Ports:
     from ..adapters.aimg.image_viewer import ImageViewer
+    from ..adapters.mounts.sized_dir import SizedDirs
     from ..adapters.mounts.fuse_overlay import FuseMounter
     from ..adapters.host.hostfs import HostFs
     from ..adapters.net.hostnet import HostNetwork
@@ -271,7 +278,7 @@ def build_ports(settings: Settings) -> Ports:
         mounters=Mounters(kernel=KernelMounter(), fuse=FuseMounter(), raw=RawMounter()),
         codec=the_codec, net=HostNetwork(), fs=HostFs(), skeletons=_lazy(skeletons),
         base_builder=_lazy(busybox), agents=_lazy(agents), clock=time.time, rng=random.SystemRandom(),
-        procs=HostProcesses(), debian_builder=_lazy(debian), viewer=ImageViewer(),
+        procs=HostProcesses(), debian_builder=_lazy(debian), viewer=ImageViewer(), disks=SizedDirs(),
     )
 
 

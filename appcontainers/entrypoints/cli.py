@@ -64,6 +64,9 @@ def main(ctx, debug):
         ctx.obj = setup_service
 
 
+DISK_HELP = "Bound on what the container writes, e.g. 2G (default 10G or half the free space; 0: none)."
+
+
 @main.command()
 @click.option("--name", help="Container name (a-z, 0-9, '-'); random if omitted.")
 @click.option("--base", help="Base image name (default: the built-in busybox base).")
@@ -76,13 +79,14 @@ def main(ctx, debug):
 @click.option("--privileged", is_flag=True,
               help="Root inside is the host's root (no user namespace): unsafe for untrusted code.")
 @click.option("--unprivileged", is_flag=True, hidden=True, help="The default; accepted for old scripts.")
+@click.option("--disk", help=DISK_HELP)
 @json_option
-def provision(name, base, memory, cpus, raw, pids, caps_add, privileged, unprivileged, as_json):
+def provision(name, base, memory, cpus, raw, pids, caps_add, privileged, unprivileged, disk, as_json):
     """Create a container with a static IP and a random MAC (unprivileged unless --privileged)."""
     if privileged and unprivileged:
         raise click.UsageError("--privileged and --unprivileged contradict each other")
     c = _service().provision(name=name, base=base, memory=memory, cpus=cpus, raw=raw, pids=pids,
-                             caps_add=list(caps_add), privileged=privileged)
+                             caps_add=list(caps_add), privileged=privileged, disk=disk)
     info = c.info()
     _emit(as_json, info, f"{info['name']} ip={info['ip']} mac={info['mac']} state={info['state']}")
 
@@ -248,10 +252,12 @@ def save(name, path, layered, image_name, as_json):
 @click.option("--move", is_flag=True, help="Move the file into the store instead of copying it.")
 @click.option("--privileged", is_flag=True,
               help="Root inside is the host's root (no user namespace): unsafe for untrusted code.")
+@click.option("--disk", help=DISK_HELP)
 @json_option
-def load(path, ephemeral, name, raw, move, privileged, as_json):
+def load(path, ephemeral, name, raw, move, privileged, disk, as_json):
     """Load the image file PATH into a new container (unprivileged unless --privileged)."""
-    c = _service().load_image(path, ephemeral=ephemeral, name=name, raw=raw, move=move, privileged=privileged)
+    c = _service().load_image(path, ephemeral=ephemeral, name=name, raw=raw, move=move, privileged=privileged,
+                              disk=disk)
     info = c.info()
     _emit(as_json, info, f"{info['name']} ip={info['ip']} mac={info['mac']} image={info['image'][:12]}"
                          f"{' ephemeral' if info['ephemeral'] else ''}")

@@ -9,6 +9,7 @@ from typing import Callable, Iterable
 from ..domain.exceptions import BaseNameTaken, InUse, InvalidValue, UnknownImage
 from ..domain.image import Image, Manifest, validate_image_name
 from ..domain.ports import JsonDict
+from .host_errors import host_errors
 from .ports import Ports
 
 BUILDABLE = ("debian",)
@@ -61,6 +62,7 @@ class BaseService:
             self.p.fs.remove_file(self.layout.image_file(old.id, "base"))
         return image
 
+    @host_errors("preparing the base image")
     def resolve(self, name: str | None) -> Image:
         """A base by name (None: the default, built if needed)."""
         if name is None or name == self.p.settings.default_base:
@@ -79,6 +81,7 @@ class BaseService:
             return current
         return None
 
+    @host_errors("building the base image")
     def build(self, kind: str = "debian", suite: str = "bookworm", include: Iterable[str] = (),
               name: str | None = None, force: bool = False,
               progress: Callable[[str], None] | None = None) -> Image:

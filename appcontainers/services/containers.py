@@ -16,7 +16,9 @@ from ..domain.network import MacGenerator
 from ..domain.paths import container_path
 from ..domain.ports import AgentClient, JsonDict, LineCallback
 from ..domain.reservation import DESTROYING, PIDS_DEFAULT, PROVISIONING, READY, Reservation, validate_name
+from ..domain.sizes import MIN_DISK, parse_size
 from .faults import checkpoint
+from .host_errors import host_errors, host_errors_in
 from .ports import Ports
 from .result import RunResult
 from . import plans
@@ -52,6 +54,7 @@ class ContainerService:
             validate_name(name)
         idmap = None if privileged else self._idmap()
         pids = limits.get("pids")
+        disk = self._disk_bound(limits.get("disk"), raw)
         host_macs = self.p.net.host_macs()
         macgen = MacGenerator(self.p.rng, self.settings.mac_prefix)
         with self.p.repo.transaction() as state:
@@ -70,7 +73,7 @@ class ContainerService:
                             idmap=idmap, caps_add=caps_add,
                             pids=PIDS_DEFAULT if pids is None else pids,
                             owner=self.p.procs.token(), boot=self.p.procs.boot_id(),
-                            memory=limits.get("memory"), cpus=limits.get("cpus"))
+                            memory=limits.get("memory"), cpus=limits.get("cpus"), disk=disk)
             state.add(r)
             return r
 
@@ -83,6 +86,23 @@ class ContainerService:
                                f"privileged=True, unsafe for untrusted code)")
         return (self.settings.idmap_base, self.settings.idmap_size)
 
+    def _disk_bound(self, requested: int | str | None, raw: bool) -> int | None:
+        """The bound on the container's writes, in bytes, or None: none asked ("0"), no way to
+        bound (a raw container's directory, or no SizedDirs port). By default disk_default, or
+        half the data root's free space if that is less, never under MIN_DISK."""
+        if requested is not None:
+            size = parse_size(requested, "disk bound")
+            if size and (raw or self.p.disks is None):
+                raise InvalidValue("a disk bound needs an overlay container (not raw) on a host that "
+                                   "can loop-mount a filesystem image")
+            return size or None
+        if raw or self.p.disks is None:
+            return None
+        default = parse_size(self.settings.disk_default, "disk_default")
+        if not default:
+            return None
+        return max(MIN_DISK, min(default, self.p.disks.free_bytes(self.settings.root) // 2))
+
     def _mounter_name(self) -> str:
         """kernel or fuse as configured; auto takes the kernel path when it is there."""
         if self.settings.mounter != "auto":
@@ -91,12 +111,13 @@ class ContainerService:
             return "fuse"
         return "kernel"
 
+    @host_errors("provision")
     def provision(self, name: str | None, image_id: str, ephemeral: bool = False,
                   startup_commands: Iterable[str] = (), memory: str | None = None, cpus: float | None = None,
                   raw: bool = False, privileged: bool = False, caps_add: Iterable[str] = (),
-                  pids: int | None = None) -> Reservation:
+                  pids: int | None = None, disk: int | str | None = None) -> Reservation:
         r = self.reserve(name, image_id, ephemeral, startup_commands, raw=raw, memory=memory, cpus=cpus,
-                         privileged=privileged, caps_add=caps_add, pids=pids)
+                         privileged=privileged, caps_add=caps_add, pids=pids, disk=disk)
         checkpoint("provision.reserved")
         with self.locked(r.name):
             return self._provision(r)
@@ -146,6 +167,7 @@ class ContainerService:
         if r.mounter == "raw":
             self.p.fs.make_dirs(target)  # the raw mounter unpacks into upper itself
         else:
+            self._mount_disk(r)
             self.p.fs.make_dirs(upper, work, target)
         # Only root walks to a container's merged tree (its set-uid files must not be runnable by
         # host users); an unprivileged container's root reaches its own through the group.
@@ -165,6 +187,14 @@ class ContainerService:
                 if r.name in state.reservations:
                     state.put(attrs.evolve(state.reservations[r.name], mounter="fuse"))
         checkpoint("mount.done")
+
+    def _mount_disk(self, r: Reservation) -> None:
+        """The upper and work dirs on a filesystem of r.disk bytes, mounted at their parent."""
+        where = self.layout.overlay(r.name, r.ephemeral)
+        if r.disk is None or self.p.disks is None or self.p.disks.is_mounted(where):
+            return
+        self.p.fs.make_dirs(self.layout.disks, mode=0o700)
+        self.p.disks.mount(self.layout.disk_image(r.name), r.disk, where)
 
     def upper(self, r: Reservation) -> str:
         """Where the container's writes live: an overlay upper, or the whole raw directory."""
@@ -226,6 +256,7 @@ class ContainerService:
         return self.p.driver.state(name)
 
     # ---- lifecycle ------------------------------------------------------------------
+    @host_errors("start")
     def start(self, name: str) -> None:
         with self.locked(name):
             self._start(name)
@@ -244,11 +275,14 @@ class ContainerService:
         for stale in ("ready", "cmd.sock", "events.sock"):
             self.p.fs.remove_file(f"{agent_dir}/{stale}")
         self.sync_rules()  # before LXC makes the veth: it is guarded from its first frame
-        self.p.driver.start(name, self.settings.start_timeout)
-        if plans.has_agent(chain):
-            if not self.agent(name).wait_ready(self.settings.start_timeout):
+        try:
+            self.p.driver.start(name, self.settings.start_timeout)
+            if plans.has_agent(chain) and not self.agent(name).wait_ready(self.settings.start_timeout):
                 raise AgentUnavailable(f"container {name} started but its agent did not answer within "
                                        f"{self.settings.start_timeout:g}s; see {self.layout.lxcpath}/{name}/lxc.log")
+        except BaseException:
+            self._stop_after_failed_start(name)
+            raise
         if r.ephemeral and not r.started:
             # From now on, finding it stopped means it ended without stop(): reconcile removes it.
             with self.p.repo.transaction() as state:
@@ -277,6 +311,14 @@ class ContainerService:
         """The container's AgentClient; it talks only to the agent holding the key the host
         made at the container's last start."""
         return self.p.agents(self.layout.agent_dir(name), server_key=self.get(name).agent_key)
+
+    def _stop_after_failed_start(self, name: str) -> None:
+        """A start that failed stops what it started (never left RUNNING); called from an error
+        handler, so it never raises over the original error."""
+        try:
+            self.p.driver.stop(name, self.settings.stop_timeout)
+        except (AppContainersError, OSError):
+            pass
 
     def stop(self, name: str) -> bool:
         """Stop the container; an ephemeral one is then destroyed (returns True if it was)."""
@@ -320,7 +362,10 @@ class ContainerService:
             mounter.unmount(L.rootfs(name), points[::-1])
         checkpoint("destroy.unmounted")
         for ephemeral in ((r.ephemeral,) if r else (False, True)):
+            if self.p.disks is not None:
+                self.p.disks.unmount(L.overlay(name, ephemeral))
             self.p.fs.remove_tree(L.overlay(name, ephemeral))
+        self.p.fs.remove_file(L.disk_image(name))
         self.p.fs.remove_tree(L.raw(name))
         self.p.fs.remove_tree(L.mnt(name))
         self.p.fs.remove_tree(L.run_dir(name))
@@ -438,6 +483,7 @@ class ContainerService:
             self.p.fs.write_in_root(self.layout.rootfs(name), full, data, mode, shift=shift)
         return full
 
+    @host_errors("load-archive")
     def load_archive(self, name: str, archive: str, dest: str = "/root", *,
                      max_bytes: int | None = None, max_members: int | None = None) -> int:
         """Extract a tar archive into dest in the container; every member is checked first.
@@ -493,7 +539,8 @@ class ContainerService:
     # ---- monitoring -----------------------------------------------------------------
     def logs(self, name: str, since: int = 0, follow: bool = False) -> Iterator[tuple[int, JsonDict]]:
         """(offset, record) pairs from the container's agent log; follow waits for more."""
-        return self.agent(name).logs(since=since, follow=follow)
+        return host_errors_in(f"reading the log of container {name}",
+                              self.agent(name).logs(since=since, follow=follow))
 
     def agent_endpoints(self) -> dict[str, tuple[str, str | None]]:
         """{name: (agent dir, the key its agent must hold)} of every container."""

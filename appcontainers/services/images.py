@@ -16,6 +16,7 @@ from . import plans
 from .bases import BaseService
 from .containers import ContainerService
 from .faults import checkpoint
+from .host_errors import host_errors
 from .ports import Ports
 
 
@@ -25,6 +26,7 @@ class ImageService:
         self.layout = ports.settings.layout
 
     # ---- save -------------------------------------------------------------------------
+    @host_errors("save")
     def save(self, name: str, path: str, flatten: bool = True, image_name: str | None = None,
              progress: Progress | None = None, level: int | None = None) -> Image:
         """Squash the container (merged view, or only its upper layer) into the file path."""
@@ -106,14 +108,12 @@ class ImageService:
         image_id = self.p.codec.image_id(path)  # cheap: the trailer; full check below
         state = self.p.repo.read()
         if image_id in state.images and self.p.fs.exists(self.layout.image_file(image_id, state.images[image_id].kind)):
-            # Already in the store: our verified copy is used (a moved file stays where it is),
-            # but a damaged file is still refused.
+            # Already in the store: our copy is used (a moved file stays where it is), but a
+            # damaged file is still refused, and our copy is checked too.
             self.p.codec.verify(path)
-            return state.images[image_id], None, None
+            return self._checked_store_copy(path, state.images[image_id]), None, None
         self.p.fs.make_dirs(self.layout.user_images)
-        # Its name says whose it is: reconcile removes it once we are gone.
-        staging = ImportStaging(image_id=image_id, owner=self.p.procs.token(), rand=f"{self.p.rng.getrandbits(32):08x}")
-        tmp = os.path.join(self.layout.user_images, staging.file_name())
+        tmp = self._staging_file(self.layout.user_images, image_id)
         moved = self._move_in(path, tmp, image_id) if move else None
         try:
             if moved:
@@ -136,6 +136,29 @@ class ImageService:
             self._unstage(tmp, moved)
             raise
         return image, tmp, moved
+
+    def _staging_file(self, directory: str, image_id: str) -> str:
+        # Its name says whose it is: reconcile removes it once we are gone.
+        staging = ImportStaging(image_id=image_id, owner=self.p.procs.token(), rand=f"{self.p.rng.getrandbits(32):08x}")
+        return os.path.join(directory, staging.file_name())
+
+    def _checked_store_copy(self, path: str, image: Image) -> Image:
+        """The store's copy of image, verified; if it no longer matches its id (it cannot change
+        once stored, but when in doubt we check rather than trust), it is replaced by a verified
+        copy of path, itself just verified: a damaged copy is never mounted again."""
+        stored = self.layout.image_file(image.id, image.kind)
+        try:
+            if self.p.codec.verify(stored)[0] == image.id:  # consistent, and the image it should be
+                return image
+        except ImageCorrupt:
+            pass
+        tmp = self._staging_file(os.path.dirname(stored), image.id)
+        copied_id, _ = self.p.codec.copy_verified(path, tmp)
+        if copied_id != image.id:
+            self.p.fs.remove_file(tmp)
+            raise ImageCorrupt(path, "the file changed while it was being loaded")
+        self.p.fs.move(tmp, stored)
+        return image
 
     def _move_in(self, path: str, tmp: str, image_id: str) -> LoadMoveOp | None:
         """Move the caller's file itself into the store (no copy), when it is on the same
@@ -176,8 +199,9 @@ class ImageService:
         self.p.fs.put_back(staged, moved.restore, moved.owner_of_file())
         self._forget_move(moved)
 
+    @host_errors("load")
     def load(self, path: str, ephemeral: bool = False, name: str | None = None, raw: bool = False,
-             move: bool = False, privileged: bool = False) -> Reservation:
+             move: bool = False, privileged: bool = False, disk: int | str | None = None) -> Reservation:
         image, staged, moved = self._import(os.path.abspath(path), move=move)
         try:
             if image.parent is not None:
@@ -187,7 +211,7 @@ class ImageService:
                     raise UnknownImage(f"{image.parent} (parent of {path}): load the parent image first") from None
             r = self.containers.reserve(name, image.id, ephemeral=ephemeral,
                                         startup_commands=image.startup_commands, new_image=image, raw=raw,
-                                        privileged=privileged)
+                                        privileged=privileged, disk=disk)
         except BaseException:
             self._unstage(staged, moved)
             raise

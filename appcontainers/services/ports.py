@@ -10,7 +10,8 @@ from ..config import Settings
 from ..domain.exceptions import InvalidValue
 from ..domain.ports import (Agents, BaseBuilder, Clock, ContainerDriver, DebianBuilder,
                             FuseMounterPort, HostFs, HostNetwork, ImageCodec, ImageViewer, KernelMounterPort,
-                            Processes, ResourceRepository, Rng, RootfsMounter, Skeletons, ViewMounter)
+                            Processes, ResourceRepository, Rng, RootfsMounter, SizedDirs, Skeletons,
+                            ViewMounter)
 
 
 @attrs.frozen
@@ -72,6 +73,7 @@ class Ports:
     viewer: ImageViewer
     debian_builder: DebianBuilder | None = None
     procs: Processes = attrs.Factory(lambda: NoProcesses())
+    disks: SizedDirs | None = None  # None: containers' writes are not bounded
 
 
 class NoProcesses:

@@ -73,7 +73,7 @@ class Reconciler:
         L, fs = self.layout, self.p.fs
         lxc_names = list(self.p.driver.list())
         dir_names = {name for parent in (L.mnt(""), L.run_dir(""), L.overlay("", True), L.overlay("", False),
-                                         L.raw("")) for name in fs.list_dir(parent) if not name.startswith(".")}
+                                         L.raw(""), L.disks) for name in fs.list_dir(parent) if not name.startswith(".")}
         binds = []
         for mounter in self.p.mounters.values():
             for point in mounter.mounted(L.mnt("")):

@@ -44,7 +44,9 @@ def _undo_save(op: SaveOp, p: Ports, containers: ContainerService) -> None:
         if op.is_temp_file(f):
             p.fs.remove_file(os.path.join(directory, f))
     with containers.locked(op.container, wait=False):  # not under a live save's feet
-        if op.frozen and p.driver.state(op.container) == "FROZEN":
+        # Killed inside lxc-freeze, a container can stay FREEZING (a task that cannot freeze
+        # yet, or cgroup v2's monitor state) as well as FROZEN: either way it is thawed.
+        if op.frozen and p.driver.state(op.container) in ("FREEZING", "FROZEN"):
             p.driver.unfreeze(op.container)
         containers.unmount_view(op.container)
 

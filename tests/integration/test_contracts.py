@@ -19,6 +19,7 @@ from appcontainers.adapters.net.hostnet import HostNetwork
 from appcontainers.adapters.lxc.lxc_cli import LxcDriver
 from appcontainers.adapters.mounts.fuse_overlay import FuseMounter, fuse_available
 from appcontainers.adapters.mounts.kernel_mount import KernelMounter, kernel_available
+from appcontainers.adapters.mounts.sized_dir import SizedDirs
 from appcontainers.adapters.store.json_store import JsonStore
 from tests.conftest import TEST_BRIDGE, TEST_NET, _umount_under
 from tests.contract.codec import ImageCodecContract
@@ -27,6 +28,7 @@ from tests.contract.hostfs import HostFsContract
 from tests.contract.mounters import BinderContract, FuseMounterContract, RootfsMounterContract, layout
 from tests.contract.network import HostNetworkContract
 from tests.contract.repository import NETWORK, ResourceRepositoryContract
+from tests.contract.sized_dirs import SizedDirsContract
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mounts, lxc, links, chown)"),
@@ -276,3 +278,18 @@ class TestHostNetwork(HostNetworkContract):
         return World()
 
 
+
+
+@needs_kernel
+class TestSizedDirs(SizedDirsContract):
+    @pytest.fixture
+    def disks(self):
+        return SizedDirs()
+
+    @pytest.fixture
+    def where(self, base):
+        return base
+
+    @pytest.fixture
+    def files(self):
+        return os.path

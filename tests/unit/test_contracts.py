@@ -14,7 +14,8 @@ from tests.contract.hostfs import HostFsContract
 from tests.contract.mounters import BinderContract, FuseMounterContract, RootfsMounterContract
 from tests.contract.network import HostNetworkContract
 from tests.contract.repository import NETWORK, ResourceRepositoryContract
-from tests.fakes import (FakeCodec, FakeDriver, FakeFs, FakeFuseMounter, FakeMounter, FakeNet,
+from tests.contract.sized_dirs import SizedDirsContract
+from tests.fakes import (FakeCodec, FakeDisks, FakeDriver, FakeFs, FakeFuseMounter, FakeMounter, FakeNet,
                          FakeRepo)
 
 WHERE = "/srv/contract/mnt/c"
@@ -149,3 +150,17 @@ class TestFakeNet(HostNetworkContract):
                 net.veths.setdefault(bridge, []).append(name)
                 return name
         return World()
+
+
+class TestFakeDisks(SizedDirsContract):
+    @pytest.fixture
+    def files(self):
+        return FakeFs()
+
+    @pytest.fixture
+    def disks(self, files):
+        return FakeDisks(files)
+
+    @pytest.fixture
+    def where(self):
+        return WHERE

@@ -91,6 +91,18 @@ class TestReconcile:
         assert svc.ports.repo.read().operations == {}
         assert "/out/.web.aimg.abc.tmp" not in svc.ports.fs.files
 
+    def test_a_dead_save_thaws_a_container_left_freezing_or_frozen(self):
+        """A save killed while freezing leaves FREEZING (or FROZEN): reconcile thaws either."""
+        for left in ("FREEZING", "FROZEN"):
+            svc = make_service()
+            svc.provision(name="web").start()
+            svc.ports.driver.containers["web"] = left
+            with svc.ports.repo.transaction() as state:
+                state.begin(SaveOp(id="save-1", owner="dead", container="web", frozen=True, dest="/out/web.aimg"))
+            svc.reconcile()
+            assert svc.ports.driver.containers["web"] == "RUNNING", left
+            assert svc.ports.repo.read().operations == {}
+
     def test_a_stale_plan_does_not_remove_a_container_made_meanwhile(self):
         """Leftovers seen without a reservation are not removed if a container of that name
         was made between the look and the repair."""

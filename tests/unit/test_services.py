@@ -135,8 +135,9 @@ class TestProvision:
 
     def test_config_failure_unmounts(self, svc):
         """A failure after the mount (writing the config) unmounts and forgets the container."""
-        svc.ports.driver.fail = OSError("disk full")
-        with pytest.raises(OSError):
+        svc.ports.driver.fail = OSError(28, "No space left on device")
+        from appcontainers.domain.exceptions import HostError
+        with pytest.raises(HostError, match="^provision failed: No space left on device: the data root's"):
             svc.provision("web")
         assert svc.ports.mounters.kernel.mounts == {}
         assert svc.ports.repo.read().reservations == {}

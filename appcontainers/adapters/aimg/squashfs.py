@@ -378,7 +378,7 @@ class SquashfsCodec:
             total = trailer.length + TRAILER_SIZE
             h, buf = hashlib.sha256(), bytearray(_CHUNK)
             view = memoryview(buf)
-            out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             try:
                 f.seek(0)
                 done = 0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import shutil
@@ -10,6 +11,25 @@ import tempfile
 
 from . import rootfs_files
 from .filelock import flocked
+
+
+def _seal(path: str, inode: int) -> None:
+    """Make the file just moved to path root's own and prove nobody can still change it, or
+    raise OSError. Order matters: once it is root's and 0600 (and links to it protected), no
+    new writer or link can appear, so what is checked after holds for good: one link, and no
+    descriptor open for writing anywhere (a shared writable mapping counts). The last check is
+    a read lease, which the kernel refuses (EAGAIN) while any writer exists."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fchown(fd, 0, 0)
+        os.fchmod(fd, 0o600)
+        now = os.fstat(fd)
+        if not stat.S_ISREG(now.st_mode) or now.st_nlink != 1 or now.st_ino != inode:
+            raise OSError(errno.EBUSY, "changed while it was moved")
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)  # EAGAIN: someone holds it open to write
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+    finally:
+        os.close(fd)
 
 
 class HostFs:
@@ -90,8 +110,8 @@ class HostFs:
 
     def try_move(self, src: str, dest: str) -> tuple[int, int, int] | None:
         """Rename src to dest if both are on one filesystem and src is a plain file nobody else
-        can still reach; dest then belongs to root, 0644. Returns src's (uid, gid, mode), for
-        put_back; None when it could not be moved (copy instead)."""
+        can still reach or write (see _seal); dest then belongs to root, 0600. Returns src's
+        (uid, gid, mode), for put_back; None when it could not be moved (copy instead)."""
         try:
             st = os.lstat(src)
         except OSError:
@@ -105,15 +125,7 @@ class HostFs:
                 return None
             raise
         try:
-            fd = os.open(dest, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            try:
-                now = os.fstat(fd)
-                if not stat.S_ISREG(now.st_mode) or now.st_nlink != 1 or now.st_ino != st.st_ino:
-                    raise OSError(errno.EBUSY, "changed while it was moved")
-                os.fchown(fd, 0, 0)  # the caller can no longer rewrite it after the check
-                os.fchmod(fd, 0o644)
-            finally:
-                os.close(fd)
+            _seal(dest, st.st_ino)
         except OSError:
             os.rename(dest, src)
             return None

@@ -12,14 +12,27 @@ def boot_id() -> str:
         return f.read().strip()
 
 
-def _starttime(pid: int) -> str | None:
+def _stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat from field 3 (the state) on, or None if there is no such process."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
     except OSError:
         return None
-    # Field 22 (starttime), counted after the parenthesised command name, which may hold spaces.
-    return stat[stat.rindex(")") + 2:].split()[19]
+    # Counted after the parenthesised command name, which may hold spaces and parentheses.
+    return stat[stat.rindex(")") + 2:].split()
+
+
+def _starttime(pid: int) -> str | None:
+    fields = _stat(pid)
+    return fields[19] if fields else None  # field 22
+
+
+def _live_starttime(pid: int) -> str | None:
+    """The start time of pid if it still runs: a zombie (Z) or dead (X) process has exited,
+    whatever its parent has not reaped yet."""
+    fields = _stat(pid)
+    return fields[19] if fields and fields[0] not in ("Z", "X") else None
 
 
 class HostProcesses:
@@ -40,4 +53,4 @@ class HostProcesses:
             pid, start, boot = token.split(":")
         except ValueError:
             return False
-        return boot == self._boot and _starttime(int(pid)) == start
+        return boot == self._boot and _live_starttime(int(pid)) == start

@@ -40,7 +40,18 @@ class LxcDriver:
             return "MISSING"
         proc = process.run([*self._base("lxc-info", name), "-s", "-H"], timeout=10, check=False)
         out = proc.stdout.decode().strip()
-        return out if proc.returncode == 0 and out else "STOPPED"
+        return self._settled(name, out) if proc.returncode == 0 and out else "STOPPED"
+
+    def _settled(self, name: str, reported: str) -> str:
+        """LXC keeps reporting FREEZING, its monitor's word, after an lxc-freeze died before it
+        finished, even once the cgroup is thawed: then the cgroup says it runs."""
+        if reported != "FREEZING":
+            return reported
+        for key, thawed in (("freezer.state", "THAWED"), ("cgroup.freeze", "0")):
+            proc = process.run([*self._base("lxc-cgroup", name), key], timeout=10, check=False)
+            if proc.returncode == 0:
+                return "RUNNING" if proc.stdout.decode().strip() == thawed else reported
+        return reported
 
     def states(self) -> dict[str, str]:
         """{name: state} of every container under our lxcpath, from one lxc-ls."""
@@ -55,7 +66,7 @@ class LxcDriver:
             parts = line.split()
             if len(parts) == 2:
                 found[parts[0]] = parts[1]
-        return {n: found.get(n, "STOPPED") for n in names}
+        return {n: self._settled(n, found.get(n, "STOPPED")) for n in names}
 
     def pid(self, name: str) -> int | None:
         proc = process.run([*self._base("lxc-info", name), "-p", "-H"], timeout=10, check=False)
@@ -84,7 +95,7 @@ class LxcDriver:
         """Ask init to halt (SIGPWR), kill after the timeout."""
         if self.state(name) in ("STOPPED", "MISSING"):
             return
-        if self.state(name) == "FROZEN":
+        if self.state(name) in ("FREEZING", "FROZEN"):
             self.unfreeze(name)
         proc = process.run([*self._base("lxc-stop", name), "-t", str(int(max(1, timeout)))],
                            timeout=timeout + 10, check=False)
@@ -114,6 +125,19 @@ class LxcDriver:
 
     def unfreeze(self, name: str) -> None:
         process.run(self._base("lxc-unfreeze", name), timeout=30)
+        if self.state(name) == "FREEZING":
+            self._thaw_cgroup(name)
+
+    def _thaw_cgroup(self, name: str) -> None:
+        """lxc-unfreeze acts only on a FROZEN container: one whose freezing never finished (an
+        lxc-freeze killed while a task could not freeze yet) is thawed through its cgroup,
+        freezer.state on cgroup v1, cgroup.freeze on v2."""
+        for key, value in (("freezer.state", "THAWED"), ("cgroup.freeze", "0")):
+            proc = process.run([*self._base("lxc-cgroup", name), key, value], timeout=30, check=False)
+            if proc.returncode == 0:
+                return
+        raise ContainerStateError(f"container {name} is FREEZING and its cgroup could not be thawed: "
+                                  f"{proc.stderr.decode(errors='replace').strip()}")
 
     def attach(self, name, argv, env=None, cwd=None, timeout=None, on_output=None, stdin=None):
         """Run argv inside the container via lxc-attach; (exit code, stdout, stderr)."""
