@@ -1,6 +1,7 @@
 """Images: what a .aimg file's manifest says, and the record the store keeps."""
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -81,12 +82,18 @@ def _check_init(_inst: object, _attr: object, value: tuple[Any, ...]) -> None:
                                f"words (letters, digits and _ . + @ / = : , -)")
 
 
+def _check_time(_inst: Any, _attr: Any, value: float) -> None:
+    # float("nan") and float("inf") parse, and would end up in resources.json as NaN/Infinity.
+    if not math.isfinite(value) or value < 0:
+        raise InvalidValue(f"invalid creation time {value!r}: seconds since the epoch")
+
+
 @attrs.frozen
 class Manifest:
     """What an image says about itself (manifest.json inside the .aimg)."""
 
     name: str = attrs.field(validator=lambda i, a, v: validate_image_name(v))
-    created: float = attrs.field(converter=float)
+    created: float = attrs.field(converter=float, validator=_check_time)
     parent: str | None = attrs.field(default=None, validator=_check_id)
     startup_commands: tuple[str, ...] = attrs.field(default=(), converter=_commands)
     environment: dict[str, str] = attrs.field(factory=dict, converter=dict, validator=_check_env)

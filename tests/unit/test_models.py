@@ -136,6 +136,12 @@ class TestManifest:
         assert (m.parent, m.startup_commands, m.environment, m.host_binds, m.init) == (None, (), {}, (), ())
         assert m.format_version == FORMAT_VERSION
 
+    @pytest.mark.parametrize("created", ["nan", "inf", "-inf", -1, float("nan")])
+    def test_creation_time_is_a_finite_time(self, created):
+        """created NaN, infinite or negative is refused (it would reach resources.json as NaN)."""
+        with pytest.raises(InvalidValue, match="creation time"):
+            Manifest.from_dict({**MANIFEST, "created": created})
+
     @pytest.mark.parametrize("version", [FORMAT_VERSION + 1, 99])
     def test_future_format_version_refused(self, version):
         """A newer format version raises InvalidValue telling to upgrade."""
