@@ -8,6 +8,17 @@ import pytest
 from appcontainers.domain.exceptions import AgentUnavailable
 
 
+def logged_until_exit(client, since: int, cid: str, within: float = 5.0) -> list:
+    """client.logs(since) once it holds cid's exit record: the agent writes its log in batches,
+    so the record may land just after run() returned."""
+    deadline = time.monotonic() + within
+    while True:
+        logged = list(client.logs(since=since))
+        if any(r.get("id") == cid and r.get("type") == "exit" for _, r in logged) or time.monotonic() > deadline:
+            return logged
+        time.sleep(0.05)
+
+
 def started(agents, world):
     """A client of a running agent, holding the right key, once the agent is ready."""
     public, secret = agents.new_keys()
@@ -57,12 +68,12 @@ class AgentsContract:
 
     def test_logs_yield_the_commands_records(self, agents, world):
         """logs(since) yields (offset, record) from since, offsets rising: a command's started,
-        output and exit records; since the last offset, nothing more."""
+        output and exit records (the exit soon after run() returns); since the last, nothing more."""
         client = started(agents, world)
         before = [offset for offset, _ in client.logs()]
         since = before[-1] if before else 0
         _, _, _, record = client.run(argv=world.command(client, "hi\n", "", 0))
-        logged = list(client.logs(since=since))
+        logged = logged_until_exit(client, since, record["id"])
         offsets = [offset for offset, _ in logged]
         assert offsets == sorted(set(offsets)) and all(o > since for o in offsets)
         mine = [r for _, r in logged if r.get("id") == record["id"]]
