@@ -8,8 +8,8 @@ import posixpath
 import random
 
 from appcontainers.config import Settings
-from appcontainers.domain.exceptions import (AppContainersError, CommandFailed, ContainerStateError,
-                                             ImageCorrupt, InvalidValue)
+from appcontainers.domain.exceptions import (AgentUnavailable, AppContainersError, CommandFailed,
+                                             ContainerStateError, ImageCorrupt, InvalidValue)
 from appcontainers.domain.image import Manifest
 from appcontainers.domain.state import State
 from appcontainers.entrypoints.api import Service
@@ -313,17 +313,27 @@ class FakeFs:
 
 
 class FakeSkeletons:
-    """A config of key = value lines, and one rootfs file, from the template context."""
+    """The lines of the LXC config the services rely on, in LXC's syntax as the packaged
+    skeleton writes them, and the packaged rootfs files, from the template context."""
 
     def render_config(self, ctx):
         r = ctx["r"]
-        lines = [f"name = {r.name}", f"ip = {r.ip}/{ctx['prefixlen']}", f"gateway = {ctx['gateway']}",
-                 f"mac = {r.mac}", f"rootfs = {ctx['rootfs']}", f"init = {ctx['init']}",
-                 *(f"mount = {src} {dst}" for src, dst in ctx["files"])]
+        lines = [f"lxc.uts.name = {r.name}", f"lxc.rootfs.path = dir:{ctx['rootfs']}",
+                 f"lxc.cap.keep = {' '.join(ctx['caps'])}", f"lxc.cgroup2.pids.max = {r.pids}",
+                 *(f"lxc.idmap = {kind} 0 {r.idmap[0]} {r.idmap[1]}" for kind in ("u", "g") if r.idmap),
+                 f"lxc.cgroup.dir.container = appcontainers-{ctx['root_id']}.payload.{r.name}",
+                 f"lxc.init.cmd = {ctx['init']}", f"lxc.net.0.link = {ctx['bridge']}",
+                 f"lxc.net.0.hwaddr = {r.mac}", f"lxc.net.0.ipv4.address = {r.ip}/{ctx['prefixlen']} {ctx['broadcast']}",
+                 f"lxc.net.0.ipv4.gateway = {ctx['gateway']}", f"lxc.net.0.veth.pair = {ctx['veth']}",
+                 f"lxc.mount.entry = {ctx['agent_dir']} run/appcontainers none bind,create=dir 0 0",
+                 *(f"lxc.mount.entry = {src} {path.lstrip('/')} none ro,bind,create=dir 0 0"
+                   for src, path in ctx["host_binds"]),
+                 *(f"lxc.mount.entry = {src} {dst.lstrip('/')} none bind,optional 0 0" for src, dst in ctx["files"])]
         return "\n".join(lines) + "\n"
 
     def render_files(self, ctx):
-        return {"/etc/hostname": ctx["r"].name + "\n"}
+        r = ctx["r"]
+        return {"/etc/hostname": f"{r.name}\n", "/etc/hosts": f"127.0.0.1\tlocalhost\n{r.ip}\t{r.name}\n"}
 
 
 class FakeBaseBuilder:
@@ -347,8 +357,13 @@ class FakeBaseBuilder:
 
 
 class FakeAgentClient:
-    def __init__(self, running=lambda: True):
+    """Like the real client: it talks only to a running agent holding the key it expects
+    (else AgentUnavailable, nothing run); a run answers `reply`, streams its lines to
+    on_output and logs started, output and exit records."""
+
+    def __init__(self, running=lambda: True, agent_key=lambda: None):
         self.running = running  # the container runs: the agent answers
+        self.agent_key = agent_key  # the public key the agent there holds (its agent.json), or None
         self.server_key = None  # the key the last caller gave, as the real client would check it
         self.run_keys: list = []  # server_key at each run
         self.ready = True
@@ -357,38 +372,66 @@ class FakeAgentClient:
         self.reply = (0, b"", b"")
         self.records: list[dict] = []
 
+    def _reach(self):
+        if not self.running():
+            raise AgentUnavailable("the agent is not running")
+        if self.server_key is None or self.server_key != self.agent_key():
+            raise AgentUnavailable("the agent did not authenticate")
+
     def alive(self): return self.running()
 
     def wait_ready(self, timeout):
         self.waits.append(timeout)
-        return self.ready
+        if not (self.ready and self.running()):
+            return False
+        self._reach()
+        return True
 
     def run(self, argv=None, shell=None, env=None, cwd=None, stdin=None, timeout=None, on_output=None):
+        self._reach()
         self.runs.append({"argv": argv, "shell": shell, "env": env, "cwd": cwd, "stdin": stdin})
         self.run_keys.append(self.server_key)
-        return (*self.reply, {})
+        code, out, err = self.reply
+        cid = f"c{len(self.runs)}"
+        self.records.append({"v": 1, "type": "started", "id": cid, "pid": 100 + len(self.runs)})
+        for stream, data in (("stdout", out), ("stderr", err)):
+            for seq, line in enumerate(data.splitlines(keepends=True)):
+                self.records.append({"v": 1, "type": "output", "id": cid, "stream": stream, "seq": seq,
+                                     "data": line.decode(errors="replace")})
+                if on_output is not None:
+                    on_output(stream, line.rstrip(b"\n").decode(errors="replace"))
+        record = {"v": 1, "type": "exit", "id": cid, "code": code, "signal": None, "timed_out": False}
+        self.records.append(record)
+        return code, out, err, dict(record)
 
     def logs(self, since=0, follow=False):
         return iter([(i + 1, rec) for i, rec in enumerate(self.records) if i >= since])
 
 
 class FakeAgents:
-    """run_dir -> its FakeAgentClient (the same one each time, so its records accumulate)."""
+    """run_dir -> its FakeAgentClient (the same one each time, so its records accumulate). The
+    agent there holds the key whose secret half is in the run_dir's agent.json in fs."""
 
-    def __init__(self, driver: "FakeDriver"):
+    def __init__(self, driver: "FakeDriver", fs: "FakeFs"):
         self.clients: dict[str, FakeAgentClient] = {}
-        self.driver = driver
+        self.driver, self.fs = driver, fs
         self.made = 0  # key pairs made
+        self.pairs: dict[str, str] = {}  # secret -> public, of every pair made
+
+    def _agent_key(self, run_dir):
+        config = self.fs.files.get(run_dir.rstrip("/") + "/agent.json")
+        return None if config is None else self.pairs.get(json.loads(config).get("curve_secret_key"))
 
     def __call__(self, run_dir, server_key=None):
         name = run_dir.rstrip("/").split("/")[-2]  # <root>/run/<name>/agent
-        client = self.clients.setdefault(
-            run_dir, FakeAgentClient(lambda: self.driver.containers.get(name) == "RUNNING"))
+        client = self.clients.setdefault(run_dir, FakeAgentClient(
+            lambda: self.driver.containers.get(name) == "RUNNING", lambda: self._agent_key(run_dir)))
         client.server_key = server_key
         return client
 
     def new_keys(self):
         self.made += 1
+        self.pairs[f"secret-{self.made}"] = f"public-{self.made}"
         return f"public-{self.made}", f"secret-{self.made}"
 
 
@@ -441,7 +484,7 @@ def make_service(fuse: bool = False, kernel: bool = True, **settings) -> Service
     return Service(Ports(
         settings=s, repo=FakeRepo(s.subnet), driver=driver, mounters=mounters,
         codec=FakeCodec(fs), net=FakeNet(), fs=fs, skeletons=FakeSkeletons(),
-        base_builder=FakeBaseBuilder(fs), agents=FakeAgents(driver), clock=FakeClock(),
+        base_builder=FakeBaseBuilder(fs), agents=FakeAgents(driver, fs), clock=FakeClock(),
         rng=random.Random(1234), procs=FakeProcs(), viewer=FakeImageViewer(), disks=FakeDisks(fs),
     ))
 

@@ -1,4 +1,4 @@
-"""RootfsMounter and the extra powers: Binder (kernel), IdmapMounter and ViewMounter (FUSE)."""
+"""RootfsMounter and the extra powers: Binder (kernel), ViewMounter (both), shifted ids (FUSE)."""
 from __future__ import annotations
 
 import os
@@ -47,7 +47,7 @@ class RootfsMounterContract:
 
 
 class BinderContract:
-    """Fixtures: `binder` (a KernelMounterPort), `source` (a host directory), `where`."""
+    """Fixtures: `binder` (a KernelMounterPort), `source` (a host directory), `layers`, `where`."""
 
     def test_bind_ro_then_unmount(self, binder, source, where):
         """bind_ro() mounts the source at target, once; unmount(target, []) undoes it."""
@@ -58,18 +58,30 @@ class BinderContract:
         binder.unmount(target, [])
         assert not binder.is_mounted(target)
 
-    def test_binds_are_not_rootfs_mounts(self, binder, source, where):
-        """A bind is not among the mounter's rootfs mounts (its kind is the source's filesystem)."""
+    def test_binds_are_bind_points_not_rootfs_mounts(self, binder, source, where):
+        """A bind is among bind_points(), not among the rootfs mounts (its kind is the source's
+        filesystem); unmounted, it is in neither."""
         target = os.path.join(where, "binds", "x")
         binder.bind_ro(source, target)
         try:
-            assert binder.mounted(where) == []
+            assert binder.bind_points(where) == [target] and binder.mounted(where) == []
+            assert binder.bind_points(os.path.join(where, "elsewhere")) == []
         finally:
             binder.unmount(target, [])
+        assert binder.bind_points(where) == []
+
+    def test_rootfs_mounts_are_not_bind_points(self, binder, layers, where):
+        """A rootfs mount's points are never among bind_points()."""
+        lowers, upper, work, target = layout(where, len(layers))
+        binder.mount(layers, lowers, upper, work, target)
+        try:
+            assert binder.bind_points(where) == []
+        finally:
+            binder.unmount(target, lowers[::-1])
 
 
 class FuseMounterContract:
-    """The FUSE powers. Fixtures: `fuse`, `layers`, `where`, `view_dirs` (two directories)."""
+    """The FUSE power of shifted ids. Fixtures: `fuse`, `layers`, `where`."""
 
     def test_mount_with_idmap(self, fuse, layers, where):
         """mount(idmap=) mounts like mount(); unmount() leaves nothing."""
@@ -82,18 +94,22 @@ class FuseMounterContract:
             fuse.unmount(target, lowers[::-1])
         assert fuse.mounted(where) == []
 
-    def test_view(self, fuse, view_dirs, where):
+
+class ViewMounterContract:
+    """Read-only merged views. Fixtures: `view_mounter`, `view_dirs` (two directories), `where`."""
+
+    def test_view(self, view_mounter, view_dirs, where):
         """mount_view() mounts a view at target, listed by mounted(); unmount_view() removes it."""
         target = os.path.join(where, ".views", "c", "rootfs")
-        fuse.mount_view(view_dirs, target)
+        view_mounter.mount_view(view_dirs, target)
         try:
-            assert fuse.is_mounted(target) and fuse.mounted(where) == [target]
+            assert view_mounter.is_mounted(target) and view_mounter.mounted(where) == [target]
         finally:
-            fuse.unmount_view(target)
-        assert not fuse.is_mounted(target) and fuse.mounted(where) == []
+            view_mounter.unmount_view(target)
+        assert not view_mounter.is_mounted(target) and view_mounter.mounted(where) == []
 
-    def test_unmount_view_of_nothing_is_no_error(self, fuse, where):
+    def test_unmount_view_of_nothing_is_no_error(self, view_mounter, where):
         """unmount_view() of a view that is not there does nothing (teardown after a crash)."""
         target = os.path.join(where, ".views", "c", "rootfs")
-        fuse.unmount_view(target)
-        assert not fuse.is_mounted(target)
+        view_mounter.unmount_view(target)
+        assert not view_mounter.is_mounted(target)

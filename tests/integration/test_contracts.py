@@ -4,31 +4,44 @@ tests/unit/test_contracts.py runs the same suites against the fakes. Everything 
 under a fresh directory in /var/tmp (and on this run's own test bridge), removed after."""
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 
 import pytest
 
+from appcontainers.adapters.aimg.image_viewer import ImageViewer
 from appcontainers.adapters.aimg.squashfs import SquashfsCodec
+from appcontainers.adapters.bases.busybox_base import BusyboxBaseBuilder
+from appcontainers.adapters.host.hostproc import HostProcesses
 from appcontainers.adapters.host.hostfs import HostFs
 from appcontainers.adapters.net.hostnet import HostNetwork
 from appcontainers.adapters.lxc.lxc_cli import LxcDriver
+from appcontainers.adapters.lxc.skeletons import Skeletons
 from appcontainers.adapters.mounts.fuse_overlay import FuseMounter, fuse_available
 from appcontainers.adapters.mounts.kernel_mount import KernelMounter, kernel_available
 from appcontainers.adapters.mounts.sized_dir import SizedDirs
 from appcontainers.adapters.store.json_store import JsonStore
 from tests.conftest import TEST_BRIDGE, TEST_NET, _umount_under
+from tests.contract.agents import AgentsContract
+from tests.contract.bases import BaseBuilderContract
 from tests.contract.codec import ImageCodecContract
 from tests.contract.driver import ContainerDriverContract
 from tests.contract.hostfs import HostFsContract
-from tests.contract.mounters import BinderContract, FuseMounterContract, RootfsMounterContract, layout
+from tests.contract.mounters import (BinderContract, FuseMounterContract, RootfsMounterContract,
+                                     ViewMounterContract, layout)
 from tests.contract.network import HostNetworkContract
+from tests.contract.processes import ProcessesContract
 from tests.contract.repository import NETWORK, ResourceRepositoryContract
 from tests.contract.sized_dirs import SizedDirsContract
+from tests.contract.skeletons import SkeletonsContract
+from tests.contract.viewer import ImageViewerContract
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mounts, lxc, links, chown)"),
@@ -38,6 +51,7 @@ needs_kernel = pytest.mark.skipif(not kernel_available(), reason="needs loop dev
 needs_fuse = pytest.mark.skipif(not fuse_available(), reason="needs /dev/fuse, squashfuse and fuse-overlayfs")
 needs_lxc = pytest.mark.skipif(not shutil.which("lxc-info"), reason="needs the lxc tools")
 _names = itertools.count()
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture
@@ -108,8 +122,26 @@ def where(base):
     return os.path.join(base, "mnt", "c")
 
 
+@pytest.fixture
+def view_dirs(base):
+    _write(f"{base}/upper/etc/new", b"new\n")
+    _write(f"{base}/lower/etc/old", b"old\n")
+    return [f"{base}/upper", f"{base}/lower"]
+
+
+def _view_merges_dirs(view_mounter, view_dirs, where):
+    target = os.path.join(where, ".views", "c", "rootfs")
+    view_mounter.mount_view(view_dirs, target)
+    try:
+        assert sorted(os.listdir(f"{target}/etc")) == ["new", "old"]
+        with pytest.raises(OSError):
+            _write(f"{target}/etc/more", b"x")
+    finally:
+        view_mounter.unmount_view(target)
+
+
 @needs_kernel
-class TestKernelMounter(RootfsMounterContract, BinderContract):
+class TestKernelMounter(RootfsMounterContract, BinderContract, ViewMounterContract):
     @pytest.fixture
     def mounter(self):
         return KernelMounter()
@@ -117,6 +149,14 @@ class TestKernelMounter(RootfsMounterContract, BinderContract):
     @pytest.fixture
     def binder(self, mounter):
         return mounter
+
+    @pytest.fixture
+    def view_mounter(self, mounter):
+        return mounter
+
+    def test_view_merges_dirs(self, view_mounter, view_dirs, where):
+        """(The kernel adapter) the view shows the files of every dir, read-only."""
+        _view_merges_dirs(view_mounter, view_dirs, where)
 
     @pytest.fixture
     def source(self, base):
@@ -145,7 +185,7 @@ class TestKernelMounter(RootfsMounterContract, BinderContract):
 
 
 @needs_fuse
-class TestFuseMounter(RootfsMounterContract, FuseMounterContract):
+class TestFuseMounter(RootfsMounterContract, FuseMounterContract, ViewMounterContract):
     @pytest.fixture
     def mounter(self):
         return FuseMounter()
@@ -155,10 +195,8 @@ class TestFuseMounter(RootfsMounterContract, FuseMounterContract):
         return mounter
 
     @pytest.fixture
-    def view_dirs(self, base):
-        _write(f"{base}/upper/etc/new", b"new\n")
-        _write(f"{base}/lower/etc/old", b"old\n")
-        return [f"{base}/upper", f"{base}/lower"]
+    def view_mounter(self, mounter):
+        return mounter
 
     def test_idmap_shifts_ids(self, fuse, layers, where):
         """(The FUSE adapter) with idmap, files owned by root in the image show the host base id."""
@@ -169,16 +207,9 @@ class TestFuseMounter(RootfsMounterContract, FuseMounterContract):
         finally:
             fuse.unmount(target, lowers[::-1])
 
-    def test_view_merges_dirs(self, fuse, view_dirs, where):
+    def test_view_merges_dirs(self, view_mounter, view_dirs, where):
         """(The FUSE adapter) the view shows the files of every dir, read-only."""
-        target = os.path.join(where, ".views", "c", "rootfs")
-        fuse.mount_view(view_dirs, target)
-        try:
-            assert sorted(os.listdir(f"{target}/etc")) == ["new", "old"]
-            with pytest.raises(OSError):
-                _write(f"{target}/etc/more", b"x")
-        finally:
-            fuse.unmount_view(target)
+        _view_merges_dirs(view_mounter, view_dirs, where)
 
 
 # ---- codec and host -----------------------------------------------------------------------
@@ -293,3 +324,162 @@ class TestSizedDirs(SizedDirsContract):
     @pytest.fixture
     def files(self):
         return os.path
+
+
+# ---- processes, skeletons, agents, bases, viewer --------------------------------------------
+CHILD = "from appcontainers.adapters.host.hostproc import HostProcesses; import sys; " \
+        "print(HostProcesses().token(), flush=True); sys.stdin.read()"
+
+
+class TestHostProcesses(ProcessesContract):
+    @pytest.fixture
+    def procs(self):
+        return HostProcesses()
+
+    @pytest.fixture
+    def world(self):
+        class World:
+            @contextlib.contextmanager
+            def child(self):
+                """A child printing its own token, ended (and reaped) after the block."""
+                proc = subprocess.Popen([sys.executable, "-c", CHILD], cwd=ROOT, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": ROOT})
+                try:
+                    yield proc.stdout.readline().decode().strip()
+                finally:
+                    proc.stdin.close()
+                    proc.stdout.close()
+                    proc.wait(10)
+        return World()
+
+
+class TestSkeletons(SkeletonsContract):
+    @pytest.fixture
+    def skeletons(self, base):
+        return Skeletons(os.path.join(base, "no-overrides"))
+
+
+class AgentWorld:
+    """Real agent processes (as tests/integration/test_agent_process.py starts them), each in its
+    own short directory under /tmp (an ipc socket path must fit in 107 bytes)."""
+
+    def __init__(self):
+        self.started: list[tuple[subprocess.Popen, str]] = []
+        self.dirs: list[str] = []
+
+    def _dir(self) -> str:
+        d = tempfile.mkdtemp(prefix="ac-contract-", dir="/tmp")
+        self.dirs.append(d)
+        return d
+
+    def start(self, secret: str) -> str:
+        run_dir = self._dir()
+        with open(os.path.join(run_dir, "agent.json"), "w") as f:
+            json.dump({"curve_secret_key": secret}, f)
+        proc = subprocess.Popen([sys.executable, "-m", "appcontainers.agent", "--dir", run_dir], cwd=ROOT)
+        self.started.append((proc, run_dir))
+        return run_dir
+
+    def idle(self) -> str:
+        return self._dir()
+
+    def command(self, client, out: str, err: str, code: int) -> list[str]:
+        return ["sh", "-c", 'printf "$1"; printf "$2" >&2; exit "$3"', "sh", out, err, str(code)]
+
+    def stop(self) -> None:
+        for proc, _ in self.started:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(6)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+        for d in self.dirs:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+class TestAgentBus(AgentsContract):
+    """The zmq bus: AgentClient is what build_ports() wires as the Agents port."""
+
+    @pytest.fixture
+    def agents(self):
+        pytest.importorskip("zmq")
+        from appcontainers.adapters.bus.zmq_bus import AgentClient
+        return AgentClient
+
+    @pytest.fixture
+    def world(self):
+        world = AgentWorld()
+        try:
+            yield world
+        finally:
+            world.stop()
+
+
+@pytest.mark.skipif(not (shutil.which("busybox") or os.path.exists("/bin/busybox")), reason="needs busybox")
+class TestBusyboxBaseBuilder(BaseBuilderContract):
+    @pytest.fixture
+    def codec(self):
+        return SquashfsCodec()
+
+    @pytest.fixture
+    def world(self, base):
+        return HostWorld(base)
+
+    @pytest.fixture
+    def builder(self, codec, base):
+        return BusyboxBaseBuilder(codec, os.path.join(base, "tmp"), level=1)
+
+
+@pytest.fixture(scope="module")
+def view_images(tmp_path_factory):
+    """(top, base): a base holding etc/hostname and etc/base, and a child layer over it."""
+    root = str(tmp_path_factory.mktemp("contract-view"))
+    _write(f"{root}/base/etc/hostname", b"base\n")
+    _write(f"{root}/base/etc/base", b"base\n")
+    _write(f"{root}/top/etc/hostname", b"top\n")
+    codec = SquashfsCodec()
+    base_id = codec.pack(f"{root}/base", {"format_version": 1, "name": "base", "created": 0.0}, f"{root}/base.aimg")
+    codec.pack(f"{root}/top", {"format_version": 1, "name": "top", "created": 0.0, "parent": base_id},
+               f"{root}/top.aimg")
+    return [f"{root}/top.aimg", f"{root}/base.aimg"]
+
+
+@needs_fuse
+class TestImageViewer(ImageViewerContract):
+    @pytest.fixture
+    def viewer(self):
+        return ImageViewer()
+
+    @pytest.fixture
+    def world(self, base, view_images):
+        class World:
+            n = itertools.count()
+
+            def images(self):
+                return list(view_images)
+
+            def directory(self):
+                return f"{base}/views/v{next(self.n)}"
+
+            def read(self, directory, rel):
+                try:
+                    with open(os.path.join(directory, rel), "rb") as f:
+                        return f.read()
+                except FileNotFoundError:
+                    return None
+        return World()
+
+    def test_the_view_is_read_only(self, viewer, world):
+        """(The real adapter) nothing can be written through the view."""
+        directory = world.directory()
+        viewer.mount(world.images(), directory)
+        try:
+            with pytest.raises(OSError):
+                _write(f"{directory}/etc/new", b"x")
+            with pytest.raises(OSError):
+                _write(f"{directory}/etc/hostname", b"x")
+        finally:
+            viewer.unmount(directory)
+

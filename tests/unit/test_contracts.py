@@ -3,20 +3,28 @@
 tests/integration/test_contracts.py runs the same suites against the real adapters."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
+import json
 
 import pytest
 
+from tests.contract.agents import AgentsContract
+from tests.contract.bases import BaseBuilderContract
 from tests.contract.codec import ImageCodecContract
 from tests.contract.driver import ContainerDriverContract
 from tests.contract.hostfs import HostFsContract
-from tests.contract.mounters import BinderContract, FuseMounterContract, RootfsMounterContract
+from tests.contract.mounters import (BinderContract, FuseMounterContract, RootfsMounterContract,
+                                     ViewMounterContract)
 from tests.contract.network import HostNetworkContract
+from tests.contract.processes import ProcessesContract
 from tests.contract.repository import NETWORK, ResourceRepositoryContract
 from tests.contract.sized_dirs import SizedDirsContract
-from tests.fakes import (FakeCodec, FakeDisks, FakeDriver, FakeFs, FakeFuseMounter, FakeMounter, FakeNet,
-                         FakeRepo)
+from tests.contract.skeletons import SkeletonsContract
+from tests.contract.viewer import ImageViewerContract
+from tests.fakes import (FakeAgents, FakeBaseBuilder, FakeCodec, FakeDisks, FakeDriver, FakeFs, FakeFuseMounter,
+                         FakeImageViewer, FakeMounter, FakeNet, FakeProcs, FakeRepo, FakeSkeletons)
 
 WHERE = "/srv/contract/mnt/c"
 
@@ -51,7 +59,12 @@ def where():
     return WHERE
 
 
-class TestFakeKernelMounter(RootfsMounterContract, BinderContract):
+@pytest.fixture
+def view_dirs():
+    return ["/srv/contract/overlays/c/upper", "/srv/contract/mnt/c/layers/0/rootfs"]
+
+
+class TestFakeKernelMounter(RootfsMounterContract, BinderContract, ViewMounterContract):
     @pytest.fixture
     def mounter(self):
         return FakeMounter("kernel")
@@ -61,11 +74,15 @@ class TestFakeKernelMounter(RootfsMounterContract, BinderContract):
         return mounter
 
     @pytest.fixture
+    def view_mounter(self, mounter):
+        return mounter
+
+    @pytest.fixture
     def source(self):
         return "/usr/lib/python3"
 
 
-class TestFakeFuseMounter(RootfsMounterContract, FuseMounterContract):
+class TestFakeFuseMounter(RootfsMounterContract, FuseMounterContract, ViewMounterContract):
     @pytest.fixture
     def mounter(self):
         return FakeFuseMounter()
@@ -75,8 +92,8 @@ class TestFakeFuseMounter(RootfsMounterContract, FuseMounterContract):
         return mounter
 
     @pytest.fixture
-    def view_dirs(self):
-        return ["/srv/contract/overlays/c/upper", "/srv/contract/mnt/c/layers/0/rootfs"]
+    def view_mounter(self, mounter):
+        return mounter
 
 
 class FakeFsWorld:
@@ -164,3 +181,101 @@ class TestFakeDisks(SizedDirsContract):
     @pytest.fixture
     def where(self):
         return WHERE
+
+
+class TestFakeProcs(ProcessesContract):
+    @pytest.fixture
+    def procs(self):
+        return FakeProcs()
+
+    @pytest.fixture
+    def world(self, procs):
+        class World:
+            @contextlib.contextmanager
+            def child(self):
+                procs.alive_tokens.add("child")  # as a real child's token lives while it runs
+                try:
+                    yield "child"
+                finally:
+                    procs.alive_tokens.discard("child")
+        return World()
+
+
+class TestFakeSkeletons(SkeletonsContract):
+    @pytest.fixture
+    def skeletons(self):
+        return FakeSkeletons()
+
+
+class FakeAgentWorld:
+    """Agents in containers of a FakeDriver: started is an agent.json holding the secret key
+    (as start() writes it) in a running container's agent directory."""
+
+    def __init__(self, driver: FakeDriver, fs: FakeFs):
+        self.driver, self.fs = driver, fs
+        self._n = itertools.count()
+
+    def start(self, secret: str) -> str:
+        name = f"c{next(self._n)}"
+        run_dir = f"/srv/contract/run/{name}/agent"
+        self.fs.write_text(run_dir + "/agent.json", json.dumps({"curve_secret_key": secret}), mode=0o600)
+        self.driver.containers[name] = "RUNNING"
+        return run_dir
+
+    def idle(self) -> str:
+        return f"/srv/contract/run/idle{next(self._n)}/agent"
+
+    def command(self, client, out: str, err: str, code: int) -> list[str]:
+        client.reply = (code, out.encode(), err.encode())
+        return ["sh", "-c", "a command the fake answers with its reply"]
+
+
+class TestFakeAgents(AgentsContract):
+    @pytest.fixture
+    def world(self):
+        return FakeAgentWorld(FakeDriver(), FakeFs())
+
+    @pytest.fixture
+    def agents(self, world):
+        return FakeAgents(world.driver, world.fs)
+
+
+class TestFakeBaseBuilder(BaseBuilderContract):
+    @pytest.fixture
+    def world(self):
+        return FakeFsWorld(FakeFs())
+
+    @pytest.fixture
+    def builder(self, world):
+        return FakeBaseBuilder(world.fs)
+
+    @pytest.fixture
+    def codec(self, world):
+        return FakeCodec(world.fs)
+
+
+class TestFakeImageViewer(ImageViewerContract):
+    @pytest.fixture
+    def viewer(self):
+        return FakeImageViewer()
+
+    @pytest.fixture
+    def world(self, viewer):
+        class World:
+            """What each fake image file holds; a view shows the files of what is mounted there."""
+            trees = {"/srv/contract/images/top.aimg": {"etc/hostname": b"top\n"},
+                     "/srv/contract/images/base.aimg": {"etc/hostname": b"base\n", "etc/base": b"base\n"}}
+            n = itertools.count()
+
+            def images(self):
+                return list(self.trees)
+
+            def directory(self):
+                return f"/srv/contract/views/v{next(self.n)}"
+
+            def read(self, directory, rel):
+                for f in viewer.views.get(directory, []):  # top first
+                    if rel in self.trees[f]:
+                        return self.trees[f][rel]
+                return None
+        return World()

@@ -62,10 +62,10 @@ class TestProvision:
     def test_config_rendered_with_address_and_mac(self, svc):
         """The LXC config is rendered with the container's address, prefix, gateway and MAC."""
         c = svc.provision("web")
-        config = svc.ports.driver.configs["web"]
-        assert f"ip = {c.ip}/24" in config
-        assert f"mac = {c.mac}" in config
-        assert "gateway = 10.0.100.1" in config
+        config = svc.ports.driver.configs["web"].splitlines()
+        assert f"lxc.net.0.ipv4.address = {c.ip}/24 10.0.100.255" in config
+        assert f"lxc.net.0.hwaddr = {c.mac}" in config
+        assert "lxc.net.0.ipv4.gateway = 10.0.100.1" in config
         assert svc.ports.net.bridges == {"actest0": ("10.0.100.1", 24)}
 
     def test_skeleton_files_written_and_bind_mounted(self, svc):
@@ -73,7 +73,7 @@ class TestProvision:
         svc.provision("web")
         src = svc.settings.layout.skel_dir("web") + "/etc/hostname"
         assert svc.ports.fs.files[src] == "web\n"
-        assert f"mount = {src} /etc/hostname" in svc.ports.driver.configs["web"]
+        assert f"lxc.mount.entry = {src} etc/hostname none bind,optional 0 0" in svc.ports.driver.configs["web"].splitlines()
 
     def test_base_layer_mounted(self, svc):
         """The rootfs is an overlay on the default base's image file."""
