@@ -116,6 +116,22 @@ class TestSubordinateIds:
         assert gid.read_text() == "root:100000:65536\n"
         assert ensure_range(100000, 65536, files=(str(uid), str(gid))) == []
 
+    @pytest.mark.parametrize("line", ["alice:100000:65536", "bob:165535:10", "1000:90000:10001"])
+    def test_another_owner_of_the_maps_ids_is_refused(self, tmp_path, line):
+        """A user given ids of the map (useradd's first range on Debian) could become the
+        containers' root through newuidmap: refused, naming the line, and nothing appended."""
+        uid, gid = tmp_path / "subuid", tmp_path / "subgid"
+        uid.write_text(f"root:100000:65536\n{line}\n")
+        with pytest.raises(UnsafeHost, match=line):
+            ensure_range(100000, 65536, files=(str(uid), str(gid)))
+        assert uid.read_text() == f"root:100000:65536\n{line}\n"
+
+    def test_neighbouring_ranges_are_fine(self, tmp_path):
+        """Ranges just below and just above the map do not overlap it."""
+        uid = tmp_path / "subuid"
+        uid.write_text("alice:34464:65536\nbob:165536:65536\n")
+        assert ensure_range(100000, 65536, files=(str(uid),)) == [str(uid)]
+
     def test_unwritable_file_is_a_clear_error(self, tmp_path):
         """When the file cannot be written, the error names it and the line to add."""
         missing_dir = tmp_path / "no-such-dir" / "subuid"

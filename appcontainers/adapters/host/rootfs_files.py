@@ -78,7 +78,10 @@ def write_file(root: str, path: str, data: bytes, mode: int = 0o644, uid: int = 
         parent = _mkdirs(root_fd, posixpath.dirname(path), shift)
         os.close(parent)
         try:
-            fd = openat2_in_root(root_fd, path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+            # O_NONBLOCK: a FIFO planted there by root inside must not hang us (and every other call
+            # waiting on this container's lock); a regular file ignores it.
+            fd = openat2_in_root(root_fd, path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK,
+                                 mode)
         except OSError as e:
             if e.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
                 raise UnsafePath(f"{path} in the container is not a regular file ({e.strerror})") from None

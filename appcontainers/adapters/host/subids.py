@@ -26,6 +26,23 @@ def covers(text: str, base: int, count: int, owners=("root", "0")) -> bool:
     return False
 
 
+def overlapping(text: str, base: int, count: int, owners=("root", "0")) -> list[str]:
+    """The lines of a subuid/subgid text giving anyone but owners ids in base..base+count-1 (pure):
+    such a user could take the containers' ids with newuidmap and read what they write."""
+    found = []
+    for line in text.splitlines():
+        parts = line.strip().split(":")
+        if len(parts) != 3 or parts[0] in owners:
+            continue
+        try:
+            start, size = int(parts[1]), int(parts[2])
+        except ValueError:
+            continue
+        if start < base + count and base < start + size:
+            found.append(line.strip())
+    return found
+
+
 def ensure_range(base: int, count: int, files=FILES) -> list[str]:
     """Append root:base:count to each file whose ranges do not cover the map; returns the files
     changed. UnsafeHost, naming the file and the line to add, if one cannot be written."""
@@ -38,6 +55,11 @@ def ensure_range(base: int, count: int, files=FILES) -> list[str]:
             text = ""
         except OSError as e:
             raise UnsafeHost(f"cannot read {path} ({e.strerror}): add the line root:{base}:{count} to it") from None
+        others = overlapping(text, base, count)
+        if others:
+            raise UnsafeHost(f"{path} gives {', '.join(others)} ids that the containers' id map uses "
+                             f"({base}-{base + count - 1}): that user could become the containers' root; "
+                             f"move that range, or set another idmap_base")
         if covers(text, base, count):
             continue
         line = f"root:{base}:{count}\n"
