@@ -113,7 +113,8 @@ class LoadMoveOp:
         return path == self.staged
 
     def owner_of_file(self) -> tuple[int, int, int]:
-        return self.file_owner or (0, 0, 0o644)
+        # Unknown (a crash right after the move): root's and private rather than world-readable.
+        return self.file_owner or (0, 0, 0o600)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"kind": self.KIND, "id": self.id, "owner": self.owner, "staged": self.staged,

@@ -108,6 +108,7 @@ class TestStorePoisoning:
             mine = os.path.join(work, "mine.aimg")
             shutil.copyfile(clean, mine)
             os.chown(mine, NOBODY, NOBODY)
+            os.chmod(mine, 0o644)
             theirs = os.path.join(work, "evil.aimg")  # the bytes they want served instead
             shutil.copyfile(evil, theirs)
             os.chown(theirs, NOBODY, NOBODY)
@@ -126,6 +127,8 @@ class TestStorePoisoning:
                 # The rewrite happened, through the user's fd, to whatever that fd is on:
                 if os.path.exists(mine):  # not moved: the user rewrote only their own file
                     assert _sha(mine) == _sha(evil)
+                    mst = os.stat(mine)  # and it is still theirs (sealing it first must be undone)
+                    assert (mst.st_uid, mst.st_gid, mst.st_mode & 0o777) == (NOBODY, NOBODY, 0o644)
                 st = os.stat(stored)
                 assert (st.st_uid, st.st_mode & 0o777, st.st_nlink) == (0, 0o600, 1)
                 assert _image_body_sha(stored) == clean_id and _sha(stored) == _sha(clean)

@@ -364,7 +364,7 @@ def watch_events(agents, rescan: float = 1.0, topics: Iterable[str] = ("event",)
                     event = p.decode(frames[-1])
                 except p.ProtocolError:
                     continue
-                event.setdefault("container", name)
+                event["container"] = name  # who sent it, by the key it proved; never what it says
                 yield event
     finally:
         for sock, _ in socks.values():

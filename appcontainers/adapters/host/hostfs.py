@@ -124,12 +124,13 @@ class HostFs:
             if e.errno == errno.EXDEV:
                 return None
             raise
+        owner = (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
         try:
             _seal(dest, st.st_ino)
         except OSError:
-            os.rename(dest, src)
+            self.put_back(dest, src, owner)  # sealing made it root's 0600 first: the caller's again
             return None
-        return st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)
+        return owner
 
     def put_back(self, staged: str, path: str, owner: tuple[int, int, int]) -> None:
         """Undo try_move: the file goes back to path with its owner and mode."""
