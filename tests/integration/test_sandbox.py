@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
+import socket
 import secrets
 import shutil
+import stat
 import subprocess
 import sys
 
@@ -256,8 +259,23 @@ class TestHostUsers:
         sock = os.path.join(data_root, "run", box.name, "agent", "cmd.sock")
         assert os.path.exists(sock)
         probe = ("import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); print('connected')")
-        r = _as_nobody(sys.executable, "-c", probe, sock)
-        assert r.returncode != 0 and "connected" not in r.stdout
+        python = "/usr/bin/python3"  # the venv's python lives under /root, which nobody cannot walk
+        # Precondition: the probe does connect, as nobody, to a socket nobody may reach.
+        with tempfile.TemporaryDirectory(dir="/tmp") as d:
+            os.chmod(d, 0o755)
+            control = socket.socket(socket.AF_UNIX)
+            control.bind(os.path.join(d, "open.sock"))
+            os.chmod(os.path.join(d, "open.sock"), 0o777)
+            control.listen(1)
+            try:
+                assert "connected" in _as_nobody(python, "-c", probe, os.path.join(d, "open.sock")).stdout
+            finally:
+                control.close()
+        r = _as_nobody(python, "-c", probe, sock)
+        assert r.returncode != 0 and "connected" not in r.stdout and "Permission denied" in r.stderr
+        # lxc-info as nobody: root sees the container RUNNING, nobody must not.
+        assert "RUNNING" in subprocess.run(["lxc-info", "-P", svc.settings.layout.lxcpath, "-n", box.name, "-s"],
+                                           capture_output=True, text=True).stdout
         r = _as_nobody("lxc-info", "-P", svc.settings.layout.lxcpath, "-n", box.name, "-s")
         assert "RUNNING" not in r.stdout
 
@@ -356,6 +374,13 @@ class TestRaw:
             assert os.stat(os.path.join(raw_dir, "bin")).st_uid == 0
             shown = os.stat(os.path.join(svc.settings.layout.rootfs(c.name), "root", "written"))
             assert shown.st_uid == svc.settings.idmap_base
+            # A device node in the raw tree (as an untrusted image may carry) cannot be opened
+            # through the container's rootfs on the host: the bind is nodev.
+            os.mknod(os.path.join(raw_dir, "root", "null"), 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+            with open(os.path.join(raw_dir, "root", "null"), "wb") as f:  # precondition: a working node
+                f.write(b"x")
+            with pytest.raises(PermissionError):
+                open(os.path.join(svc.settings.layout.rootfs(c.name), "root", "null"), "wb")
         finally:
             c.destroy()
 

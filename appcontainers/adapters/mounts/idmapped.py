@@ -67,15 +67,18 @@ def userns_fd(base: int, count: int) -> int:
             holder.wait()
 
 
-def bind_idmapped(src: str, target: str, ns_fd: int, layer: bool = False) -> None:
+def bind_idmapped(src: str, target: str, ns_fd: int, layer: bool = False, nodev: bool = False) -> None:
     """Bind src at target (an existing directory), its ids mapped through the user namespace ns_fd.
 
-    layer=True: also nosuid,nodev, as our squashfs layers (the overlay above decides those)."""
+    layer=True: also nosuid,nodev, as our squashfs layers (the overlay above decides those).
+    nodev=True: device nodes there cannot be opened (a raw container's tree, unpacked from an
+    untrusted image: the container has its own /dev)."""
     libc = _libc()
     fd = _check(libc.syscall(_SYS_OPEN_TREE, _AT_FDCWD, os.fsencode(src),
                              _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC), "open_tree", src)
     try:
-        flags = _MOUNT_ATTR_IDMAP | (_MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV if layer else 0)
+        flags = _MOUNT_ATTR_IDMAP | (_MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV if layer else 0) \
+            | (_MOUNT_ATTR_NODEV if nodev else 0)
         attr = _MountAttr(flags, 0, 0, ns_fd)
         _check(libc.syscall(_SYS_MOUNT_SETATTR, fd, b"", _AT_EMPTY_PATH, ctypes.byref(attr),
                             ctypes.sizeof(attr)), "mount_setattr(MOUNT_ATTR_IDMAP)", src)

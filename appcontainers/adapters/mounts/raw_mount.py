@@ -46,7 +46,7 @@ class RawMounter:
 
         ns = userns_fd(*idmap)
         try:
-            bind_idmapped(upper, target, ns)
+            bind_idmapped(upper, target, ns, nodev=True)
         finally:
             os.close(ns)
 
