@@ -281,6 +281,25 @@ class TestHostUsers:
 
 
 class TestDataRoot:
+    def test_a_root_under_a_users_directory_is_refused(self, tmp_path):
+        """A data root below a directory another user owns (who could rename it away and put their
+        own skeletons in its place) is refused, naming that directory."""
+        import appcontainers
+        from appcontainers.domain.exceptions import UnsafeHost
+
+        home = tmp_path / "home-of-nobody"
+        home.mkdir()
+        os.chown(home, 65534, 65534)
+        os.chmod(home, 0o755)
+        with pytest.raises(UnsafeHost, match=str(home)):
+            appcontainers.setup_service(root=str(home / "root"), bridge="actest1", subnet="10.0.203.0/30",
+                                        reconcile=False)
+        assert not (home / "root").exists()
+        os.chown(home, 0, 0)  # the control: the same place, root's, is accepted
+        appcontainers.setup_service(root=str(home / "root"), bridge="actest1", subnet="10.0.203.0/30",
+                                    reconcile=False)
+        assert (home / "root").is_dir()
+
     def test_world_writable_root_or_skeletons_refused(self, tmp_path):
         """A data root others can write, or whose skeletons/ they can write, is refused naming it."""
         import appcontainers

@@ -27,6 +27,28 @@ def check_not_writable(path: str, what: str) -> None:
                          f"not group- or world-writable (chown root:root, chmod go-w), or use another root")
 
 
+def check_ancestors(path: str) -> None:
+    """Every existing directory above path is root's and not writable by others (unless sticky,
+    like /tmp): else its owner could rename the checked data root away after the check and put
+    their own tree, skeletons and all, in its place."""
+    parent = os.path.dirname(os.path.abspath(path))
+    while True:
+        try:
+            st = os.stat(parent)
+        except FileNotFoundError:
+            st = None
+        if st is not None and not st.st_mode & stat.S_ISVTX and _writable_by_others(st):
+            raise UnsafeHost(f"{parent}, above the data root {path}, can be written by users other than "
+                             f"root (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o}): they could "
+                             f"replace the data root; use a root under root-owned directories")
+        if st is not None and st.st_uid != 0:
+            raise UnsafeHost(f"{parent}, above the data root {path}, belongs to uid {st.st_uid}: that user "
+                             f"could replace the data root; use a root under root-owned directories")
+        if parent == "/":
+            return
+        parent = os.path.dirname(parent)
+
+
 def check_tree(path: str, what: str) -> None:
     """check_not_writable for path and everything below it (the skeletons are a few files)."""
     check_not_writable(path, what)
@@ -40,6 +62,7 @@ def check_tree(path: str, what: str) -> None:
 def prepare(settings) -> None:
     """Make (or check) the data root and set the modes of what must be root-only."""
     L = settings.layout
+    check_ancestors(settings.root)
     check_not_writable(settings.root, "data root")
     check_tree(L.skeletons, "skeletons")
     # 0711: no listing by other users; containers' roots pass through to their own directories.
