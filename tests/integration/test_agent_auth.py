@@ -178,15 +178,20 @@ class TestSocketSwap:
             reached_b += peer_pid(a_sock) == b_pid
         assert seen_link and reached_b, (seen_link, reached_b)
         outputs, refused = [], []
-        for _ in range(60):
+        by_handshake = 0
+        for i in range(600):  # at least 60, and until a run met B's agent and was refused by the handshake
+            if i >= 60 and by_handshake:
+                break
             try:
                 outputs.append(a.run("hostname").stdout.strip())
             except AgentUnavailable as e:
                 refused.append(str(e))
+                by_handshake += "did not authenticate" in str(e)
+        assert by_handshake, "precondition: some run connected to B's agent during the swap"
         assert b.name not in outputs
         assert set(outputs) <= {a.name}
-        print(f"\n60 runs during the swap: {len(outputs)} ran in A, {len(refused)} refused; "
-              f"{sum('did not authenticate' in r for r in refused)} by the handshake")
+        print(f"\n{len(outputs) + len(refused)} runs during the swap: {len(outputs)} ran in A, "
+              f"{len(refused)} refused; {by_handshake} by the handshake")
         assert ran(svc.containers.logs(b.name)) == []  # B was never asked to run anything
 
     def test_a_stale_key_is_refused_not_waited_for(self, svc, pair):
