@@ -79,6 +79,13 @@ def _assert_nothing_left(root: str) -> None:
              if line.split(":")[1].strip().split("@")[0] in (TEST_BRIDGE, "actest1")]
     loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
     left += [f"loop {line}" for line in loops.splitlines() if root in line]
+    # nftables tables of any data root of this run: named for the root, they mention its bridge.
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout.split()
+    for table in (t for t in tables if t.startswith("appcontainers_")):
+        for family in ("bridge", "inet"):
+            text = subprocess.run(["nft", "list", "table", family, table], capture_output=True, text=True).stdout
+            if any(f'"{b}"' in text for b in (TEST_BRIDGE, "actest1", f"acfull{TEST_NET.network_address.packed[2]}")):
+                left.append(f"nft table {family} {table}")
     procs = subprocess.run(["pgrep", "-af", root], capture_output=True, text=True).stdout
     left += [f"process {line}" for line in procs.splitlines() if "pgrep" not in line]
     assert not left, f"the test run left behind: {left}"
