@@ -28,11 +28,14 @@ class FakeRepo:
 
     def __init__(self, network: str):
         self._saved = State.empty(network).to_dict()
+        self.fail: Exception | None = None  # raised as a transaction commits (the state unchanged)
 
     @contextlib.contextmanager
     def transaction(self):
         state = State.from_dict(self._saved)
         yield state
+        if self.fail:
+            raise self.fail
         self._saved = state.to_dict()
 
     def read(self) -> State:
@@ -47,6 +50,7 @@ class FakeDriver:
         self.attached: list[dict] = []
         self.reply = (0, b"", b"")
         self.fail: Exception | None = None    # raised by create()
+        self.faults: dict[str, Exception] = {}  # action (stop, destroy, attach, ...) -> error it raises
 
     def create(self, name, config):
         if self.fail:
@@ -54,7 +58,12 @@ class FakeDriver:
         self.configs[name] = config
         self.containers.setdefault(name, "STOPPED")
 
+    def _fault(self, action):
+        if action in self.faults:
+            raise self.faults[action]
+
     def _set(self, action, name, state):
+        self._fault(action)
         if name not in self.containers:
             raise ContainerStateError(f"no container {name}")
         self.events.append((action, name))
@@ -68,6 +77,7 @@ class FakeDriver:
     def unfreeze(self, name): self._set("unfreeze", name, "RUNNING")
 
     def destroy(self, name):
+        self._fault("destroy")
         self.events.append(("destroy", name))
         self.containers.pop(name, None)
         self.configs.pop(name, None)
@@ -77,6 +87,7 @@ class FakeDriver:
     def list(self): return sorted(self.containers)
 
     def attach(self, name, argv, env=None, cwd=None, timeout=None, on_output=None, stdin=None):
+        self._fault("attach")
         if self.state(name) != "RUNNING":
             raise ContainerStateError(f"container {name} is not running")
         self.attached.append({"name": name, "argv": list(argv), "env": env, "cwd": cwd, "stdin": stdin})
@@ -196,8 +207,13 @@ class FakeNet:
         self.veths: dict[str, list[str]] = {}           # bridge -> veths on it
         self.deleted: list[str] = []
         self.rules = None                               # the last RootRules applied
+        self.fail: Exception | None = None              # raised by apply_rules()
 
-    def apply_rules(self, rules): self.rules = rules
+    def apply_rules(self, rules):
+        if self.fail:
+            raise self.fail
+        self.rules = rules
+
     def ensure_bridge(self, name, gateway, prefixlen): self.bridges[name] = (gateway, prefixlen)
     def host_macs(self): return set(self.macs)
     def veths_on(self, bridge): return sorted(self.veths.get(bridge, []))
@@ -219,7 +235,13 @@ class FakeFs:
         self.mtimes: dict[str, float] = {}
         self.modes: dict[str, int] = {}
         self.extracted: list[tuple[str, str, str]] = []  # (root, dest, archive)
+        self.limits: list[dict] = []                     # {max_bytes, max_members} of each extraction
         self.held: set[str] = set()                      # lock files held
+        self.faults: dict[str, Exception] = {}           # method name -> the error it raises
+
+    def _fault(self, method):
+        if method in self.faults:
+            raise self.faults[method]
 
     def under(self, path) -> list[str]:
         """Every file and dir at or below path."""
@@ -247,7 +269,10 @@ class FakeFs:
     def exists(self, path): return path in self.files or path in self.dirs
     def is_file(self, path): return path in self.files
     def is_dir(self, path): return path.rstrip("/") in self.dirs
-    def remove_file(self, path): self.files.pop(path, None)
+    def remove_file(self, path):
+        self._fault("remove_file")
+        self.files.pop(path, None)
+
     def write_text(self, path, text, mode=0o644):
         self._put(path, text)
         self.modes[path] = mode
@@ -279,6 +304,7 @@ class FakeFs:
             self.held.discard(path)
 
     def remove_tree(self, path):
+        self._fault("remove_tree")
         for p in self.under(path):
             self.files.pop(p, None)
             self.dirs.discard(p)
@@ -302,13 +328,15 @@ class FakeFs:
         del self.files[src]
 
     def write_in_root(self, root, path, data, mode, shift=0):
+        self._fault("write_in_root")
         self._put(root + path, data)
         self.modes[root + path] = mode
 
-    def extract_in_root(self, root, dest, archive, shift=0):
+    def extract_in_root(self, root, dest, archive, shift=0, *, max_bytes=None, max_members=None):
         if archive not in self.files:
             raise InvalidValue(f"archive {archive!r} is not a file")
         self.extracted.append((root, dest, archive))
+        self.limits.append({"max_bytes": max_bytes, "max_members": max_members})
         return 1
 
 
@@ -494,12 +522,17 @@ class FakeImageViewer:
 
     def __init__(self):
         self.views: dict[str, list[str]] = {}
+        self.fail: Exception | None = None  # raised by mount() and unmount()
 
     def mount(self, files, directory):
+        if self.fail:
+            raise self.fail
         if directory in self.views:
             raise AppContainersError(f"cannot mount at {directory}: already mounted")
         self.views[directory] = list(files)
 
     def unmount(self, directory):
+        if self.fail:
+            raise self.fail
         if self.views.pop(directory, None) is None:
             raise CommandFailed(["fusermount3", "-u", directory], 1, f"{directory}: not mounted")

@@ -162,8 +162,11 @@ class HostFs(Protocol):
         """Undo try_move: the file goes back to path with its owner and mode."""
     def write_in_root(self, root: str, path: str, data: bytes, mode: int, shift: int = 0) -> None:
         """Write a file at path inside root, never leaving it."""
-    def extract_in_root(self, root: str, dest: str, archive: str, shift: int = 0) -> int:
-        """Extract a tar archive into dest inside root, every member checked; the member count."""
+    def extract_in_root(self, root: str, dest: str, archive: str, shift: int = 0, *,
+                        max_bytes: int | None = None, max_members: int | None = None) -> int:
+        """Extract a tar archive into dest inside root, every member checked; the member count.
+        max_bytes / max_members bound the unpacked size and the member count (None: the
+        adapter's defaults)."""
     def lock(self, path: str, wait: bool = True) -> AbstractContextManager[object]:
         """An exclusive cross-process lock; wait=False raises ContainerStateError if held."""
 

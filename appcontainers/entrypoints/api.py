@@ -10,6 +10,7 @@ from ..domain.exceptions import InvalidValue, NotRoot
 from ..domain.reservation import validate_name
 from ..services.bases import BaseService
 from ..services.containers import ContainerService
+from ..services.host_errors import host_errors
 from ..services.images import ImageService
 from ..services.logs import log_records
 from ..domain.ports import Agents, BaseBuilder, DebianBuilder, ImageCodec
@@ -130,6 +131,8 @@ class Service:
         if unprivileged is False:
             raise InvalidValue("containers are unprivileged by default; unprivileged=False is ambiguous: "
                                "pass privileged=True (unsafe for untrusted code) to opt out")
+        if unprivileged and privileged:
+            raise InvalidValue("privileged=True and unprivileged=True contradict each other")
         if name is not None:
             validate_name(name)  # before any slow work, such as building the default base
         image = self.bases.resolve(base)
@@ -163,6 +166,7 @@ class Service:
             return {"id": image_id, "kind": None, "manifest": manifest}
         return self.images.resolve(ref).to_dict()
 
+    @host_errors("mount image")
     def mount_image(self, ref: str, directory: str) -> list[str]:
         """Serve an image (file or stored), its parent layers merged, read-only at directory,
         through the FUSE image reader; returns the layer files. Unmount with unmount_image."""
@@ -170,6 +174,7 @@ class Service:
         self.ports.viewer.mount(files, directory)
         return files
 
+    @host_errors("unmount image")
     def unmount_image(self, directory: str) -> None:
         self.ports.viewer.unmount(directory)
 
@@ -196,14 +201,15 @@ class Service:
 
     def load_image(self, path: str, ephemeral: bool = False, name: str | None = None,
                    raw: bool = False, move: bool = False, privileged: bool = False,
-                   disk: int | str | None = None) -> Container:
+                   disk: int | str | None = None, caps_add=(), pids: int | None = None,
+                   memory: str | None = None, cpus: float | None = None) -> Container:
         """A new container from an .aimg file: verified, imported by id, mounted (never extracted,
         unless raw=True); ephemeral=True puts its writes in a throw-away overlay. move=True moves
         the file into the store instead of copying it (same filesystem; put back on failure).
         Unprivileged like provision(), unless privileged=True (unsafe for untrusted code);
-        disk= as for provision()."""
+        disk=, caps_add=, pids=, memory= and cpus= as for provision()."""
         r = self.images.load(path, ephemeral=ephemeral, name=name, raw=raw, move=move, privileged=privileged,
-                             disk=disk)
+                             disk=disk, caps_add=caps_add, pids=pids, memory=memory, cpus=cpus)
         return Container(self, r.name)
 
     def list_images(self):

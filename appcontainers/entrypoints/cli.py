@@ -32,15 +32,19 @@ def _emit(as_json: bool, data, text: str | None = None) -> None:
 
 
 class _Group(click.Group):
-    """Turns our errors into one line on stderr and exit code 1, never a traceback."""
+    """Turns our errors into one line on stderr and exit code 1, never a traceback; an OSError
+    no use case turned into a HostError (the service's set-up, a host file the CLI reads) too."""
 
     def invoke(self, ctx):
-        from ..domain.exceptions import AppContainersError
+        from ..domain.exceptions import AppContainersError, HostError
 
         try:
             return super().invoke(ctx)
         except AppContainersError as e:
             click.echo(f"appcontainers: error: {e}", err=True)
+            ctx.exit(1)
+        except OSError as e:
+            click.echo(f"appcontainers: error: {HostError(ctx.invoked_subcommand or ctx.info_name, e)}", err=True)
             ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("appcontainers: interrupted", err=True)
@@ -182,10 +186,16 @@ def put(name, src, dest, mode, as_json):
 @click.argument("name")
 @click.argument("archive", type=click.Path(exists=True, dir_okay=False))
 @click.option("--dest", default="/root", help="Directory in the container (default: home, /root).")
+@click.option("--max-bytes", metavar="SIZE", help="Refuse an archive unpacking to more, e.g. 2G (default 1G).")
+@click.option("--max-members", type=click.IntRange(min=0), metavar="N",
+              help="Refuse an archive of more members (default 100000).")
 @json_option
-def load_archive(name, archive, dest, as_json):
+def load_archive(name, archive, dest, max_bytes, max_members, as_json):
     """Extract a tar archive into the container's home directory."""
-    n = _service().get(name).load_archive(archive, dest)
+    from ..domain.sizes import parse_size
+
+    limit = None if max_bytes is None else parse_size(max_bytes, "--max-bytes")
+    n = _service().get(name).load_archive(archive, dest, max_bytes=limit, max_members=max_members)
     _emit(as_json, {"name": name, "members": n, "dest": dest}, f"{name}: {n} members into {dest}")
 
 
@@ -253,11 +263,15 @@ def save(name, path, layered, image_name, as_json):
 @click.option("--privileged", is_flag=True,
               help="Root inside is the host's root (no user namespace): unsafe for untrusted code.")
 @click.option("--disk", help=DISK_HELP)
+@click.option("--cap-add", "caps_add", multiple=True, metavar="CAP", help="Keep this capability too, as for provision.")
+@click.option("--pids", type=int, help="Process limit (default 4096).")
+@click.option("--memory", help="Memory limit, e.g. 256M.")
+@click.option("--cpus", type=float, help="CPU limit in cores, e.g. 0.5.")
 @json_option
-def load(path, ephemeral, name, raw, move, privileged, disk, as_json):
+def load(path, ephemeral, name, raw, move, privileged, disk, caps_add, pids, memory, cpus, as_json):
     """Load the image file PATH into a new container (unprivileged unless --privileged)."""
     c = _service().load_image(path, ephemeral=ephemeral, name=name, raw=raw, move=move, privileged=privileged,
-                              disk=disk)
+                              disk=disk, caps_add=list(caps_add), pids=pids, memory=memory, cpus=cpus)
     info = c.info()
     _emit(as_json, info, f"{info['name']} ip={info['ip']} mac={info['mac']} image={info['image'][:12]}"
                          f"{' ephemeral' if info['ephemeral'] else ''}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import threading
 from typing import Any, Callable, Collection, Iterable, Iterator, Sequence
@@ -22,6 +23,8 @@ from .host_errors import host_errors, host_errors_in
 from .ports import Ports
 from .result import RunResult
 from . import plans
+
+log = logging.getLogger("appcontainers.containers")
 
 EditCommands = Callable[[list[str]], list[str]]  # a container's startup commands -> the new ones
 
@@ -320,6 +323,7 @@ class ContainerService:
         except (AppContainersError, OSError):
             pass
 
+    @host_errors("stop")
     def stop(self, name: str) -> bool:
         """Stop the container; an ephemeral one is then destroyed (returns True if it was)."""
         with self.locked(name):
@@ -375,9 +379,18 @@ class ContainerService:
                 # meanwhile by another process, is not ours to remove.
                 if state.reservations.get(name) == r:
                     state.remove(name)
-            self.sync_rules()
+            self._sync_rules_after_teardown(name)
             if r.idmap is not None:
                 self.release_binds()
+
+    def _sync_rules_after_teardown(self, name: str) -> None:
+        """The container is gone whatever the rules do: a failure to drop its rules is logged,
+        not raised, and reconcile (which syncs the rules too) retries."""
+        try:
+            self.sync_rules()
+        except (AppContainersError, OSError) as e:
+            log.warning("container %s destroyed, but the nftables rules were not updated (%s); "
+                        "`appcontainers gc` retries", name, e)
 
     def sync_rules(self) -> None:
         """Make the data root's nftables rules match its containers (no tables once none is
@@ -407,6 +420,7 @@ class ContainerService:
                 mounter.unmount_view(view)
         self.p.fs.remove_tree(os.path.dirname(self.layout.view(name)))
 
+    @host_errors("destroy")
     def destroy(self, name: str) -> None:
         def not_busy(r: Reservation | None) -> bool:
             if r is None:
@@ -440,6 +454,7 @@ class ContainerService:
                 del held[name]
 
     # ---- commands and files ---------------------------------------------------------
+    @host_errors("run")
     def run(self, name: str, command: str | Sequence[str], timeout: float | None = None,
             on_output: LineCallback | None = None, env: dict[str, str] | None = None,
             cwd: str | None = None, stdin: bytes | None = None) -> RunResult:
@@ -468,6 +483,7 @@ class ContainerService:
             raise ContainerStateError(f"container {name} is {r.status}, not ready")
         return r
 
+    @host_errors("create file")
     def create_file(self, name: str, path: str, content: str | bytes, mode: int = 0o644) -> str:
         full = container_path(path)
         if isinstance(content, str):
@@ -491,7 +507,6 @@ class ContainerService:
         max_bytes / max_members bound the unpacked size and the member count (None: the
         adapter's defaults, 1 GiB and 100,000). A running container is frozen meanwhile."""
         full = container_path(dest)
-        limits = {k: v for k, v in (("max_bytes", max_bytes), ("max_members", max_members)) if v is not None}
         with self.locked(name):
             r = self._ready(name)
             self.ensure_mounted(r)
@@ -500,19 +515,23 @@ class ContainerService:
                 self.p.driver.freeze(name)
             try:
                 return self.p.fs.extract_in_root(self.layout.rootfs(name), full, archive,
-                                                 shift=r.idmap[0] if r.idmap else 0, **limits)
+                                                 shift=r.idmap[0] if r.idmap else 0,
+                                                 max_bytes=max_bytes, max_members=max_members)
             finally:
                 if frozen:
                     self.p.driver.unfreeze(name)
 
+    @host_errors("set startup commands")
     def set_startup_commands(self, name: str, commands: Iterable[str]) -> tuple[str, ...]:
         return self._edit_startup_commands(name, lambda _old: list(commands))
 
+    @host_errors("add startup command")
     def add_startup_command(self, name: str, command: str) -> tuple[str, ...]:
         if not isinstance(command, str):
             raise InvalidValue("a startup command is one shell string")
         return self._edit_startup_commands(name, lambda old: [*old, command])
 
+    @host_errors("remove startup command")
     def remove_startup_command(self, name: str, index_or_command: int | str) -> tuple[str, ...]:
         def remove(cmds: list[str]) -> list[str]:
             if isinstance(index_or_command, int):

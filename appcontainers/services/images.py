@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import builtins
 import os
-from typing import Any
+from typing import Any, Iterable
 
 import attrs
 
@@ -201,7 +201,10 @@ class ImageService:
 
     @host_errors("load")
     def load(self, path: str, ephemeral: bool = False, name: str | None = None, raw: bool = False,
-             move: bool = False, privileged: bool = False, disk: int | str | None = None) -> Reservation:
+             move: bool = False, privileged: bool = False, disk: int | str | None = None,
+             caps_add: Iterable[str] = (), pids: int | None = None, memory: str | None = None,
+             cpus: float | None = None) -> Reservation:
+        """A new container from the .aimg at path; the options as for provision."""
         image, staged, moved = self._import(os.path.abspath(path), move=move)
         try:
             if image.parent is not None:
@@ -211,7 +214,8 @@ class ImageService:
                     raise UnknownImage(f"{image.parent} (parent of {path}): load the parent image first") from None
             r = self.containers.reserve(name, image.id, ephemeral=ephemeral,
                                         startup_commands=image.startup_commands, new_image=image, raw=raw,
-                                        privileged=privileged, disk=disk)
+                                        privileged=privileged, caps_add=caps_add, pids=pids,
+                                        memory=memory, cpus=cpus, disk=disk)
         except BaseException:
             self._unstage(staged, moved)
             raise
@@ -252,6 +256,7 @@ class ImageService:
             return max(named, key=lambda i: i.created)
         raise UnknownImage(ref)
 
+    @host_errors("remove image")
     def remove(self, ref: str) -> Image:
         """Remove an image from the store; refused while a container or child image uses it."""
         with self.p.repo.transaction() as state:

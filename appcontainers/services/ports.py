@@ -45,12 +45,6 @@ class Mounters:
                 return m
         raise InvalidValue(f"no {name} mounter is configured on this host")
 
-    def fuse_required(self) -> FuseMounterPort:
-        """The FUSE mounter, for what only it can do (shifted ids, views)."""
-        if self.fuse is None:
-            raise InvalidValue("no FUSE mounter is configured on this host")
-        return self.fuse
-
     def fuse_available(self) -> FuseMounterPort | None:
         """The FUSE mounter if it is configured and works here."""
         return self.fuse if self.fuse is not None and self.fuse.available() else None

@@ -158,6 +158,33 @@ class TestPut:
         assert svc.settings.layout.rootfs("web") + "/etc/app.conf" not in svc.ports.fs.files
 
 
+class TestLoadArchive:
+    @pytest.fixture
+    def archive(self, svc, tmp_path):
+        """An archive on the host (the CLI checks it exists) and in the fake fs (the port reads it)."""
+        path = tmp_path / "app.tar"
+        path.write_bytes(b"tar")
+        svc.ports.fs.files[str(path)] = b"tar"
+        svc.provision("web")
+        return str(path)
+
+    def test_limits_reach_the_port(self, cli, svc, archive):
+        """--max-bytes SIZE and --max-members N are the extraction's limits, in bytes and members."""
+        result = cli("load-archive", "web", archive, "--max-bytes", "2G", "--max-members", "10")
+        assert result.stdout == "web: 1 members into /root\n", result.output
+        assert svc.ports.fs.limits == [{"max_bytes": 2 << 30, "max_members": 10}]
+
+    def test_no_limits_leaves_the_defaults(self, cli, svc, archive):
+        """Without the options, the adapter's defaults apply (None reaches the port)."""
+        assert cli("load-archive", "web", archive).exit_code == 0
+        assert svc.ports.fs.limits == [{"max_bytes": None, "max_members": None}]
+
+    def test_bad_size_is_one_error_line(self, cli, svc, archive):
+        """A --max-bytes that is not a size is one error line; nothing is extracted."""
+        assert "--max-bytes" in one_error_line(cli("load-archive", "web", archive, "--max-bytes", "lots"))
+        assert svc.ports.fs.extracted == []
+
+
 class TestStartupCommands:
     def test_add_and_remove(self, cli, svc):
         """add-startup lists the commands numbered; rm-startup removes by number."""
@@ -218,6 +245,16 @@ class TestImages:
         path, image_id = result.stdout.split()
         assert path == "/out/web.aimg" and image_id == svc.ports.codec.image_id("/out/web.aimg")
         assert "saving web" in result.stderr
+
+    def test_load_sets_caps_and_limits(self, cli, svc):
+        """load --cap-add, --pids, --memory, --cpus and --disk set them on the new container."""
+        put_image(svc, "/in/app.aimg")
+        result = cli("load", "/in/app.aimg", "--name", "app", "--cap-add", "net_admin", "--cap-add", "sys_time",
+                     "--pids", "100", "--memory", "256M", "--cpus", "0.5", "--disk", "1G")
+        assert result.exit_code == 0, result.output
+        r = svc.ports.repo.read().get("app")
+        assert (r.caps_add, r.pids, r.memory, r.cpus, r.disk) == (("net_admin", "sys_time"), 100, "256M", 0.5,
+                                                                  1 << 30)
 
     def test_mount_and_umount_go_through_the_viewer(self, cli, svc, tmp_path):
         """image mount shows a stored image with its parents at a directory; umount removes it."""
@@ -290,6 +327,22 @@ class TestErrors:
     def test_one_line_exit_1(self, cli, args):
         """Our errors are one line on stderr and exit code 1, never a traceback."""
         one_error_line(cli(*args))
+
+    def test_os_error_is_one_line_exit_1(self, cli, svc):
+        """An OSError no use case turned into a HostError (here from a fake's stop) is one line too."""
+        svc.provision("web").start()
+        svc.ports.driver.faults["stop"] = PermissionError(13, "Permission denied")
+        one_error_line(cli("stop", "web"))
+
+    def test_os_error_making_the_service_is_one_line(self):
+        """The service's set-up failing on the host (data root not writable) is one HostError
+        line naming the command, and exit code 1."""
+        def factory(reconcile=True):
+            raise PermissionError(13, "Permission denied", "/var/lib/appcontainers")
+
+        result = CliRunner().invoke(main, ["ls"], obj=factory, env={"APPCONTAINERS_LOG": ""})
+        assert one_error_line(result) == ("appcontainers: error: ls failed: Permission denied "
+                                          "(/var/lib/appcontainers)\n")
 
     def test_service_is_made_only_when_needed(self, cli):
         """--help and a usage error never make the service (so they need no root)."""

@@ -122,3 +122,82 @@ class TestStoredCopy:
         assert other_id != image_id and two.image == image_id
         assert svc.ports.fs.files[stored] == svc.ports.fs.files["/in/app.aimg"]
         assert two.startup_commands == ()
+
+
+def _enospc() -> OSError:
+    return OSError(28, "No space left on device")
+
+
+class TestOSErrorAtTheBoundary:
+    """Every public use case turns an OSError from the host into one HostError line."""
+
+    def test_create_file(self):
+        """A write in the container's root failing (a full disk) is a HostError naming the action."""
+        svc = make_service()
+        c = svc.provision("web")
+        svc.ports.fs.faults["write_in_root"] = _enospc()
+        with pytest.raises(HostError, match="^create file failed: No space left on device: the data root"):
+            c.create_file("/root/f", "x")
+
+    def test_stop(self):
+        """The driver's stop failing with an OSError is a HostError."""
+        svc = make_service()
+        c = svc.provision("web")
+        c.start()
+        svc.ports.driver.faults["stop"] = PermissionError(13, "Permission denied")
+        with pytest.raises(HostError, match="^stop failed: Permission denied"):
+            c.stop()
+
+    def test_destroy(self):
+        """A directory that cannot be removed (busy) is a HostError, not a traceback."""
+        svc = make_service()
+        c = svc.provision("web")
+        svc.ports.fs.faults["remove_tree"] = OSError(16, "Device or resource busy", "/srv/ac/mnt/web")
+        with pytest.raises(HostError, match=r"^destroy failed: Device or resource busy \(/srv/ac/mnt/web\)"):
+            c.destroy()
+
+    def test_run(self):
+        """An OSError while a command runs (its output cannot be written: a closed pipe) is a HostError."""
+        svc = make_service()
+        c = svc.provision("web")
+        svc.ports.agents(svc.settings.layout.agent_dir("web")).reply = (0, b"out\n", b"")
+
+        def closed_pipe(stream, line):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        with pytest.raises(HostError, match="^run failed: Broken pipe"):
+            c.run("echo out", on_output=closed_pipe)
+
+    @pytest.mark.parametrize("edit, action", [
+        (lambda svc: svc.containers.set_startup_commands("web", ["a"]), "set startup commands"),
+        (lambda svc: svc.containers.add_startup_command("web", "a"), "add startup command"),
+        (lambda svc: svc.containers.remove_startup_command("web", 0), "remove startup command")])
+    def test_startup_commands(self, edit, action):
+        """The state failing to be written (a full disk) is a HostError; the commands stay as they were."""
+        svc = make_service()
+        svc.provision("web").add_startup_command("keep")
+        svc.ports.repo.fail = _enospc()
+        with pytest.raises(HostError, match=f"^{action} failed: No space left on device"):
+            edit(svc)
+        svc.ports.repo.fail = None
+        assert svc.get("web").startup_commands == ("keep",)
+
+    def test_remove_image(self):
+        """An image file that cannot be removed is a HostError."""
+        from tests.unit.test_services import put_image
+        svc = make_service()
+        image_id = put_image(svc, "/in/app.aimg")
+        svc.load_image("/in/app.aimg", name="app").destroy()
+        svc.ports.fs.faults["remove_file"] = PermissionError(13, "Permission denied")
+        with pytest.raises(HostError, match="^remove image failed: Permission denied"):
+            svc.remove_image(image_id)
+
+    def test_mount_and_unmount_image(self):
+        """The image viewer failing with an OSError is a HostError, for mount and unmount."""
+        svc = make_service()
+        base = svc.bases.ensure_default()
+        svc.ports.viewer.fail = FileNotFoundError(2, "No such file or directory", "/view")
+        with pytest.raises(HostError, match=r"^mount image failed: No such file or directory \(/view\)"):
+            svc.mount_image(base.id, "/view")
+        with pytest.raises(HostError, match=r"^unmount image failed: No such file or directory \(/view\)"):
+            svc.unmount_image("/view")

@@ -90,6 +90,25 @@ class TestProvisionDefaults:
             svc.provision("x", unprivileged=False)
         assert svc.list_containers() == []
 
+    def test_privileged_and_unprivileged_is_refused(self, svc):
+        """privileged=True with unprivileged=True contradict each other: refused, nothing reserved."""
+        with pytest.raises(InvalidValue, match="contradict"):
+            svc.provision("x", privileged=True, unprivileged=True)
+        assert svc.list_containers() == [] and svc.ports.repo.read().macs() == set()
+
+    def test_load_takes_caps_and_limits(self, svc):
+        """load_image sets caps_add, pids, memory, cpus and disk as provision does, in the config too."""
+        from tests.unit.test_services import put_image
+        put_image(svc, "/in/app.aimg")
+        svc.load_image("/in/app.aimg", name="app", caps_add=["net_admin"], pids=100, memory="256M", cpus=0.5,
+                       disk="1G")
+        r = svc.containers.get("app")
+        assert (r.caps_add, r.pids, r.memory, r.cpus, r.disk) == (("net_admin",), 100, "256M", 0.5, 1 << 30)
+        assert r.idmap is not None
+        config = svc.ports.driver.configs["app"]
+        assert f"lxc.cap.keep = {' '.join(DEFAULT)} net_admin\n" in config
+        assert "lxc.cgroup2.pids.max = 100" in config
+
     def test_bad_caps_reserve_nothing(self, svc):
         """An unknown capability is refused and no address is held."""
         with pytest.raises(InvalidValue, match="cap_"):

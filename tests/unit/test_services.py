@@ -174,6 +174,28 @@ class TestDestroy:
         assert list(svc.ports.mounters.kernel.mounts) == [svc.settings.layout.rootfs("web2")]
         assert svc.ports.repo.read().get("web2").ip == other.ip
 
+    def test_rules_failure_still_releases_binds_and_is_logged(self, svc, caplog):
+        """nftables failing after the container is gone: destroy succeeds, the host-path binds
+        are still released, and a warning says reconcile retries."""
+        import logging
+        from appcontainers.domain.exceptions import CommandFailed
+        svc.ports.base_builder.host_binds = ["/opt/python"]
+        binds = svc.settings.layout.mnt("") + ".binds"
+        c = svc.provision("web")
+        c.start()
+        assert svc.ports.mounters.kernel.bind_points(binds) and svc.ports.net.rules.guards
+        svc.ports.net.fail = CommandFailed(["nft", "-f", "-"], 1, "Error: Could not process rule")
+        with caplog.at_level(logging.WARNING, logger="appcontainers.containers"):
+            c.destroy()
+        assert svc.ports.repo.read().reservations == {} and svc.ports.driver.list() == []
+        assert svc.ports.mounters.kernel.bind_points(binds) == []
+        warnings = [r for r in caplog.records if r.name == "appcontainers.containers"]
+        assert [r.levelno for r in warnings] == [logging.WARNING]
+        assert "web" in warnings[0].getMessage() and "Could not process rule" in warnings[0].getMessage()
+        svc.ports.net.fail = None
+        svc.reconcile()
+        assert svc.ports.net.rules.guards == ()  # reconcile applied what destroy could not
+
     def test_unknown(self, svc):
         """Destroying an unknown container raises UnknownContainer."""
         with pytest.raises(UnknownContainer):
@@ -341,6 +363,15 @@ class TestFiles:
         svc.ports.fs.files["/in/app.tar"] = b"tar"
         assert c.load_archive("/in/app.tar") == 1
         assert svc.ports.fs.extracted == [(svc.settings.layout.rootfs("web"), "/root", "/in/app.tar")]
+
+    def test_load_archive_limits_reach_the_port(self, svc):
+        """max_bytes and max_members are passed to the fs port as given; None leaves its defaults."""
+        c = svc.provision("web")
+        svc.ports.fs.files["/in/app.tar"] = b"tar"
+        c.load_archive("/in/app.tar", max_bytes=1 << 20, max_members=7)
+        c.load_archive("/in/app.tar")
+        assert svc.ports.fs.limits == [{"max_bytes": 1 << 20, "max_members": 7},
+                                       {"max_bytes": None, "max_members": None}]
 
     def test_load_archive_missing(self, svc):
         """A missing archive is refused before anything is extracted."""

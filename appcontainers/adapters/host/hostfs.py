@@ -151,11 +151,13 @@ class HostFs:
         with creating_as(shift):
             rootfs_files.write_file(root, path, data, mode, shift=shift)
 
-    def extract_in_root(self, root: str, dest: str, archive: str, shift: int = 0, **limits: int) -> int:
-        """limits: max_bytes, max_members (tar_extract's defaults when not given)."""
+    def extract_in_root(self, root: str, dest: str, archive: str, shift: int = 0, *,
+                        max_bytes: int | None = None, max_members: int | None = None) -> int:
+        """max_bytes, max_members: tar_extract's defaults when not given."""
         from . import tar_extract
         from ..mounts.idmapped import creating_as  # an idmapped tree takes creations by mapped ids only
 
+        limits = {k: v for k, v in (("max_bytes", max_bytes), ("max_members", max_members)) if v is not None}
         with creating_as(shift):
             return tar_extract.extract_archive(root, dest, archive, shift, **limits)
 
