@@ -196,8 +196,10 @@ class FakeNet:
         self.veths: dict[str, list[str]] = {}           # bridge -> veths on it
         self.deleted: list[str] = []
         self.rules = None                               # the last RootRules applied
+        self.taken: set = set()                         # (proto, ip or None, port) held on the host
 
     def apply_rules(self, rules): self.rules = rules
+    def ports_taken(self, own_table): return set(self.taken)
     def ensure_bridge(self, name, gateway, prefixlen): self.bridges[name] = (gateway, prefixlen)
     def host_macs(self): return set(self.macs)
     def veths_on(self, bridge): return sorted(self.veths.get(bridge, []))

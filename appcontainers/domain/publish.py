@@ -13,7 +13,7 @@ PROTOCOLS = ("tcp", "udp")
 _SPEC = re.compile(r"(?:(?P<ip>[0-9.]+):)?(?P<host>[0-9]+):(?P<port>[0-9]+)(?:/(?P<proto>[a-z]+))?")
 
 
-def _port(value: str, spec: str) -> int:
+def _port(value: str, spec: object) -> int:
     port = int(value)
     if not 1 <= port <= 65535:
         raise InvalidValue(f"invalid published port {spec!r}: ports are 1 to 65535")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import builtins
 import os
-from typing import Any
+from typing import Any, Iterable
 
 import attrs
 
@@ -201,7 +201,8 @@ class ImageService:
 
     @host_errors("load")
     def load(self, path: str, ephemeral: bool = False, name: str | None = None, raw: bool = False,
-             move: bool = False, privileged: bool = False, disk: int | str | None = None) -> Reservation:
+             move: bool = False, privileged: bool = False, disk: int | str | None = None,
+             publish: Iterable[str] = ()) -> Reservation:
         image, staged, moved = self._import(os.path.abspath(path), move=move)
         try:
             if image.parent is not None:
@@ -211,7 +212,7 @@ class ImageService:
                     raise UnknownImage(f"{image.parent} (parent of {path}): load the parent image first") from None
             r = self.containers.reserve(name, image.id, ephemeral=ephemeral,
                                         startup_commands=image.startup_commands, new_image=image, raw=raw,
-                                        privileged=privileged, disk=disk)
+                                        privileged=privileged, disk=disk, publish=publish)
         except BaseException:
             self._unstage(staged, moved)
             raise

@@ -86,13 +86,20 @@ class TestProvision:
 
 class TestLs:
     def test_table(self, cli, svc):
-        """ls prints a header and one row per container: name, state, address, MAC, ephemeral."""
-        a, b = svc.provision("a"), svc.provision("b")
+        """ls prints a header and one row per container: name, state, address, MAC, ephemeral, ports."""
+        a, b = svc.provision("a"), svc.provision("b", publish=["8080:80", "127.0.0.1:5353:53/udp"])
         b.start()
         lines = cli("ls").stdout.splitlines()
-        assert lines[0].split() == ["NAME", "STATE", "IP", "MAC", "EPHEMERAL"]
-        assert [line.split() for line in lines[1:]] == [["a", "STOPPED", a.ip, a.mac, "no"],
-                                                        ["b", "RUNNING", b.ip, b.mac, "no"]]
+        assert lines[0].split() == ["NAME", "STATE", "IP", "MAC", "EPHEMERAL", "PORTS"]
+        assert [line.split() for line in lines[1:]] == [
+            ["a", "STOPPED", a.ip, a.mac, "no"],
+            ["b", "RUNNING", b.ip, b.mac, "no", "8080:80/tcp,127.0.0.1:5353:53/udp"]]
+
+    def test_publish_option(self, cli, svc):
+        """provision -p/--publish (repeatable) publishes the ports; ls --json shows them."""
+        cli("provision", "--name", "web", "-p", "8080:80", "--publish", "127.0.0.1:5353:53/udp")
+        listed = json.loads(cli("ls", "--json").stdout)
+        assert listed[0]["ports"] == ["8080:80/tcp", "127.0.0.1:5353:53/udp"]
 
     def test_json(self, cli, svc):
         """ls --json prints every container's info as one list."""
@@ -102,7 +109,7 @@ class TestLs:
 
     def test_empty(self, cli):
         """With no containers, ls prints the header and --json an empty list."""
-        assert cli("ls").stdout.split() == ["NAME", "STATE", "IP", "MAC", "EPHEMERAL"]
+        assert cli("ls").stdout.split() == ["NAME", "STATE", "IP", "MAC", "EPHEMERAL", "PORTS"]
         assert json.loads(cli("ls", "--json").stdout) == []
 
 

@@ -71,7 +71,7 @@ def inet_table(rules: RootRules) -> list[str]:
     lines = [f"table inet {rules.table} {{",
              "  set containers {", "    type ipv4_addr", f"    elements = {{ {addrs} }}", "  }",
              "  chain input {", "    type filter hook input priority filter; policy accept;"]
-    if rules.isolation == "default":
+    if rules.isolation != "open":  # "default", and "strict" which also keeps containers apart
         lines += [f'    iifname "{rules.bridge}" ip saddr @containers ct state established,related accept',
                   f'    iifname "{rules.bridge}" ip saddr @containers icmp type echo-request accept',
                   f'    iifname "{rules.bridge}" ip saddr @containers counter drop']
