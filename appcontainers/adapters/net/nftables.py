@@ -63,7 +63,21 @@ def strict_chain(rules: RootRules) -> list[str]:
     veths = _quoted([g.veth for g in rules.guards])
     return ["  set veths {", "    type ifname", f"    elements = {{ {veths} }}", "  }",
             "  chain forward {", "    type filter hook forward priority filter; policy accept;",
+            f"    meta mark & {PUBLISHED_MARK:#010x} == {PUBLISHED_MARK:#010x} accept",
             "    iifname @veths oifname @veths counter drop", "  }"]
+
+
+# A container reaching another's published port through the host: with br_netfilter, a DNAT to
+# an address on the same bridge is bridged, not routed, so it meets the strict drop above. The
+# inet table marks such packets (this bit only) so they pass; a mark never crosses a veth.
+PUBLISHED_MARK = 0x00a00000
+
+
+def mark_chain(rules: RootRules) -> list[str]:
+    if not (rules.strict and rules.forwards):
+        return []
+    return ["  chain publish_mark {", "    type filter hook prerouting priority filter; policy accept;",
+            f"    ct status dnat ip daddr @containers meta mark set meta mark | {PUBLISHED_MARK:#010x}", "  }"]
 
 
 def inet_table(rules: RootRules) -> list[str]:
@@ -80,7 +94,7 @@ def inet_table(rules: RootRules) -> list[str]:
 
 def networking_chains(rules: RootRules) -> list[str]:
     """The inet table's NAT, published ports and forward filter (issue 14)."""
-    return localnet_chain(rules) + forward_chain(rules) + published_set(rules) + dnat_chains(rules) + snat_chain(rules)
+    return localnet_chain(rules) + forward_chain(rules) + published_set(rules) + dnat_chains(rules) + mark_chain(rules) + snat_chain(rules)
 
 
 def localnet_chain(rules: RootRules) -> list[str]:
