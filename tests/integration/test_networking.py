@@ -189,6 +189,7 @@ class TestPublishedPorts:
         sh("ip", "netns", "exec", NETNS, "ip", "route", "add", str(TEST_NET), "via", HOST_ADDR)
         assert get_outside(f"http://{c.ip}:80/") is None  # routed straight to it: dropped
         c.destroy()
+        assert table_name(svc.settings.root_id) not in sh("nft", "list", "tables").stdout  # its last container
         assert [get(u) for u in urls] == [None] * 3
         assert get_outside(f"http://{HOST_ADDR}:{WEB}/") is None
         sh("ip", "netns", "exec", NETNS, "ip", "route", "del", str(TEST_NET), check=False)
