@@ -124,11 +124,16 @@ class TestScript:
             'iifname != "lo" ip saddr @containers ip daddr 127.0.0.0/8 counter drop']
 
     def test_strict_drops_frames_between_the_roots_veths(self):
-        """At strict, the bridge table drops every frame from one of the root's veths to another;
-        the input policy is default's; other levels have no such chain."""
-        s = nftables.script(rules(A, B, isolation="strict"))
+        """At strict, the bridge table drops every frame from one of the root's veths to another
+        but those DNATed to a published port (marked); the input policy is default's; other
+        levels have no such chain."""
+        s = nftables.script(rules(A, B, isolation="strict", forwards=[WEB]))
         assert chain(s, "forward") == ["type filter hook forward priority filter; policy accept;",
+                                       "meta mark & 0x00a00000 == 0x00a00000 accept",
                                        "iifname @veths oifname @veths counter drop"]
+        assert chain(s, "publish_mark")[1:] == [
+            "ct status dnat ip daddr @containers meta mark set meta mark | 0x00a00000"]
+        assert "publish_mark" not in chains(nftables.script(rules(A, B, forwards=[WEB])))
         assert f'elements = {{ "{A.veth}", "{B.veth}" }}' in [line.strip() for line in s.splitlines()]
         assert chain(s, "input") == chain(nftables.script(rules(A, B)), "input")
         assert "set veths" not in nftables.script(rules(A, B))
