@@ -217,6 +217,17 @@ class TestImages:
         assert cli("rmi", saved["id"][:10]).stdout == f"removed {saved['id'][:12]} (web)\n"
         assert saved["id"] not in [i["id"] for i in json.loads(cli("images", "--json").stdout)]
 
+    def test_load_publishes_and_refuses_a_taken_port(self, cli, svc):
+        """load -p publishes ports like provision; a port already published is one error line."""
+        svc.provision("web", publish=["8080:80"])
+        svc.ports.fs.dirs.add("/out")
+        cli("save", "web", "/out/web.aimg")
+        loaded = json.loads(cli("load", "/out/web.aimg", "--name", "copy", "-p", "8081:80", "--json").stdout)
+        assert loaded["ports"] == ["8081:80/tcp"]
+        assert "cannot publish 8080:80/tcp: container web publishes 8080:80/tcp" in \
+            one_error_line(cli("load", "/out/web.aimg", "-p", "8080:80"))
+        assert sorted(svc.ports.repo.read().reservations) == ["copy", "web"]
+
     def test_save_progress_goes_to_stderr(self, cli, svc):
         """Without --json, save prints the path and id on stdout; the progress bar is on stderr."""
         svc.provision("web")
