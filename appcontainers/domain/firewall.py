@@ -8,6 +8,7 @@ from typing import Any, Callable, Iterable
 import attrs
 
 from .exceptions import InvalidValue
+from .publish import PROTOCOLS
 
 ISOLATION_LEVELS = ("default", "open", "strict")
 _IFNAME = re.compile(r"[A-Za-z0-9_-]{1,15}")
@@ -58,9 +59,6 @@ def _check_net(_inst: Any, _attr: Any, value: Any) -> None:
 
 
 # ---- Egress and published ports ---------------------------------------------------------
-
-PROTOCOLS = ("tcp", "udp")
-
 
 def _proto(_inst: Any, _attr: Any, value: Any) -> None:
     if value not in PROTOCOLS:

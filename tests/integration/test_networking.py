@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -17,7 +19,7 @@ import pytest
 import appcontainers
 from appcontainers.domain.exceptions import PortTaken
 from appcontainers.domain.firewall import table_name
-from tests.conftest import TEST_NET
+from tests.conftest import TEST_BRIDGE, TEST_NET, _stop_containers, _umount_under, delete_nft_tables
 
 NETNS, HOST_VETH, OUT_VETH = "acn1out", "acn1h", "acn1o"
 # The outside: a /30 of the benchmarking range (RFC 2544), on the test's own veth pair only.
@@ -25,6 +27,7 @@ HOST_ADDR, OUT_ADDR = "198.18.231.1", "198.18.231.2"
 OUT_PORT = 9000
 WEB = 18080  # the host port a container's web server is published on
 GATEWAY = str(TEST_NET[1])
+OTHER_NET = list(TEST_NET.subnets(new_prefix=TEST_NET.prefixlen + 1))[1]  # a second root's addresses
 
 # In the outside namespace: answer every TCP connection with the address it came from.
 ECHO_PEER = ("import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
@@ -234,6 +237,25 @@ class TestPublishedPorts:
             assert sorted(svc.ports.repo.read().reservations) == before
         finally:
             listener.close()
+
+    def test_a_port_another_data_root_publishes_is_refused(self, svc, made):
+        """A second data root (on the same bridge, its own half of the subnet) publishing a port
+        makes this root refuse it; once that root's container is gone, it is free."""
+        root = tempfile.mkdtemp(prefix="appcontainers-test-n1pub-", dir="/var/tmp")
+        os.chmod(root, 0o711)
+        try:
+            other = appcontainers.setup_service(root=root, bridge=TEST_BRIDGE, subnet=str(OTHER_NET))
+            theirs = other.provision(publish=[f"{WEB}:80"])
+            theirs.start()
+            with pytest.raises(PortTaken, match="published by another data root"):
+                svc.provision(publish=[f"{WEB}:80"])
+            theirs.destroy()
+            made.append(svc.provision(publish=[f"{WEB}:80"]))
+        finally:
+            _stop_containers(os.path.join(root, "containers"))
+            _umount_under(root)
+            delete_nft_tables(root)
+            shutil.rmtree(root, ignore_errors=True)
 
     def test_cli_publish_and_ls(self, settings, svc):
         """The CLI: provision -p, ls shows the PORTS column, rm removes the rule."""
