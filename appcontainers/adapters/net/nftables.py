@@ -8,14 +8,15 @@ Two tables, both named for the data root (domain.firewall.table_name):
   addresses (any of them, on any interface) is dropped; replies to what the host started pass,
   and so does ping (the kernel's echo reply is no service, and "the gateway answers" is how a
   user checks a container's network).
-  At "open" the chain is there but empty.
+  At "open" the chain is there but empty; "strict" has default's.
 - Networking (docs/networking.md): the bridge table's `forward` chain at "strict" (no frame from
-  one of the root's veths to another, except established/related); in the inet table, egress
+  one of the root's veths to another, but those DNATed to a published port, marked by the inet
+  table's `publish_mark`); in the inet table, egress
   NAT (`postrouting`: masquerade of the subnet leaving by any other interface), published ports
   (`publish_in` from outside and from containers, `publish_out` from the host itself, the set
   `published` naming them), a `forward` filter (nothing new reaches a container from another
   interface unless through a published port; without NAT nothing new leaves), and `localnet`
-  (no packet from the bridge to 127.0.0.0/8, which route_localnet would otherwise route).
+  (no packet from a container to 127.0.0.0/8, which route_localnet would otherwise route).
 The script replaces both tables in one transaction: idempotent, never half applied.
 """
 from __future__ import annotations
