@@ -257,6 +257,26 @@ class TestPublishedPorts:
             delete_nft_tables(root)
             shutil.rmtree(root, ignore_errors=True)
 
+    def test_a_destroy_killed_midway_leaves_no_port_after_gc(self, settings, svc, made):
+        """A destroy SIGKILLed after LXC stopped leaves the port's rule; gc finishes it, and the
+        root's tables go with its last container."""
+        c = svc.provision(publish=[f"{WEB}:80"])
+        made.append(c)
+        serve(c, "killed")
+        assert get(f"http://127.0.0.1:{WEB}/") == "killed", "precondition: the port answers"
+        code = ("import json, sys, appcontainers\n"
+                "appcontainers.setup_service(**json.loads(sys.argv[1])).get(sys.argv[2]).destroy()\n")
+        proc = subprocess.run([sys.executable, "-c", code, json.dumps(settings), c.name], capture_output=True,
+                              timeout=120, env={**os.environ, "APPCONTAINERS_FAULT": "destroy.stopped"})
+        assert proc.returncode == -9, proc.stderr
+        table = table_name(svc.settings.root_id)
+        assert f"dport {WEB} dnat ip to {c.ip}:80" in sh("nft", "list", "table", "inet", table).stdout, \
+            "precondition: the crash left the rule"
+        svc.reconcile()
+        assert c.name not in svc.ports.repo.read().reservations
+        assert table not in sh("nft", "list", "tables").stdout
+        assert get(f"http://127.0.0.1:{WEB}/") is None
+
     def test_cli_publish_and_ls(self, settings, svc):
         """The CLI: provision -p, ls shows the PORTS column, rm removes the rule."""
         env = {**os.environ, "APPCONTAINERS_ROOT": settings["root"], "APPCONTAINERS_BRIDGE": settings["bridge"],
