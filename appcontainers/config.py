@@ -22,6 +22,18 @@ def _check_root(_inst, _attr, value):
                            f"(LXC's mount entries cannot carry them)")
 
 
+def _flag(value: object) -> bool:
+    """A bool, or its spelling in an env var: 1/0, true/false, yes/no, on/off."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise InvalidValue(f"invalid flag {value!r}: 1 or 0")
+
+
 @attrs.frozen
 class Settings:
     """Every knob; setup_service(**overrides) builds one. Env vars override the defaults."""
@@ -48,6 +60,9 @@ class Settings:
     # What the root's containers may reach on the host (domain.firewall): "default", the other
     # containers of the root but none of the host's own services; "open", those too.
     isolation: str = attrs.field(default="default")
+    # Egress NAT (masquerade of the subnet leaving by any other interface than the bridge, with
+    # net.ipv4.ip_forward switched on): off means containers reach nothing beyond the bridge.
+    nat: bool = attrs.field(default=True, converter=_flag)
 
     @isolation.validator
     def _check_isolation(self, _attr, value):
@@ -74,7 +89,7 @@ class Settings:
         values: dict[str, Any] = {}
         for key, field in (("APPCONTAINERS_ROOT", "root"), ("APPCONTAINERS_BRIDGE", "bridge"),
                            ("APPCONTAINERS_SUBNET", "subnet"), ("APPCONTAINERS_MOUNTER", "mounter"),
-                           ("APPCONTAINERS_ISOLATION", "isolation")):
+                           ("APPCONTAINERS_ISOLATION", "isolation"), ("APPCONTAINERS_NAT", "nat")):
             if env.get(key):
                 values[field] = env[key]
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -208,11 +208,14 @@ class FakeNet:
         self.deleted: list[str] = []
         self.rules = None                               # the last RootRules applied
         self.fail: Exception | None = None              # raised by apply_rules()
+        self.taken: set = set()                         # (proto, ip or None, port) held on the host
 
     def apply_rules(self, rules):
         if self.fail:
             raise self.fail
         self.rules = rules
+
+    def ports_taken(self, own_table): return set(self.taken)
 
     def ensure_bridge(self, name, gateway, prefixlen): self.bridges[name] = (gateway, prefixlen)
     def host_macs(self): return set(self.macs)

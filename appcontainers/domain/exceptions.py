@@ -154,3 +154,11 @@ class HostError(AppContainersError):
         full = error.errno in (errno.ENOSPC, errno.EDQUOT)
         hint = ": the data root's filesystem is full, free some space" if full else ""
         super().__init__(f"{action} failed: {error.strerror or error}{where}{hint}")
+
+
+class PortTaken(AppContainersError):
+    """A host port asked for publishing is already published or in use on the host."""
+
+    def __init__(self, spec: str, reason: str) -> None:
+        self.spec, self.reason = spec, reason
+        super().__init__(f"cannot publish {spec}: {reason}")

@@ -178,7 +178,11 @@ class HostNetwork(Protocol):
     def veths_on(self, bridge: str) -> list[str]: ...
     def delete_link(self, name: str) -> None: ...
     def apply_rules(self, rules: RootRules) -> None:
-        """Make the data root's nftables tables say exactly rules (none: no tables); atomic."""
+        """Make the data root's nftables tables say exactly rules (none: no tables); atomic;
+        then switch on the sysctls they need (rules.sysctls(), never switched off)."""
+    def ports_taken(self, own_table: str) -> set[tuple[str, str | None, int]]:
+        """(protocol, host address or None for all, port) held by a host socket or published by
+        another data root (not own_table)."""
 
 
 class Skeletons(Protocol):

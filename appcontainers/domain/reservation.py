@@ -10,6 +10,7 @@ import attrs
 from .capabilities import validate_caps
 from .exceptions import InvalidName, InvalidValue
 from .network import normalize_mac
+from .publish import Published, parse_all
 from .sizes import MIN_DISK
 
 NAME_MAX = 40
@@ -120,6 +121,12 @@ class Reservation:
             raise InvalidValue(f"invalid pids limit {value!r}: a whole number of processes, 1 to {PIDS_MAX}")
     # Bound on what the container writes, in bytes (its upper on a filesystem of that size), or None.
     disk: int | None = attrs.field(default=None)
+    # Published ports, canonical specs ("8080:80/tcp", "127.0.0.1:5353:53/udp"): domain.publish.
+    publish: tuple[str, ...] = attrs.field(default=(), converter=parse_all)
+
+    @property
+    def published(self) -> tuple[Published, ...]:
+        return tuple(Published.parse(s) for s in self.publish)
 
     @memory.validator
     def _check_memory(self, _attr: object, value: object) -> None:
@@ -149,6 +156,7 @@ class Reservation:
         d["startup_commands"] = list(self.startup_commands)
         d["idmap"] = None if self.idmap is None else list(self.idmap)
         d["caps_add"] = list(self.caps_add)
+        d["publish"] = list(self.publish)
         return d
 
     @classmethod
@@ -166,7 +174,7 @@ class Reservation:
                 memory=data.get("memory"), cpus=data.get("cpus"), idmap=data.get("idmap"),
                 agent_key=data.get("agent_key"),
                 caps_add=data.get("caps_add", ()), pids=data.get("pids", PIDS_DEFAULT),
-                disk=data.get("disk"),
+                disk=data.get("disk"), publish=data.get("publish", ()),
             )
         except KeyError as e:
             raise InvalidValue(f"reservation record lacks {e.args[0]!r}") from None

@@ -61,7 +61,8 @@ class Container:
         r = self._r
         return {"name": r.name, "ip": r.ip, "mac": r.mac, "state": state or self.state, "image": r.image,
                 "ephemeral": r.ephemeral, "startup_commands": list(r.startup_commands), "status": r.status,
-                "privileged": r.idmap is None, "caps_add": list(r.caps_add), "pids": r.pids, "disk": r.disk}
+                "privileged": r.idmap is None, "caps_add": list(r.caps_add), "pids": r.pids, "disk": r.disk,
+                "ports": list(r.publish)}
 
     def start(self) -> None:
         self._svc.containers.start(self.name)
@@ -117,7 +118,7 @@ class Service:
     def provision(self, name: str | None = None, base: str | None = None, memory: str | None = None,
                   cpus: float | None = None, raw: bool = False, privileged: bool = False,
                   caps_add=(), pids: int | None = None, unprivileged: bool | None = None,
-                  disk: int | str | None = None) -> Container:
+                  disk: int | str | None = None, publish=()) -> Container:
         """A new container with a static IP and a random MAC, on base (default: the busybox base).
 
         Root inside is an unprivileged host uid (settings idmap_base and up) with a Docker-like
@@ -127,7 +128,9 @@ class Service:
         disk ("2G", or bytes) bounds what the container writes (default: settings disk_default,
         10G, or half the data root's free space if less; "0": no bound).
         raw=True unpacks the image into a plain directory in overlays/raw/ (no squashfs, no
-        overlay: slow to make). unprivileged=True is accepted (it is the default)."""
+        overlay: slow to make). unprivileged=True is accepted (it is the default).
+        publish (["8080:80", "127.0.0.1:5353:53/udp"]) forwards host ports to the container's
+        (docs/networking.md); a port already in use or published is refused (PortTaken)."""
         if unprivileged is False:
             raise InvalidValue("containers are unprivileged by default; unprivileged=False is ambiguous: "
                                "pass privileged=True (unsafe for untrusted code) to opt out")
@@ -137,7 +140,8 @@ class Service:
             validate_name(name)  # before any slow work, such as building the default base
         image = self.bases.resolve(base)
         r = self.containers.provision(name=name, image_id=image.id, memory=memory, cpus=cpus, raw=raw,
-                                      privileged=privileged, caps_add=caps_add, pids=pids, disk=disk)
+                                      privileged=privileged, caps_add=caps_add, pids=pids, disk=disk,
+                                      publish=publish)
         return Container(self, r.name)
 
     def get(self, name: str) -> Container:
@@ -202,14 +206,14 @@ class Service:
     def load_image(self, path: str, ephemeral: bool = False, name: str | None = None,
                    raw: bool = False, move: bool = False, privileged: bool = False,
                    disk: int | str | None = None, caps_add=(), pids: int | None = None,
-                   memory: str | None = None, cpus: float | None = None) -> Container:
+                   memory: str | None = None, cpus: float | None = None, publish=()) -> Container:
         """A new container from an .aimg file: verified, imported by id, mounted (never extracted,
         unless raw=True); ephemeral=True puts its writes in a throw-away overlay. move=True moves
         the file into the store instead of copying it (same filesystem; put back on failure).
         Unprivileged like provision(), unless privileged=True (unsafe for untrusted code);
-        disk=, caps_add=, pids=, memory= and cpus= as for provision()."""
+        disk=, caps_add=, pids=, memory=, cpus= and publish= as for provision()."""
         r = self.images.load(path, ephemeral=ephemeral, name=name, raw=raw, move=move, privileged=privileged,
-                             disk=disk, caps_add=caps_add, pids=pids, memory=memory, cpus=cpus)
+                             disk=disk, caps_add=caps_add, pids=pids, memory=memory, cpus=cpus, publish=publish)
         return Container(self, r.name)
 
     def list_images(self):
@@ -290,9 +294,11 @@ def build_ports(settings: Settings) -> Ports:
 
 def setup_service(reconcile: bool = True, **settings) -> Service:
     """The Service with real adapters. Keyword settings (root=, bridge=, subnet=, ...) override
-    the defaults; APPCONTAINERS_ROOT (and _BRIDGE, _SUBNET, _MOUNTER, _ISOLATION) override the
+    the defaults; APPCONTAINERS_ROOT (and _BRIDGE, _SUBNET, _MOUNTER, _ISOLATION, _NAT) override the
     defaults too. isolation="default" keeps the containers from the host's own services, "open"
-    lets them reach those too (docs/security.md, "Network")."""
+    lets them reach those too, "strict" also keeps them from each other but for published ports
+    (docs/security.md, "Network"). nat=False (APPCONTAINERS_NAT=0): no egress beyond the
+    bridge (docs/networking.md)."""
     if os.geteuid() != 0:
         raise NotRoot()
     s = Settings.from_env(**settings)

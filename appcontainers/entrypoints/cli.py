@@ -68,6 +68,8 @@ def main(ctx, debug):
         ctx.obj = setup_service
 
 
+PUBLISH_HELP = ("Publish a container port on the host: [HOST_IP:]HOST_PORT:PORT[/udp], e.g. 8080:80 "
+                "(repeatable).")
 DISK_HELP = "Bound on what the container writes, e.g. 2G (default 10G or half the free space; 0: none)."
 
 
@@ -84,13 +86,14 @@ DISK_HELP = "Bound on what the container writes, e.g. 2G (default 10G or half th
               help="Root inside is the host's root (no user namespace): unsafe for untrusted code.")
 @click.option("--unprivileged", is_flag=True, hidden=True, help="The default; accepted for old scripts.")
 @click.option("--disk", help=DISK_HELP)
+@click.option("-p", "--publish", multiple=True, metavar="PORTS", help=PUBLISH_HELP)
 @json_option
-def provision(name, base, memory, cpus, raw, pids, caps_add, privileged, unprivileged, disk, as_json):
+def provision(name, base, memory, cpus, raw, pids, caps_add, privileged, unprivileged, disk, publish, as_json):
     """Create a container with a static IP and a random MAC (unprivileged unless --privileged)."""
     if privileged and unprivileged:
         raise click.UsageError("--privileged and --unprivileged contradict each other")
     c = _service().provision(name=name, base=base, memory=memory, cpus=cpus, raw=raw, pids=pids,
-                             caps_add=list(caps_add), privileged=privileged, disk=disk)
+                             caps_add=list(caps_add), privileged=privileged, disk=disk, publish=list(publish))
     info = c.info()
     _emit(as_json, info, f"{info['name']} ip={info['ip']} mac={info['mac']} state={info['state']}")
 
@@ -101,7 +104,8 @@ def ls(as_json):
     """List containers."""
     _table(_service().container_infos(), as_json, [
         ("NAME", 24, lambda i: i["name"]), ("STATE", 9, lambda i: i["state"]), ("IP", 15, lambda i: i["ip"]),
-        ("MAC", 17, lambda i: i["mac"]), ("EPHEMERAL", 0, lambda i: "yes" if i["ephemeral"] else "no")])
+        ("MAC", 17, lambda i: i["mac"]), ("EPHEMERAL", 9, lambda i: "yes" if i["ephemeral"] else "no"),
+        ("PORTS", 0, lambda i: ",".join(i.get("ports", ())))])
 
 
 def _table(infos: list[dict], as_json: bool, columns) -> None:
@@ -267,11 +271,13 @@ def save(name, path, layered, image_name, as_json):
 @click.option("--pids", type=int, help="Process limit (default 4096).")
 @click.option("--memory", help="Memory limit, e.g. 256M.")
 @click.option("--cpus", type=float, help="CPU limit in cores, e.g. 0.5.")
+@click.option("-p", "--publish", multiple=True, metavar="PORTS", help=PUBLISH_HELP)
 @json_option
-def load(path, ephemeral, name, raw, move, privileged, disk, caps_add, pids, memory, cpus, as_json):
+def load(path, ephemeral, name, raw, move, privileged, disk, caps_add, pids, memory, cpus, publish, as_json):
     """Load the image file PATH into a new container (unprivileged unless --privileged)."""
     c = _service().load_image(path, ephemeral=ephemeral, name=name, raw=raw, move=move, privileged=privileged,
-                              disk=disk, caps_add=list(caps_add), pids=pids, memory=memory, cpus=cpus)
+                              disk=disk, caps_add=list(caps_add), pids=pids, memory=memory, cpus=cpus,
+                              publish=list(publish))
     info = c.info()
     _emit(as_json, info, f"{info['name']} ip={info['ip']} mac={info['mac']} image={info['image'][:12]}"
                          f"{' ephemeral' if info['ephemeral'] else ''}")

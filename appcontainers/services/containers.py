@@ -18,11 +18,13 @@ from ..domain.paths import container_path
 from ..domain.ports import AgentClient, JsonDict, LineCallback
 from ..domain.reservation import DESTROYING, PIDS_DEFAULT, PROVISIONING, READY, Reservation, validate_name
 from ..domain.sizes import MIN_DISK, parse_size
+from ..domain.firewall import table_name
+from ..domain.publish import Published
 from .faults import checkpoint
 from .host_errors import host_errors, host_errors_in
 from .ports import Ports
 from .result import RunResult
-from . import plans
+from . import plans, publish as published
 
 log = logging.getLogger("appcontainers.containers")
 
@@ -47,14 +49,18 @@ class ContainerService:
 
     def reserve(self, name: str | None, image_id: str, ephemeral: bool = False,
                 startup_commands: Iterable[str] = (), new_image: Image | None = None, raw: bool = False,
-                privileged: bool = False, caps_add: Iterable[str] = (), **limits: Any) -> Reservation:
+                privileged: bool = False, caps_add: Iterable[str] = (), publish: Iterable[str] = (),
+                **limits: Any) -> Reservation:
         """Claim a name, an address and a MAC in one transaction (status provisioning).
 
         Unprivileged (root inside is host uid idmap_base) unless privileged=True. new_image,
         if given, is registered in the same transaction (a loaded image). limits: memory,
-        cpus, pids."""
+        cpus, pids. publish: host ports ("8080:80", "127.0.0.1:5353:53/udp"), refused with
+        PortTaken before anything is reserved if a host socket, another data root or another
+        container holds one."""
         if name is not None:
             validate_name(name)
+        ports = self._free_ports(publish)
         idmap = None if privileged else self._idmap()
         pids = limits.get("pids")
         disk = self._disk_bound(limits.get("disk"), raw)
@@ -68,6 +74,7 @@ class ContainerService:
             name = name or self._new_name(state.reservations)
             if name in state.reservations:
                 raise NameTaken(name)
+            published.refuse_published(ports, state.reservations.values())
             ip = state.pool.allocate(name)
             mac = macgen.generate(state.macs() | host_macs)
             r = Reservation(name=name, ip=ip, mac=mac, image=image_id, ephemeral=ephemeral,
@@ -76,9 +83,17 @@ class ContainerService:
                             idmap=idmap, caps_add=caps_add,
                             pids=PIDS_DEFAULT if pids is None else pids,
                             owner=self.p.procs.token(), boot=self.p.procs.boot_id(),
-                            memory=limits.get("memory"), cpus=limits.get("cpus"), disk=disk)
+                            memory=limits.get("memory"), cpus=limits.get("cpus"), disk=disk,
+                            publish=[p.spec for p in ports])
             state.add(r)
             return r
+
+    def _free_ports(self, publish: Iterable[str] | None) -> tuple[Published, ...]:
+        """The ports asked for, checked against the host's sockets and other data roots."""
+        ports = published.wanted(publish)
+        if ports:
+            published.refuse_taken(ports, self.p.net.ports_taken(table_name(self.settings.root_id)))
+        return ports
 
     def _idmap(self) -> tuple[int, int]:
         """The id map of an unprivileged container, once its root can reach the data root."""
@@ -118,9 +133,10 @@ class ContainerService:
     def provision(self, name: str | None, image_id: str, ephemeral: bool = False,
                   startup_commands: Iterable[str] = (), memory: str | None = None, cpus: float | None = None,
                   raw: bool = False, privileged: bool = False, caps_add: Iterable[str] = (),
-                  pids: int | None = None, disk: int | str | None = None) -> Reservation:
+                  pids: int | None = None, disk: int | str | None = None,
+                  publish: Iterable[str] = ()) -> Reservation:
         r = self.reserve(name, image_id, ephemeral, startup_commands, raw=raw, memory=memory, cpus=cpus,
-                         privileged=privileged, caps_add=caps_add, pids=pids, disk=disk)
+                         privileged=privileged, caps_add=caps_add, pids=pids, disk=disk, publish=publish)
         checkpoint("provision.reserved")
         with self.locked(r.name):
             return self._provision(r)

@@ -203,7 +203,7 @@ class ImageService:
     def load(self, path: str, ephemeral: bool = False, name: str | None = None, raw: bool = False,
              move: bool = False, privileged: bool = False, disk: int | str | None = None,
              caps_add: Iterable[str] = (), pids: int | None = None, memory: str | None = None,
-             cpus: float | None = None) -> Reservation:
+             cpus: float | None = None, publish: Iterable[str] = ()) -> Reservation:
         """A new container from the .aimg at path; the options as for provision."""
         image, staged, moved = self._import(os.path.abspath(path), move=move)
         try:
@@ -215,7 +215,7 @@ class ImageService:
             r = self.containers.reserve(name, image.id, ephemeral=ephemeral,
                                         startup_commands=image.startup_commands, new_image=image, raw=raw,
                                         privileged=privileged, caps_add=caps_add, pids=pids,
-                                        memory=memory, cpus=cpus, disk=disk)
+                                        memory=memory, cpus=cpus, disk=disk, publish=publish)
         except BaseException:
             self._unstage(staged, moved)
             raise

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from ..config import Layout, Settings
 
 Chain = Sequence[Image]  # an image and its ancestors, top first
-from ..domain.firewall import PortGuard, RootRules, table_name
+from ..domain.firewall import PortForward, PortGuard, RootRules, table_name
 
 DEVICES = ("1:3", "1:5", "1:7", "5:0", "5:1", "5:2", "1:8", "1:9", "136:*", "10:229")
 
@@ -40,9 +40,18 @@ def stray_veths(root_id: str, veths: Iterable[str], names: Collection[str]) -> l
 def root_rules(settings: Settings, reservations: Iterable[Reservation]) -> RootRules:
     """The data root's nftables rules for its containers (every reservation, started or not,
     so a veth is guarded from the instant LXC makes it)."""
+    reservations = list(reservations)
     guards = [PortGuard(veth=veth_name(settings.root_id, r.name), mac=r.mac, ip=r.ip) for r in reservations]
     return RootRules(table=table_name(settings.root_id), bridge=settings.bridge,
-                     isolation=settings.isolation, guards=guards)
+                     isolation=settings.isolation, guards=guards, subnet=settings.subnet,
+                     nat=settings.nat, forwards=forwards(reservations))
+
+
+def forwards(reservations: Iterable[Reservation]) -> list[PortForward]:
+    """The DNAT of every published port of every reservation (started or not: a port stays
+    the container's from provision to destroy, across stop and start)."""
+    return [PortForward(host_port=p.host_port, proto=p.proto, ip=r.ip, port=p.port, host_ip=p.host_ip)
+            for r in reservations for p in r.published]
 
 
 def has_agent(chain: Chain) -> bool:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 class HostNetworkContract:
     """Fixtures: `net`, `bridge` (name, gateway, prefixlen; absent before the test, removed
-    after it), `world` with add_veth(bridge) -> the name of a new veth attached to it."""
+    after it), `world` with add_veth(bridge) -> the name of a new veth attached to it, and
+    hold(proto) -> (address, port) of a socket it holds on the host until the test ends."""
 
     def test_ensure_bridge_is_idempotent(self, net, bridge):
         """ensure_bridge twice makes one bridge, with no veths on it yet."""
@@ -30,3 +31,9 @@ class HostNetworkContract:
         """host_macs is a set of lowercase MAC strings."""
         macs = net.host_macs()
         assert isinstance(macs, set) and all(m == m.lower() and m.count(":") == 5 for m in macs)
+
+    def test_ports_taken_lists_a_held_port(self, net, world):
+        """A TCP listener's and a bound UDP socket's ports are taken, with their address."""
+        for proto in ("tcp", "udp"):
+            ip, port = world.hold(proto)
+            assert (proto, ip, port) in net.ports_taken("appcontainers_00000000")

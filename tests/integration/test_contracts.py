@@ -9,6 +9,7 @@ import itertools
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
@@ -306,7 +307,19 @@ class TestHostNetwork(HostNetworkContract):
                                check=True, capture_output=True)
                 subprocess.run(["ip", "link", "set", veth, "master", bridge], check=True, capture_output=True)
                 return veth
-        return World()
+
+            def hold(self, proto: str) -> tuple[str, int]:
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
+                s.bind(("127.0.0.1", 0))
+                if proto == "tcp":
+                    s.listen(1)
+                held.append(s)
+                return s.getsockname()
+
+        held: list[socket.socket] = []
+        yield World()
+        for s in held:
+            s.close()
 
 
 

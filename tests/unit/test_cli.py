@@ -86,13 +86,20 @@ class TestProvision:
 
 class TestLs:
     def test_table(self, cli, svc):
-        """ls prints a header and one row per container: name, state, address, MAC, ephemeral."""
-        a, b = svc.provision("a"), svc.provision("b")
+        """ls prints a header and one row per container: name, state, address, MAC, ephemeral, ports."""
+        a, b = svc.provision("a"), svc.provision("b", publish=["8080:80", "127.0.0.1:5353:53/udp"])
         b.start()
         lines = cli("ls").stdout.splitlines()
-        assert lines[0].split() == ["NAME", "STATE", "IP", "MAC", "EPHEMERAL"]
-        assert [line.split() for line in lines[1:]] == [["a", "STOPPED", a.ip, a.mac, "no"],
-                                                        ["b", "RUNNING", b.ip, b.mac, "no"]]
+        assert lines[0].split() == ["NAME", "STATE", "IP", "MAC", "EPHEMERAL", "PORTS"]
+        assert [line.split() for line in lines[1:]] == [
+            ["a", "STOPPED", a.ip, a.mac, "no"],
+            ["b", "RUNNING", b.ip, b.mac, "no", "8080:80/tcp,127.0.0.1:5353:53/udp"]]
+
+    def test_publish_option(self, cli, svc):
+        """provision -p/--publish (repeatable) publishes the ports; ls --json shows them."""
+        cli("provision", "--name", "web", "-p", "8080:80", "--publish", "127.0.0.1:5353:53/udp")
+        listed = json.loads(cli("ls", "--json").stdout)
+        assert listed[0]["ports"] == ["8080:80/tcp", "127.0.0.1:5353:53/udp"]
 
     def test_json(self, cli, svc):
         """ls --json prints every container's info as one list."""
@@ -102,7 +109,7 @@ class TestLs:
 
     def test_empty(self, cli):
         """With no containers, ls prints the header and --json an empty list."""
-        assert cli("ls").stdout.split() == ["NAME", "STATE", "IP", "MAC", "EPHEMERAL"]
+        assert cli("ls").stdout.split() == ["NAME", "STATE", "IP", "MAC", "EPHEMERAL", "PORTS"]
         assert json.loads(cli("ls", "--json").stdout) == []
 
 
@@ -236,6 +243,17 @@ class TestImages:
         cli("rm", "copy")
         assert cli("rmi", saved["id"][:10]).stdout == f"removed {saved['id'][:12]} (web)\n"
         assert saved["id"] not in [i["id"] for i in json.loads(cli("images", "--json").stdout)]
+
+    def test_load_publishes_and_refuses_a_taken_port(self, cli, svc):
+        """load -p publishes ports like provision; a port already published is one error line."""
+        svc.provision("web", publish=["8080:80"])
+        svc.ports.fs.dirs.add("/out")
+        cli("save", "web", "/out/web.aimg")
+        loaded = json.loads(cli("load", "/out/web.aimg", "--name", "copy", "-p", "8081:80", "--json").stdout)
+        assert loaded["ports"] == ["8081:80/tcp"]
+        assert "cannot publish 8080:80/tcp: container web publishes 8080:80/tcp" in \
+            one_error_line(cli("load", "/out/web.aimg", "-p", "8080:80"))
+        assert sorted(svc.ports.repo.read().reservations) == ["copy", "web"]
 
     def test_save_progress_goes_to_stderr(self, cli, svc):
         """Without --json, save prints the path and id on stdout; the progress bar is on stderr."""

@@ -166,6 +166,10 @@ class TestFakeNet(HostNetworkContract):
                 name = "acv" + hashlib.sha256(bridge.encode()).hexdigest()[:8]
                 net.veths.setdefault(bridge, []).append(name)
                 return name
+
+            def hold(self, proto):
+                net.taken.add((proto, "127.0.0.1", 40000 + len(net.taken)))
+                return "127.0.0.1", 40000 + len(net.taken) - 1
         return World()
 
 

@@ -74,7 +74,8 @@ class TestValues:
 
     def test_rules_refuse_a_bad_table_bridge_or_level(self):
         """Table, bridge and isolation are checked like the guards."""
-        for changes in ({"table": "x y"}, {"bridge": 'br"0'}, {"isolation": "strict"}):
+        for changes in ({"table": "x y"}, {"bridge": 'br"0'}, {"isolation": "none"},
+                        {"subnet": "10.0.0.0/33"}):
             with pytest.raises(InvalidValue):
                 attrs.evolve(rules(A), **changes)
 

@@ -6,7 +6,7 @@ import os
 
 from ...domain.firewall import RootRules
 from ..host import process
-from . import nftables
+from . import nftables, sockets
 
 
 def bridge_plan(name: str, gateway: str, prefixlen: int, present: dict | None) -> list[list[str]]:
@@ -26,6 +26,22 @@ def bridge_plan(name: str, gateway: str, prefixlen: int, present: dict | None) -
     if present is None or "UP" not in present.get("flags", []):
         plan.append(["ip", "link", "set", name, "up"])
     return plan
+
+
+def switch_on(keys: tuple[tuple[str, str], ...], root: str = "/proc/sys") -> None:
+    """Set each /proc/sys key to its value unless it already has it; never switched back off
+    (the admin or another data root may rely on it). A key whose interface is not there yet
+    (the bridge, after a reboot) waits for the next start."""
+    for key, value in keys:
+        path = os.path.join(root, key)
+        try:
+            with open(path) as f:
+                if f.read().strip() == value:
+                    continue
+            with open(path, "w") as f:
+                f.write(value)
+        except FileNotFoundError:
+            continue
 
 
 class HostNetwork:
@@ -69,6 +85,12 @@ class HostNetwork:
     def apply_rules(self, rules: RootRules) -> None:
         """Make the data root's nftables tables say exactly rules (none when it has no guard)."""
         nftables.apply(rules)
+        switch_on(rules.sysctls())  # after the rules: forwarding never opens unguarded
+
+    def ports_taken(self, own_table: str) -> set[tuple[str, str | None, int]]:
+        """(protocol, address or None, port) held by the host's sockets or published by
+        another data root; own_table's own publications are the caller's to know."""
+        return sockets.host_sockets() | sockets.other_roots_published(own_table)
 
     def veths_on(self, bridge: str) -> list[str]:
         try:

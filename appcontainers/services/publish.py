@@ -1,0 +1,36 @@
+"""Published ports at provision and load: parsed, and refused before anything is reserved
+if the host port is taken (pure checks; the service gives them what the host and state hold)."""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from ..domain.exceptions import PortTaken
+from ..domain.publish import Published, parse_all
+from ..domain.reservation import Reservation
+
+Taken = tuple[str, str | None, int]
+
+
+def wanted(specs: Any) -> tuple[Published, ...]:
+    """The published ports asked for, checked and in canonical form (InvalidValue if malformed)."""
+    return tuple(Published.parse(s) for s in parse_all(specs if specs is not None else ()))
+
+
+def refuse_taken(ports: Iterable[Published], taken: Iterable[Taken]) -> None:
+    """PortTaken for the first port a host socket or another data root holds."""
+    taken = list(taken)
+    for p in ports:
+        for proto, ip, port in taken:
+            if p.overlaps(proto, ip, port):
+                where = f"{ip or '*'}:{port}/{proto}"
+                raise PortTaken(p.spec, f"{where} is in use on this host (a listening socket, or "
+                                        f"published by another data root)")
+
+
+def refuse_published(ports: Iterable[Published], reservations: Iterable[Reservation]) -> None:
+    """PortTaken for the first port another container of this data root publishes."""
+    for r in reservations:
+        for theirs in r.published:
+            for p in ports:
+                if p.overlaps(theirs.proto, theirs.host_ip, theirs.host_port):
+                    raise PortTaken(p.spec, f"container {r.name} publishes {theirs.spec}")
