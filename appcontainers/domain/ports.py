@@ -164,6 +164,13 @@ class HostFs(Protocol):
         """Write a file at path inside root, never leaving it."""
     def extract_in_root(self, root: str, dest: str, archive: str, shift: int = 0) -> int:
         """Extract a tar archive into dest inside root, every member checked; the member count."""
+    def kind_in_root(self, root: str, path: str) -> str | None:
+        """"dir", "file", "link" or "other" for path inside root (a final link not followed); None if missing."""
+    def copy_out_of_root(self, root: str, path: str, dest: str) -> int:
+        """Copy path inside root (file, symlink as a symlink, or tree) to the host path dest; the entry count."""
+    def copy_into_root(self, root: str, src: str, dest: str, tmp_dir: str, shift: int = 0,
+                       mode: int | None = None) -> int:
+        """Copy the host file or tree src to dest inside root (through the checked writers); the entry count."""
     def lock(self, path: str, wait: bool = True) -> AbstractContextManager[object]:
         """An exclusive cross-process lock; wait=False raises ContainerStateError if held."""
 

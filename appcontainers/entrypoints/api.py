@@ -86,6 +86,21 @@ class Container:
         return self._svc.containers.load_archive(self.name, archive, dest, max_bytes=max_bytes,
                                                  max_members=max_members)
 
+    def copy_out(self, path: str, dest: str) -> str:
+        """Copy the container's file or directory path to the host path dest (into it if it is a
+        directory); symlinks inside are copied as symlinks, never followed. The host path written."""
+        from ..services.files import copy_out
+
+        return copy_out(self._svc.containers, self.name, path, dest)[0]
+
+    def copy_in(self, src: str, dest: str, mode: int | None = None) -> str:
+        """Copy the host file or directory src to dest in the container (into it if it is a
+        directory there), through the same checks as create_file and load_archive; mode replaces
+        a file's own. The path written."""
+        from ..services.files import copy_in
+
+        return copy_in(self._svc.containers, self.name, src, dest, mode=mode)[0]
+
     def add_startup_command(self, command: str) -> tuple[str, ...]:
         return self._svc.containers.add_startup_command(self.name, command)
 
@@ -149,6 +164,33 @@ class Service:
         states = self.containers.states()
         return [Container(self, r.name).info(states.get(r.name, "MISSING")) for r in self.containers.list()]
 
+    def inspect(self, name: str) -> dict:
+        """Everything the reservation of container name holds (no key material), its state and
+        its image's name."""
+        r = self.containers.get(name)
+        data = {k: v for k, v in r.to_dict().items() if k != "agent_key"}
+        images = self.ports.repo.read().images
+        return {**data, "state": self.containers.state(name), "privileged": r.idmap is None,
+                "image_name": images[r.image].name if r.image in images else None,
+                "rootfs": self.settings.layout.rootfs(name)}
+
+    def stats(self, name: str) -> dict:
+        """cpu_seconds, memory_bytes, pids (from the container's cgroup; None when stopped) and
+        disk_bytes (what its writable layer holds)."""
+        from ..adapters.lxc import cgroups
+
+        r = self.containers.get(name)
+        rel = f"appcontainers-{self.settings.root_id}.payload.{name}"  # lxc.cgroup.dir.container
+        return {"name": name, "state": self.containers.state(name), **cgroups.usage(rel),
+                "disk_bytes": cgroups.disk_used(self.containers.upper(r))}
+
+    def image_size(self, image) -> int | None:
+        """Bytes of a stored image's file (None if it cannot be read)."""
+        try:
+            return os.path.getsize(self.settings.layout.image_file(image.id, image.kind))
+        except OSError:
+            return None
+
     def reconcile(self, dry_run: bool = False) -> list[str]:
         """Compare the state with reality (containers, mounts, veths, dirs, temp files, unfinished
         operations) and repair each difference; returns what was done (or would be, dry_run)."""
@@ -210,6 +252,8 @@ class Service:
         return self.images.list()
 
     def remove_image(self, ref: str):
+        """Remove an image by id, unique id prefix or name; a name two images share is refused
+        (give an id)."""
         return self.images.remove(ref)
 
 

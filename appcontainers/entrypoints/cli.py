@@ -31,8 +31,35 @@ def _emit(as_json: bool, data, text: str | None = None) -> None:
         click.echo(text if text is not None else data)
 
 
+def _error(message: str, kind: str, as_json: bool) -> None:
+    """One error on stderr: a line of text, or {"error": ..., "type": ...} under --json."""
+    if as_json:
+        click.echo(json.dumps({"error": message, "type": kind}, sort_keys=True), err=True)
+    else:
+        click.echo(f"appcontainers: error: {message}", err=True)
+
+
 class _Group(click.Group):
-    """Turns our errors into one line on stderr and exit code 1, never a traceback."""
+    """Turns our errors into one line on stderr (a JSON object under --json) and exit code 1,
+    never a traceback; usage errors exit 1 too (the README's promise: 1 for every error)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        argv = list(sys.argv[1:] if args is None else args)
+        self.json_errors = "--json" in argv
+        try:
+            code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as e:
+            if self.json_errors:
+                _error(e.format_message(), type(e).__name__, True)
+            else:
+                e.show()
+            sys.exit(1)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx):
         from ..domain.exceptions import AppContainersError
@@ -40,11 +67,45 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except AppContainersError as e:
-            click.echo(f"appcontainers: error: {e}", err=True)
+            _error(str(e), type(e).__name__, getattr(self, "json_errors", False))
             ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("appcontainers: interrupted", err=True)
             ctx.exit(130)
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("appcontainers")
+    except Exception:  # not installed (a source checkout on PYTHONPATH)
+        return "0.1.0"
+
+
+def complete_containers(ctx, param, incomplete):
+    """Container names from the state file (read only: completion runs without the lock or root)."""
+    return [n for n in _state_keys("reservations") if n.startswith(incomplete)]
+
+
+def complete_images(ctx, param, incomplete):
+    """Image names and ids from the state file."""
+    images = _state_keys("images", names=True)
+    return sorted({n for n in images if n.startswith(incomplete)})
+
+
+def _state_keys(section: str, names: bool = False) -> list[str]:
+    from ..config import Settings
+
+    try:
+        with open(Settings.from_env().layout.resources) as f:
+            data = json.load(f).get(section, {})
+    except (OSError, ValueError, AttributeError):
+        return []
+    keys = sorted(data)
+    if names:
+        keys += [str(v.get("manifest", {}).get("name")) for v in data.values() if isinstance(v, dict)]
+    return keys
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
@@ -54,6 +115,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 @click.option("--debug", is_flag=True,
               help="Log what the library does (commands, state changes) to stderr; "
                    "APPCONTAINERS_LOG=debug|info|warning does the same.")
+@click.version_option(_version(), "--version", prog_name="appcontainers", message="%(prog)s %(version)s")
 @click.pass_context
 def main(ctx, debug):
     """Build, run and monitor LXC app containers and their images."""
@@ -95,8 +157,12 @@ def provision(name, base, memory, cpus, raw, pids, caps_add, privileged, unprivi
 @json_option
 def ls(as_json):
     """List containers."""
-    _table(_service().container_infos(), as_json, [
-        ("NAME", 24, lambda i: i["name"]), ("STATE", 9, lambda i: i["state"]), ("IP", 15, lambda i: i["ip"]),
+    svc = _service()
+    names = {i.id: i.name for i in svc.list_images()}
+    infos = [{**i, "image_name": names.get(i["image"])} for i in svc.container_infos()]
+    _table(infos, as_json, [
+        ("NAME", 24, lambda i: i["name"]), ("STATE", 9, lambda i: i["state"]),
+        ("IMAGE", 20, lambda i: i["image_name"] or i["image"][:12]), ("IP", 15, lambda i: i["ip"]),
         ("MAC", 17, lambda i: i["mac"]), ("EPHEMERAL", 0, lambda i: "yes" if i["ephemeral"] else "no")])
 
 
@@ -111,7 +177,7 @@ def _table(infos: list[dict], as_json: bool, columns) -> None:
 
 def _simple(verb: str, doc: str):
     @main.command(verb, help=doc)
-    @click.argument("name")
+    @click.argument("name", shell_complete=complete_containers)
     @json_option
     def cmd(name, as_json):
         svc = _service()
@@ -162,20 +228,23 @@ def run(name, command, timeout, as_json):
 
 @main.command()
 @click.argument("name")
-@click.argument("src", type=click.Path(exists=True, dir_okay=False))
+@click.argument("src", type=click.Path(exists=True))
 @click.argument("dest")
-@click.option("--mode", default="644", help="Octal file mode (default 644).")
+@click.option("--mode", default="644", help="Octal mode of a copied file (default 644).")
 @json_option
 def put(name, src, dest, mode, as_json):
-    """Copy the host file SRC to DEST in the container."""
+    """Copy the host file or directory SRC to DEST in the container (into DEST if it is a directory)."""
     try:
         mode_int = int(mode, 8)
     except ValueError:
         raise click.BadParameter(f"{mode!r} is not an octal mode", param_hint="--mode")
-    with open(src, "rb") as f:
-        data = f.read()
-    path = _service().get(name).create_file(dest, data, mode=mode_int)
-    _emit(as_json, {"name": name, "path": path, "bytes": len(data)}, f"{name}:{path} ({len(data)} bytes)")
+    if os.path.isdir(src):
+        path = _service().get(name).copy_in(src, dest)
+        _emit(as_json, {"name": name, "path": path}, f"{name}:{path}")
+        return
+    size = os.path.getsize(src)
+    path = _service().get(name).copy_in(src, dest, mode=mode_int)
+    _emit(as_json, {"name": name, "path": path, "bytes": size}, f"{name}:{path} ({size} bytes)")
 
 
 @main.command("load-archive")
@@ -211,9 +280,9 @@ def rm_startup(name, index, as_json):
           "\n".join(f"{i}: {c}" for i, c in enumerate(cmds)) or "(no startup commands)")
 
 
-def _image_info(img) -> dict:
+def _image_info(img, size: int | None = None) -> dict:
     m = img.manifest
-    return {"id": img.id, "name": m.name, "kind": img.kind, "parent": m.parent, "created": m.created,
+    return {"id": img.id, "name": m.name, "kind": img.kind, "parent": m.parent, "created": m.created, "size": size,
             "base": m.base, "startup_commands": list(m.startup_commands), "environment": m.environment,
             "format_version": m.format_version}
 
@@ -267,17 +336,39 @@ def load(path, ephemeral, name, raw, move, privileged, disk, as_json):
 @json_option
 def images(as_json):
     """List images (bases and user images)."""
-    _list_images(_service().list_images(), as_json)
+    svc = _service()
+    _list_images(svc, svc.list_images(), as_json)
 
 
-def _list_images(images, as_json: bool) -> None:
-    _table([_image_info(i) for i in images], as_json, [
+def _human_size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "K", "M", "G"):
+        if n < 1024 or unit == "G":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return "-"  # not reached
+
+
+def _ago(ts: float) -> str:
+    import time
+
+    secs = max(0, int(time.time() - ts))
+    for unit, length in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= length:
+            return f"{secs // length}{unit} ago"
+    return f"{secs}s ago"
+
+
+def _list_images(svc, images, as_json: bool) -> None:
+    _table([_image_info(i, svc.image_size(i)) for i in images], as_json, [
         ("ID", 14, lambda i: i["id"][:12]), ("KIND", 5, lambda i: i["kind"]), ("NAME", 24, lambda i: i["name"]),
+        ("SIZE", 8, lambda i: _human_size(i["size"])), ("CREATED", 10, lambda i: _ago(i["created"])),
         ("PARENT", 0, lambda i: (i["parent"] or "-")[:12])])
 
 
 @main.command()
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete_images)
 @json_option
 def rmi(ref, as_json):
     """Remove an image (by id, id prefix or name); refused while something uses it."""
@@ -301,52 +392,106 @@ def image():
 
 
 @image.command("inspect")
-@click.argument("ref")
-def image_inspect(ref):
-    """Show an image's manifest (REF: a store id/name, or an .aimg file, verified first)."""
-    click.echo(json.dumps(_service().inspect_image(ref), indent=1, sort_keys=True))
+@click.argument("ref", shell_complete=complete_images)
+@json_option
+def image_inspect(ref, as_json):
+    """Show an image's manifest (REF: a store id/name, or an .aimg file, verified first).
+
+    The output is JSON either way; --json prints it on one line."""
+    data = _service().inspect_image(ref)
+    click.echo(json.dumps(data, sort_keys=True) if as_json else json.dumps(data, indent=1, sort_keys=True))
 
 
 @image.command("mount")
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete_images)
 @click.argument("directory", type=click.Path(file_okay=False))
-def image_mount(ref, directory):
+@json_option
+def image_mount(ref, directory, as_json):
     """Browse an image read-only at DIRECTORY (with its parent layers merged), no container needed.
 
     REF is an .aimg file or a stored image; unmount with `appcontainers image umount DIRECTORY`."""
     files = _service().mount_image(ref, directory)
-    click.echo(f"{ref} mounted at {directory} ({len(files)} layer{'s' if len(files) > 1 else ''})")
+    _emit(as_json, {"ref": ref, "directory": directory, "layers": files},
+          f"{ref} mounted at {directory} ({len(files)} layer{'s' if len(files) > 1 else ''})")
 
 
 @image.command("umount")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
-def image_umount(directory):
+@json_option
+def image_umount(directory, as_json):
     """Unmount an image mounted with `image mount`."""
     _service(reconcile=False).unmount_image(directory)
-    click.echo(f"unmounted {directory}")
+    _emit(as_json, {"directory": directory, "unmounted": True}, f"unmounted {directory}")
 
 
 @main.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_containers)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new records.")
-@click.option("--since", type=int, default=0, help="Start at this log offset.")
+@click.option("--since", type=click.IntRange(min=0), default=0, help="Start at this log offset.")
+@click.option("-t", "--timestamps", is_flag=True, help="Start each line with the time it was logged (UTC).")
+@click.option("--tail", type=click.IntRange(min=0), help="Only the last N records (then follow, with -f).")
 @json_option
-def logs(name, follow, since, as_json):
-    """Print a container's command output and exits, recorded by its agent."""
-    for rec in _service().get(name).log_records(since=since, follow=follow):
-        if as_json:
+def logs(name, follow, since, timestamps, tail, as_json):
+    """Print a container's command output and exits, recorded by its agent.
+
+    Lines are tagged with the command's text where the log records it, else with its id."""
+    c = _service().get(name)
+    show = _LogPrinter(as_json, timestamps)
+    if tail is not None:
+        records = list(c.log_records(since=since))
+        for rec in records:  # every record is read, so the command texts are known for the tail
+            show.learn(rec)
+        for rec in records[len(records) - tail:]:
+            show(rec)
+        since = records[-1].offset if records else since
+        if not follow:
+            return
+    for rec in c.log_records(since=since, follow=follow):
+        show(rec)
+
+
+class _LogPrinter:
+    """Prints log records: JSON lines, or text tagged with the command (its text when known)."""
+
+    def __init__(self, as_json: bool, timestamps: bool):
+        self.as_json, self.timestamps = as_json, timestamps
+        self.commands: dict[str, str] = {}
+
+    def learn(self, rec) -> None:
+        """Remember the command text of a record that carries one (shell or argv)."""
+        detail = rec.detail
+        text = detail.get("shell") or (" ".join(map(str, detail["argv"])) if isinstance(detail.get("argv"), list)
+                                       else None)
+        if text and rec.command_id:
+            self.commands[rec.command_id] = str(text)
+
+    def _tag(self, rec) -> str:
+        self.learn(rec)
+        tag = self.commands.get(rec.command_id or "", rec.command_id)
+        if self.timestamps and isinstance(rec.raw.get("ts"), (int, float)):
+            import datetime
+
+            when = datetime.datetime.fromtimestamp(rec.raw["ts"], datetime.timezone.utc)
+            return f"{when.isoformat(timespec='milliseconds').replace('+00:00', 'Z')} [{tag}]"
+        return f"[{tag}]"
+
+    def __call__(self, rec) -> None:
+        if self.as_json:
             click.echo(json.dumps(rec.to_dict(), sort_keys=True))
         elif rec.is_output:
             out = sys.stdout if rec.stream == "stdout" else sys.stderr
-            out.write(f"[{rec.command_id}] {rec.text}" + ("" if rec.text.endswith("\n") else "\n"))
+            out.write(f"{self._tag(rec)} {rec.text}" + ("" if rec.text.endswith("\n") else "\n"))
             out.flush()
         elif rec.is_lifecycle:
-            click.echo(f"[{rec.command_id}] {rec.kind} {json.dumps(rec.detail, sort_keys=True)}")
+            click.echo(f"{self._tag(rec)} {rec.kind} {json.dumps(rec.detail, sort_keys=True)}")
 
 
 @main.command()
-def events():
-    """Stream events from every container (started, stopped, command exits) until Ctrl-C."""
+@json_option
+def events(as_json):
+    """Stream events from every container (started, stopped, command exits) until Ctrl-C.
+
+    Each event is one JSON object per line (--json is accepted and prints the same)."""
     for event in _service().events():
         click.echo(json.dumps(event, sort_keys=True))
         sys.stdout.flush()
@@ -361,7 +506,8 @@ def base():
 @json_option
 def base_ls(as_json):
     """List base images."""
-    _list_images(_service().list_bases(), as_json)
+    svc = _service()
+    _list_images(svc, svc.list_bases(), as_json)
 
 
 @base.command("build")
@@ -395,6 +541,8 @@ def base_rm(name, as_json):
     _emit(as_json, [_image_info(i) for i in removed],
           "\n".join(f"removed {i.id[:12]} ({i.name})" for i in removed))
 
+
+from . import cli_inspect  # noqa: E402,F401  (registers cp, inspect, stats on main)
 
 if __name__ == "__main__":
     main()

@@ -86,13 +86,14 @@ class TestProvision:
 
 class TestLs:
     def test_table(self, cli, svc):
-        """ls prints a header and one row per container: name, state, address, MAC, ephemeral."""
+        """ls prints a header and one row per container: name, state, image name, address, MAC, ephemeral."""
         a, b = svc.provision("a"), svc.provision("b")
         b.start()
+        base = svc.images.resolve(a.image).name
         lines = cli("ls").stdout.splitlines()
-        assert lines[0].split() == ["NAME", "STATE", "IP", "MAC", "EPHEMERAL"]
-        assert [line.split() for line in lines[1:]] == [["a", "STOPPED", a.ip, a.mac, "no"],
-                                                        ["b", "RUNNING", b.ip, b.mac, "no"]]
+        assert lines[0].split() == ["NAME", "STATE", "IMAGE", "IP", "MAC", "EPHEMERAL"]
+        assert [line.split() for line in lines[1:]] == [["a", "STOPPED", base, a.ip, a.mac, "no"],
+                                                        ["b", "RUNNING", base, b.ip, b.mac, "no"]]
 
     def test_json(self, cli, svc):
         """ls --json prints every container's info as one list."""
@@ -102,7 +103,7 @@ class TestLs:
 
     def test_empty(self, cli):
         """With no containers, ls prints the header and --json an empty list."""
-        assert cli("ls").stdout.split() == ["NAME", "STATE", "IP", "MAC", "EPHEMERAL"]
+        assert cli("ls").stdout.split() == ["NAME", "STATE", "IMAGE", "IP", "MAC", "EPHEMERAL"]
         assert json.loads(cli("ls", "--json").stdout) == []
 
 
@@ -134,7 +135,7 @@ class TestRun:
         """run without a command is refused before anything runs."""
         svc.provision("web")
         result = cli("run", "web", "--")
-        assert result.exit_code == 2 and "no command given" in result.stderr
+        assert result.exit_code == 1 and "no command given" in result.stderr
         assert agent(svc, "web").runs == []
 
 
@@ -154,7 +155,7 @@ class TestPut:
         svc.provision("web")
         (tmp_path / "conf").write_text("x")
         result = cli("put", "web", str(tmp_path / "conf"), "/etc/app.conf", "--mode", "rw")
-        assert result.exit_code == 2 and "not an octal mode" in result.stderr
+        assert result.exit_code == 1 and "not an octal mode" in result.stderr
         assert svc.settings.layout.rootfs("web") + "/etc/app.conf" not in svc.ports.fs.files
 
 
@@ -267,13 +268,37 @@ class TestLogs:
     ]
 
     def test_prints_output_and_exits(self, cli, svc):
-        """logs prints output lines on their stream and the starts and exits with their details."""
+        """logs prints output lines on their stream and the starts and exits with their details,
+        tagged with the command's text where the log records it."""
         svc.provision("web")
         agent(svc, "web").records = list(self.RECORDS)
         result = cli("logs", "web")
-        assert result.stdout == ('[c1] started {"argv": ["sh"]}\n[c1] hi\n'
-                                 '[c1] exit {"code": 0, "signal": null, "timed_out": false}\n')
-        assert result.stderr == "[c1] bad \ufffd\n"
+        assert result.stdout == ('[sh] started {"argv": ["sh"]}\n[sh] hi\n'
+                                 '[sh] exit {"code": 0, "signal": null, "timed_out": false}\n')
+        assert result.stderr == "[sh] bad \ufffd\n"
+
+    def test_id_when_no_text(self, cli, svc):
+        """A command whose start the log does not hold is tagged with its id."""
+        svc.provision("web")
+        agent(svc, "web").records = list(self.RECORDS[1:2])
+        assert cli("logs", "web").stdout == "[c1] hi\n"
+
+    def test_timestamps_and_tail(self, cli, svc):
+        """-t starts each line with its UTC time; --tail N prints only the last N records (their
+        command text still known from earlier records)."""
+        svc.provision("web")
+        agent(svc, "web").records = list(self.RECORDS)
+        result = cli("logs", "web", "-t", "--tail", "1")
+        assert result.stdout == ('1970-01-01T00:00:04.000Z [sh] exit {"code": 0, "signal": null, '
+                                 '"timed_out": false}\n')
+        assert cli("logs", "web", "--tail", "0").stdout == ""
+
+    def test_negative_since_refused(self, cli, svc):
+        """--since -5 and --tail -1 are usage errors, exit 1."""
+        svc.provision("web")
+        for args in (("--since", "-5"), ("--tail", "-1")):
+            result = cli("logs", "web", *args)
+            assert result.exit_code == 1 and "Invalid value" in result.stderr
 
     def test_json_and_since(self, cli, svc):
         """logs --json prints each record as written, with its offset; --since skips the earlier ones."""
@@ -294,7 +319,7 @@ class TestErrors:
     def test_service_is_made_only_when_needed(self, cli):
         """--help and a usage error never make the service (so they need no root)."""
         assert cli("--help").exit_code == 0 and cli("ls", "--help").exit_code == 0
-        assert cli("put", "web").exit_code == 2
+        assert cli("put", "web").exit_code == 1
         assert cli.reconciles == []
 
 

@@ -47,3 +47,38 @@ def remove_stale(dirs: list[str], root: str = CGROUP_ROOT) -> None:
                     os.rmdir(dirpath)
                 except OSError:
                     pass
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def usage(rel: str, root: str = CGROUP_ROOT) -> dict:
+    """cpu_seconds, memory_bytes and pids of the cgroup rel (cgroup v2 files); None where not readable
+    (a stopped container has no cgroup)."""
+    base = os.path.join(root, rel)
+    cpu = _read(os.path.join(base, "cpu.stat")) or ""
+    usec = next((int(v) for k, _, v in (line.partition(" ") for line in cpu.splitlines())
+                 if k == "usage_usec"), None)
+    mem, pids = _read(os.path.join(base, "memory.current")), _read(os.path.join(base, "pids.current"))
+    return {"cpu_seconds": None if usec is None else usec / 1e6,
+            "memory_bytes": int(mem) if mem and mem.strip().isdigit() else None,
+            "pids": int(pids) if pids and pids.strip().isdigit() else None}
+
+
+def disk_used(path: str) -> int | None:
+    """Bytes allocated by the files under path (not following links); None if it is missing."""
+    if not os.path.isdir(path):
+        return None
+    total = 0
+    for dirpath, dirs, files in os.walk(path):
+        for name in files + dirs:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+            except OSError:
+                pass
+    return total
