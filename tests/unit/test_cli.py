@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 
 import attrs
 import pytest
@@ -358,3 +359,146 @@ class TestLogging:
         cli("--debug", "ls")
         result = cli("--debug", "ls")
         assert result.stderr.count("service made") == 1
+
+
+class TestCp:
+    def _container_files(self, svc, name):
+        root = svc.settings.layout.rootfs(name)
+        svc.ports.fs.make_dirs(root + "/srv/site/css")
+        svc.ports.fs.files[root + "/srv/site/index.html"] = b"<h1>"
+        svc.ports.fs.files[root + "/srv/site/css/a.css"] = b"a{}"
+        return root
+
+    def test_out_file_and_tree(self, cli, svc):
+        """cp NAME:PATH DEST copies a file or a whole tree out; into DEST when it is a directory."""
+        svc.provision("web")
+        self._container_files(svc, "web")
+        fs = svc.ports.fs
+        fs.make_dirs("/host/out")
+        result = cli("cp", "web:/srv/site/index.html", "/host/out")
+        assert result.exit_code == 0, result.output
+        assert result.stdout == "web:/srv/site/index.html -> /host/out/index.html\n"
+        assert fs.files["/host/out/index.html"] == b"<h1>"
+        out = json.loads(cli("cp", "web:/srv/site", "/host/copy", "--json").stdout)
+        assert out == {"name": "web", "from": "/srv/site", "to": "/host/copy", "direction": "out"}
+        assert fs.files["/host/copy/css/a.css"] == b"a{}" and "/host/copy/css" in fs.dirs
+
+    def test_out_refuses_existing_tree_and_missing_source(self, cli, svc):
+        """A directory copied over an existing host path, or a missing container path, is one error line."""
+        svc.provision("web")
+        self._container_files(svc, "web")
+        svc.ports.fs.files["/host/copy"] = b"mine"
+        assert "exists on the host" in one_error_line(cli("cp", "web:/srv/site", "/host/copy"))
+        assert svc.ports.fs.files["/host/copy"] == b"mine"
+        assert "no such file" in one_error_line(cli("cp", "web:/nope", "/host/x"))
+
+    def test_in_tree_into_existing_dir(self, cli, svc, tmp_path):
+        """cp DIR NAME:PATH copies a host tree in; into PATH/DIR when PATH is a container directory."""
+        svc.provision("web")
+        root = self._container_files(svc, "web")
+        (tmp_path / "app" / "lib").mkdir(parents=True)
+        (tmp_path / "app" / "lib" / "m.py").write_bytes(b"x = 1\n")
+        result = cli("cp", str(tmp_path / "app"), "web:/srv")
+        assert result.stdout == f"{tmp_path / 'app'} -> web:/srv/app\n"
+        assert svc.ports.fs.files[root + "/srv/app/lib/m.py"] == b"x = 1\n"
+
+    @pytest.mark.parametrize("args", [("a", "b"), ("web:/a", "web:/b")])
+    def test_exactly_one_container_side(self, cli, svc, args):
+        """Neither or both sides naming a container is a usage error (exit 1), nothing copied."""
+        result = cli("cp", *args)
+        assert result.exit_code == 1 and "exactly one side" in result.stderr
+        assert cli.reconciles == []
+
+    def test_put_directory(self, cli, svc, tmp_path):
+        """put accepts a directory as its source and copies the tree."""
+        svc.provision("web")
+        (tmp_path / "d").mkdir()
+        (tmp_path / "d" / "f").write_bytes(b"1")
+        result = cli("put", "web", str(tmp_path / "d"), "/opt/d")
+        assert result.exit_code == 0 and result.stdout == "web:/opt/d\n"
+        assert svc.ports.fs.files[svc.settings.layout.rootfs("web") + "/opt/d/f"] == b"1"
+
+
+class TestInspectAndStats:
+    def test_inspect(self, cli, svc):
+        """inspect --json gives the reservation (limits, caps, commands), state and image name, never the key."""
+        svc.provision(name="web", memory="256M", cpus=0.5, pids=100, caps_add=["net_admin"])
+        svc.get("web").add_startup_command("httpd")
+        data = json.loads(cli("inspect", "web", "--json").stdout)
+        assert (data["memory"], data["cpus"], data["pids"], data["caps_add"]) == ("256M", 0.5, 100, ["net_admin"])
+        assert data["startup_commands"] == ["httpd"] and data["state"] == "STOPPED"
+        assert data["privileged"] is False and data["image_name"] == svc.images.resolve(data["image"]).name
+        assert data["ip"] == svc.get("web").ip and data["created"] > 0 and "agent_key" not in data
+        text = cli("inspect", "web").stdout
+        assert "memory:" in text and "256M" in text
+
+    def test_stats_of_a_stopped_container(self, cli, svc):
+        """stats of a container with no cgroup shows '-' for what cannot be read (None in JSON)."""
+        svc.provision("web")
+        data = json.loads(cli("stats", "web", "--json").stdout)
+        assert data == {"name": "web", "state": "STOPPED", "cpu_seconds": None, "memory_bytes": None,
+                        "pids": None, "disk_bytes": None}
+        assert cli("stats", "web").stdout.splitlines()[1].split() == ["web", "STOPPED", "-", "-", "-", "-"]
+
+    def test_unknown_container(self, cli):
+        """inspect and stats of an unknown container are one error line."""
+        one_error_line(cli("inspect", "nope"))
+        one_error_line(cli("stats", "nope"))
+
+
+class TestCliConventions:
+    def test_json_errors(self, cli):
+        """Under --json an error is a JSON object on stderr, exit 1; a usage error too."""
+        result = cli("rm", "no-such", "--json")
+        assert result.exit_code == 1 and result.stdout == ""
+        err = json.loads(result.stderr)
+        assert err["type"] == "UnknownContainer" and "no-such" in err["error"]
+        usage = cli("logs", "web", "--since", "-5", "--json")
+        assert usage.exit_code == 1 and json.loads(usage.stderr)["type"] == "BadParameter"
+
+    def test_version(self, cli):
+        """--version prints the program and its version and needs no service."""
+        result = cli("--version")
+        assert result.exit_code == 0 and result.stdout.startswith("appcontainers ")
+        assert cli.reconciles == []
+
+    def test_images_size_and_created(self, cli, svc):
+        """images shows SIZE and CREATED columns (and size in JSON)."""
+        svc.bases.ensure_default()
+        lines = cli("images").stdout.splitlines()
+        assert lines[0].split() == ["ID", "KIND", "NAME", "SIZE", "CREATED", "PARENT"]
+        size, created, ago = lines[1].split()[3:6]
+        assert re.fullmatch(r"[0-9.]+[BKMG]|-", size) and re.fullmatch(r"[0-9]+[smhd]", created) and ago == "ago"
+        assert "size" in json.loads(cli("images", "--json").stdout)[0]
+
+    def test_rmi_refuses_a_shared_name(self, cli, svc):
+        """rmi NAME with two images of that name refuses, naming both ids; nothing is removed."""
+        base = svc.bases.ensure_default()
+        ids = []
+        for n, path in enumerate(("/in/a.aimg", "/in/b.aimg")):
+            put_image(svc, path, name="srv", parent=base.id, created=1_600_000_000.0 + n)
+            c = svc.load_image(path, name=f"c{n}")
+            ids.append(c.image)
+            c.destroy()
+        err = one_error_line(cli("rmi", "srv"))
+        assert ids[0][:12] in err and ids[1][:12] in err
+        assert {i["id"] for i in json.loads(cli("images", "--json").stdout)} >= set(ids)
+
+    def test_image_commands_take_json(self, cli, svc, tmp_path):
+        """image inspect --json is one line of JSON; image mount/umount --json print objects."""
+        base = svc.bases.ensure_default()
+        out = cli("image", "inspect", base.id, "--json").stdout
+        assert out.count("\n") == 1 and json.loads(out)["id"] == base.id
+        view = str(tmp_path / "view")
+        mounted = json.loads(cli("image", "mount", base.id, view, "--json").stdout)
+        assert mounted["directory"] == view and len(mounted["layers"]) == 1
+        (tmp_path / "view").mkdir()
+        assert json.loads(cli("image", "umount", view, "--json").stdout)["unmounted"] is True
+
+    def test_completion_of_names(self, cli, svc, tmp_path):
+        """Shell completion offers container names from the data root's state file."""
+        (tmp_path / "resources.json").write_text(json.dumps({"reservations": {"web": {}, "db": {}}, "images": {}}))
+        env = {"_APPCONTAINERS_COMPLETE": "bash_complete", "COMP_WORDS": "appcontainers start w",
+               "COMP_CWORD": "2", "APPCONTAINERS_ROOT": str(tmp_path), "APPCONTAINERS_LOG": ""}
+        result = CliRunner().invoke(main, [], prog_name="appcontainers", env=env, obj=lambda reconcile=True: svc)
+        assert "plain,web" in result.stdout and "db" not in result.stdout
