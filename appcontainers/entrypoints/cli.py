@@ -12,31 +12,15 @@ import sys
 
 import click
 
+from .cli_common import (emit, error, human_size, service, complete_containers, complete_images,
+                         json_option)
+
 
 def setup_service(reconcile: bool = True):
     """The real Service (root, real adapters): what ctx.obj is unless a caller gave one."""
     from . import api
 
     return api.setup_service(reconcile=reconcile)
-
-
-def _service(reconcile: bool = True):
-    return click.get_current_context().obj(reconcile=reconcile)
-
-
-def _emit(as_json: bool, data, text: str | None = None) -> None:
-    if as_json:
-        click.echo(json.dumps(data, sort_keys=True))
-    else:
-        click.echo(text if text is not None else data)
-
-
-def _error(message: str, kind: str, as_json: bool) -> None:
-    """One error on stderr: a line of text, or {"error": ..., "type": ...} under --json."""
-    if as_json:
-        click.echo(json.dumps({"error": message, "type": kind}, sort_keys=True), err=True)
-    else:
-        click.echo(f"appcontainers: error: {message}", err=True)
 
 
 class _Group(click.Group):
@@ -52,7 +36,7 @@ class _Group(click.Group):
             code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
         except click.ClickException as e:
             if self.json_errors:
-                _error(e.format_message(), type(e).__name__, True)
+                error(e.format_message(), type(e).__name__, True)
             else:
                 e.show()
             sys.exit(1)
@@ -67,7 +51,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except AppContainersError as e:
-            _error(str(e), type(e).__name__, getattr(self, "json_errors", False))
+            error(str(e), type(e).__name__, getattr(self, "json_errors", False))
             ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("appcontainers: interrupted", err=True)
@@ -81,34 +65,6 @@ def _version() -> str:
         return version("appcontainers")
     except Exception:  # not installed (a source checkout on PYTHONPATH)
         return "0.1.0"
-
-
-def complete_containers(ctx, param, incomplete):
-    """Container names from the state file (read only: completion runs without the lock or root)."""
-    return [n for n in _state_keys("reservations") if n.startswith(incomplete)]
-
-
-def complete_images(ctx, param, incomplete):
-    """Image names and ids from the state file."""
-    images = _state_keys("images", names=True)
-    return sorted({n for n in images if n.startswith(incomplete)})
-
-
-def _state_keys(section: str, names: bool = False) -> list[str]:
-    from ..config import Settings
-
-    try:
-        with open(Settings.from_env().layout.resources) as f:
-            data = json.load(f).get(section, {})
-    except (OSError, ValueError, AttributeError):
-        return []
-    keys = sorted(data)
-    if names:
-        keys += [str(v.get("manifest", {}).get("name")) for v in data.values() if isinstance(v, dict)]
-    return keys
-
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -147,17 +103,17 @@ def provision(name, base, memory, cpus, raw, pids, caps_add, privileged, unprivi
     """Create a container with a static IP and a random MAC (unprivileged unless --privileged)."""
     if privileged and unprivileged:
         raise click.UsageError("--privileged and --unprivileged contradict each other")
-    c = _service().provision(name=name, base=base, memory=memory, cpus=cpus, raw=raw, pids=pids,
+    c = service().provision(name=name, base=base, memory=memory, cpus=cpus, raw=raw, pids=pids,
                              caps_add=list(caps_add), privileged=privileged, disk=disk)
     info = c.info()
-    _emit(as_json, info, f"{info['name']} ip={info['ip']} mac={info['mac']} state={info['state']}")
+    emit(as_json, info, f"{info['name']} ip={info['ip']} mac={info['mac']} state={info['state']}")
 
 
 @main.command("ls")
 @json_option
 def ls(as_json):
     """List containers."""
-    svc = _service()
+    svc = service()
     names = {i.id: i.name for i in svc.list_images()}
     infos = [{**i, "image_name": names.get(i["image"])} for i in svc.container_infos()]
     _table(infos, as_json, [
@@ -169,7 +125,7 @@ def ls(as_json):
 def _table(infos: list[dict], as_json: bool, columns) -> None:
     """infos as JSON, or as a table of columns (title, width, value of an info)."""
     if as_json:
-        _emit(True, infos)
+        emit(True, infos)
         return
     for cells in [[title for title, _, _ in columns], *[[str(get(i)) for _, _, get in columns] for i in infos]]:
         click.echo(" ".join(f"{c:<{w}}" for c, (_, w, _) in zip(cells, columns)).rstrip())
@@ -180,13 +136,13 @@ def _simple(verb: str, doc: str):
     @click.argument("name", shell_complete=complete_containers)
     @json_option
     def cmd(name, as_json):
-        svc = _service()
+        svc = service()
         c = svc.get(name)
         ephemeral = c.ephemeral
         getattr(c, {"rm": "destroy"}.get(verb, verb))()
         gone = verb == "rm" or (verb == "stop" and ephemeral)  # an ephemeral container goes at stop
         state = "destroyed" if gone else c.state
-        _emit(as_json, {"name": name, "state": state}, f"{name} {state}")
+        emit(as_json, {"name": name, "state": state}, f"{name} {state}")
 
     return cmd
 
@@ -210,11 +166,11 @@ def run(name, command, timeout, as_json):
         command = command[1:]
     if not command:
         raise click.UsageError("no command given: appcontainers run NAME -- CMD [ARGS...]")
-    svc = _service()
+    svc = service()
     c = svc.get(name)
     if as_json:
         r = c.run(command, timeout=timeout)
-        _emit(True, {"exit_code": r.exit_code, "stdout": r.stdout, "stderr": r.stderr})
+        emit(True, {"exit_code": r.exit_code, "stdout": r.stdout, "stderr": r.stderr})
     else:
         def show(stream, line):
             out = sys.stdout if stream == "stdout" else sys.stderr
@@ -239,12 +195,12 @@ def put(name, src, dest, mode, as_json):
     except ValueError:
         raise click.BadParameter(f"{mode!r} is not an octal mode", param_hint="--mode")
     if os.path.isdir(src):
-        path = _service().get(name).copy_in(src, dest)
-        _emit(as_json, {"name": name, "path": path}, f"{name}:{path}")
+        path = service().get(name).copy_in(src, dest)
+        emit(as_json, {"name": name, "path": path}, f"{name}:{path}")
         return
     size = os.path.getsize(src)
-    path = _service().get(name).copy_in(src, dest, mode=mode_int)
-    _emit(as_json, {"name": name, "path": path, "bytes": size}, f"{name}:{path} ({size} bytes)")
+    path = service().get(name).copy_in(src, dest, mode=mode_int)
+    emit(as_json, {"name": name, "path": path, "bytes": size}, f"{name}:{path} ({size} bytes)")
 
 
 @main.command("load-archive")
@@ -254,8 +210,8 @@ def put(name, src, dest, mode, as_json):
 @json_option
 def load_archive(name, archive, dest, as_json):
     """Extract a tar archive into the container's home directory."""
-    n = _service().get(name).load_archive(archive, dest)
-    _emit(as_json, {"name": name, "members": n, "dest": dest}, f"{name}: {n} members into {dest}")
+    n = service().get(name).load_archive(archive, dest)
+    emit(as_json, {"name": name, "members": n, "dest": dest}, f"{name}: {n} members into {dest}")
 
 
 @main.command("add-startup")
@@ -264,8 +220,8 @@ def load_archive(name, archive, dest, as_json):
 @json_option
 def add_startup(name, command, as_json):
     """Add a startup command (a shell string) run at every start."""
-    cmds = _service().get(name).add_startup_command(command)
-    _emit(as_json, {"name": name, "startup_commands": list(cmds)},
+    cmds = service().get(name).add_startup_command(command)
+    emit(as_json, {"name": name, "startup_commands": list(cmds)},
           "\n".join(f"{i}: {c}" for i, c in enumerate(cmds)))
 
 
@@ -275,8 +231,8 @@ def add_startup(name, command, as_json):
 @json_option
 def rm_startup(name, index, as_json):
     """Remove startup command number INDEX (as `add-startup` lists them)."""
-    cmds = _service().get(name).remove_startup_command(index)
-    _emit(as_json, {"name": name, "startup_commands": list(cmds)},
+    cmds = service().get(name).remove_startup_command(index)
+    emit(as_json, {"name": name, "startup_commands": list(cmds)},
           "\n".join(f"{i}: {c}" for i, c in enumerate(cmds)) or "(no startup commands)")
 
 
@@ -295,7 +251,7 @@ def _image_info(img, size: int | None = None) -> dict:
 @json_option
 def save(name, path, layered, image_name, as_json):
     """Save container NAME to the image file PATH (.aimg)."""
-    svc = _service()
+    svc = service()
     c = svc.get(name)
     if as_json:
         img = c.save_image(path, flatten=not layered, name=image_name)
@@ -310,7 +266,7 @@ def save(name, path, layered, image_name, as_json):
                     done[0] = pct
 
             img = c.save_image(path, flatten=not layered, name=image_name, progress=progress)
-    _emit(as_json, {**_image_info(img), "path": path}, f"{path} {img.id}")
+    emit(as_json, {**_image_info(img), "path": path}, f"{path} {img.id}")
 
 
 @main.command()
@@ -325,10 +281,10 @@ def save(name, path, layered, image_name, as_json):
 @json_option
 def load(path, ephemeral, name, raw, move, privileged, disk, as_json):
     """Load the image file PATH into a new container (unprivileged unless --privileged)."""
-    c = _service().load_image(path, ephemeral=ephemeral, name=name, raw=raw, move=move, privileged=privileged,
+    c = service().load_image(path, ephemeral=ephemeral, name=name, raw=raw, move=move, privileged=privileged,
                               disk=disk)
     info = c.info()
-    _emit(as_json, info, f"{info['name']} ip={info['ip']} mac={info['mac']} image={info['image'][:12]}"
+    emit(as_json, info, f"{info['name']} ip={info['ip']} mac={info['mac']} image={info['image'][:12]}"
                          f"{' ephemeral' if info['ephemeral'] else ''}")
 
 
@@ -336,19 +292,8 @@ def load(path, ephemeral, name, raw, move, privileged, disk, as_json):
 @json_option
 def images(as_json):
     """List images (bases and user images)."""
-    svc = _service()
+    svc = service()
     _list_images(svc, svc.list_images(), as_json)
-
-
-def _human_size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    size = float(n)
-    for unit in ("B", "K", "M", "G"):
-        if size < 1024 or unit == "G":
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
-        size /= 1024
-    return "-"  # not reached
 
 
 def _ago(ts: float) -> str:
@@ -364,7 +309,7 @@ def _ago(ts: float) -> str:
 def _list_images(svc, images, as_json: bool) -> None:
     _table([_image_info(i, svc.image_size(i)) for i in images], as_json, [
         ("ID", 14, lambda i: i["id"][:12]), ("KIND", 5, lambda i: i["kind"]), ("NAME", 24, lambda i: i["name"]),
-        ("SIZE", 8, lambda i: _human_size(i["size"])), ("CREATED", 10, lambda i: _ago(i["created"])),
+        ("SIZE", 8, lambda i: human_size(i["size"])), ("CREATED", 10, lambda i: _ago(i["created"])),
         ("PARENT", 0, lambda i: (i["parent"] or "-")[:12])])
 
 
@@ -373,8 +318,8 @@ def _list_images(svc, images, as_json: bool) -> None:
 @json_option
 def rmi(ref, as_json):
     """Remove an image (by id, id prefix or name); refused while something uses it."""
-    img = _service().remove_image(ref)
-    _emit(as_json, _image_info(img), f"removed {img.id[:12]} ({img.name})")
+    img = service().remove_image(ref)
+    emit(as_json, _image_info(img), f"removed {img.id[:12]} ({img.name})")
 
 
 @main.command()
@@ -382,8 +327,8 @@ def rmi(ref, as_json):
 @json_option
 def gc(dry_run, as_json):
     """Reconcile the state with reality: remove what crashed operations left behind."""
-    done = _service(reconcile=False).reconcile(dry_run=dry_run)
-    _emit(as_json, {"dry_run": dry_run, "actions": done},
+    done = service(reconcile=False).reconcile(dry_run=dry_run)
+    emit(as_json, {"dry_run": dry_run, "actions": done},
           "\n".join(done) if done else "nothing to repair")
 
 
@@ -399,7 +344,7 @@ def image_inspect(ref, as_json):
     """Show an image's manifest (REF: a store id/name, or an .aimg file, verified first).
 
     The output is JSON either way; --json prints it on one line."""
-    data = _service().inspect_image(ref)
+    data = service().inspect_image(ref)
     click.echo(json.dumps(data, sort_keys=True) if as_json else json.dumps(data, indent=1, sort_keys=True))
 
 
@@ -411,8 +356,8 @@ def image_mount(ref, directory, as_json):
     """Browse an image read-only at DIRECTORY (with its parent layers merged), no container needed.
 
     REF is an .aimg file or a stored image; unmount with `appcontainers image umount DIRECTORY`."""
-    files = _service().mount_image(ref, directory)
-    _emit(as_json, {"ref": ref, "directory": directory, "layers": files},
+    files = service().mount_image(ref, directory)
+    emit(as_json, {"ref": ref, "directory": directory, "layers": files},
           f"{ref} mounted at {directory} ({len(files)} layer{'s' if len(files) > 1 else ''})")
 
 
@@ -421,8 +366,8 @@ def image_mount(ref, directory, as_json):
 @json_option
 def image_umount(directory, as_json):
     """Unmount an image mounted with `image mount`."""
-    _service(reconcile=False).unmount_image(directory)
-    _emit(as_json, {"directory": directory, "unmounted": True}, f"unmounted {directory}")
+    service(reconcile=False).unmount_image(directory)
+    emit(as_json, {"directory": directory, "unmounted": True}, f"unmounted {directory}")
 
 
 @main.command()
@@ -436,7 +381,7 @@ def logs(name, follow, since, timestamps, tail, as_json):
     """Print a container's command output and exits, recorded by its agent.
 
     Lines are tagged with the command's text where the log records it, else with its id."""
-    c = _service().get(name)
+    c = service().get(name)
     show = _LogPrinter(as_json, timestamps)
     if tail is not None:
         records = list(c.log_records(since=since))
@@ -493,7 +438,7 @@ def events(as_json):
     """Stream events from every container (started, stopped, command exits) until Ctrl-C.
 
     Each event is one JSON object per line (--json is accepted and prints the same)."""
-    for event in _service().events():
+    for event in service().events():
         click.echo(json.dumps(event, sort_keys=True))
         sys.stdout.flush()
 
@@ -507,7 +452,7 @@ def base():
 @json_option
 def base_ls(as_json):
     """List base images."""
-    svc = _service()
+    svc = service()
     _list_images(svc, svc.list_bases(), as_json)
 
 
@@ -528,9 +473,9 @@ def base_build(kind, suite, include, name, force, as_json):
     def progress(text):
         click.echo(f"[{time.monotonic() - start:5.1f}s] {text}", err=True)
 
-    img = _service().build_base(kind=kind, suite=suite, include=include, name=name, force=force,
+    img = service().build_base(kind=kind, suite=suite, include=include, name=name, force=force,
                                 progress=progress)
-    _emit(as_json, _image_info(img), f"{img.id[:12]}  {img.name}")
+    emit(as_json, _image_info(img), f"{img.id[:12]}  {img.name}")
 
 
 @base.command("rm")
@@ -538,12 +483,14 @@ def base_build(kind, suite, include, name, force, as_json):
 @json_option
 def base_rm(name, as_json):
     """Remove base image NAME; refused while a container or image uses it."""
-    removed = _service().remove_base(name)
-    _emit(as_json, [_image_info(i) for i in removed],
+    removed = service().remove_base(name)
+    emit(as_json, [_image_info(i) for i in removed],
           "\n".join(f"removed {i.id[:12]} ({i.name})" for i in removed))
 
 
-from . import cli_inspect  # noqa: E402,F401  (registers cp, inspect, stats on main)
+from . import cli_inspect  # noqa: E402
+
+cli_inspect.register(main)  # cp, inspect, stats
 
 if __name__ == "__main__":
     main()

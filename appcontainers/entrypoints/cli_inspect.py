@@ -1,13 +1,14 @@
 """The commands that move files and look inside containers: cp, inspect, stats.
 
-Registered on the `appcontainers` group by importing this module (cli.py does, at its end)."""
+cli.py adds them to its group with register(main) (a function, not import-time decoration: run as
+`python -m appcontainers.entrypoints.cli`, that group is __main__'s, not this import's)."""
 from __future__ import annotations
 
 import re
 
 import click
 
-from .cli import _emit, _service, complete_containers, json_option, main
+from .cli_common import emit, human_size, service, complete_containers, json_option
 
 _REMOTE = re.compile(r"^([a-z0-9][a-z0-9-]*):(.*)$")
 
@@ -18,7 +19,7 @@ def _split(arg: str) -> tuple[str | None, str]:
     return (m.group(1), m.group(2)) if m else (None, arg)
 
 
-@main.command()
+@click.command()
 @click.argument("src", shell_complete=complete_containers)
 @click.argument("dest", shell_complete=complete_containers)
 @json_option
@@ -34,23 +35,23 @@ def cp(src, dest, as_json):
     if (src_name is None) == (dest_name is None):
         raise click.UsageError("give exactly one side as NAME:PATH (a container path)")
     if src_name is not None:
-        written = _service().get(src_name).copy_out(src_path, dest_path)
+        written = service().get(src_name).copy_out(src_path, dest_path)
         data = {"name": src_name, "from": src_path, "to": written, "direction": "out"}
-        _emit(as_json, data, f"{src_name}:{src_path} -> {written}")
+        emit(as_json, data, f"{src_name}:{src_path} -> {written}")
     else:
-        written = _service().get(dest_name).copy_in(src_path, dest_path)
+        written = service().get(dest_name).copy_in(src_path, dest_path)
         data = {"name": dest_name, "from": src_path, "to": written, "direction": "in"}
-        _emit(as_json, data, f"{src_path} -> {dest_name}:{written}")
+        emit(as_json, data, f"{src_path} -> {dest_name}:{written}")
 
 
-@main.command()
+@click.command()
 @click.argument("name", shell_complete=complete_containers)
 @json_option
 def inspect(name, as_json):
     """Show what is known of container NAME: address, image, limits, startup commands, state."""
-    data = _service().inspect(name)
+    data = service().inspect(name)
     if as_json:
-        _emit(True, data)
+        emit(True, data)
         return
     for key in sorted(data):
         click.echo(f"{key + ':':<18} {_show(data[key])}")
@@ -64,21 +65,20 @@ def _show(value) -> str:
     return str(value)
 
 
-def _size(n) -> str:
-    from .cli import _human_size
-
-    return _human_size(n)
-
-
-@main.command()
+@click.command()
 @click.argument("name", shell_complete=complete_containers)
 @json_option
 def stats(name, as_json):
     """Show the resource use of container NAME: CPU time, memory, processes (from its cgroup)
     and the bytes its writable layer holds."""
-    s = _service().stats(name)
+    s = service().stats(name)
     cpu = "-" if s["cpu_seconds"] is None else f"{s['cpu_seconds']:.2f}s"
     pids = "-" if s["pids"] is None else s["pids"]
-    _emit(as_json, s, f"{'NAME':<24} {'STATE':<9} {'CPU':>10} {'MEM':>8} {'PIDS':>5} {'DISK':>8}\n"
-                      f"{name:<24} {s['state']:<9} {cpu:>10} {_size(s['memory_bytes']):>8} {pids:>5} "
-                      f"{_size(s['disk_bytes']):>8}")
+    emit(as_json, s, f"{'NAME':<24} {'STATE':<9} {'CPU':>10} {'MEM':>8} {'PIDS':>5} {'DISK':>8}\n"
+                      f"{name:<24} {s['state']:<9} {cpu:>10} {human_size(s['memory_bytes']):>8} {pids:>5} "
+                      f"{human_size(s['disk_bytes']):>8}")
+
+
+def register(group: click.Group) -> None:
+    for command in (cp, inspect, stats):
+        group.add_command(command)
