@@ -152,20 +152,26 @@ def _tree_digest(root) -> dict:
 
 class TestCopy:
     def test_tree_round_trip(self, cli, cname, tmp_path):
-        """cp of a host tree in and back out keeps every file's bytes and mode, dirs and relative links."""
+        """cp of a host tree in and back out keeps every file's bytes and mode, dirs and relative links
+        (in a tree, modes as the checked extractor keeps them: no group/other write, directories 755)."""
         src = tmp_path / "site"
         (src / "css" / "deep").mkdir(parents=True)
         (src / "index.html").write_bytes(os.urandom(70_000))
         (src / "css" / "a.css").write_bytes(b"a{}\n")
         (src / "css" / "deep" / "run.sh").write_bytes(b"#!/bin/sh\necho hi\n")
         os.chmod(src / "css" / "deep" / "run.sh", 0o750)
-        os.chmod(src / "css", 0o711)
+        os.chmod(src / "css" / "a.css", 0o600)
         os.symlink("css/a.css", src / "style.css")
         inside = json.loads(cli("cp", str(src), f"{cname}:/srv", "--json").stdout)
         assert inside["to"] == "/srv"
         cli("run", cname, "--", "mkdir", "/opt/into")
         assert json.loads(cli("cp", str(src), f"{cname}:/opt/into", "--json").stdout)["to"] == "/opt/into/site"
-        assert cli("run", cname, "--", "sh", "/srv/css/deep/run.sh").stdout == "hi\n"
+        assert cli("run", cname, "--", "/srv/css/deep/run.sh").stdout == "hi\n"
+        (src / "shared").write_text("w\n")
+        os.chmod(src / "shared", 0o666)
+        cli("cp", str(src / "shared"), f"{cname}:/opt/shared")  # a single file keeps its mode exactly
+        assert cli("run", cname, "--", "stat", "-c", "%a", "/opt/shared").stdout == "666\n"
+        os.unlink(src / "shared")
         out = tmp_path / "back"
         cli("cp", f"{cname}:/srv", str(out))
         assert _tree_digest(out) == _tree_digest(src)
@@ -183,9 +189,10 @@ class TestCopy:
         assert (out / "f").read_text() == "mine\n"
         cli("cp", f"{cname}:/root/t/evil", str(tmp_path / "single"))
         assert os.path.islink(tmp_path / "single")
-        cli("cp", f"{cname}:/root/up/etc/hostname", str(tmp_path / "hostname"))
-        inside = cli("run", cname, "--", "cat", "/etc/hostname").stdout
-        assert (tmp_path / "hostname").read_text() == inside
+        cli("cp", f"{cname}:/root/up/etc/passwd", str(tmp_path / "passwd"))
+        inside = cli("run", cname, "--", "cat", "/etc/passwd").stdout
+        with open("/etc/passwd") as f:
+            assert (tmp_path / "passwd").read_text() == inside != f.read()
 
     def test_put_directory_and_missing_source(self, cli, cname, tmp_path):
         """put copies a host directory in; a missing container path is one error line, exit 1."""
