@@ -216,10 +216,14 @@ class Service:
         self.ports.viewer.unmount(directory)
 
     def events(self):
-        """Live events from every container's agent (a generator; stop iterating to end it)."""
+        """Live events (a generator; stop iterating to end it): a container created, started,
+        stopped or destroyed (seen by the host, checked every half second) and what every
+        container's agent publishes (commands started and exited)."""
         from ..adapters.bus.zmq_bus import watch_events
+        from ..services.events import StateWatch
 
-        return watch_events(self.containers.agent_endpoints)
+        return watch_events(self.containers.agent_endpoints, rescan=0.5,
+                            tick=StateWatch(self.containers, self.ports.clock))
 
     def list_bases(self):
         return self.bases.list()

@@ -215,3 +215,34 @@ class TestInspectStats:
         s = json.loads(cli("stats", cname, "--json").stdout)
         assert s["cpu_seconds"] > 0 and s["memory_bytes"] > 0 and s["pids"] >= 1
         assert s["disk_bytes"] >= 512 * 1024
+
+
+class TestEvents:
+    def test_start_and_stop_are_events(self, cli, cname):
+        """events shows a container's start and stop (seen by the host) and the first command's exit."""
+        ev = subprocess.Popen([*CLI, "events", "--json"], env=cli.env, stdout=subprocess.PIPE, text=True)
+        try:
+            seen: list[dict] = []
+            os.set_blocking(ev.stdout.fileno(), False)
+
+            def read_until(pred, timeout=20):
+                deadline = time.time() + timeout
+                while time.time() < deadline:
+                    while line := ev.stdout.readline():
+                        seen.append(json.loads(line))
+                    if any(pred(e) for e in seen):
+                        return True
+                    time.sleep(0.1)
+                return False
+
+            time.sleep(1.5)  # events has taken the states as they are (its first look)
+            cli("start", cname)
+            cli("run", cname, "--", "true")
+            mine = [lambda e, t=t: e.get("container") == cname and e.get("type") == t
+                    for t in ("container_started", "command_exited")]
+            assert read_until(mine[0]) and read_until(mine[1]), seen
+            cli("stop", cname)
+            assert read_until(lambda e: e.get("container") == cname and e.get("type") == "container_stopped"), seen
+        finally:
+            ev.terminate()
+            ev.wait(10)
