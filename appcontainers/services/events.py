@@ -39,7 +39,7 @@ class StateWatch:
         states = self.containers.states()
         return {r.name: states.get(r.name, "STOPPED") for r in self.containers.list()}
 
-    def __call__(self) -> list[dict]:
+    def __call__(self) -> list[dict[str, object]]:
         now = self._now()
         before, self.states = self.states, now
         if before is None:
