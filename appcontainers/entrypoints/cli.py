@@ -89,9 +89,9 @@ DISK_HELP = "Bound on what the container writes, e.g. 2G (default 10G or half th
 @click.option("--name", help="Container name (a-z, 0-9, '-'); random if omitted.")
 @click.option("--base", help="Base image name (default: the built-in busybox base).")
 @click.option("--memory", help="Memory limit, e.g. 256M.")
-@click.option("--cpus", type=float, help="CPU limit in cores, e.g. 0.5.")
+@click.option("--cpus", type=click.FloatRange(min=0, min_open=True), help="CPU limit in cores, e.g. 0.5.")
 @click.option("--raw", is_flag=True, help="A plain directory in overlays/raw/ instead of an overlay.")
-@click.option("--pids", type=int, help="Process limit (default 4096).")
+@click.option("--pids", type=click.IntRange(min=1), help="Process limit (default 4096).")
 @click.option("--cap-add", "caps_add", multiple=True, metavar="CAP",
               help="Keep this capability too (capabilities(7) name, lowercase, no cap_), e.g. net_admin.")
 @click.option("--privileged", is_flag=True,
@@ -227,7 +227,7 @@ def add_startup(name, command, as_json):
 
 @main.command("rm-startup")
 @click.argument("name")
-@click.argument("index", type=int)
+@click.argument("index", type=click.IntRange(min=0))
 @json_option
 def rm_startup(name, index, as_json):
     """Remove startup command number INDEX (as `add-startup` lists them)."""

@@ -8,7 +8,7 @@ import re
 
 import click
 
-from .cli_common import emit, human_size, service, complete_containers, json_option
+from .cli_common import complete_containers, complete_images, emit, human_size, json_option, service
 
 _REMOTE = re.compile(r"^([a-z0-9][a-z0-9-]*):(.*)$")
 
@@ -44,12 +44,23 @@ def cp(src, dest, as_json):
         emit(as_json, data, f"{src_path} -> {dest_name}:{written}")
 
 
+def _complete_both(ctx, param, incomplete):
+    return complete_containers(ctx, param, incomplete) + complete_images(ctx, param, incomplete)
+
+
 @click.command()
-@click.argument("name", shell_complete=complete_containers)
+@click.argument("name", shell_complete=_complete_both)
 @json_option
 def inspect(name, as_json):
-    """Show what is known of container NAME: address, image, limits, startup commands, state."""
-    data = service().inspect(name)
+    """Show what is known of container NAME (address, image, limits, startup commands, state),
+    or, if no container has that name, of the image NAME (as `image inspect`)."""
+    from ..domain.exceptions import UnknownContainer
+
+    svc = service()
+    try:
+        data = svc.inspect(name)
+    except UnknownContainer:
+        data = svc.inspect_image(name)
     if as_json:
         emit(True, data)
         return
@@ -66,17 +77,22 @@ def _show(value) -> str:
 
 
 @click.command()
-@click.argument("name", shell_complete=complete_containers)
+@click.argument("name", required=False, shell_complete=complete_containers)
 @json_option
 def stats(name, as_json):
-    """Show the resource use of container NAME: CPU time, memory, processes (from its cgroup)
-    and the bytes its writable layer holds."""
-    s = service().stats(name)
-    cpu = "-" if s["cpu_seconds"] is None else f"{s['cpu_seconds']:.2f}s"
-    pids = "-" if s["pids"] is None else s["pids"]
-    emit(as_json, s, f"{'NAME':<24} {'STATE':<9} {'CPU':>10} {'MEM':>8} {'PIDS':>5} {'DISK':>8}\n"
-                      f"{name:<24} {s['state']:<9} {cpu:>10} {human_size(s['memory_bytes']):>8} {pids:>5} "
-                      f"{human_size(s['disk_bytes']):>8}")
+    """Show the resource use of container NAME (default: every container): CPU time, memory,
+    processes (from its cgroup; '-' when stopped) and the bytes its writable layer holds."""
+    svc = service()
+    rows = [svc.stats(name)] if name else [svc.stats(c.name) for c in svc.list_containers()]
+    if as_json:
+        emit(True, rows[0] if name else rows)
+        return
+    click.echo(f"{'NAME':<24} {'STATE':<9} {'CPU':>10} {'MEM':>8} {'PIDS':>5} {'DISK':>8}")
+    for s in rows:
+        cpu = "-" if s["cpu_seconds"] is None else f"{s['cpu_seconds']:.2f}s"
+        pids = "-" if s["pids"] is None else s["pids"]
+        click.echo(f"{s['name']:<24} {s['state']:<9} {cpu:>10} {human_size(s['memory_bytes']):>8} {pids:>5} "
+                   f"{human_size(s['disk_bytes']):>8}")
 
 
 def register(group: click.Group) -> None:

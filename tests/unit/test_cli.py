@@ -441,9 +441,19 @@ class TestInspectAndStats:
         assert cli("stats", "web").stdout.splitlines()[1].split() == ["web", "STOPPED", "-", "-", "-", "-"]
 
     def test_unknown_container(self, cli):
-        """inspect and stats of an unknown container are one error line."""
+        """inspect of a name neither a container nor an image has, and stats of an unknown
+        container, are one error line."""
         one_error_line(cli("inspect", "nope"))
         one_error_line(cli("stats", "nope"))
+
+    def test_inspect_an_image_and_stats_of_all(self, cli, svc):
+        """inspect NAME falls back to the image NAME; stats without a name lists every container."""
+        base = svc.bases.ensure_default()
+        assert json.loads(cli("inspect", base.name, "--json").stdout)["id"] == base.id
+        svc.provision("a")
+        svc.provision("b")
+        assert [s["name"] for s in json.loads(cli("stats", "--json").stdout)] == ["a", "b"]
+        assert [line.split()[0] for line in cli("stats").stdout.splitlines()] == ["NAME", "a", "b"]
 
 
 class TestCliConventions:
@@ -502,3 +512,15 @@ class TestCliConventions:
                "COMP_CWORD": "2", "APPCONTAINERS_ROOT": str(tmp_path), "APPCONTAINERS_LOG": ""}
         result = CliRunner().invoke(main, [], prog_name="appcontainers", env=env, obj=lambda reconcile=True: svc)
         assert "plain,web" in result.stdout and "db" not in result.stdout
+
+
+class TestValidation:
+    @pytest.mark.parametrize("args", [("provision", "--cpus", "0"), ("provision", "--cpus", "-1"),
+                                      ("provision", "--pids", "0"), ("rm-startup", "web", "-1"),
+                                      ("logs", "web", "--since", "-5")])
+    def test_numeric_options_refused_out_of_range(self, cli, args):
+        """A numeric option out of its range is a usage error (exit 1) and nothing is made
+        (a negative argument reads as an unknown option: a usage error too)."""
+        result = cli(*args)
+        assert result.exit_code == 1 and ("Invalid value" in result.stderr or "No such option" in result.stderr)
+        assert cli.reconciles == []
