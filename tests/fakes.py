@@ -320,6 +320,8 @@ class FakeFs:
         return len(entries)
 
     def copy_out_of_root(self, root, path, dest):
+        if not self.under(root + path):
+            raise InvalidValue(f"{path}: no such file or directory in the container")
         return self._copy_tree(root + path, dest)
 
     def copy_into_root(self, root, src, dest, tmp_dir, shift=0, mode=None):
