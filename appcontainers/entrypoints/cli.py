@@ -31,7 +31,7 @@ class _Group(click.Group):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         argv = list(sys.argv[1:] if args is None else args)
-        self.json_errors = "--json" in argv
+        self.json_errors = "--json" in (argv[:argv.index("--")] if "--" in argv else argv)  # not a command's own
         try:
             code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
         except click.ClickException as e:
