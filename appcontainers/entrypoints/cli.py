@@ -111,8 +111,11 @@ def provision(name, base, memory, cpus, raw, pids, caps_add, privileged, unprivi
 
 @main.command("ls")
 @json_option
-def ls(as_json):
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              help="json: the same as --json (docker's spelling).")
+def ls(as_json, fmt):
     """List containers."""
+    as_json = as_json or fmt == "json"
     svc = service()
     names = {i.id: i.name for i in svc.list_images()}
     infos = [{**i, "image_name": names.get(i["image"])} for i in svc.container_infos()]

@@ -101,6 +101,7 @@ class TestLs:
         svc.provision("a")
         listed = json.loads(cli("ls", "--json").stdout)
         assert [(i["name"], i["ip"], i["state"]) for i in listed] == [("a", "10.0.100.2", "STOPPED")]
+        assert json.loads(cli("ls", "--format", "json").stdout) == listed
 
     def test_empty(self, cli):
         """With no containers, ls prints the header and --json an empty list."""
@@ -408,6 +409,17 @@ class TestCp:
         result = cli("cp", *args)
         assert result.exit_code == 1 and "exactly one side" in result.stderr
         assert cli.reconciles == []
+
+    def test_put_file_into_a_directory(self, cli, svc, tmp_path):
+        """put FILE NAME DIR, DIR a directory in the container, writes DIR/FILE with --mode."""
+        svc.provision("web")
+        root = svc.settings.layout.rootfs("web")
+        svc.ports.fs.make_dirs(root + "/etc/app")
+        (tmp_path / "app.conf").write_bytes(b"k=v\n")
+        result = cli("put", "web", str(tmp_path / "app.conf"), "/etc/app", "--mode", "640")
+        assert result.stdout == "web:/etc/app/app.conf (4 bytes)\n"
+        assert svc.ports.fs.files[root + "/etc/app/app.conf"] == b"k=v\n"
+        assert svc.ports.fs.modes[root + "/etc/app/app.conf"] == 0o640
 
     def test_put_directory(self, cli, svc, tmp_path):
         """put accepts a directory as its source and copies the tree."""
