@@ -1,7 +1,7 @@
 """Host-side container events: state differences, as data and over the fake driver."""
 from __future__ import annotations
 
-from appcontainers.services.events import StateWatch, state_changes
+from appcontainers.services.events import StateWatch, logged_events, state_changes
 from tests.fakes import make_service
 
 
@@ -35,4 +35,36 @@ class TestStateWatch:
         svc.get("db").destroy()
         assert [(e["container"], e["type"]) for e in watch()] == [("db", "container_destroyed"),
                                                                   ("web", "container_stopped")]
+        assert watch() == []
+
+
+class TestReplay:
+    def test_logged_events(self):
+        """Log records at or after the time become the events the agent published for them."""
+        records = [(1, {"ts": 5.0, "type": "exit", "id": "old", "code": 0}),
+                   (2, {"ts": 10.0, "type": "started", "id": "c1", "pid": 7}),
+                   (3, {"ts": 11.0, "type": "output", "id": "c1", "data": "x"}),
+                   (4, {"ts": 12.0, "type": "exit", "id": "c1", "code": 3})]
+        assert logged_events(records, 10.0) == [{"ts": 10.0, "type": "command_started", "id": "c1", "pid": 7},
+                                                {"ts": 12.0, "type": "command_exited", "id": "c1", "code": 3}]
+
+    def test_a_started_container_s_first_commands_come_from_its_log(self):
+        """After a start, once the agent's event socket exists, what its log holds since the
+        previous look is given too (the agent published it before anyone could subscribe)."""
+        svc = make_service()
+        svc.provision("web")
+        clock = svc.ports.clock
+        watch = StateWatch(svc.containers, clock)
+        watch()
+        svc.get("web").start()
+        agent_dir = svc.settings.layout.agent_dir("web")
+        svc.ports.fs.files.pop(agent_dir + "/events.sock", None)
+        client = svc.ports.agents(agent_dir)
+        client.records = [{"ts": clock() + 1, "type": "started", "id": "c1", "pid": 9},
+                          {"ts": clock() + 2, "type": "exit", "id": "c1", "code": 0}]
+        assert [e["type"] for e in watch()] == ["container_started"]  # no socket yet: kept for later
+        svc.ports.fs.files[agent_dir + "/events.sock"] = b""
+        replayed = watch()
+        assert [(e["type"], e["container"], e["id"]) for e in replayed] == [
+            ("command_started", "web", "c1"), ("command_exited", "web", "c1")]
         assert watch() == []
