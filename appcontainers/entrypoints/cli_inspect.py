@@ -29,12 +29,17 @@ def cp(src, dest, as_json):
     \b
       appcontainers cp web:/etc/hosts ./hosts     out of container web
       appcontainers cp ./site web:/srv            in (into /srv/site if /srv is a directory)
+      appcontainers cp web:/srv - > srv.tar       a tar stream of it on stdout
+      appcontainers cp - web:/srv < site.tar       a tar stream from stdin, unpacked into /srv
     Directories are copied recursively with their modes; a symlink inside the container is
-    copied as a symlink, never followed. Host copies belong to you."""
+    copied as a symlink, never followed. Host copies belong to you. A tar stream coming in is
+    checked member by member like load-archive."""
     (src_name, src_path), (dest_name, dest_path) = _split(src), _split(dest)
     if (src_name is None) == (dest_name is None):
         raise click.UsageError("give exactly one side as NAME:PATH (a container path)")
-    if src_name is not None:
+    if "-" in (src_path, dest_path):
+        _cp_tar_stream(src_name, src_path, dest_name, dest_path, as_json)
+    elif src_name is not None:
         written = service().get(src_name).copy_out(src_path, dest_path)
         data = {"name": src_name, "from": src_path, "to": written, "direction": "out"}
         emit(as_json, data, f"{src_name}:{src_path} -> {written}")
@@ -46,6 +51,29 @@ def cp(src, dest, as_json):
 
 def _complete_both(ctx, param, incomplete):
     return complete_containers(ctx, param, incomplete) + complete_images(ctx, param, incomplete)
+
+
+def _cp_tar_stream(src_name, src_path, dest_name, dest_path, as_json) -> None:
+    """cp NAME:PATH - (a tar of PATH on stdout) or cp - NAME:DIR (a tar from stdin into DIR)."""
+    import os
+    import shutil
+    import sys
+    import tarfile
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="appcontainers-cp-") as tmp:
+        if src_name is not None:
+            written = service().get(src_name).copy_out(src_path, tmp)
+            with tarfile.open(fileobj=sys.stdout.buffer, mode="w|") as tf:
+                tf.add(written, arcname=os.path.basename(written))
+            sys.stdout.buffer.flush()
+            return
+        archive = os.path.join(tmp, "stdin.tar")
+        with open(archive, "wb") as f:
+            shutil.copyfileobj(sys.stdin.buffer, f)
+        n = service().get(dest_name).load_archive(archive, dest_path)
+        emit(as_json, {"name": dest_name, "from": "-", "to": dest_path, "direction": "in", "members": n},
+             f"- -> {dest_name}:{dest_path} ({n} members)")
 
 
 @click.command()

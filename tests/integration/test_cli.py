@@ -205,6 +205,25 @@ class TestCopy:
         assert not os.path.lexists(tmp_path / "z")
 
 
+    def test_tar_streams(self, cli, cname, tmp_path):
+        """cp NAME:PATH - writes a tar of PATH to stdout; cp - NAME:DIR unpacks one from stdin."""
+        import io
+        import tarfile
+
+        cli("run", cname, "--", "sh", "-c", "mkdir -p /srv/t && printf 'x\\000y' > /srv/t/bin && ln -s bin /srv/t/l")
+        proc = subprocess.run([*CLI, "cp", f"{cname}:/srv/t", "-"], env=cli.env, capture_output=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tf:
+            members = {m.name: m for m in tf.getmembers()}
+            assert tf.extractfile(members["t/bin"]).read() == b"x\x00y"
+            assert members["t/l"].issym() and members["t/l"].linkname == "bin"
+        proc = subprocess.run([*CLI, "cp", "-", f"{cname}:/opt/back"], env=cli.env, input=proc.stdout,
+                              capture_output=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert cli("run", cname, "--", "sh", "-c", "od -c /opt/back/t/bin; readlink /opt/back/t/l").stdout \
+            == cli("run", cname, "--", "sh", "-c", "od -c /srv/t/bin; readlink /srv/t/l").stdout
+
+
 class TestInspectStats:
     def test_inspect_and_stats_of_a_running_container(self, cli, cname):
         """inspect shows the limits; stats reads cpu, memory and pids from the running container's cgroup."""

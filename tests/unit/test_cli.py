@@ -403,6 +403,15 @@ class TestCp:
         assert result.stdout == f"{tmp_path / 'app'} -> web:/srv/app\n"
         assert svc.ports.fs.files[root + "/srv/app/lib/m.py"] == b"x = 1\n"
 
+    def test_tar_stream_in(self, cli, svc):
+        """cp - NAME:DIR unpacks a tar from stdin into DIR through the checked extractor."""
+        svc.provision("web")
+        result = cli("cp", "-", "web:/srv", "--json", input=b"not checked by the fake")
+        assert json.loads(result.stdout) == {"name": "web", "from": "-", "to": "/srv", "direction": "in",
+                                             "members": 1}
+        [(root, dest, _archive)] = svc.ports.fs.extracted
+        assert (root, dest) == (svc.settings.layout.rootfs("web"), "/srv")
+
     @pytest.mark.parametrize("args", [("a", "b"), ("web:/a", "web:/b")])
     def test_exactly_one_container_side(self, cli, svc, args):
         """Neither or both sides naming a container is a usage error (exit 1), nothing copied."""
