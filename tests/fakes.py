@@ -319,6 +319,12 @@ class FakeFs:
             (self.make_dirs if p in self.dirs else lambda d: self._put(d, self.files[p]))(dest + p[len(src):])
         return len(entries)
 
+    def read_in_root(self, root, path, max_bytes):
+        data = self.files.get(root + path)
+        if data is None or len(data) > max_bytes:
+            raise InvalidValue(f"{path} in the container is missing, not a file or too big")
+        return data.encode() if isinstance(data, str) else data
+
     def copy_out_of_root(self, root, path, dest):
         if not self.under(root + path):
             raise InvalidValue(f"{path}: no such file or directory in the container")

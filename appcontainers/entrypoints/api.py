@@ -86,6 +86,13 @@ class Container:
         return self._svc.containers.load_archive(self.name, archive, dest, max_bytes=max_bytes,
                                                  max_members=max_members)
 
+    def read_file(self, path: str, max_bytes: int = 64 << 20) -> bytes:
+        """The bytes of the container's file path (a symlink there is refused, never followed);
+        refused above max_bytes (copy_out such a file instead)."""
+        from ..services.files import read_file
+
+        return read_file(self._svc.containers, self.name, path, max_bytes)
+
     def copy_out(self, path: str, dest: str) -> str:
         """Copy the container's file or directory path to the host path dest (into it if it is a
         directory); symlinks inside are copied as symlinks, never followed. The host path written."""
@@ -100,6 +107,9 @@ class Container:
         from ..services.files import copy_in
 
         return copy_in(self._svc.containers, self.name, src, dest, mode=mode)[0]
+
+    pull = copy_out  # the names the issue tracker and other tools use
+    push = copy_in
 
     def add_startup_command(self, command: str) -> tuple[str, ...]:
         return self._svc.containers.add_startup_command(self.name, command)

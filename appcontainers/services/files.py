@@ -14,6 +14,19 @@ from .containers import ContainerService
 from .host_errors import host_errors
 
 
+READ_MAX = 64 << 20  # read_file returns bytes in memory: bigger files are copied out
+
+
+@host_errors("read file")
+def read_file(cs: ContainerService, name: str, path: str, max_bytes: int = READ_MAX) -> bytes:
+    """The content of the container's regular file path (never through a final symlink)."""
+    full = container_path(path)
+    with cs.locked(name):
+        r = cs._ready(name)
+        cs.ensure_mounted(r)
+        return cs.p.fs.read_in_root(cs.layout.rootfs(name), full, max_bytes)
+
+
 @host_errors("copy out")
 def copy_out(cs: ContainerService, name: str, path: str, dest: str) -> tuple[str, int]:
     """Copy the container path to the host path dest; (the host path written, entries copied). mode, if given, is a copied file's mode (default: the source's)."""

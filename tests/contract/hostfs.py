@@ -111,3 +111,13 @@ class HostFsContract:
         assert world.read(f"{b}/out/a/f") == b"1" and world.read(f"{b}/out/g") == b"2"
         with pytest.raises(InvalidValue):
             fs.copy_out_of_root(root, "/srv/none", f"{b}/none")
+
+    def test_read_in_root(self, fs, world):
+        """read_in_root gives a file's bytes; a missing file or one above max_bytes is InvalidValue."""
+        root = f"{world.base}/rootfs"
+        fs.make_dirs(root)
+        fs.write_in_root(root, "/etc/conf", b"k=v\n", 0o644)
+        assert fs.read_in_root(root, "/etc/conf", 100) == b"k=v\n"
+        for path, limit in (("/etc/none", 100), ("/etc/conf", 3)):
+            with pytest.raises(InvalidValue):
+                fs.read_in_root(root, path, limit)

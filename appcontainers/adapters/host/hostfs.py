@@ -164,6 +164,11 @@ class HostFs:
 
         return tree_copy.kind_in_root(root, path)
 
+    def read_in_root(self, root: str, path: str, max_bytes: int) -> bytes:
+        from . import tree_copy
+
+        return tree_copy.read_file(root, path, max_bytes)
+
     def copy_out_of_root(self, root: str, path: str, dest: str) -> int:
         from . import tree_copy
 

@@ -50,6 +50,31 @@ def _kind(mode: int) -> str:
     return "link" if stat.S_ISLNK(mode) else "other"
 
 
+def read_file(root: str, path: str, max_bytes: int) -> bytes:
+    """The content of the regular file path inside root (a final symlink is refused, not
+    followed); InvalidValue if it is missing, not a regular file or larger than max_bytes."""
+    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = openat2_in_root(root_fd, path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        raise InvalidValue(f"{path} in the container: {e.strerror}") from None
+    finally:
+        os.close(root_fd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidValue(f"{path} in the container is not a regular file")
+        if st.st_size > max_bytes:
+            raise InvalidValue(f"{path} in the container has {st.st_size} bytes, more than {max_bytes}: "
+                               f"copy it out instead")
+        chunks = []
+        while chunk := os.read(fd, _CHUNK):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def copy_out(root: str, path: str, dest: str) -> int:
     """Copy the container path (file, symlink or directory tree) to the host path dest (which
     must not exist or, for a file, is replaced); returns how many entries were copied."""
