@@ -6,7 +6,7 @@ import random
 from typing import Any, Callable, TypeVar, cast
 
 from ..config import Settings
-from ..domain.exceptions import InvalidValue, NotRoot
+from ..domain.exceptions import AppContainersError, InvalidValue, NotRoot
 from ..domain.reservation import validate_name
 from ..services.bases import BaseService
 from ..services.containers import ContainerService
@@ -177,12 +177,19 @@ class Service:
     def inspect(self, name: str) -> dict:
         """Everything the reservation of container name holds (no key material), its state and
         its image's name."""
+        from ..domain.image import lineage
+
         r = self.containers.get(name)
         data = {k: v for k, v in r.to_dict().items() if k != "agent_key"}
         images = self.ports.repo.read().images
+        try:
+            chain = lineage(images, r.image)
+        except AppContainersError:  # a missing parent: inspect still shows the rest
+            chain = []
         return {**data, "state": self.containers.state(name), "privileged": r.idmap is None,
                 "image_name": images[r.image].name if r.image in images else None,
-                "rootfs": self.settings.layout.rootfs(name)}
+                "image_chain": [{"id": i.id, "name": i.name, "kind": i.kind} for i in chain],
+                "rootfs": self.settings.layout.rootfs(name), "upper": self.containers.upper(r)}
 
     def stats(self, name: str) -> dict:
         """cpu_seconds, memory_bytes, pids (from the container's cgroup; None when stopped) and

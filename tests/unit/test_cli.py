@@ -450,6 +450,8 @@ class TestInspectAndStats:
         assert data["startup_commands"] == ["httpd"] and data["state"] == "STOPPED"
         assert data["privileged"] is False and data["image_name"] == svc.images.resolve(data["image"]).name
         assert data["ip"] == svc.get("web").ip and data["created"] > 0 and "agent_key" not in data
+        assert [i["id"] for i in data["image_chain"]] == [data["image"]]
+        assert data["rootfs"] == svc.settings.layout.rootfs("web") and data["mounter"] == "kernel"
         text = cli("inspect", "web").stdout
         assert "memory:" in text and "256M" in text
 
