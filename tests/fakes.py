@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import posixpath
 import random
 
@@ -335,8 +336,53 @@ class FakeFs:
         self._put(root + path, data)
         self.modes[root + path] = mode
 
+    def kind_in_root(self, root, path):
+        full = root + path
+        return "dir" if full in self.dirs else "file" if full in self.files else None
+
+    def _copy_tree(self, src, dest):
+        """Copy the file or tree at src to dest; the entry count."""
+        entries = self.under(src)
+        if not entries:
+            raise FileNotFoundError(src)
+        for p in entries:
+            (self.make_dirs if p in self.dirs else lambda d: self._put(d, self.files[p]))(dest + p[len(src):])
+        return len(entries)
+
+    def read_in_root(self, root, path, max_bytes):
+        data = self.files.get(root + path)
+        if data is None or len(data) > max_bytes:
+            raise InvalidValue(f"{path} in the container is missing, not a file or too big")
+        return data.encode() if isinstance(data, str) else data
+
+    def copy_out_of_root(self, root, path, dest):
+        if not self.under(root + path):
+            raise InvalidValue(f"{path}: no such file or directory in the container")
+        return self._copy_tree(root + path, dest)
+
+    def copy_into_root(self, root, src, dest, tmp_dir, shift=0, mode=None):
+        """src in this fake, or a real host file or tree (a test's temp dir), to dest in root."""
+        if mode is not None:
+            self.modes[root + dest] = mode
+        if self.exists(src):
+            return self._copy_tree(src, root + dest)
+        if os.path.isfile(src):
+            with open(src, "rb") as f:
+                self._put(root + dest, f.read())
+            return 1
+        count = 0
+        for dirpath, _dirs, files in os.walk(src):  # FileNotFoundError for nothing there, like the real one
+            self.make_dirs(root + dest + dirpath[len(src):])
+            for name in files:
+                with open(os.path.join(dirpath, name), "rb") as f:
+                    self._put(root + dest + os.path.join(dirpath, name)[len(src):], f.read())
+            count += 1 + len(files)
+        if not count:
+            raise FileNotFoundError(src)
+        return count
+
     def extract_in_root(self, root, dest, archive, shift=0, *, max_bytes=None, max_members=None):
-        if archive not in self.files:
+        if archive not in self.files and not os.path.isfile(archive):  # in the fake, or a test's temp file
             raise InvalidValue(f"archive {archive!r} is not a file")
         self.extracted.append((root, dest, archive))
         self.limits.append({"max_bytes": max_bytes, "max_members": max_members})

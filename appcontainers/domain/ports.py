@@ -167,6 +167,16 @@ class HostFs(Protocol):
         """Extract a tar archive into dest inside root, every member checked; the member count.
         max_bytes / max_members bound the unpacked size and the member count (None: the
         adapter's defaults)."""
+    def kind_in_root(self, root: str, path: str) -> str | None:
+        """"dir", "file", "link" or "other" for path inside root (a final link not followed); None if missing."""
+    def read_in_root(self, root: str, path: str, max_bytes: int) -> bytes:
+        """The regular file path inside root (a final symlink refused); InvalidValue if missing,
+        not a regular file or larger than max_bytes."""
+    def copy_out_of_root(self, root: str, path: str, dest: str) -> int:
+        """Copy path inside root (file, symlink as a symlink, or tree) to the host path dest; the entry count."""
+    def copy_into_root(self, root: str, src: str, dest: str, tmp_dir: str, shift: int = 0,
+                       mode: int | None = None) -> int:
+        """Copy the host file or tree src to dest inside root (through the checked writers); the entry count."""
     def lock(self, path: str, wait: bool = True) -> AbstractContextManager[object]:
         """An exclusive cross-process lock; wait=False raises ContainerStateError if held."""
 

@@ -6,7 +6,7 @@ import random
 from typing import Any, Callable, TypeVar, cast
 
 from ..config import Settings
-from ..domain.exceptions import InvalidValue, NotRoot
+from ..domain.exceptions import AppContainersError, InvalidValue, NotRoot
 from ..domain.reservation import validate_name
 from ..services.bases import BaseService
 from ..services.containers import ContainerService
@@ -88,6 +88,31 @@ class Container:
         return self._svc.containers.load_archive(self.name, archive, dest, max_bytes=max_bytes,
                                                  max_members=max_members)
 
+    def read_file(self, path: str, max_bytes: int = 64 << 20) -> bytes:
+        """The bytes of the container's file path (a symlink there is refused, never followed);
+        refused above max_bytes (copy_out such a file instead)."""
+        from ..services.files import read_file
+
+        return read_file(self._svc.containers, self.name, path, max_bytes)
+
+    def copy_out(self, path: str, dest: str) -> str:
+        """Copy the container's file or directory path to the host path dest (into it if it is a
+        directory); symlinks inside are copied as symlinks, never followed. The host path written."""
+        from ..services.files import copy_out
+
+        return copy_out(self._svc.containers, self.name, path, dest)[0]
+
+    def copy_in(self, src: str, dest: str, mode: int | None = None) -> str:
+        """Copy the host file or directory src to dest in the container (into it if it is a
+        directory there), through the same checks as create_file and load_archive; mode replaces
+        a file's own. The path written."""
+        from ..services.files import copy_in
+
+        return copy_in(self._svc.containers, self.name, src, dest, mode=mode)[0]
+
+    pull = copy_out  # the names the issue tracker and other tools use
+    push = copy_in
+
     def add_startup_command(self, command: str) -> tuple[str, ...]:
         return self._svc.containers.add_startup_command(self.name, command)
 
@@ -156,6 +181,40 @@ class Service:
         states = self.containers.states()
         return [Container(self, r.name).info(states.get(r.name, "MISSING")) for r in self.containers.list()]
 
+    def inspect(self, name: str) -> dict:
+        """Everything the reservation of container name holds (no key material), its state and
+        its image's name."""
+        from ..domain.image import lineage
+
+        r = self.containers.get(name)
+        data = {k: v for k, v in r.to_dict().items() if k != "agent_key"}
+        images = self.ports.repo.read().images
+        try:
+            chain = lineage(images, r.image)
+        except AppContainersError:  # a missing parent: inspect still shows the rest
+            chain = []
+        return {**data, "state": self.containers.state(name), "privileged": r.idmap is None,
+                "image_name": images[r.image].name if r.image in images else None,
+                "image_chain": [{"id": i.id, "name": i.name, "kind": i.kind} for i in chain],
+                "rootfs": self.settings.layout.rootfs(name), "upper": self.containers.upper(r)}
+
+    def stats(self, name: str) -> dict:
+        """cpu_seconds, memory_bytes, pids (from the container's cgroup; None when stopped) and
+        disk_bytes (what its writable layer holds)."""
+        from ..adapters.lxc import cgroups
+
+        r = self.containers.get(name)
+        rel = f"appcontainers-{self.settings.root_id}.payload.{name}"  # lxc.cgroup.dir.container
+        return {"name": name, "state": self.containers.state(name), **cgroups.usage(rel),
+                "disk_bytes": cgroups.disk_used(self.containers.upper(r))}
+
+    def image_size(self, image) -> int | None:
+        """Bytes of a stored image's file (None if it cannot be read)."""
+        try:
+            return os.path.getsize(self.settings.layout.image_file(image.id, image.kind))
+        except OSError:
+            return None
+
     def reconcile(self, dry_run: bool = False) -> list[str]:
         """Compare the state with reality (containers, mounts, veths, dirs, temp files, unfinished
         operations) and repair each difference; returns what was done (or would be, dry_run)."""
@@ -183,10 +242,14 @@ class Service:
         self.ports.viewer.unmount(directory)
 
     def events(self):
-        """Live events from every container's agent (a generator; stop iterating to end it)."""
+        """Live events (a generator; stop iterating to end it): a container created, started,
+        stopped or destroyed (seen by the host, checked every half second) and what every
+        container's agent publishes (commands started and exited)."""
         from ..adapters.bus.zmq_bus import watch_events
+        from ..services.events import StateWatch
 
-        return watch_events(self.containers.agent_endpoints)
+        return watch_events(self.containers.agent_endpoints, rescan=0.5,
+                            tick=StateWatch(self.containers, self.ports.clock))
 
     def list_bases(self):
         return self.bases.list()
@@ -220,6 +283,8 @@ class Service:
         return self.images.list()
 
     def remove_image(self, ref: str):
+        """Remove an image by id, unique id prefix or name; a name two images share is refused
+        (give an id)."""
         return self.images.remove(ref)
 
 

@@ -12,6 +12,9 @@ import sys
 
 import click
 
+from .cli_common import (emit, error, human_size, service, complete_containers, complete_images,
+                         json_option)
+
 
 def setup_service(reconcile: bool = True):
     """The real Service (root, real adapters): what ctx.obj is unless a caller gave one."""
@@ -20,20 +23,27 @@ def setup_service(reconcile: bool = True):
     return api.setup_service(reconcile=reconcile)
 
 
-def _service(reconcile: bool = True):
-    return click.get_current_context().obj(reconcile=reconcile)
-
-
-def _emit(as_json: bool, data, text: str | None = None) -> None:
-    if as_json:
-        click.echo(json.dumps(data, sort_keys=True))
-    else:
-        click.echo(text if text is not None else data)
-
-
 class _Group(click.Group):
-    """Turns our errors into one line on stderr and exit code 1, never a traceback; an OSError
-    no use case turned into a HostError (the service's set-up, a host file the CLI reads) too."""
+    """Turns our errors into one line on stderr (a JSON object under --json) and exit code 1,
+    never a traceback; usage errors exit 1 too (the README's promise: 1 for every error)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        argv = list(sys.argv[1:] if args is None else args)
+        self.json_errors = "--json" in (argv[:argv.index("--")] if "--" in argv else argv)  # not a command's own
+        try:
+            code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as e:
+            if self.json_errors:
+                error(e.format_message(), type(e).__name__, True)
+            else:
+                e.show()
+            sys.exit(1)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx):
         from ..domain.exceptions import AppContainersError, HostError
@@ -41,23 +51,31 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except AppContainersError as e:
-            click.echo(f"appcontainers: error: {e}", err=True)
+            error(str(e), type(e).__name__, getattr(self, "json_errors", False))
             ctx.exit(1)
         except OSError as e:
-            click.echo(f"appcontainers: error: {HostError(ctx.invoked_subcommand or ctx.info_name, e)}", err=True)
+            wrapped = HostError(ctx.invoked_subcommand or ctx.info_name, e)
+            error(str(wrapped), type(wrapped).__name__, getattr(self, "json_errors", False))
             ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("appcontainers: interrupted", err=True)
             ctx.exit(130)
 
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("appcontainers")
+    except Exception:  # not installed (a source checkout on PYTHONPATH)
+        return "0.1.0"
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True,
               help="Log what the library does (commands, state changes) to stderr; "
                    "APPCONTAINERS_LOG=debug|info|warning does the same.")
+@click.version_option(_version(), "--version", prog_name="appcontainers", message="%(prog)s %(version)s")
 @click.pass_context
 def main(ctx, debug):
     """Build, run and monitor LXC app containers and their images."""
@@ -77,9 +95,9 @@ DISK_HELP = "Bound on what the container writes, e.g. 2G (default 10G or half th
 @click.option("--name", help="Container name (a-z, 0-9, '-'); random if omitted.")
 @click.option("--base", help="Base image name (default: the built-in busybox base).")
 @click.option("--memory", help="Memory limit, e.g. 256M.")
-@click.option("--cpus", type=float, help="CPU limit in cores, e.g. 0.5.")
+@click.option("--cpus", type=click.FloatRange(min=0, min_open=True), help="CPU limit in cores, e.g. 0.5.")
 @click.option("--raw", is_flag=True, help="A plain directory in overlays/raw/ instead of an overlay.")
-@click.option("--pids", type=int, help="Process limit (default 4096).")
+@click.option("--pids", type=click.IntRange(min=1), help="Process limit (default 4096).")
 @click.option("--cap-add", "caps_add", multiple=True, metavar="CAP",
               help="Keep this capability too (capabilities(7) name, lowercase, no cap_), e.g. net_admin.")
 @click.option("--privileged", is_flag=True,
@@ -92,18 +110,25 @@ def provision(name, base, memory, cpus, raw, pids, caps_add, privileged, unprivi
     """Create a container with a static IP and a random MAC (unprivileged unless --privileged)."""
     if privileged and unprivileged:
         raise click.UsageError("--privileged and --unprivileged contradict each other")
-    c = _service().provision(name=name, base=base, memory=memory, cpus=cpus, raw=raw, pids=pids,
-                             caps_add=list(caps_add), privileged=privileged, disk=disk, publish=list(publish))
+    c = service().provision(name=name, base=base, memory=memory, cpus=cpus, raw=raw, pids=pids,
+                            caps_add=list(caps_add), privileged=privileged, disk=disk, publish=list(publish))
     info = c.info()
-    _emit(as_json, info, f"{info['name']} ip={info['ip']} mac={info['mac']} state={info['state']}")
+    emit(as_json, info, f"{info['name']} ip={info['ip']} mac={info['mac']} state={info['state']}")
 
 
 @main.command("ls")
 @json_option
-def ls(as_json):
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              help="json: the same as --json (docker's spelling).")
+def ls(as_json, fmt):
     """List containers."""
-    _table(_service().container_infos(), as_json, [
-        ("NAME", 24, lambda i: i["name"]), ("STATE", 9, lambda i: i["state"]), ("IP", 15, lambda i: i["ip"]),
+    as_json = as_json or fmt == "json"
+    svc = service()
+    names = {i.id: i.name for i in svc.list_images()}
+    infos = [{**i, "image_name": names.get(i["image"])} for i in svc.container_infos()]
+    _table(infos, as_json, [
+        ("NAME", 24, lambda i: i["name"]), ("STATE", 9, lambda i: i["state"]),
+        ("IMAGE", 20, lambda i: i["image_name"] or i["image"][:12]), ("IP", 15, lambda i: i["ip"]),
         ("MAC", 17, lambda i: i["mac"]), ("EPHEMERAL", 9, lambda i: "yes" if i["ephemeral"] else "no"),
         ("PORTS", 0, lambda i: ",".join(i.get("ports", ())))])
 
@@ -111,7 +136,7 @@ def ls(as_json):
 def _table(infos: list[dict], as_json: bool, columns) -> None:
     """infos as JSON, or as a table of columns (title, width, value of an info)."""
     if as_json:
-        _emit(True, infos)
+        emit(True, infos)
         return
     for cells in [[title for title, _, _ in columns], *[[str(get(i)) for _, _, get in columns] for i in infos]]:
         click.echo(" ".join(f"{c:<{w}}" for c, (_, w, _) in zip(cells, columns)).rstrip())
@@ -119,16 +144,16 @@ def _table(infos: list[dict], as_json: bool, columns) -> None:
 
 def _simple(verb: str, doc: str):
     @main.command(verb, help=doc)
-    @click.argument("name")
+    @click.argument("name", shell_complete=complete_containers)
     @json_option
     def cmd(name, as_json):
-        svc = _service()
+        svc = service()
         c = svc.get(name)
         ephemeral = c.ephemeral
         getattr(c, {"rm": "destroy"}.get(verb, verb))()
         gone = verb == "rm" or (verb == "stop" and ephemeral)  # an ephemeral container goes at stop
         state = "destroyed" if gone else c.state
-        _emit(as_json, {"name": name, "state": state}, f"{name} {state}")
+        emit(as_json, {"name": name, "state": state}, f"{name} {state}")
 
     return cmd
 
@@ -152,11 +177,11 @@ def run(name, command, timeout, as_json):
         command = command[1:]
     if not command:
         raise click.UsageError("no command given: appcontainers run NAME -- CMD [ARGS...]")
-    svc = _service()
+    svc = service()
     c = svc.get(name)
     if as_json:
         r = c.run(command, timeout=timeout)
-        _emit(True, {"exit_code": r.exit_code, "stdout": r.stdout, "stderr": r.stderr})
+        emit(True, {"exit_code": r.exit_code, "stdout": r.stdout, "stderr": r.stderr})
     else:
         def show(stream, line):
             out = sys.stdout if stream == "stdout" else sys.stderr
@@ -170,20 +195,23 @@ def run(name, command, timeout, as_json):
 
 @main.command()
 @click.argument("name")
-@click.argument("src", type=click.Path(exists=True, dir_okay=False))
+@click.argument("src", type=click.Path(exists=True))
 @click.argument("dest")
-@click.option("--mode", default="644", help="Octal file mode (default 644).")
+@click.option("--mode", default="644", help="Octal mode of a copied file (default 644).")
 @json_option
 def put(name, src, dest, mode, as_json):
-    """Copy the host file SRC to DEST in the container."""
+    """Copy the host file or directory SRC to DEST in the container (into DEST if it is a directory)."""
     try:
         mode_int = int(mode, 8)
     except ValueError:
         raise click.BadParameter(f"{mode!r} is not an octal mode", param_hint="--mode")
-    with open(src, "rb") as f:
-        data = f.read()
-    path = _service().get(name).create_file(dest, data, mode=mode_int)
-    _emit(as_json, {"name": name, "path": path, "bytes": len(data)}, f"{name}:{path} ({len(data)} bytes)")
+    if os.path.isdir(src):
+        path = service().get(name).copy_in(src, dest)
+        emit(as_json, {"name": name, "path": path}, f"{name}:{path}")
+        return
+    size = os.path.getsize(src)
+    path = service().get(name).copy_in(src, dest, mode=mode_int)
+    emit(as_json, {"name": name, "path": path, "bytes": size}, f"{name}:{path} ({size} bytes)")
 
 
 @main.command("load-archive")
@@ -199,8 +227,8 @@ def load_archive(name, archive, dest, max_bytes, max_members, as_json):
     from ..domain.sizes import parse_size
 
     limit = None if max_bytes is None else parse_size(max_bytes, "--max-bytes")
-    n = _service().get(name).load_archive(archive, dest, max_bytes=limit, max_members=max_members)
-    _emit(as_json, {"name": name, "members": n, "dest": dest}, f"{name}: {n} members into {dest}")
+    n = service().get(name).load_archive(archive, dest, max_bytes=limit, max_members=max_members)
+    emit(as_json, {"name": name, "members": n, "dest": dest}, f"{name}: {n} members into {dest}")
 
 
 @main.command("add-startup")
@@ -209,25 +237,25 @@ def load_archive(name, archive, dest, max_bytes, max_members, as_json):
 @json_option
 def add_startup(name, command, as_json):
     """Add a startup command (a shell string) run at every start."""
-    cmds = _service().get(name).add_startup_command(command)
-    _emit(as_json, {"name": name, "startup_commands": list(cmds)},
+    cmds = service().get(name).add_startup_command(command)
+    emit(as_json, {"name": name, "startup_commands": list(cmds)},
           "\n".join(f"{i}: {c}" for i, c in enumerate(cmds)))
 
 
 @main.command("rm-startup")
 @click.argument("name")
-@click.argument("index", type=int)
+@click.argument("index", type=click.IntRange(min=0))
 @json_option
 def rm_startup(name, index, as_json):
     """Remove startup command number INDEX (as `add-startup` lists them)."""
-    cmds = _service().get(name).remove_startup_command(index)
-    _emit(as_json, {"name": name, "startup_commands": list(cmds)},
+    cmds = service().get(name).remove_startup_command(index)
+    emit(as_json, {"name": name, "startup_commands": list(cmds)},
           "\n".join(f"{i}: {c}" for i, c in enumerate(cmds)) or "(no startup commands)")
 
 
-def _image_info(img) -> dict:
+def _image_info(img, size: int | None = None) -> dict:
     m = img.manifest
-    return {"id": img.id, "name": m.name, "kind": img.kind, "parent": m.parent, "created": m.created,
+    return {"id": img.id, "name": m.name, "kind": img.kind, "parent": m.parent, "created": m.created, "size": size,
             "base": m.base, "startup_commands": list(m.startup_commands), "environment": m.environment,
             "format_version": m.format_version}
 
@@ -240,7 +268,7 @@ def _image_info(img) -> dict:
 @json_option
 def save(name, path, layered, image_name, as_json):
     """Save container NAME to the image file PATH (.aimg)."""
-    svc = _service()
+    svc = service()
     c = svc.get(name)
     if as_json:
         img = c.save_image(path, flatten=not layered, name=image_name)
@@ -255,7 +283,7 @@ def save(name, path, layered, image_name, as_json):
                     done[0] = pct
 
             img = c.save_image(path, flatten=not layered, name=image_name, progress=progress)
-    _emit(as_json, {**_image_info(img), "path": path}, f"{path} {img.id}")
+    emit(as_json, {**_image_info(img), "path": path}, f"{path} {img.id}")
 
 
 @main.command()
@@ -275,11 +303,11 @@ def save(name, path, layered, image_name, as_json):
 @json_option
 def load(path, ephemeral, name, raw, move, privileged, disk, caps_add, pids, memory, cpus, publish, as_json):
     """Load the image file PATH into a new container (unprivileged unless --privileged)."""
-    c = _service().load_image(path, ephemeral=ephemeral, name=name, raw=raw, move=move, privileged=privileged,
-                              disk=disk, caps_add=list(caps_add), pids=pids, memory=memory, cpus=cpus,
-                              publish=list(publish))
+    c = service().load_image(path, ephemeral=ephemeral, name=name, raw=raw, move=move, privileged=privileged,
+                             disk=disk, caps_add=list(caps_add), pids=pids, memory=memory, cpus=cpus,
+                             publish=list(publish))
     info = c.info()
-    _emit(as_json, info, f"{info['name']} ip={info['ip']} mac={info['mac']} image={info['image'][:12]}"
+    emit(as_json, info, f"{info['name']} ip={info['ip']} mac={info['mac']} image={info['image'][:12]}"
                          f"{' ephemeral' if info['ephemeral'] else ''}")
 
 
@@ -287,22 +315,34 @@ def load(path, ephemeral, name, raw, move, privileged, disk, caps_add, pids, mem
 @json_option
 def images(as_json):
     """List images (bases and user images)."""
-    _list_images(_service().list_images(), as_json)
+    svc = service()
+    _list_images(svc, svc.list_images(), as_json)
 
 
-def _list_images(images, as_json: bool) -> None:
-    _table([_image_info(i) for i in images], as_json, [
+def _ago(ts: float) -> str:
+    import time
+
+    secs = max(0, int(time.time() - ts))
+    for unit, length in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= length:
+            return f"{secs // length}{unit} ago"
+    return f"{secs}s ago"
+
+
+def _list_images(svc, images, as_json: bool) -> None:
+    _table([_image_info(i, svc.image_size(i)) for i in images], as_json, [
         ("ID", 14, lambda i: i["id"][:12]), ("KIND", 5, lambda i: i["kind"]), ("NAME", 24, lambda i: i["name"]),
+        ("SIZE", 8, lambda i: human_size(i["size"])), ("CREATED", 10, lambda i: _ago(i["created"])),
         ("PARENT", 0, lambda i: (i["parent"] or "-")[:12])])
 
 
 @main.command()
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete_images)
 @json_option
 def rmi(ref, as_json):
     """Remove an image (by id, id prefix or name); refused while something uses it."""
-    img = _service().remove_image(ref)
-    _emit(as_json, _image_info(img), f"removed {img.id[:12]} ({img.name})")
+    img = service().remove_image(ref)
+    emit(as_json, _image_info(img), f"removed {img.id[:12]} ({img.name})")
 
 
 @main.command()
@@ -310,8 +350,8 @@ def rmi(ref, as_json):
 @json_option
 def gc(dry_run, as_json):
     """Reconcile the state with reality: remove what crashed operations left behind."""
-    done = _service(reconcile=False).reconcile(dry_run=dry_run)
-    _emit(as_json, {"dry_run": dry_run, "actions": done},
+    done = service(reconcile=False).reconcile(dry_run=dry_run)
+    emit(as_json, {"dry_run": dry_run, "actions": done},
           "\n".join(done) if done else "nothing to repair")
 
 
@@ -321,53 +361,107 @@ def image():
 
 
 @image.command("inspect")
-@click.argument("ref")
-def image_inspect(ref):
-    """Show an image's manifest (REF: a store id/name, or an .aimg file, verified first)."""
-    click.echo(json.dumps(_service().inspect_image(ref), indent=1, sort_keys=True))
+@click.argument("ref", shell_complete=complete_images)
+@json_option
+def image_inspect(ref, as_json):
+    """Show an image's manifest (REF: a store id/name, or an .aimg file, verified first).
+
+    The output is JSON either way; --json prints it on one line."""
+    data = service().inspect_image(ref)
+    click.echo(json.dumps(data, sort_keys=True) if as_json else json.dumps(data, indent=1, sort_keys=True))
 
 
 @image.command("mount")
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete_images)
 @click.argument("directory", type=click.Path(file_okay=False))
-def image_mount(ref, directory):
+@json_option
+def image_mount(ref, directory, as_json):
     """Browse an image read-only at DIRECTORY (with its parent layers merged), no container needed.
 
     REF is an .aimg file or a stored image; unmount with `appcontainers image umount DIRECTORY`."""
-    files = _service().mount_image(ref, directory)
-    click.echo(f"{ref} mounted at {directory} ({len(files)} layer{'s' if len(files) > 1 else ''})")
+    files = service().mount_image(ref, directory)
+    emit(as_json, {"ref": ref, "directory": directory, "layers": files},
+          f"{ref} mounted at {directory} ({len(files)} layer{'s' if len(files) > 1 else ''})")
 
 
 @image.command("umount")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
-def image_umount(directory):
+@json_option
+def image_umount(directory, as_json):
     """Unmount an image mounted with `image mount`."""
-    _service(reconcile=False).unmount_image(directory)
-    click.echo(f"unmounted {directory}")
+    service(reconcile=False).unmount_image(directory)
+    emit(as_json, {"directory": directory, "unmounted": True}, f"unmounted {directory}")
 
 
 @main.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_containers)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new records.")
-@click.option("--since", type=int, default=0, help="Start at this log offset.")
+@click.option("--since", type=click.IntRange(min=0), default=0, help="Start at this log offset.")
+@click.option("-t", "--timestamps", is_flag=True, help="Start each line with the time it was logged (UTC).")
+@click.option("--tail", type=click.IntRange(min=0), help="Only the last N records (then follow, with -f).")
 @json_option
-def logs(name, follow, since, as_json):
-    """Print a container's command output and exits, recorded by its agent."""
-    for rec in _service().get(name).log_records(since=since, follow=follow):
-        if as_json:
+def logs(name, follow, since, timestamps, tail, as_json):
+    """Print a container's command output and exits, recorded by its agent.
+
+    Lines are tagged with the command's text where the log records it, else with its id."""
+    c = service().get(name)
+    show = _LogPrinter(as_json, timestamps)
+    if tail is not None:
+        records = list(c.log_records(since=since))
+        for rec in records:  # every record is read, so the command texts are known for the tail
+            show.learn(rec)
+        for rec in records[len(records) - tail:]:
+            show(rec)
+        since = records[-1].offset if records else since
+        if not follow:
+            return
+    for rec in c.log_records(since=since, follow=follow):
+        show(rec)
+
+
+class _LogPrinter:
+    """Prints log records: JSON lines, or text tagged with the command (its text when known)."""
+
+    def __init__(self, as_json: bool, timestamps: bool):
+        self.as_json, self.timestamps = as_json, timestamps
+        self.commands: dict[str, str] = {}
+
+    def learn(self, rec) -> None:
+        """Remember the command text of a record that carries one (shell or argv)."""
+        detail = rec.detail
+        text = detail.get("shell") or (" ".join(map(str, detail["argv"])) if isinstance(detail.get("argv"), list)
+                                       else None)
+        if text and rec.command_id:
+            self.commands[rec.command_id] = str(text)
+
+    def _tag(self, rec) -> str:
+        self.learn(rec)
+        tag = self.commands.get(rec.command_id or "", rec.command_id)
+        if self.timestamps and isinstance(rec.raw.get("ts"), (int, float)):
+            import datetime
+
+            when = datetime.datetime.fromtimestamp(rec.raw["ts"], datetime.timezone.utc)
+            return f"{when.isoformat(timespec='milliseconds').replace('+00:00', 'Z')} [{tag}]"
+        return f"[{tag}]"
+
+    def __call__(self, rec) -> None:
+        if self.as_json:
             click.echo(json.dumps(rec.to_dict(), sort_keys=True))
         elif rec.is_output:
             out = sys.stdout if rec.stream == "stdout" else sys.stderr
-            out.write(f"[{rec.command_id}] {rec.text}" + ("" if rec.text.endswith("\n") else "\n"))
+            out.write(f"{self._tag(rec)} {rec.text}" + ("" if rec.text.endswith("\n") else "\n"))
             out.flush()
         elif rec.is_lifecycle:
-            click.echo(f"[{rec.command_id}] {rec.kind} {json.dumps(rec.detail, sort_keys=True)}")
+            click.echo(f"{self._tag(rec)} {rec.kind} {json.dumps(rec.detail, sort_keys=True)}")
 
 
 @main.command()
-def events():
-    """Stream events from every container (started, stopped, command exits) until Ctrl-C."""
-    for event in _service().events():
+@json_option
+def events(as_json):
+    """Stream events from every container (started, stopped, command exits) until Ctrl-C.
+
+    Each event is one JSON object per line (--json is accepted and prints the same)."""
+    for event in service().events():
         click.echo(json.dumps(event, sort_keys=True))
         sys.stdout.flush()
 
@@ -381,7 +475,8 @@ def base():
 @json_option
 def base_ls(as_json):
     """List base images."""
-    _list_images(_service().list_bases(), as_json)
+    svc = service()
+    _list_images(svc, svc.list_bases(), as_json)
 
 
 @base.command("build")
@@ -401,9 +496,9 @@ def base_build(kind, suite, include, name, force, as_json):
     def progress(text):
         click.echo(f"[{time.monotonic() - start:5.1f}s] {text}", err=True)
 
-    img = _service().build_base(kind=kind, suite=suite, include=include, name=name, force=force,
+    img = service().build_base(kind=kind, suite=suite, include=include, name=name, force=force,
                                 progress=progress)
-    _emit(as_json, _image_info(img), f"{img.id[:12]}  {img.name}")
+    emit(as_json, _image_info(img), f"{img.id[:12]}  {img.name}")
 
 
 @base.command("rm")
@@ -411,10 +506,14 @@ def base_build(kind, suite, include, name, force, as_json):
 @json_option
 def base_rm(name, as_json):
     """Remove base image NAME; refused while a container or image uses it."""
-    removed = _service().remove_base(name)
-    _emit(as_json, [_image_info(i) for i in removed],
+    removed = service().remove_base(name)
+    emit(as_json, [_image_info(i) for i in removed],
           "\n".join(f"removed {i.id[:12]} ({i.name})" for i in removed))
 
+
+from . import cli_inspect  # noqa: E402
+
+cli_inspect.register(main)  # cp, inspect, stats
 
 if __name__ == "__main__":
     main()

@@ -240,8 +240,9 @@ class ImageService:
     def list(self) -> list[Image]:
         return sorted(self.p.repo.read().images.values(), key=lambda i: (i.kind, i.name, i.created))
 
-    def resolve(self, ref: str, images: dict[str, Image] | None = None) -> Image:
-        """An image by id, unique id prefix (>= 4 hex digits) or name (the newest of that name)."""
+    def resolve(self, ref: str, images: dict[str, Image] | None = None, unique: bool = False) -> Image:
+        """An image by id, unique id prefix (>= 4 hex digits) or name (the newest of that name;
+        unique=True refuses a name several images have, listing their ids)."""
         images = self.p.repo.read().images if images is None else images
         if ref in images:
             return images[ref]
@@ -252,6 +253,9 @@ class ImageService:
             if len(hits) > 1:
                 raise InvalidValue(f"image id prefix {ref!r} is ambiguous")
         named = [i for i in images.values() if i.name == ref]
+        if unique and len(named) > 1:
+            ids = ", ".join(i.id[:12] for i in sorted(named, key=lambda i: i.created))
+            raise InvalidValue(f"{len(named)} images are named {ref!r} ({ids}): give the id of the one to use")
         if named:
             return max(named, key=lambda i: i.created)
         raise UnknownImage(ref)
@@ -260,7 +264,7 @@ class ImageService:
     def remove(self, ref: str) -> Image:
         """Remove an image from the store; refused while a container or child image uses it."""
         with self.p.repo.transaction() as state:
-            image = self.resolve(ref, state.images)
+            image = self.resolve(ref, state.images, unique=True)
             users = state.users_of(image.id)
             if users:
                 raise InUse(f"image {image.id[:12]} ({image.name}) is used by {', '.join(users)}")

@@ -95,3 +95,29 @@ class HostFsContract:
         assert fs.extract_in_root(root, "/root", f"{world.base}/a.tar") == 1
         with pytest.raises(InvalidValue):
             fs.extract_in_root(root, "/root", f"{world.base}/missing.tar")
+
+    def test_copy_tree_into_and_out_of_root(self, fs, world):
+        """copy_into_root copies a host tree in (kind_in_root then sees it), copy_out_of_root
+        copies it back out; each returns the entry count; a missing path out is InvalidValue."""
+        root, b = f"{world.base}/rootfs", world.base
+        fs.make_dirs(root, f"{b}/tmp")
+        fs.write_text(f"{b}/src/a/f", "1")
+        fs.write_text(f"{b}/src/g", "2")
+        assert fs.kind_in_root(root, "/srv/app") is None
+        assert fs.copy_into_root(root, f"{b}/src", "/srv/app", f"{b}/tmp") == 4
+        assert [fs.kind_in_root(root, p) for p in ("/srv/app", "/srv/app/a", "/srv/app/g")] == ["dir", "dir", "file"]
+        assert world.read(f"{root}/srv/app/a/f") == b"1"
+        assert fs.copy_out_of_root(root, "/srv/app", f"{b}/out") == 4
+        assert world.read(f"{b}/out/a/f") == b"1" and world.read(f"{b}/out/g") == b"2"
+        with pytest.raises(InvalidValue):
+            fs.copy_out_of_root(root, "/srv/none", f"{b}/none")
+
+    def test_read_in_root(self, fs, world):
+        """read_in_root gives a file's bytes; a missing file or one above max_bytes is InvalidValue."""
+        root = f"{world.base}/rootfs"
+        fs.make_dirs(root)
+        fs.write_in_root(root, "/etc/conf", b"k=v\n", 0o644)
+        assert fs.read_in_root(root, "/etc/conf", 100) == b"k=v\n"
+        for path, limit in (("/etc/none", 100), ("/etc/conf", 3)):
+            with pytest.raises(InvalidValue):
+                fs.read_in_root(root, path, limit)

@@ -127,3 +127,143 @@ class TestCli:
                 "print(sorted(m for m in ('zmq','tempita','appcontainers.services.containers') if m in sys.modules))")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
         assert out.strip() == "[]"
+
+
+def _tree_digest(root) -> dict:
+    """{relative path: (kind, mode, sha256 or link target)} of a host tree, not following links."""
+    import hashlib
+    import stat
+
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            rel = os.path.relpath(path, root)
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("link", os.readlink(path))
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir", stat.S_IMODE(st.st_mode))
+            else:
+                with open(path, "rb") as f:
+                    out[rel] = ("file", stat.S_IMODE(st.st_mode), hashlib.sha256(f.read()).hexdigest())
+    return out
+
+
+class TestCopy:
+    def test_tree_round_trip(self, cli, cname, tmp_path):
+        """cp of a host tree in and back out keeps every file's bytes and mode, dirs and relative links
+        (in a tree, modes as the checked extractor keeps them: no group/other write, directories 755)."""
+        src = tmp_path / "site"
+        (src / "css" / "deep").mkdir(parents=True)
+        (src / "index.html").write_bytes(os.urandom(70_000))
+        (src / "css" / "a.css").write_bytes(b"a{}\n")
+        (src / "css" / "deep" / "run.sh").write_bytes(b"#!/bin/sh\necho hi\n")
+        os.chmod(src / "css" / "deep" / "run.sh", 0o750)
+        os.chmod(src / "css" / "a.css", 0o600)
+        os.symlink("css/a.css", src / "style.css")
+        inside = json.loads(cli("cp", str(src), f"{cname}:/srv", "--json").stdout)
+        assert inside["to"] == "/srv"
+        cli("run", cname, "--", "mkdir", "/opt/into")
+        assert json.loads(cli("cp", str(src), f"{cname}:/opt/into", "--json").stdout)["to"] == "/opt/into/site"
+        assert cli("run", cname, "--", "/srv/css/deep/run.sh").stdout == "hi\n"
+        (src / "shared").write_text("w\n")
+        os.chmod(src / "shared", 0o666)
+        cli("cp", str(src / "shared"), f"{cname}:/opt/shared")  # a single file keeps its mode exactly
+        assert cli("run", cname, "--", "stat", "-c", "%a", "/opt/shared").stdout == "666\n"
+        os.unlink(src / "shared")
+        out = tmp_path / "back"
+        cli("cp", f"{cname}:/srv", str(out))
+        assert _tree_digest(out) == _tree_digest(src)
+        cli("cp", f"{cname}:/opt/into/site/index.html", str(tmp_path))
+        assert (tmp_path / "index.html").read_bytes() == (src / "index.html").read_bytes()
+
+    def test_symlinks_inside_are_never_followed_to_the_host(self, cli, cname, tmp_path):
+        """A symlink to /etc/shadow planted in the container comes out as a symlink, not the host's file;
+        a path through a planted link to / resolves in the container's root."""
+        cli("run", cname, "--", "sh", "-c",
+            "mkdir -p /root/t && echo mine > /root/t/f && ln -s /etc/shadow /root/t/evil && ln -s / /root/up")
+        out = tmp_path / "t"
+        cli("cp", f"{cname}:/root/t", str(out))
+        assert os.path.islink(out / "evil") and os.readlink(out / "evil") == "/etc/shadow"
+        assert (out / "f").read_text() == "mine\n"
+        cli("cp", f"{cname}:/root/t/evil", str(tmp_path / "single"))
+        assert os.path.islink(tmp_path / "single")
+        cli("cp", f"{cname}:/root/up/etc/passwd", str(tmp_path / "passwd"))
+        inside = cli("run", cname, "--", "cat", "/etc/passwd").stdout
+        with open("/etc/passwd") as f:
+            assert (tmp_path / "passwd").read_text() == inside != f.read()
+
+    def test_put_directory_and_missing_source(self, cli, cname, tmp_path):
+        """put copies a host directory in; a missing container path is one error line, exit 1."""
+        (tmp_path / "d").mkdir()
+        (tmp_path / "d" / "x").write_text("1\n")
+        cli("put", cname, str(tmp_path / "d"), "/root/d")
+        assert cli("run", cname, "--", "cat", "/root/d/x").stdout == "1\n"
+        proc = cli("cp", f"{cname}:/no/such", str(tmp_path / "z"), check=False)
+        assert proc.returncode == 1 and "no such file" in proc.stderr and proc.stderr.count("\n") == 1
+        assert not os.path.lexists(tmp_path / "z")
+
+
+    def test_tar_streams(self, cli, cname, tmp_path):
+        """cp NAME:PATH - writes a tar of PATH to stdout; cp - NAME:DIR unpacks one from stdin."""
+        import io
+        import tarfile
+
+        cli("run", cname, "--", "sh", "-c", "mkdir -p /srv/t && printf 'x\\000y' > /srv/t/bin && ln -s bin /srv/t/l")
+        proc = subprocess.run([*CLI, "cp", f"{cname}:/srv/t", "-"], env=cli.env, capture_output=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tf:
+            members = {m.name: m for m in tf.getmembers()}
+            assert tf.extractfile(members["t/bin"]).read() == b"x\x00y"
+            assert members["t/l"].issym() and members["t/l"].linkname == "bin"
+        proc = subprocess.run([*CLI, "cp", "-", f"{cname}:/opt/back"], env=cli.env, input=proc.stdout,
+                              capture_output=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert cli("run", cname, "--", "sh", "-c", "od -c /opt/back/t/bin; readlink /opt/back/t/l").stdout \
+            == cli("run", cname, "--", "sh", "-c", "od -c /srv/t/bin; readlink /srv/t/l").stdout
+
+
+class TestInspectStats:
+    def test_inspect_and_stats_of_a_running_container(self, cli, cname):
+        """inspect shows the limits; stats reads cpu, memory and pids from the running container's cgroup."""
+        cli("start", cname)
+        cli("run", cname, "--", "sh", "-c", "dd if=/dev/zero of=/root/blob bs=1k count=512 2>/dev/null")
+        data = json.loads(cli("inspect", cname, "--json").stdout)
+        assert data["state"] == "RUNNING" and data["pids"] == 4096 and data["image_name"]
+        s = json.loads(cli("stats", cname, "--json").stdout)
+        assert s["cpu_seconds"] > 0 and s["memory_bytes"] > 0 and s["pids"] >= 1
+        assert s["disk_bytes"] >= 512 * 1024
+
+
+class TestEvents:
+    def test_start_and_stop_are_events(self, cli, cname):
+        """events shows a container's start and stop (seen by the host) and its startup command's
+        exit, which the agent published before any subscriber could connect (replayed from its log)."""
+        ev = subprocess.Popen([*CLI, "events", "--json"], env=cli.env, stdout=subprocess.PIPE, text=True)
+        try:
+            seen: list[dict] = []
+            os.set_blocking(ev.stdout.fileno(), False)
+
+            def read_until(pred, timeout=20):
+                deadline = time.time() + timeout
+                while time.time() < deadline:
+                    while line := ev.stdout.readline():
+                        seen.append(json.loads(line))
+                    if any(pred(e) for e in seen):
+                        return True
+                    time.sleep(0.1)
+                return False
+
+            cli("add-startup", cname, "true")  # runs as the agent starts: before anyone can subscribe
+            time.sleep(1.5)  # events has taken the states as they are (its first look)
+            cli("start", cname)
+            mine = [lambda e, t=t, i=i: e.get("container") == cname and e.get("type") == t and e.get("id") == i
+                    for t, i in (("container_started", None), ("command_exited", "startup-0"))]
+            assert read_until(mine[0]) and read_until(mine[1]), seen
+            assert sum(map(mine[1], seen)) == 1, seen  # once: from the log or from the agent, not both
+            cli("stop", cname)
+            assert read_until(lambda e: e.get("container") == cname and e.get("type") == "container_stopped"), seen
+        finally:
+            ev.terminate()
+            ev.wait(10)

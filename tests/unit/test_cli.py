@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 
 import attrs
 import pytest
@@ -86,14 +87,15 @@ class TestProvision:
 
 class TestLs:
     def test_table(self, cli, svc):
-        """ls prints a header and one row per container: name, state, address, MAC, ephemeral, ports."""
+        """ls prints a header and one row per container: name, state, image name, address, MAC, ephemeral, ports."""
         a, b = svc.provision("a"), svc.provision("b", publish=["8080:80", "127.0.0.1:5353:53/udp"])
         b.start()
+        base = svc.images.resolve(a.image).name
         lines = cli("ls").stdout.splitlines()
-        assert lines[0].split() == ["NAME", "STATE", "IP", "MAC", "EPHEMERAL", "PORTS"]
+        assert lines[0].split() == ["NAME", "STATE", "IMAGE", "IP", "MAC", "EPHEMERAL", "PORTS"]
         assert [line.split() for line in lines[1:]] == [
-            ["a", "STOPPED", a.ip, a.mac, "no"],
-            ["b", "RUNNING", b.ip, b.mac, "no", "8080:80/tcp,127.0.0.1:5353:53/udp"]]
+            ["a", "STOPPED", base, a.ip, a.mac, "no"],
+            ["b", "RUNNING", base, b.ip, b.mac, "no", "8080:80/tcp,127.0.0.1:5353:53/udp"]]
 
     def test_publish_option(self, cli, svc):
         """provision -p/--publish (repeatable) publishes the ports; ls --json shows them."""
@@ -106,10 +108,11 @@ class TestLs:
         svc.provision("a")
         listed = json.loads(cli("ls", "--json").stdout)
         assert [(i["name"], i["ip"], i["state"]) for i in listed] == [("a", "10.0.100.2", "STOPPED")]
+        assert json.loads(cli("ls", "--format", "json").stdout) == listed
 
     def test_empty(self, cli):
         """With no containers, ls prints the header and --json an empty list."""
-        assert cli("ls").stdout.split() == ["NAME", "STATE", "IP", "MAC", "EPHEMERAL", "PORTS"]
+        assert cli("ls").stdout.split() == ["NAME", "STATE", "IMAGE", "IP", "MAC", "EPHEMERAL", "PORTS"]
         assert json.loads(cli("ls", "--json").stdout) == []
 
 
@@ -141,7 +144,7 @@ class TestRun:
         """run without a command is refused before anything runs."""
         svc.provision("web")
         result = cli("run", "web", "--")
-        assert result.exit_code == 2 and "no command given" in result.stderr
+        assert result.exit_code == 1 and "no command given" in result.stderr
         assert agent(svc, "web").runs == []
 
 
@@ -161,7 +164,7 @@ class TestPut:
         svc.provision("web")
         (tmp_path / "conf").write_text("x")
         result = cli("put", "web", str(tmp_path / "conf"), "/etc/app.conf", "--mode", "rw")
-        assert result.exit_code == 2 and "not an octal mode" in result.stderr
+        assert result.exit_code == 1 and "not an octal mode" in result.stderr
         assert svc.settings.layout.rootfs("web") + "/etc/app.conf" not in svc.ports.fs.files
 
 
@@ -322,13 +325,37 @@ class TestLogs:
     ]
 
     def test_prints_output_and_exits(self, cli, svc):
-        """logs prints output lines on their stream and the starts and exits with their details."""
+        """logs prints output lines on their stream and the starts and exits with their details,
+        tagged with the command's text where the log records it."""
         svc.provision("web")
         agent(svc, "web").records = list(self.RECORDS)
         result = cli("logs", "web")
-        assert result.stdout == ('[c1] started {"argv": ["sh"]}\n[c1] hi\n'
-                                 '[c1] exit {"code": 0, "signal": null, "timed_out": false}\n')
-        assert result.stderr == "[c1] bad \ufffd\n"
+        assert result.stdout == ('[sh] started {"argv": ["sh"]}\n[sh] hi\n'
+                                 '[sh] exit {"code": 0, "signal": null, "timed_out": false}\n')
+        assert result.stderr == "[sh] bad \ufffd\n"
+
+    def test_id_when_no_text(self, cli, svc):
+        """A command whose start the log does not hold is tagged with its id."""
+        svc.provision("web")
+        agent(svc, "web").records = list(self.RECORDS[1:2])
+        assert cli("logs", "web").stdout == "[c1] hi\n"
+
+    def test_timestamps_and_tail(self, cli, svc):
+        """-t starts each line with its UTC time; --tail N prints only the last N records (their
+        command text still known from earlier records)."""
+        svc.provision("web")
+        agent(svc, "web").records = list(self.RECORDS)
+        result = cli("logs", "web", "-t", "--tail", "1")
+        assert result.stdout == ('1970-01-01T00:00:04.000Z [sh] exit {"code": 0, "signal": null, '
+                                 '"timed_out": false}\n')
+        assert cli("logs", "web", "--tail", "0").stdout == ""
+
+    def test_negative_since_refused(self, cli, svc):
+        """--since -5 and --tail -1 are usage errors, exit 1."""
+        svc.provision("web")
+        for args in (("--since", "-5"), ("--tail", "-1")):
+            result = cli("logs", "web", *args)
+            assert result.exit_code == 1 and "Invalid value" in result.stderr
 
     def test_json_and_since(self, cli, svc):
         """logs --json prints each record as written, with its offset; --since skips the earlier ones."""
@@ -365,7 +392,7 @@ class TestErrors:
     def test_service_is_made_only_when_needed(self, cli):
         """--help and a usage error never make the service (so they need no root)."""
         assert cli("--help").exit_code == 0 and cli("ls", "--help").exit_code == 0
-        assert cli("put", "web").exit_code == 2
+        assert cli("put", "web").exit_code == 1
         assert cli.reconciles == []
 
 
@@ -404,3 +431,190 @@ class TestLogging:
         cli("--debug", "ls")
         result = cli("--debug", "ls")
         assert result.stderr.count("service made") == 1
+
+
+class TestCp:
+    def _container_files(self, svc, name):
+        root = svc.settings.layout.rootfs(name)
+        svc.ports.fs.make_dirs(root + "/srv/site/css")
+        svc.ports.fs.files[root + "/srv/site/index.html"] = b"<h1>"
+        svc.ports.fs.files[root + "/srv/site/css/a.css"] = b"a{}"
+        return root
+
+    def test_out_file_and_tree(self, cli, svc):
+        """cp NAME:PATH DEST copies a file or a whole tree out; into DEST when it is a directory."""
+        svc.provision("web")
+        self._container_files(svc, "web")
+        fs = svc.ports.fs
+        fs.make_dirs("/host/out")
+        result = cli("cp", "web:/srv/site/index.html", "/host/out")
+        assert result.exit_code == 0, result.output
+        assert result.stdout == "web:/srv/site/index.html -> /host/out/index.html\n"
+        assert fs.files["/host/out/index.html"] == b"<h1>"
+        out = json.loads(cli("cp", "web:/srv/site", "/host/copy", "--json").stdout)
+        assert out == {"name": "web", "from": "/srv/site", "to": "/host/copy", "direction": "out"}
+        assert fs.files["/host/copy/css/a.css"] == b"a{}" and "/host/copy/css" in fs.dirs
+
+    def test_out_refuses_existing_tree_and_missing_source(self, cli, svc):
+        """A directory copied over an existing host path, or a missing container path, is one error line."""
+        svc.provision("web")
+        self._container_files(svc, "web")
+        svc.ports.fs.files["/host/copy"] = b"mine"
+        assert "exists on the host" in one_error_line(cli("cp", "web:/srv/site", "/host/copy"))
+        assert svc.ports.fs.files["/host/copy"] == b"mine"
+        assert "no such file" in one_error_line(cli("cp", "web:/nope", "/host/x"))
+
+    def test_in_tree_into_existing_dir(self, cli, svc, tmp_path):
+        """cp DIR NAME:PATH copies a host tree in; into PATH/DIR when PATH is a container directory."""
+        svc.provision("web")
+        root = self._container_files(svc, "web")
+        (tmp_path / "app" / "lib").mkdir(parents=True)
+        (tmp_path / "app" / "lib" / "m.py").write_bytes(b"x = 1\n")
+        result = cli("cp", str(tmp_path / "app"), "web:/srv")
+        assert result.stdout == f"{tmp_path / 'app'} -> web:/srv/app\n"
+        assert svc.ports.fs.files[root + "/srv/app/lib/m.py"] == b"x = 1\n"
+
+    def test_tar_stream_in(self, cli, svc):
+        """cp - NAME:DIR unpacks a tar from stdin into DIR through the checked extractor."""
+        svc.provision("web")
+        result = cli("cp", "-", "web:/srv", "--json", input=b"not checked by the fake")
+        assert json.loads(result.stdout) == {"name": "web", "from": "-", "to": "/srv", "direction": "in",
+                                             "members": 1}
+        [(root, dest, _archive)] = svc.ports.fs.extracted
+        assert (root, dest) == (svc.settings.layout.rootfs("web"), "/srv")
+
+    @pytest.mark.parametrize("args", [("a", "b"), ("web:/a", "web:/b")])
+    def test_exactly_one_container_side(self, cli, svc, args):
+        """Neither or both sides naming a container is a usage error (exit 1), nothing copied."""
+        result = cli("cp", *args)
+        assert result.exit_code == 1 and "exactly one side" in result.stderr
+        assert cli.reconciles == []
+
+    def test_put_file_into_a_directory(self, cli, svc, tmp_path):
+        """put FILE NAME DIR, DIR a directory in the container, writes DIR/FILE with --mode."""
+        svc.provision("web")
+        root = svc.settings.layout.rootfs("web")
+        svc.ports.fs.make_dirs(root + "/etc/app")
+        (tmp_path / "app.conf").write_bytes(b"k=v\n")
+        result = cli("put", "web", str(tmp_path / "app.conf"), "/etc/app", "--mode", "640")
+        assert result.stdout == "web:/etc/app/app.conf (4 bytes)\n"
+        assert svc.ports.fs.files[root + "/etc/app/app.conf"] == b"k=v\n"
+        assert svc.ports.fs.modes[root + "/etc/app/app.conf"] == 0o640
+
+    def test_put_directory(self, cli, svc, tmp_path):
+        """put accepts a directory as its source and copies the tree."""
+        svc.provision("web")
+        (tmp_path / "d").mkdir()
+        (tmp_path / "d" / "f").write_bytes(b"1")
+        result = cli("put", "web", str(tmp_path / "d"), "/opt/d")
+        assert result.exit_code == 0 and result.stdout == "web:/opt/d\n"
+        assert svc.ports.fs.files[svc.settings.layout.rootfs("web") + "/opt/d/f"] == b"1"
+
+
+class TestInspectAndStats:
+    def test_inspect(self, cli, svc):
+        """inspect --json gives the reservation (limits, caps, commands), state and image name, never the key."""
+        svc.provision(name="web", memory="256M", cpus=0.5, pids=100, caps_add=["net_admin"])
+        svc.get("web").add_startup_command("httpd")
+        data = json.loads(cli("inspect", "web", "--json").stdout)
+        assert (data["memory"], data["cpus"], data["pids"], data["caps_add"]) == ("256M", 0.5, 100, ["net_admin"])
+        assert data["startup_commands"] == ["httpd"] and data["state"] == "STOPPED"
+        assert data["privileged"] is False and data["image_name"] == svc.images.resolve(data["image"]).name
+        assert data["ip"] == svc.get("web").ip and data["created"] > 0 and "agent_key" not in data
+        assert [i["id"] for i in data["image_chain"]] == [data["image"]]
+        assert data["rootfs"] == svc.settings.layout.rootfs("web") and data["mounter"] == "kernel"
+        text = cli("inspect", "web").stdout
+        assert "memory:" in text and "256M" in text
+
+    def test_stats_of_a_stopped_container(self, cli, svc):
+        """stats of a container with no cgroup shows '-' for what cannot be read (None in JSON)."""
+        svc.provision("web")
+        data = json.loads(cli("stats", "web", "--json").stdout)
+        assert data == {"name": "web", "state": "STOPPED", "cpu_seconds": None, "memory_bytes": None,
+                        "pids": None, "disk_bytes": None}
+        assert cli("stats", "web").stdout.splitlines()[1].split() == ["web", "STOPPED", "-", "-", "-", "-"]
+
+    def test_unknown_container(self, cli):
+        """inspect of a name neither a container nor an image has, and stats of an unknown
+        container, are one error line."""
+        one_error_line(cli("inspect", "nope"))
+        one_error_line(cli("stats", "nope"))
+
+    def test_inspect_an_image_and_stats_of_all(self, cli, svc):
+        """inspect NAME falls back to the image NAME; stats without a name lists every container."""
+        base = svc.bases.ensure_default()
+        assert json.loads(cli("inspect", base.name, "--json").stdout)["id"] == base.id
+        svc.provision("a")
+        svc.provision("b")
+        assert [s["name"] for s in json.loads(cli("stats", "--json").stdout)] == ["a", "b"]
+        assert [line.split()[0] for line in cli("stats").stdout.splitlines()] == ["NAME", "a", "b"]
+
+
+class TestCliConventions:
+    def test_json_errors(self, cli):
+        """Under --json an error is a JSON object on stderr, exit 1; a usage error too."""
+        result = cli("rm", "no-such", "--json")
+        assert result.exit_code == 1 and result.stdout == ""
+        err = json.loads(result.stderr)
+        assert err["type"] == "UnknownContainer" and "no-such" in err["error"]
+        usage = cli("logs", "web", "--since", "-5", "--json")
+        assert usage.exit_code == 1 and json.loads(usage.stderr)["type"] == "BadParameter"
+
+    def test_version(self, cli):
+        """--version prints the program and its version and needs no service."""
+        result = cli("--version")
+        assert result.exit_code == 0 and result.stdout.startswith("appcontainers ")
+        assert cli.reconciles == []
+
+    def test_images_size_and_created(self, cli, svc):
+        """images shows SIZE and CREATED columns (and size in JSON)."""
+        svc.bases.ensure_default()
+        lines = cli("images").stdout.splitlines()
+        assert lines[0].split() == ["ID", "KIND", "NAME", "SIZE", "CREATED", "PARENT"]
+        size, created, ago = lines[1].split()[3:6]
+        assert re.fullmatch(r"[0-9.]+[BKMG]|-", size) and re.fullmatch(r"[0-9]+[smhd]", created) and ago == "ago"
+        assert "size" in json.loads(cli("images", "--json").stdout)[0]
+
+    def test_rmi_refuses_a_shared_name(self, cli, svc):
+        """rmi NAME with two images of that name refuses, naming both ids; nothing is removed."""
+        base = svc.bases.ensure_default()
+        ids = []
+        for n, path in enumerate(("/in/a.aimg", "/in/b.aimg")):
+            put_image(svc, path, name="srv", parent=base.id, created=1_600_000_000.0 + n)
+            c = svc.load_image(path, name=f"c{n}")
+            ids.append(c.image)
+            c.destroy()
+        err = one_error_line(cli("rmi", "srv"))
+        assert ids[0][:12] in err and ids[1][:12] in err
+        assert {i["id"] for i in json.loads(cli("images", "--json").stdout)} >= set(ids)
+
+    def test_image_commands_take_json(self, cli, svc, tmp_path):
+        """image inspect --json is one line of JSON; image mount/umount --json print objects."""
+        base = svc.bases.ensure_default()
+        out = cli("image", "inspect", base.id, "--json").stdout
+        assert out.count("\n") == 1 and json.loads(out)["id"] == base.id
+        view = str(tmp_path / "view")
+        mounted = json.loads(cli("image", "mount", base.id, view, "--json").stdout)
+        assert mounted["directory"] == view and len(mounted["layers"]) == 1
+        (tmp_path / "view").mkdir()
+        assert json.loads(cli("image", "umount", view, "--json").stdout)["unmounted"] is True
+
+    def test_completion_of_names(self, cli, svc, tmp_path):
+        """Shell completion offers container names from the data root's state file."""
+        (tmp_path / "resources.json").write_text(json.dumps({"reservations": {"web": {}, "db": {}}, "images": {}}))
+        env = {"_APPCONTAINERS_COMPLETE": "bash_complete", "COMP_WORDS": "appcontainers start w",
+               "COMP_CWORD": "2", "APPCONTAINERS_ROOT": str(tmp_path), "APPCONTAINERS_LOG": ""}
+        result = CliRunner().invoke(main, [], prog_name="appcontainers", env=env, obj=lambda reconcile=True: svc)
+        assert "plain,web" in result.stdout and "db" not in result.stdout
+
+
+class TestValidation:
+    @pytest.mark.parametrize("args", [("provision", "--cpus", "0"), ("provision", "--cpus", "-1"),
+                                      ("provision", "--pids", "0"), ("rm-startup", "web", "-1"),
+                                      ("logs", "web", "--since", "-5")])
+    def test_numeric_options_refused_out_of_range(self, cli, args):
+        """A numeric option out of its range is a usage error (exit 1) and nothing is made
+        (a negative argument reads as an unknown option: a usage error too)."""
+        result = cli(*args)
+        assert result.exit_code == 1 and ("Invalid value" in result.stderr or "No such option" in result.stderr)
+        assert cli.reconciles == []

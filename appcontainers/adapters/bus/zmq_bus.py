@@ -343,10 +343,13 @@ def _rescan(agents, socks: dict, poller, topics) -> None:
         poller.register(sock, _zmq().POLLIN)
 
 
-def watch_events(agents, rescan: float = 1.0, topics: Iterable[str] = ("event",)) -> Iterator[dict]:
+def watch_events(agents, rescan: float = 1.0, topics: Iterable[str] = ("event",),
+                 tick: Callable[[], list[dict]] | None = None) -> Iterator[dict]:
     """Events from every container's agent, live; agents() lists {name: (agent dir, server key)}
     and is asked again every `rescan` seconds so containers started later are heard too.
-    Each event gets a "container" key. An agent that does not authenticate is never heard."""
+    Each event gets a "container" key. An agent that does not authenticate is never heard.
+    tick, if given, is called at each rescan and the events it returns (host-side ones, such as
+    a container's state changes) are yielded first."""
     zmq = _zmq()
     socks: dict[str, tuple] = {}  # name -> (SUB socket, the key it expects)
     poller = zmq.Poller()
@@ -355,6 +358,7 @@ def watch_events(agents, rescan: float = 1.0, topics: Iterable[str] = ("event",)
         while True:
             now = time.monotonic()
             if now >= next_scan:
+                yield from (tick() if tick else ())
                 _rescan(agents, socks, poller, topics)
                 next_scan = now + rescan
             for sock, _ in poller.poll(rescan * 1000):

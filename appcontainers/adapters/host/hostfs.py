@@ -161,3 +161,37 @@ class HostFs:
         with creating_as(shift):
             return tar_extract.extract_archive(root, dest, archive, shift, **limits)
 
+    def kind_in_root(self, root: str, path: str) -> str | None:
+        from . import tree_copy
+
+        return tree_copy.kind_in_root(root, path)
+
+    def read_in_root(self, root: str, path: str, max_bytes: int) -> bytes:
+        from . import tree_copy
+
+        return tree_copy.read_file(root, path, max_bytes)
+
+    def copy_out_of_root(self, root: str, path: str, dest: str) -> int:
+        from . import tree_copy
+
+        return tree_copy.copy_out(root, path, dest)
+
+    def copy_into_root(self, root: str, src: str, dest: str, tmp_dir: str, shift: int = 0,
+                       mode: int | None = None) -> int:
+        """The host file or directory src to dest inside root: a file through write_in_root (mode
+        kept), a directory through a temporary tar and extract_in_root's checks."""
+        import stat as _stat
+        from . import tree_copy
+
+        st = os.stat(src)
+        if not _stat.S_ISDIR(st.st_mode):
+            with open(src, "rb") as f:
+                self.write_in_root(root, dest, f.read(), st.st_mode & 0o777 if mode is None else mode,
+                                   shift=shift)
+            return 1
+        archive = tree_copy.pack_dir(src, tmp_dir)
+        try:
+            return self.extract_in_root(root, dest, archive, shift=shift) + 1
+        finally:
+            os.unlink(archive)
+

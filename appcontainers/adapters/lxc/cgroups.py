@@ -47,3 +47,47 @@ def remove_stale(dirs: list[str], root: str = CGROUP_ROOT) -> None:
                     os.rmdir(dirpath)
                 except OSError:
                     pass
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text and text.strip().isdigit() else None
+
+
+def usage(rel: str, root: str = CGROUP_ROOT) -> dict:
+    """cpu_seconds, memory_bytes and pids of the cgroup rel: from the cgroup v2 files at root/rel
+    (a unified host), else from the v1 controllers (cpuacct/, memory/, pids/: a hybrid host such
+    as this one); None where not readable (a stopped container has no cgroup)."""
+    v2 = os.path.join(root, rel)
+    cpu = _read(os.path.join(v2, "cpu.stat"))
+    if cpu is not None:
+        usec = next((int(v) for k, _, v in (line.partition(" ") for line in cpu.splitlines())
+                     if k == "usage_usec"), None)
+        return {"cpu_seconds": None if usec is None else usec / 1e6,
+                "memory_bytes": _int(_read(os.path.join(v2, "memory.current"))),
+                "pids": _int(_read(os.path.join(v2, "pids.current")))}
+    nsec = _int(_read(os.path.join(root, "cpuacct", rel, "cpuacct.usage")))
+    return {"cpu_seconds": None if nsec is None else nsec / 1e9,
+            "memory_bytes": _int(_read(os.path.join(root, "memory", rel, "memory.usage_in_bytes"))),
+            "pids": _int(_read(os.path.join(root, "pids", rel, "pids.current")))}
+
+
+def disk_used(path: str) -> int | None:
+    """Bytes allocated by the files under path (not following links); None if it is missing."""
+    if not os.path.isdir(path):
+        return None
+    total = 0
+    for dirpath, dirs, files in os.walk(path):
+        for name in files + dirs:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+            except OSError:
+                pass
+    return total
