@@ -111,7 +111,8 @@ class Runner:
         cwd = req.get("cwd") or "/"
         if "tty" in req:
             cmd.proc, out_r, in_w = spawn_pty(argv, env, cwd, req["tty"]["rows"], req["tty"]["cols"])
-            cmd.tty_fd, cmd.chunked, outputs = out_r, True, ((out_r, "stdout"),)
+            cmd.tty_fd, cmd.chunked = out_r, True
+            outputs: tuple[tuple[int, str], ...] = ((out_r, "stdout"),)
         else:
             piped_stdin = "stdin" in req or req.get("stdin_stream", False)
             cmd.proc, out_r, err_r, in_w = spawn_pipes(argv, env, cwd, piped_stdin)
