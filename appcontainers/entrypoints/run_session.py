@@ -73,7 +73,7 @@ def raw_terminal(fd: int) -> Iterator[None]:
     """The terminal on fd in raw mode (every key goes to the command), restored on any exit."""
     saved = termios.tcgetattr(fd)
     try:
-        ttymod.setraw(fd)
+        ttymod.setraw(fd, termios.TCSADRAIN)  # keep what was typed ahead
         yield
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
