@@ -112,10 +112,12 @@ class TestSignals:
         assert (proc.returncode, out) == (7, b"got INT\n")
 
     def test_ctrl_c_ends_the_command_with_130(self, env, web):
-        """A command ended by the forwarded SIGINT makes the CLI exit 130."""
-        proc = started(env, "run", web, "--", "sh", "-c", "echo ready; sleep 30")
+        """A command ended by the forwarded SIGINT makes the CLI exit 130, and it is gone inside."""
+        proc = started(env, "run", web, "--", "sh", "-c", "echo ready; sleep 31")
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 130
+        left = cli(env, "run", web, "--", "sh", "-c", "ps -o args | grep -qx 'sleep 31' && echo alive || echo gone")
+        assert left.stdout == b"gone\n"
 
     def test_second_ctrl_c_kills(self, env, web):
         """A command that ignores SIGINT is killed by the second Ctrl-C (137)."""
