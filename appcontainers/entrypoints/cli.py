@@ -136,11 +136,11 @@ def _options_first(args: list[str], valued: set[str]) -> list[str]:
     as in `docker exec`: `run web --timeout 2 -- sleep 1`, `run -it web sh`."""
     opts: list[str] = []
     name: list[str] = []
-    i = 0
+    i, dashes = 0, False
     while i < len(args):
         arg = args[i]
         if arg == "--":
-            i += 1
+            i, dashes = i + 1, True
             break
         if arg.startswith("-") and arg != "-":
             opts += args[i:i + 2] if arg in valued else [arg]
@@ -150,7 +150,7 @@ def _options_first(args: list[str], valued: set[str]) -> list[str]:
         else:
             break
     command = args[i:]
-    return opts + name + (["--", *command] if command else [])
+    return opts + name + (["--", *command] if command or dashes else [])
 
 
 class _RunCommand(click.Command):
