@@ -135,9 +135,9 @@ class TestSignals:
         assert proc.wait(timeout=30) == 143
 
 
-def _pty_session(env, args, keys: list[bytes], rows=30, cols=90, timeout=60):
-    """Run the CLI on a real pseudo-terminal, type each of keys once output has appeared
-    (a prompt), and return (everything it printed, its exit status)."""
+def _pty_session(env, args, keys: list, rows=30, cols=90, timeout=60):
+    """Run the CLI on a real pseudo-terminal, type each of keys (bytes, or (rows, cols): resize
+    the terminal) once output has appeared and paused, and return (all it printed, its exit status)."""
     pid, fd = os.forkpty()
     if pid == 0:  # the child: size its terminal, become the CLI
         try:
@@ -150,7 +150,11 @@ def _pty_session(env, args, keys: list[bytes], rows=30, cols=90, timeout=60):
         while time.monotonic() < deadline:
             if not select.select([fd], [], [], 0.5)[0]:
                 if keys and out:
-                    os.write(fd, keys.pop(0))
+                    key = keys.pop(0)
+                    if isinstance(key, tuple):  # a new window size: the CLI gets SIGWINCH
+                        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", *key, 0, 0))
+                    else:
+                        os.write(fd, key)
                 continue
             try:
                 chunk = os.read(fd, 4096)
@@ -177,3 +181,10 @@ class TestInteractive:
         out, code = _pty_session(env, ["run", "-it", web, "--", "sh"],
                                  [b"sleep 30\n", b"\x03", b"echo after $?\n", b"exit 0\n"])
         assert b"after 130" in out and code == 0, out
+
+    def test_window_size_follows_the_terminal(self, env, web):
+        """A resized local terminal (SIGWINCH) resizes the command's terminal."""
+        out, code = _pty_session(env, ["run", "-it", web, "--", "sh"],
+                                 [(41, 123), b"stty size\n", b"exit\n"])
+        assert b"41 123\r\n" in out and code == 0, out
+

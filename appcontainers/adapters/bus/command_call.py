@@ -66,6 +66,7 @@ class CommandCall:
         self.sent = self.acked = 0  # streamed stdin bytes, and how many the agent has written
         self.fd_polled: int | None = None  # the stdin descriptor while it is polled
         self.poller: Any = None
+        self.controlled = False  # a signal or resize was sent: "no such command" may answer it
 
     def wait(self) -> tuple[int, bytes, bytes, dict]:
         zmq = _zmq()
@@ -144,6 +145,7 @@ class CommandCall:
         if self.handlers.controls is None:
             return
         for control in self.handlers.controls():
+            self.controlled = True
             if isinstance(control, tuple):
                 self._send(p.resize_request(self.cid, *control))
             else:
@@ -199,7 +201,8 @@ class CommandCall:
             self._output(msg)
         elif kind == "exit":
             return self._result(msg)
-        elif kind == "error":
+        elif kind == "error" and not (self.controlled and msg.get("reason") == "unknown"):
+            # (a signal that arrived as the command ended is answered "unknown": nothing lost)
             if msg.get("reason") in ("stopping", "failed"):
                 raise AgentUnavailable(f"cannot run {self.what!r}: {msg.get('message')}")
             raise InvalidValue(f"the agent refused {self.what!r}: {msg.get('message')}")
