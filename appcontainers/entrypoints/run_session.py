@@ -83,10 +83,27 @@ def _stdin_is_tty() -> bool:
     return sys.stdin is not None and sys.stdin.isatty()
 
 
-def _write(stream: str, data: bytes) -> None:
-    out = sys.stdout.buffer if stream == "stdout" else sys.stderr.buffer
-    out.write(data)
-    out.flush()
+class Output:
+    """Writes the command's output bytes to ours as they come. When the reader of our stdout
+    goes away (`run ... | head -1`), the command gets SIGPIPE, as it would in a local pipe,
+    instead of running on in the container with nobody reading."""
+
+    def __init__(self, controls: Controls) -> None:
+        self.controls, self.broken = controls, False
+
+    def __call__(self, stream: str, data: bytes) -> None:
+        if self.broken and stream == "stdout":
+            return
+        out = sys.stdout.buffer if stream == "stdout" else sys.stderr.buffer
+        try:
+            out.write(data)
+            out.flush()
+        except BrokenPipeError:
+            if stream == "stdout" and not self.broken:
+                self.broken = True
+                self.controls.pending.append(signal.SIGPIPE)
+                # what is still buffered must not fail again at exit
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def run(container, command: list[str], timeout: float | None, interactive: bool, tty: bool) -> int:
@@ -101,5 +118,5 @@ def run(container, command: list[str], timeout: float | None, interactive: bool,
         if tty and forward and stdin_tty:
             stack.enter_context(raw_terminal(sys.stdin.fileno()))
         r = container.run(command, timeout=timeout, env=env, stdin=sys.stdin.buffer if forward else None,
-                          on_data=_write, tty=size, controls=controls)
+                          on_data=Output(controls), tty=size, controls=controls)
     return r.exit_code

@@ -89,6 +89,13 @@ class TestExactOutput:
         assert took < 8, took
 
 
+    def test_reader_gone_sends_sigpipe(self, env, web):
+        """run NAME -- yes | head -1 ends: the command gets SIGPIPE when our reader is gone."""
+        proc = subprocess.run(f"{' '.join(CLI)} run {web} -- yes | head -1; echo ${{PIPESTATUS[0]}}",
+                              shell=True, executable="/bin/bash", env=env, capture_output=True, timeout=60)
+        assert proc.stdout == b"y\n141\n" and b"Traceback" not in proc.stderr, proc.stderr
+
+
 class TestOptions:
     def test_options_after_name(self, env, web):
         """run NAME --timeout S -- CMD reads --timeout as ours, not as the command."""
