@@ -123,6 +123,13 @@ def stdin_message(cmd_id: str, data: bytes | None = None, eof: bool = False) -> 
     return msg
 
 
+def stdin_payload(cmd_id: str, data: bytes) -> bytes:
+    """encode(stdin_message(cmd_id, data)) without json.dumps of a big string: the hot path
+    of a streamed stdin (base64 needs no JSON escaping)."""
+    return b'{"v":%d,"type":"stdin","id":%s,"data":"%s"}' % (
+        VERSION, json.dumps(cmd_id).encode(), base64.b64encode(data))
+
+
 # -- builders (agent -> host)
 
 def pong_message(pid: int, uptime: float) -> dict:

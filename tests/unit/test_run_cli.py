@@ -92,3 +92,10 @@ class TestProtocol:
                     {"v": 1, "type": "resize", "id": "c", "rows": 1}):
             with pytest.raises(p.ProtocolError):
                 p.validate_request(bad)
+
+    @pytest.mark.parametrize("cmd_id, data", [("c", b""), ("é\"x", b"\x00\xff" * 100), ("1", b"abc\n")])
+    def test_fast_stdin_payload_is_the_message(self, cmd_id, data):
+        """The hand-built stdin payload decodes to exactly stdin_message()."""
+        msg = p.decode(p.stdin_payload(cmd_id, data))
+        assert msg == p.stdin_message(cmd_id, data) and p.unb64(msg["data"]) == data
+

@@ -114,7 +114,7 @@ class CommandCall:
             chunk = b""  # a terminal that went away: its end of file
         if chunk:
             self.sent += len(chunk)
-            self._send(p.stdin_message(self.cid, chunk), block=True)
+            self.sock.send(p.stdin_payload(self.cid, chunk))
         else:
             self._stdin_done()
             self._send(p.stdin_message(self.cid, eof=True), block=True)
@@ -138,7 +138,7 @@ class CommandCall:
             self.sock.send(p.encode(p.stdin_message(self.cid, eof=True)))
         else:
             self.sent += len(chunk)
-            self.sock.send(p.encode(p.stdin_message(self.cid, chunk)))
+            self.sock.send(p.stdin_payload(self.cid, chunk))
         self.poked = time.monotonic()
 
     def _send_controls(self) -> None:
