@@ -306,6 +306,45 @@ def bench_run(ctx: Context) -> list[dict]:
     ]
 
 
+def bench_run_output(ctx: Context) -> list[dict]:
+    """seq 1000000 (6.9 MB in 1M lines) through the CLI and the API vs lxc-attach, all into a pipe
+    (goal: the API within 1.5x; the CLI pays its own start too)"""
+    svc = ctx.svc
+    c = svc.provision()
+    ctx.sb.on_cleanup(lambda: _destroy_quietly(c))
+    c.start()
+    lxcpath = svc.settings.layout.lxcpath
+    exe = os.path.join(os.path.dirname(sys.executable), "appcontainers")
+    env = {**os.environ, "APPCONTAINERS_ROOT": svc.settings.root, "APPCONTAINERS_BRIDGE": "acbench0",
+           "APPCONTAINERS_SUBNET": B.SUBNETS["acbench0"]}
+    want = 6888896  # bytes of seq 1000000
+
+    def cli():
+        assert len(B.sh([exe, "run", c.name, "--", "seq", "1000000"], env=env).stdout) == want
+
+    def api():
+        got = [0]
+        c.run(["seq", "1000000"], on_data=lambda stream, data: got.__setitem__(0, got[0] + len(data)))
+        assert got[0] == want
+
+    def raw():
+        assert len(B.sh(["lxc-attach", "-P", lxcpath, "-n", c.name, "--", "seq", "1000000"]).stdout) == want
+
+    n = ctx.reps(11, 3)
+    ta, tb = B.paired(cli, raw, n, warmup=1)
+    tc, td = B.paired(ctx.lib("run_output", api), raw, n, warmup=1)
+    tt = [B.timed(B.sh, [exe, "run", c.name, "--", "true"], env=env)[0] for _ in range(n)]
+    _destroy_quietly(c)
+    return [
+        row("run_output", "CLI run -- seq 1000000 into a pipe", B.stats(ta), B.stats(tb),
+            raw_label="lxc-attach -- seq 1000000",
+            note=f"whole CLI process; `appcontainers run NAME -- true` alone takes "
+                 f"{B.fmt_time(B.stats(tt)['median'])} (start, imports, connect)"),
+        row("run_output", "c.run(['seq', '1000000'], on_data=...)", B.stats(tc), B.stats(td), goal=("<=", 1.5),
+            raw_label="lxc-attach -- seq 1000000", note="output in chunks as read, not a message per line"),
+    ]
+
+
 def _destroy_quietly(c) -> None:
     try:
         c.destroy()
@@ -772,6 +811,7 @@ BENCHES = {
     "cli": bench_cli,
     "provision": bench_provision,
     "run": bench_run,
+    "run_output": bench_run_output,
     "reservations": bench_reservations,
     "many": bench_many,
     "save": bench_save,

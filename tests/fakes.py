@@ -464,14 +464,20 @@ class FakeAgentClient:
         self._reach()
         return True
 
-    def run(self, argv=None, shell=None, env=None, cwd=None, stdin=None, timeout=None, on_output=None):
+    def run(self, argv=None, shell=None, env=None, cwd=None, stdin=None, timeout=None, on_output=None,
+            *, on_data=None, tty=None, controls=None):
         self._reach()
-        self.runs.append({"argv": argv, "shell": shell, "env": env, "cwd": cwd, "stdin": stdin})
+        if stdin is not None and not isinstance(stdin, bytes):  # a stream: what the command would read
+            stdin = stdin.read() if hasattr(stdin, "read") else b"".join(stdin)
+        self.runs.append({"argv": argv, "shell": shell, "env": env, "cwd": cwd, "stdin": stdin,
+                          **({"tty": tty} if tty is not None else {})})
         self.run_keys.append(self.server_key)
         code, out, err = self.reply
         cid = f"c{len(self.runs)}"
         self.records.append({"v": 1, "type": "started", "id": cid, "pid": 100 + len(self.runs)})
         for stream, data in (("stdout", out), ("stderr", err)):
+            if on_data is not None and data:
+                on_data(stream, data)
             for seq, line in enumerate(data.splitlines(keepends=True)):
                 self.records.append({"v": 1, "type": "output", "id": cid, "stream": stream, "seq": seq,
                                      "data": line.decode(errors="replace")})

@@ -71,10 +71,18 @@ def unb64(text: str) -> bytes:
 # -- builders (host -> agent)
 
 def run_request(cmd_id: str, argv=None, shell=None, env=None, cwd=None, stdin: bytes | None = None,
-                stdin_stream=False, timeout=None, check: bool = True) -> dict:
+                stdin_stream=False, timeout=None, check: bool = True, chunks: bool = False,
+                tty: tuple[int, int] | None = None) -> dict:
     """A run request; ProtocolError when it is malformed (check=False: the agent's own
-    startup commands, whose failures the runner reports as the command's)."""
+    startup commands, whose failures the runner reports as the command's).
+
+    chunks: output comes as read (any size up to MAX_LINE), not split into lines; tty: run
+    it on a pseudo-terminal of (rows, cols) (0, 0: unknown), its output on stdout as read."""
     msg: dict = {"v": VERSION, "type": "run", "id": cmd_id}
+    if chunks:
+        msg["chunks"] = True
+    if tty is not None:
+        msg["tty"] = {"rows": tty[0], "cols": tty[1]}
     if argv is not None:
         msg["argv"] = list(argv)
     if shell is not None:
@@ -100,6 +108,11 @@ def kill_request(cmd_id: str, signal: int = 15) -> dict:
     return {"v": VERSION, "type": "kill", "id": cmd_id, "signal": signal}
 
 
+def resize_request(cmd_id: str, rows: int, cols: int) -> dict:
+    """A new window size for a command running on a pseudo-terminal."""
+    return {"v": VERSION, "type": "resize", "id": cmd_id, "rows": rows, "cols": cols}
+
+
 def stdin_message(cmd_id: str, data: bytes | None = None, eof: bool = False) -> dict:
     """A piece of a streamed stdin; data=b"" asks only for an acknowledgement."""
     msg: dict = {"v": VERSION, "type": "stdin", "id": cmd_id}
@@ -108,6 +121,13 @@ def stdin_message(cmd_id: str, data: bytes | None = None, eof: bool = False) -> 
     if eof:
         msg["eof"] = True
     return msg
+
+
+def stdin_payload(cmd_id: str, data: bytes) -> bytes:
+    """encode(stdin_message(cmd_id, data)) without json.dumps of a big string: the hot path
+    of a streamed stdin (base64 needs no JSON escaping)."""
+    return b'{"v":%d,"type":"stdin","id":%s,"data":"%s"}' % (
+        VERSION, json.dumps(cmd_id).encode(), base64.b64encode(data))
 
 
 # -- builders (agent -> host)
@@ -211,7 +231,14 @@ _RUN_FIELDS = (
     ("cwd", _is_arg, "cwd must be a string without NUL"),
     ("stdin", _is_b64, "stdin must be a base64 string"),
     ("stdin_stream", lambda v: isinstance(v, bool), "stdin_stream must be a boolean"),
+    ("chunks", lambda v: isinstance(v, bool), "chunks must be a boolean"),
+    ("tty", lambda v: isinstance(v, dict) and _is_size(v.get("rows")) and _is_size(v.get("cols")),
+     "tty must be {rows, cols} with integers from 0 to 65535"),
 )
+
+
+def _is_size(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 65536
 
 
 def _check_run(msg: dict) -> None:
@@ -231,6 +258,12 @@ def _check_kill(msg: dict) -> None:
         raise ProtocolError("kill: signal must be an integer from 1 to 64")
 
 
+def _check_resize(msg: dict) -> None:
+    _need_id(msg)
+    if not (_is_size(msg.get("rows")) and _is_size(msg.get("cols"))):
+        raise ProtocolError("resize: rows and cols must be integers from 0 to 65535")
+
+
 def _check_stdin(msg: dict) -> None:
     _need_id(msg)
     _check_fields(msg, (("data", _is_b64, "data must be a base64 string"),
@@ -243,6 +276,7 @@ _CHECKS = {
     "kill": _check_kill,
     "attach": _need_id,
     "stdin": _check_stdin,
+    "resize": _check_resize,
 }
 REQUEST_TYPES = frozenset(_CHECKS)
 

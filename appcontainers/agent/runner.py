@@ -18,6 +18,7 @@ from typing import cast
 
 from . import protocol as p
 from .lines import LineSplitter
+from .spawn import set_size, spawn_pipes, spawn_pty
 
 OK, AGAIN, GONE = "ok", "again", "gone"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -43,6 +44,8 @@ class Command:
         self.stdin_eof = False
         self.stdin_stream = False  # stdin arrives in messages, acknowledged as written
         self.stdin_written = 0
+        self.chunked = False  # output goes out as read, not split into lines
+        self.tty_fd: int | None = None  # the pseudo-terminal's master, for resizes
         self.deadline: float | None = None
         self.timed_out = False
         self.status: int | None = None  # waitpid status once reaped
@@ -82,37 +85,54 @@ class Runner:
             return self.reply(peer, p.error_message(f"command {cid!r} is already running", cid, "duplicate"))
         self.finished.pop(cid, None)
         cmd = self.commands[cid] = Command(cid, peer, startup)
-        argv = req["argv"] if "argv" in req else ["/bin/sh", "-c", req["shell"]]
-        env = {**self.base_env, **req.get("env", {})}
-        cwd = req.get("cwd") or "/"
-        piped_stdin = "stdin" in req or req.get("stdin_stream", False)
         try:
-            cmd.proc, out_r, err_r, in_w = _spawn(argv, env, cwd, piped_stdin)
+            in_w = self._start(cmd, req)
         except (OSError, ValueError) as e:
-            missing = isinstance(e, FileNotFoundError) and e.filename != cwd
-            what = f"cwd {cwd}" if getattr(e, "filename", None) == cwd else argv[0]
-            reason = "command not found" if missing else getattr(e, "strerror", None) or str(e)
-            self._line(cmd, "stderr", f"appcontainers-agent: {what}: {reason}\n".encode(), time.time())
-            cmd.status = (127 if missing else 126) << 8  # what a shell answers
-            return self._finish(cmd)
-        cmd.pid = cmd.proc.pid
+            return self._failed_start(cmd, req, e)
+        cmd.pid = cast(subprocess.Popen, cmd.proc).pid
         self.by_pid[cmd.pid] = cmd
-        for fd, stream in ((out_r, "stdout"), (err_r, "stderr")):
-            os.set_blocking(fd, False)
-            cmd.fds[fd] = stream
-            self.by_fd[fd] = cmd
-        if piped_stdin:
+        if in_w is not None:
             os.set_blocking(in_w, False)
             cmd.stdin_fd = in_w
             cmd.stdin_buf += p.unb64(req["stdin"]) if "stdin" in req else b""
-            cmd.stdin_eof = "stdin" in req
             cmd.stdin_stream = bool(req.get("stdin_stream"))
+            cmd.stdin_eof = not cmd.stdin_stream
             self._write_stdin(cmd)
         if req.get("timeout") is not None:
             cmd.deadline = self.clock() + req["timeout"]
         self._emit(cmd, p.started_message(cid, cmd.pid))
         self._event(p.event("command_started", id=cid, pid=cmd.pid))
         self._flush(cmd)
+
+    def _start(self, cmd: Command, req: dict) -> int | None:
+        """Spawn the command and watch its output; the fd to write its stdin to, if it has one."""
+        argv = req["argv"] if "argv" in req else ["/bin/sh", "-c", req["shell"]]
+        env = {**self.base_env, **req.get("env", {})}
+        cwd = req.get("cwd") or "/"
+        if "tty" in req:
+            cmd.proc, out_r, in_w = spawn_pty(argv, env, cwd, req["tty"]["rows"], req["tty"]["cols"])
+            cmd.tty_fd, cmd.chunked = out_r, True
+            outputs: tuple[tuple[int, str], ...] = ((out_r, "stdout"),)
+        else:
+            piped_stdin = "stdin" in req or req.get("stdin_stream", False)
+            cmd.proc, out_r, err_r, in_w = spawn_pipes(argv, env, cwd, piped_stdin)
+            cmd.chunked, outputs = bool(req.get("chunks")), ((out_r, "stdout"), (err_r, "stderr"))
+        for fd, stream in outputs:
+            os.set_blocking(fd, False)
+            cmd.fds[fd] = stream
+            self.by_fd[fd] = cmd
+        return in_w
+
+    def _failed_start(self, cmd: Command, req: dict, e: Exception) -> None:
+        """What a shell answers for a command it cannot execute: a line on stderr, 127 or 126."""
+        argv = req["argv"] if "argv" in req else ["/bin/sh"]
+        cwd = req.get("cwd") or "/"
+        missing = isinstance(e, FileNotFoundError) and e.filename != cwd
+        what = f"cwd {cwd}" if getattr(e, "filename", None) == cwd else argv[0]
+        reason = "command not found" if missing else getattr(e, "strerror", None) or str(e)
+        self._line(cmd, "stderr", f"appcontainers-agent: {what}: {reason}\n".encode(), time.time())
+        cmd.status = (127 if missing else 126) << 8
+        self._finish(cmd)
 
     def start_startup(self, index: int, shell: str) -> None:
         self._req_run(None, p.run_request(f"startup-{index}", shell=shell, check=False), startup=True)
@@ -131,6 +151,12 @@ class Runner:
         if req["id"] in self.finished:
             return self.reply(peer, self.finished[req["id"]])
         self.reply(peer, p.error_message(f"no command {req['id']!r}", req["id"], "unknown"))
+
+    def _req_resize(self, peer, req):
+        cmd = self.commands.get(req["id"])
+        if cmd is None or cmd.tty_fd is None or cmd.tty_fd not in cmd.fds:
+            return  # not on a terminal, or its terminal is closed: nothing to resize
+        set_size(cmd.tty_fd, req["rows"], req["cols"])
 
     def _req_stdin(self, peer, req):
         cmd = self.commands.get(req["id"])
@@ -270,8 +296,11 @@ class Runner:
             self._eof(cmd, fd)
             return True
         stream, ts = cmd.fds[fd], time.time()
-        for raw in cmd.splitters[stream].feed(data):
-            self._line(cmd, stream, raw, ts)
+        if cmd.chunked:  # READ_SIZE is MAX_LINE: a chunk is never longer than a line may be
+            self._line(cmd, stream, data, ts)
+        else:
+            for raw in cmd.splitters[stream].feed(data):
+                self._line(cmd, stream, raw, ts)
         self._flush(cmd)
         return True
 
@@ -358,25 +387,6 @@ class Runner:
             self._flush(cmd)
         if cmd.done and not cmd.queue:
             self.commands.pop(cmd.id, None)
-
-
-def _spawn(argv, env, cwd, piped_stdin):
-    """(Popen, stdout read fd, stderr read fd, stdin write fd or None); on failure no fd leaks."""
-    fds: list[int] = []
-    try:
-        for _ in range(3 if piped_stdin else 2):
-            fds.extend(os.pipe2(os.O_CLOEXEC))
-        out_r, out_w, err_r, err_w, *stdin_pipe = fds
-        in_r, in_w = stdin_pipe or (subprocess.DEVNULL, None)
-        proc = subprocess.Popen(argv, stdin=in_r, stdout=out_w, stderr=err_w, env=env, cwd=cwd,
-                                start_new_session=True, close_fds=True)
-    except BaseException:
-        for fd in fds:
-            os.close(fd)
-        raise
-    for fd in (out_w, err_w, *stdin_pipe[:1]):
-        os.close(fd)  # the child has its copies
-    return proc, out_r, err_r, in_w
 
 
 def _killpg(pid: int, sig: int) -> None:

@@ -15,6 +15,9 @@ from .firewall import RootRules
 from .state import State
 
 LineCallback = Callable[[str, str], None]  # (stream name "stdout"/"stderr", line without newline)
+DataCallback = Callable[[str, bytes], None]  # (stream name, output bytes exactly as they came)
+# What a running command's caller sends it now: signals (int) and terminal sizes ((rows, cols)).
+Controls = Callable[[], "list[int | tuple[int, int]]"]
 Progress = Callable[[int], None]           # percent done
 JsonDict = dict[str, Any]                  # a manifest, an agent config or record, as JSON has it
 IdMap = tuple[int, int]                    # (first host id, count): container id 0 is host id first
@@ -119,9 +122,12 @@ class AgentClient(Protocol):
         """The agent answers now (so the container runs)."""
     def wait_ready(self, timeout: float) -> bool: ...
     def run(self, argv: list[str] | None = None, shell: str | None = None, env: dict[str, str] | None = None,
-            cwd: str | None = None, stdin: bytes | None = None, timeout: float | None = None,
-            on_output: LineCallback | None = None) -> tuple[int, bytes, bytes, JsonDict]:
-        """(exit code, stdout, stderr, the agent's result record)."""
+            cwd: str | None = None, stdin: Any = None, timeout: float | None = None,
+            on_output: LineCallback | None = None, *, on_data: DataCallback | None = None,
+            tty: tuple[int, int] | None = None,
+            controls: Controls | None = None) -> tuple[int, bytes, bytes, JsonDict]:
+        """(exit code, stdout, stderr, the agent's result record). stdin: bytes or a stream
+        (a binary file, an iterable of bytes); tty=(rows, cols): on a pseudo-terminal."""
     def logs(self, since: int = 0, follow: bool = False) -> Iterator[tuple[int, JsonDict]]:
         """(offset, record) pairs of the agent's log from since; follow waits for more."""
 

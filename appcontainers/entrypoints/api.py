@@ -73,10 +73,16 @@ class Container:
     def destroy(self) -> None:
         self._svc.containers.destroy(self.name)
 
-    def run(self, command, timeout=None, on_output=None, env=None, cwd=None, stdin=None):
-        """Run command (a str under /bin/sh -c, or an argv list); blocks until it ends."""
+    def run(self, command, timeout=None, on_output=None, env=None, cwd=None, stdin=None, *,
+            on_data=None, tty=None, controls=None):
+        """Run command (a str under /bin/sh -c, or an argv list); blocks until it ends.
+
+        stdin: bytes or a stream (binary file, iterable of bytes) sent as the command reads;
+        on_output(stream, line) per line, on_data(stream, bytes) exactly as output comes;
+        tty=(rows, cols): on a pseudo-terminal; controls(): signals and sizes to send now."""
         return self._svc.containers.run(self.name, command, timeout=timeout, on_output=on_output,
-                                        env=env, cwd=cwd, stdin=stdin)
+                                        env=env, cwd=cwd, stdin=stdin, on_data=on_data, tty=tty,
+                                        controls=controls)
 
     def create_file(self, path: str, content, mode: int = 0o644) -> str:
         return self._svc.containers.create_file(self.name, path, content, mode)

@@ -163,34 +163,66 @@ _simple("stop", "Stop a container (an ephemeral one is removed).")
 _simple("rm", "Destroy a container and free its address and MAC.")
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+def _options_first(args: list[str], valued: set[str]) -> list[str]:
+    """run's arguments as click reads them: options (before or after NAME), NAME, "--", the
+    command. The command starts at "--" or at the first word after NAME that is no option,
+    as in `docker exec`: `run web --timeout 2 -- sleep 1`, `run -it web sh`."""
+    opts: list[str] = []
+    name: list[str] = []
+    i, dashes = 0, False
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            i, dashes = i + 1, True
+            break
+        if arg.startswith("-") and arg != "-":
+            opts += args[i:i + 2] if arg in valued else [arg]
+            i += 2 if arg in valued else 1
+        elif not name:
+            name, i = [arg], i + 1
+        else:
+            break
+    command = args[i:]
+    return opts + name + (["--", *command] if command or dashes else [])
+
+
+class _RunCommand(click.Command):
+    def parse_args(self, ctx, args):
+        valued = {o for p in self.params if isinstance(p, click.Option) and not p.is_flag for o in p.opts}
+        return super().parse_args(ctx, _options_first(list(args), valued))
+
+
+@main.command(cls=_RunCommand, context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.argument("name")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.option("--timeout", type=float, help="Kill the command after this many seconds.")
+@click.option("-i", "--interactive", is_flag=True,
+              help="Send stdin to the command even when it is a terminal (a pipe or file always is).")
+@click.option("-t", "--tty", is_flag=True,
+              help="Run the command on a terminal (with -i from a terminal: an interactive session).")
 @json_option
-def run(name, command, timeout, as_json):
-    """Run a command in a container: appcontainers run NAME -- CMD [ARGS...].
+def run(name, command, timeout, interactive, tty, as_json):
+    """Run a command in a container: appcontainers run [-it] NAME [--timeout S] -- CMD [ARGS...].
 
-    Streams its output and exits with its exit code."""
+    Streams stdin in (when it is not a terminal, or with -i) and the output out, byte for
+    byte; Ctrl-C and SIGTERM go to the command (a second Ctrl-C kills it); exits with its exit
+    code (128+N when signal N ended it)."""
+    from . import run_session
+
     command = list(command)
     if command and command[0] == "--":
         command = command[1:]
     if not command:
         raise click.UsageError("no command given: appcontainers run NAME -- CMD [ARGS...]")
-    svc = service()
-    c = svc.get(name)
+    c = service().get(name)
     if as_json:
-        r = c.run(command, timeout=timeout)
+        stdin = sys.stdin.buffer if sys.stdin is not None and (interactive or not sys.stdin.isatty()) else None
+        r = c.run(command, timeout=timeout, stdin=stdin)
         emit(True, {"exit_code": r.exit_code, "stdout": r.stdout, "stderr": r.stderr})
+        code = r.exit_code
     else:
-        def show(stream, line):
-            out = sys.stdout if stream == "stdout" else sys.stderr
-            out.write(line if line.endswith("\n") else line + "\n")
-            out.flush()
-
-        r = c.run(command, timeout=timeout, on_output=show)
-    code = r.exit_code
-    sys.exit(code if 0 <= code < 256 else 128 + (-code if code < 0 else 0))
+        code = run_session.run(c, command, timeout, interactive, tty)
+    sys.exit(run_session.exit_status(code))
 
 
 @main.command()

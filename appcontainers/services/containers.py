@@ -15,7 +15,7 @@ from ..domain.exceptions import (AgentUnavailable, AppContainersError, Container
 from ..domain.image import Image, lineage
 from ..domain.network import MacGenerator
 from ..domain.paths import container_path
-from ..domain.ports import AgentClient, JsonDict, LineCallback
+from ..domain.ports import AgentClient, Controls, DataCallback, JsonDict, LineCallback
 from ..domain.reservation import DESTROYING, PIDS_DEFAULT, PROVISIONING, READY, Reservation, validate_name
 from ..domain.sizes import MIN_DISK, parse_size
 from ..domain.firewall import table_name
@@ -473,7 +473,10 @@ class ContainerService:
     @host_errors("run")
     def run(self, name: str, command: str | Sequence[str], timeout: float | None = None,
             on_output: LineCallback | None = None, env: dict[str, str] | None = None,
-            cwd: str | None = None, stdin: bytes | None = None) -> RunResult:
+            cwd: str | None = None, stdin: Any = None, *, on_data: DataCallback | None = None,
+            tty: tuple[int, int] | None = None, controls: Controls | None = None) -> RunResult:
+        """on_data, tty and controls need the agent (every base has it); without one they are
+        refused, except on_data, which then gets the output once the command has ended."""
         argv, shell = plans.command(command)
         state = self.p.repo.read()
         r = state.get(name)
@@ -485,12 +488,18 @@ class ContainerService:
                 self.start(name)
                 client = self.agent(name)  # the start made a new key
             code, out, err, _ = client.run(argv=argv, shell=shell, env=env, cwd=cwd, stdin=stdin,
-                                           timeout=timeout, on_output=on_output)
-        else:
-            if self.p.driver.state(name) != "RUNNING":
-                self.start(name)
-            code, out, err = self.p.driver.attach(name, argv or ["/bin/sh", "-c", shell or ""], env, cwd,  # one of the two is set
-                                                  timeout, on_output, stdin)
+                                           timeout=timeout, on_output=on_output, on_data=on_data,
+                                           tty=tty, controls=controls)
+            return RunResult(exit_code=code, stdout=out, stderr=err)
+        if tty is not None or controls is not None:
+            raise InvalidValue(f"container {name} has no agent: no terminal and no signals for its commands")
+        if self.p.driver.state(name) != "RUNNING":
+            self.start(name)
+        code, out, err = self.p.driver.attach(name, argv or ["/bin/sh", "-c", shell or ""], env, cwd,  # one of the two is set
+                                              timeout, on_output, _whole(stdin))
+        for stream, data in (("stdout", out), ("stderr", err)):
+            if on_data is not None and data:
+                on_data(stream, data)
         return RunResult(exit_code=code, stdout=out, stderr=err)
 
     def _ready(self, name: str) -> Reservation:
@@ -580,3 +589,12 @@ class ContainerService:
     def agent_endpoints(self) -> dict[str, tuple[str, str | None]]:
         """{name: (agent dir, the key its agent must hold)} of every container."""
         return {r.name: (self.layout.agent_dir(r.name), r.agent_key) for r in self.list()}
+
+
+def _whole(stdin: Any) -> bytes | None:
+    """A streamed stdin read to its end (lxc-attach takes bytes)."""
+    if stdin is None or isinstance(stdin, (bytes, bytearray, memoryview)):
+        return None if stdin is None else bytes(stdin)
+    if hasattr(stdin, "read"):
+        return bytes(stdin.read())
+    return b"".join(x.encode() if isinstance(x, str) else bytes(x) for x in stdin)

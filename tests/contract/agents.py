@@ -66,6 +66,18 @@ class AgentsContract:
         assert record["type"] == "exit" and record["code"] == 3 and record["id"]
         assert sorted(lines) == [("stderr", "err"), ("stdout", "more"), ("stdout", "out")]
 
+    def test_on_data_gets_the_output_exactly(self, agents, world):
+        """on_data(stream, bytes) gets the output as it is (no newline added); per stream, the
+        pieces joined are what run() returns."""
+        client = started(agents, world)
+        got = {"stdout": b"", "stderr": b""}
+
+        def on_data(stream: str, data: bytes) -> None:
+            got[stream] += data
+
+        code, out, err, _ = client.run(argv=world.command(client, "a\nbc", "err", 0), on_data=on_data)
+        assert (code, got["stdout"], got["stderr"]) == (0, b"a\nbc", b"err") and (out, err) == (b"a\nbc", b"err")
+
     def test_logs_yield_the_commands_records(self, agents, world):
         """logs(since) yields (offset, record) from since, offsets rising: a command's started,
         output and exit records (the exit soon after run() returns); since the last, nothing more."""

@@ -211,6 +211,45 @@ class TestRunning:
         assert b"".join(pieces) == b"x" * size and max(map(len, pieces)) <= p.MAX_LINE
 
 
+class TestChunksAndTerminals:
+    def test_chunked_output_comes_as_read_exactly(self, world):
+        """chunks: output goes out as read (many lines a message), byte-exact, seq in order."""
+        runner, sock, log, _ = world
+        run(runner, id="ch", shell="seq 20000; printf 'no newline'", chunks=True)
+        drive(runner, finished(runner, "ch"))
+        outs = [m for m in sock.to(A, "ch") if m["type"] == "output"]
+        want = "".join(f"{i}\n" for i in range(1, 20001)).encode() + b"no newline"
+        assert output(outs) == want and len(outs) < 200
+        assert [m["seq"] for m in outs] == list(range(len(outs)))
+        assert output(log.of("ch")) == want
+
+    def test_tty_command_has_a_terminal_of_the_given_size(self, world):
+        """tty: stdin, stdout and stderr are one terminal of rows x cols, its controlling one."""
+        runner, sock, _, _ = world
+        run(runner, id="t", shell="stty size; tty >/dev/null && echo tty; echo err >&2; "
+                                  "ps -o tty= -p $$ >/dev/null; exit 4", tty={"rows": 33, "cols": 101})
+        drive(runner, finished(runner, "t"))
+        msgs = sock.to(A, "t")
+        text = output(msgs).replace(b"\r\n", b"\n")
+        assert text.startswith(b"33 101\ntty\nerr\n") and output(msgs, "stderr") == b""
+        assert msgs[-1]["code"] == 4
+
+    def test_tty_takes_stdin_and_ctrl_c_interrupts_the_foreground(self, world):
+        """Bytes written to a tty command reach it as typed; ^C is SIGINT to its foreground group."""
+        runner, sock, _, _ = world
+        run(runner, id="i", argv=["sh"], tty={"rows": 0, "cols": 0}, stdin_stream=True)
+        for data in (b"echo $((6*7))\n", b"sleep 30\n"):
+            runner.handle(A, {"v": 1, "type": "stdin", "id": "i", "data": p.b64(data)})
+        drive(runner, lambda: b"42" in output(sock.to(A, "i")))
+        time.sleep(0.3)
+        runner.handle(A, {"v": 1, "type": "stdin", "id": "i", "data": p.b64(b"\x03")})
+        runner.handle(A, {"v": 1, "type": "resize", "id": "i", "rows": 20, "cols": 70})
+        runner.handle(A, {"v": 1, "type": "stdin", "id": "i", "data": p.b64(b"stty size; exit 3\n")})
+        drive(runner, finished(runner, "i"), timeout=10)
+        msgs = sock.to(A, "i")
+        assert b"20 70" in output(msgs) and msgs[-1]["code"] == 3
+
+
 class TestPeers:
     def test_back_pressure_stops_reading_until_the_peer_takes_more(self, world):
         """While the peer takes nothing, the pipes are not read and the command blocks."""

@@ -48,3 +48,15 @@ class TestLogRecord:
                       "data_b64": base64.b64encode(b"x").decode()})]
         assert [(r.offset, r.kind, r.text) for r in log_records(pairs)] == [(1, "started", ""),
                                                                           (2, "output", "x")]
+
+    def test_chunked_output_is_viewed_as_lines(self):
+        """Output records holding several lines, or pieces of one, come out one line a record."""
+        out = lambda data, cid="a", stream="stdout": {"type": "output", "id": cid, "stream": stream, "data": data}
+        pairs = [(1, out("one\ntw")), (2, out("o\nthr")), (3, out("err", stream="stderr")),
+                 (4, out("x\n", cid="b")), (5, {"type": "exit", "id": "a", "code": 0}),
+                 (6, out("\xe9\n", cid="b"))]
+        got = [(r.offset, r.command_id, r.kind, r.text) for r in log_records(pairs)]
+        assert got == [(1, "a", "output", "one\n"), (2, "a", "output", "two\n"), (4, "b", "output", "x\n"),
+                       (2, "a", "output", "thr"), (3, "a", "output", "err"), (5, "a", "exit", ""),
+                       (6, "b", "output", "\xe9\n")]
+

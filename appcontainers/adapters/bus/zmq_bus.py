@@ -22,7 +22,7 @@ from ...agent import protocol as p
 from ...agent.logfile import read_log
 from ...agent.retry import attempts
 from ..host.process import chunks
-from .command_call import CommandCall
+from .command_call import CommandCall, Handlers, Stdin
 from ...domain.exceptions import AgentUnavailable, CommandTimeout, InvalidValue
 
 SILENCE = 2.0  # seconds without any message before run() pings the agent
@@ -204,25 +204,30 @@ class AgentClient:
         return False
 
     def run(self, argv: list[str] | None = None, shell: str | None = None, env: dict | None = None,
-            cwd: str | None = None, stdin: bytes | None = None, timeout: float | None = None,
+            cwd: str | None = None, stdin: Any = None, timeout: float | None = None,
             on_output: Callable[[str, str], None] | None = None, capture: bool = True,
-            command_id: str | None = None) -> tuple[int, bytes, bytes, dict]:
+            command_id: str | None = None, on_data: Callable[[str, bytes], None] | None = None,
+            tty: tuple[int, int] | None = None,
+            controls: Callable[[], list] | None = None) -> tuple[int, bytes, bytes, dict]:
         """Run a command in the container; returns (exit code, stdout, stderr, exit message).
 
-        The exit code is -N when signal N killed it. on_output(stream, line) gets each line
-        as it arrives, without its trailing newline (undecodable bytes replaced); stdout and
-        stderr come back byte-exact. capture=False keeps no output (they come back empty),
-        for output too big to hold. Raises CommandTimeout when the agent killed it at
-        timeout, AgentUnavailable when the agent is gone, InvalidValue for a bad request.
+        The exit code is -N when signal N killed it. stdin: bytes, or a stream sent as the
+        command reads it (a binary file with a descriptor is read only when readable, so a
+        terminal or a slow pipe never holds up the output; any other file or iterable of
+        bytes is read when the agent has room). on_output(stream, line) gets each line as it
+        arrives, without its trailing newline (undecodable bytes replaced); on_data(stream,
+        data) gets the output exactly as it comes, in chunks; stdout and stderr come back
+        byte-exact. capture=False keeps no output (they come back empty), for output too big
+        to hold. tty=(rows, cols) runs it on a pseudo-terminal (its output all on stdout).
+        controls() is asked often for what to send: signals (ints) for the command's process
+        group, (rows, cols) for its terminal. Raises CommandTimeout when the agent killed it
+        at timeout, AgentUnavailable when the agent is gone, InvalidValue for a bad request.
         """
         cid = command_id or uuid.uuid4().hex
-        feed = None
-        if stdin is not None and not isinstance(stdin, (bytes, bytearray, memoryview)):
-            feed = chunks(stdin)  # a stream: sent as the command runs, then end of file
-            stdin = None
+        source = _stdin_source(stdin)
         try:
-            req = p.run_request(cid, argv, shell, env, cwd, None if stdin is None else bytes(stdin),
-                                stdin_stream=feed is not None, timeout=timeout)
+            req = p.run_request(cid, argv, shell, env, cwd, None if source.open or stdin is None else bytes(stdin),
+                                stdin_stream=source.open, timeout=timeout, chunks=True, tty=tty)
         except p.ProtocolError as e:
             raise InvalidValue(str(e)) from None
         what = shell if shell is not None else " ".join(cast(list[str], argv))  # one of them is set
@@ -231,7 +236,8 @@ class AgentClient:
         sock = self._dealer()
         try:
             sock.send(p.encode(req))
-            return CommandCall(self, sock, cid, what, feed, timeout, capture, on_output).wait()
+            return CommandCall(self, sock, cid, what, source, timeout, capture,
+                               Handlers(on_output, on_data, controls)).wait()
         finally:
             sock.close(linger=0)
 
@@ -307,6 +313,16 @@ class EventStream:
 
     def __del__(self):
         self.close()
+
+
+def _stdin_source(stdin) -> Stdin:
+    """A streamed stdin's source (an empty one for bytes or None)."""
+    if stdin is None or isinstance(stdin, (bytes, bytearray, memoryview)):
+        return Stdin()
+    try:
+        return Stdin(fd=stdin.fileno())
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return Stdin(feed=chunks(stdin))
 
 
 def _is_socket(path: str) -> bool:
