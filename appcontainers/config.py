@@ -48,6 +48,9 @@ class Settings:
     # What the root's containers may reach on the host (domain.firewall): "default", the other
     # containers of the root but none of the host's own services; "open", those too.
     isolation: str = attrs.field(default="default")
+    # Where the root's resolver (dnsmasq on the bridge's gateway) forwards the names that are
+    # not its containers': the servers of this resolv.conf-style file (re-read when it changes).
+    dns_upstream: str = "/etc/resolv.conf"
 
     @isolation.validator
     def _check_isolation(self, _attr, value):
@@ -74,7 +77,8 @@ class Settings:
         values: dict[str, Any] = {}
         for key, field in (("APPCONTAINERS_ROOT", "root"), ("APPCONTAINERS_BRIDGE", "bridge"),
                            ("APPCONTAINERS_SUBNET", "subnet"), ("APPCONTAINERS_MOUNTER", "mounter"),
-                           ("APPCONTAINERS_ISOLATION", "isolation")):
+                           ("APPCONTAINERS_ISOLATION", "isolation"),
+                           ("APPCONTAINERS_DNS_UPSTREAM", "dns_upstream")):
             if env.get(key):
                 values[field] = env[key]
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -163,6 +167,11 @@ class Layout:
         """Where a host path is re-bound for unprivileged containers (shared by all of them)."""
         import hashlib
         return self._p("mnt", ".binds", hashlib.sha256(path.encode()).hexdigest()[:16])
+
+    @property
+    def dns_dir(self) -> str:
+        """The resolver's files (pid, hosts): a dot name, which no container can have."""
+        return self._p("run", ".dns")
 
     def lock_file(self, name: str) -> str:
         return self._p("run", ".locks", name + ".lock")

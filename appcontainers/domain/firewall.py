@@ -65,6 +65,9 @@ class RootRules:
     bridge: str = attrs.field(validator=_check(_IFNAME, "bridge name"))
     isolation: str = attrs.field(validator=_isolation)
     guards: tuple[PortGuard, ...] = attrs.field(default=(), converter=_sorted_guards)
+    # DNS exception: the root's resolver listens here (the bridge's gateway); the containers may
+    # send it DNS (udp and tcp 53) at every isolation level. None: no resolver, no exception.
+    resolver: str | None = attrs.field(default=None, validator=attrs.validators.optional(_check_ip))
 
 
 def table_name(root_id: str) -> str:

@@ -243,6 +243,7 @@ def build_ports(settings: Settings) -> Ports:
     from ..adapters.mounts.fuse_overlay import FuseMounter
     from ..adapters.host.hostfs import HostFs
     from ..adapters.net.hostnet import HostNetwork
+    from ..adapters.net.dns import DnsmasqResolver
     from ..adapters.host.hostproc import HostProcesses
     from ..adapters.store.json_store import JsonStore
     from ..adapters.mounts.kernel_mount import KernelMounter
@@ -279,6 +280,7 @@ def build_ports(settings: Settings) -> Ports:
         codec=the_codec, net=HostNetwork(), fs=HostFs(), skeletons=_lazy(skeletons),
         base_builder=_lazy(busybox), agents=_lazy(agents), clock=time.time, rng=random.SystemRandom(),
         procs=HostProcesses(), debian_builder=_lazy(debian), viewer=ImageViewer(), disks=SizedDirs(),
+        dns=DnsmasqResolver(),
     )
 
 

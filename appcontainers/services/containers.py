@@ -275,6 +275,7 @@ class ContainerService:
         for stale in ("ready", "cmd.sock", "events.sock"):
             self.p.fs.remove_file(f"{agent_dir}/{stale}")
         self.sync_rules()  # before LXC makes the veth: it is guarded from its first frame
+        self.sync_dns(start=True)  # the bridge is up (materialize): the resolver can bind its address
         try:
             self.p.driver.start(name, self.settings.start_timeout)
             if plans.has_agent(chain) and not self.agent(name).wait_ready(self.settings.start_timeout):
@@ -376,6 +377,7 @@ class ContainerService:
                 if state.reservations.get(name) == r:
                     state.remove(name)
             self.sync_rules()
+            self.sync_dns()
             if r.idmap is not None:
                 self.release_binds()
 
@@ -384,8 +386,26 @@ class ContainerService:
         left); start, teardown and reconcile call it. Read and applied under one lock, so two
         processes cannot apply what each saw in the wrong order."""
         with self.p.fs.lock(self.layout.lock_file(".rules")):
-            reservations = self.p.repo.read().reservations.values()
-            self.p.net.apply_rules(plans.root_rules(self.settings, reservations))
+            state = self.p.repo.read()
+            resolver = state.pool.gateway if self.p.dns is not None else None
+            self.p.net.apply_rules(plans.root_rules(self.settings, state.reservations.values(), resolver))
+
+    def sync_dns(self, start: bool = False) -> None:
+        """Make the root's resolver answer its containers' names: started if start (a container
+        is starting), else only told the names; stopped, its files gone, once the root has no
+        container. Under one lock, like the rules."""
+        if self.p.dns is None:
+            return
+        with self.p.fs.lock(self.layout.lock_file(".dns")):
+            state = self.p.repo.read()
+            if not state.reservations:
+                self.p.dns.stop(self.layout.dns_dir)
+                return
+            plan = plans.resolver_plan(self.settings, state.pool.gateway, state.reservations.values())
+            if start:
+                self.p.dns.ensure(plan)
+            else:
+                self.p.dns.update(plan)
 
     def release_binds(self) -> None:
         """Unmount the host path re-binds (mnt/.binds) once no unprivileged container is left.

@@ -8,7 +8,8 @@ Two tables, both named for the data root (domain.firewall.table_name):
   addresses (any of them, on any interface) is dropped; replies to what the host started pass,
   and so does ping (the kernel's echo reply is no service, and "the gateway answers" is how a
   user checks a container's network).
-  At "open" the chain is there but empty.
+  At "open" the chain is there but empty. DNS to the root's resolver (the gateway, port 53)
+  passes at every level (dns_exception).
 The script replaces both tables in one transaction: idempotent, never half applied.
 """
 from __future__ import annotations
@@ -41,12 +42,21 @@ def bridge_table(rules: RootRules) -> list[str]:
     return lines + ["}"]
 
 
+def dns_exception(rules: RootRules) -> list[str]:
+    """DNS (udp and tcp 53) from the root's containers to its resolver, before any drop."""
+    if rules.resolver is None:
+        return []
+    return [f'    iifname "{rules.bridge}" ip saddr @containers ip daddr {rules.resolver} '
+            f'meta l4proto {{ tcp, udp }} th dport 53 accept']
+
+
 def inet_table(rules: RootRules) -> list[str]:
     addrs = ", ".join(g.ip for g in rules.guards)
     lines = [f"table inet {rules.table} {{",
              "  set containers {", "    type ipv4_addr", f"    elements = {{ {addrs} }}", "  }",
              "  chain input {", "    type filter hook input priority filter; policy accept;"]
     if rules.isolation == "default":
+        lines += dns_exception(rules)
         lines += [f'    iifname "{rules.bridge}" ip saddr @containers ct state established,related accept',
                   f'    iifname "{rules.bridge}" ip saddr @containers icmp type echo-request accept',
                   f'    iifname "{rules.bridge}" ip saddr @containers counter drop']
