@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import threading
 from typing import Any, Callable, Collection, Iterable, Iterator, Sequence
@@ -22,6 +23,8 @@ from .host_errors import host_errors, host_errors_in
 from .ports import Ports
 from .result import RunResult
 from . import plans
+
+log = logging.getLogger("appcontainers.containers")
 
 EditCommands = Callable[[list[str]], list[str]]  # a container's startup commands -> the new ones
 
@@ -275,7 +278,7 @@ class ContainerService:
         for stale in ("ready", "cmd.sock", "events.sock"):
             self.p.fs.remove_file(f"{agent_dir}/{stale}")
         self.sync_rules()  # before LXC makes the veth: it is guarded from its first frame
-        self.sync_dns(start=True)  # the bridge is up (materialize): the resolver can bind its address
+        self._start_dns()
         try:
             self.p.driver.start(name, self.settings.start_timeout)
             if plans.has_agent(chain) and not self.agent(name).wait_ready(self.settings.start_timeout):
@@ -389,6 +392,15 @@ class ContainerService:
             state = self.p.repo.read()
             resolver = state.pool.gateway if self.p.dns is not None else None
             self.p.net.apply_rules(plans.root_rules(self.settings, state.reservations.values(), resolver))
+
+    def _start_dns(self) -> None:
+        """The resolver runs (the bridge is up: it can bind the gateway). A container without
+        one still runs, without names: logged, and gc reports it."""
+        try:
+            self.sync_dns(start=True)
+        except AppContainersError as e:
+            log.warning("the DNS resolver of this data root could not start (containers have no "
+                        "names until it does): %s", e)
 
     def sync_dns(self, start: bool = False) -> None:
         """Make the root's resolver answer its containers' names: started if start (a container

@@ -49,11 +49,11 @@ def _end(pid: int, timeout: float = 5.0) -> None:
     """SIGTERM, then SIGKILL if it is still there after timeout."""
     _signal(pid, signal.SIGTERM)
     for _left in attempts(0.02, deadline=time.monotonic() + timeout):
-        if _cmdline(pid) is None:
+        if not _cmdline(pid):  # gone, or a zombie (its cmdline is empty)
             return
     _signal(pid, signal.SIGKILL)
     for _left in attempts(0.02, deadline=time.monotonic() + timeout):
-        if _cmdline(pid) is None:
+        if not _cmdline(pid):  # gone, or a zombie (its cmdline is empty)
             return
 
 
