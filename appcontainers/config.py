@@ -50,12 +50,17 @@ class Settings:
     isolation: str = attrs.field(default="default")
     # Where the root's resolver (dnsmasq on the bridge's gateway) forwards the names that are
     # not its containers': the servers of this resolv.conf-style file (re-read when it changes).
-    dns_upstream: str = "/etc/resolv.conf"
+    dns_upstream: str = attrs.field(default="/etc/resolv.conf")
 
     @isolation.validator
     def _check_isolation(self, _attr, value):
         if value not in ISOLATION_LEVELS:
             raise InvalidValue(f"invalid isolation {value!r}: {' or '.join(ISOLATION_LEVELS)}")
+
+    @dns_upstream.validator
+    def _check_dns_upstream(self, _attr, value):
+        if not isinstance(value, str) or not value.startswith("/") or any(c.isspace() for c in value):
+            raise InvalidValue(f"invalid dns_upstream {value!r}: an absolute path without whitespace")
 
     @mounter.validator
     def _check_mounter(self, _attr, value):

@@ -157,3 +157,13 @@ class TestService:
         svc.provision("a").start()
         assert svc.get("a").state == "RUNNING"
         assert svc.ports.dns.pids(svc.settings.layout.dns_dir) == []
+
+
+class TestSetting:
+    def test_dns_upstream_from_the_environment_and_checked(self):
+        """APPCONTAINERS_DNS_UPSTREAM sets the upstream file; a relative path is refused."""
+        from appcontainers.config import Settings
+        assert Settings.from_env({"APPCONTAINERS_DNS_UPSTREAM": "/run/x.conf"}).dns_upstream == "/run/x.conf"
+        assert Settings().dns_upstream == "/etc/resolv.conf"
+        with pytest.raises(InvalidValue):
+            Settings(dns_upstream="resolv.conf")
