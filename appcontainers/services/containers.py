@@ -278,7 +278,7 @@ class ContainerService:
         for stale in ("ready", "cmd.sock", "events.sock"):
             self.p.fs.remove_file(f"{agent_dir}/{stale}")
         self.sync_rules()  # before LXC makes the veth: it is guarded from its first frame
-        self._start_dns()
+        self._dns(start=True)
         try:
             self.p.driver.start(name, self.settings.start_timeout)
             if plans.has_agent(chain) and not self.agent(name).wait_ready(self.settings.start_timeout):
@@ -380,7 +380,7 @@ class ContainerService:
                 if state.reservations.get(name) == r:
                     state.remove(name)
             self.sync_rules()
-            self.sync_dns()
+            self._dns()
             if r.idmap is not None:
                 self.release_binds()
 
@@ -393,14 +393,15 @@ class ContainerService:
             resolver = state.pool.gateway if self.p.dns is not None else None
             self.p.net.apply_rules(plans.root_rules(self.settings, state.reservations.values(), resolver))
 
-    def _start_dns(self) -> None:
-        """The resolver runs (the bridge is up: it can bind the gateway). A container without
-        one still runs, without names: logged, and gc reports it."""
+    def _dns(self, start: bool = False) -> None:
+        """sync_dns for a start (the bridge is up: the resolver can bind the gateway) or a
+        teardown. A resolver that fails (dnsmasq missing, the address taken, a full disk) fails
+        neither: the containers lack names until gc or the next start repairs it; logged."""
         try:
-            self.sync_dns(start=True)
-        except AppContainersError as e:
-            log.warning("the DNS resolver of this data root could not start (containers have no "
-                        "names until it does): %s", e)
+            self.sync_dns(start=start)
+        except (AppContainersError, OSError) as e:
+            log.warning("the DNS resolver of this data root could not be %s (containers' names "
+                        "are wrong until gc repairs it): %s", "started" if start else "updated", e)
 
     def sync_dns(self, start: bool = False) -> None:
         """Make the root's resolver answer its containers' names: started if start (a container
