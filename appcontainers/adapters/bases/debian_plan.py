@@ -15,7 +15,7 @@ import attrs
 
 from ...domain.exceptions import InvalidValue
 
-BUILDER_VERSION = "2"  # 2: /etc/resolv.conf placeholder
+BUILDER_VERSION = "1"
 VARIANT = "essential"  # Essential: yes packages only (no apt): the smallest system dpkg can run
 REQUIRED = ("iproute2", "python3", "python3-cffi-backend", "python3-zmq")  # the agent and `ip`
 MERGED_USR_HOOKS = "/usr/share/mmdebstrap/hooks/merged-usr"
@@ -61,13 +61,11 @@ INJECT = (
     ("usr/sbin/appcontainers-init", "/usr/sbin"),
     ("etc/hostname", "/etc"),  # placeholders the container's skeleton files are bind-mounted on
     ("etc/hosts", "/etc"),
-    ("etc/resolv.conf", "/etc"),
 )
 INJECT_FILES = {
     "usr/sbin/appcontainers-init": (init_script(), 0o755),
     "etc/hostname": ("localhost\n", 0o644),
     "etc/hosts": ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n", 0o644),
-    "etc/resolv.conf": ("", 0o644),
 }
 
 
