@@ -334,7 +334,8 @@ class FakeSkeletons:
 
     def render_files(self, ctx):
         r = ctx["r"]
-        return {"/etc/hostname": f"{r.name}\n", "/etc/hosts": f"127.0.0.1\tlocalhost\n{r.ip}\t{r.name}\n"}
+        return {"/etc/hostname": f"{r.name}\n", "/etc/hosts": f"127.0.0.1\tlocalhost\n{r.ip}\t{r.name}\n",
+                "/etc/resolv.conf": f"nameserver {ctx['gateway']}\n"}
 
 
 class FakeBaseBuilder:
