@@ -286,9 +286,11 @@ def build_ports(settings: Settings) -> Ports:
 
 def setup_service(reconcile: bool = True, **settings) -> Service:
     """The Service with real adapters. Keyword settings (root=, bridge=, subnet=, ...) override
-    the defaults; APPCONTAINERS_ROOT (and _BRIDGE, _SUBNET, _MOUNTER, _ISOLATION) override the
-    defaults too. isolation="default" keeps the containers from the host's own services, "open"
-    lets them reach those too (docs/security.md, "Network")."""
+    the defaults; APPCONTAINERS_ROOT (and _BRIDGE, _SUBNET, _MOUNTER, _ISOLATION, _DNS_UPSTREAM)
+    override the defaults too. isolation="default" keeps the containers from the host's own
+    services (but DNS to the root's resolver), "open" lets them reach those too (docs/security.md,
+    "Network"); dns_upstream is the resolv.conf whose servers the root's resolver forwards to
+    (docs/dns.md)."""
     if os.geteuid() != 0:
         raise NotRoot()
     s = Settings.from_env(**settings)
