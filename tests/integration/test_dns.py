@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -183,3 +184,55 @@ class TestLifetime:
         assert len(running(dns_dir(svc))) == 1, "precondition: a resolver is left"
         svc.reconcile()
         assert nothing_left(svc) == []
+
+
+@pytest.fixture
+def outsider(svc):
+    """A network namespace on a veth of its own (not the bridge), routing the gateway's address
+    to the host: a stand-in for another network of the host. Removed after."""
+    third = ipaddress.ip_network(svc.settings.subnet).network_address.packed[2]
+    ns, host_end = f"acdnsns{third}", f"acdnsh{third}"
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    subprocess.run(["ip", "link", "del", host_end], capture_output=True)
+    try:
+        for argv in (["ip", "netns", "add", ns],
+                     ["ip", "link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", ns],
+                     ["ip", "addr", "add", f"169.254.{third}.1/30", "dev", host_end],
+                     ["ip", "link", "set", host_end, "up"],
+                     ["ip", "-n", ns, "addr", "add", f"169.254.{third}.2/30", "dev", "eth0"],
+                     ["ip", "-n", ns, "link", "set", "eth0", "up"],
+                     ["ip", "-n", ns, "route", "add", gateway(svc), "via", f"169.254.{third}.1"]):
+            subprocess.run(argv, check=True, capture_output=True)
+        yield ns
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", host_end], capture_output=True)
+
+
+def dns_guard_drops(svc) -> int:
+    out = subprocess.run(["nft", "list", "chain", "inet", table_name(svc.settings.root_id), "input"],
+                         capture_output=True, text=True, check=True).stdout
+    return sum(int(n) for line in out.splitlines() if "dport 53" in line and "drop" in line
+               for n in re.findall(r"counter packets (\d+)", line))
+
+
+class TestNotAnOpenResolver:
+    def test_another_interface_gets_no_answer(self, svc, upstream, outsider):
+        """A query for a container's name reaching the gateway's address from another interface
+        is dropped; the same query from the host itself is answered."""
+        c = svc.provision(name=uniq("dns-e"))
+        try:
+            c.start()
+            ping = subprocess.run(["ip", "netns", "exec", outsider, "busybox", "ping", "-c1", "-W2", gateway(svc)],
+                                  capture_output=True, text=True)
+            assert ping.returncode == 0, "precondition: the outsider reaches the gateway's address"
+            before = dns_guard_drops(svc)
+            code = f"from tests.dnsquery import query_a; print(query_a({gateway(svc)!r}, {c.name!r}))"
+            out = subprocess.run(["ip", "netns", "exec", outsider, sys.executable, "-c", code],
+                                 capture_output=True, text=True, check=True,
+                                 cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__)))).stdout
+            assert out.strip() == "None"
+            assert dns_guard_drops(svc) > before
+            assert query_a(gateway(svc), c.name) == [c.ip]
+        finally:
+            c.destroy()

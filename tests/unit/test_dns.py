@@ -63,6 +63,15 @@ class TestDnsException:
         assert rule in lines
         assert lines.index(rule) < lines.index('iifname "acbr0" ip saddr @containers counter drop')
 
+    @pytest.mark.parametrize("isolation", ["default", "open"])
+    def test_only_the_bridge_and_the_host_reach_the_resolver(self, isolation):
+        """At every level, DNS to the resolver's address from any interface but the bridge and lo
+        is dropped first (no open resolver for a network routing the gateway to the host)."""
+        lines = [line.strip() for line in nftables.script(self.rules(isolation)).splitlines()]
+        start = lines.index("chain input {")
+        assert lines[start + 2] == ('iifname != { "acbr0", "lo" } ip daddr 10.0.100.1 '
+                                    'meta l4proto { tcp, udp } th dport 53 counter drop')
+
     def test_no_resolver_no_exception(self):
         """Without a resolver there is no DNS rule."""
         assert "dport 53" not in nftables.script(self.rules(resolver=None))

@@ -50,11 +50,22 @@ def dns_exception(rules: RootRules) -> list[str]:
             f'meta l4proto {{ tcp, udp }} th dport 53 accept']
 
 
+def dns_guard(rules: RootRules) -> list[str]:
+    """At every level: the resolver answers only the bridge and the host itself, never another
+    interface (a network routing the gateway's address to this host must not get an open
+    resolver that forwards to the host's own)."""
+    if rules.resolver is None:
+        return []
+    return [f'    iifname != {{ "{rules.bridge}", "lo" }} ip daddr {rules.resolver} '
+            f'meta l4proto {{ tcp, udp }} th dport 53 counter drop']
+
+
 def inet_table(rules: RootRules) -> list[str]:
     addrs = ", ".join(g.ip for g in rules.guards)
     lines = [f"table inet {rules.table} {{",
              "  set containers {", "    type ipv4_addr", f"    elements = {{ {addrs} }}", "  }",
              "  chain input {", "    type filter hook input priority filter; policy accept;"]
+    lines += dns_guard(rules)
     if rules.isolation == "default":
         lines += dns_exception(rules)
         lines += [f'    iifname "{rules.bridge}" ip saddr @containers ct state established,related accept',
