@@ -63,11 +63,19 @@ class Settings:
     # Egress NAT (masquerade of the subnet leaving by any other interface than the bridge, with
     # net.ipv4.ip_forward switched on): off means containers reach nothing beyond the bridge.
     nat: bool = attrs.field(default=True, converter=_flag)
+    # Where the root's resolver (dnsmasq on the bridge's gateway) forwards the names that are
+    # not its containers': the servers of this resolv.conf-style file (re-read when it changes).
+    dns_upstream: str = attrs.field(default="/etc/resolv.conf")
 
     @isolation.validator
     def _check_isolation(self, _attr, value):
         if value not in ISOLATION_LEVELS:
             raise InvalidValue(f"invalid isolation {value!r}: {' or '.join(ISOLATION_LEVELS)}")
+
+    @dns_upstream.validator
+    def _check_dns_upstream(self, _attr, value):
+        if not isinstance(value, str) or not value.startswith("/") or any(c.isspace() for c in value):
+            raise InvalidValue(f"invalid dns_upstream {value!r}: an absolute path without whitespace")
 
     @mounter.validator
     def _check_mounter(self, _attr, value):
@@ -89,7 +97,8 @@ class Settings:
         values: dict[str, Any] = {}
         for key, field in (("APPCONTAINERS_ROOT", "root"), ("APPCONTAINERS_BRIDGE", "bridge"),
                            ("APPCONTAINERS_SUBNET", "subnet"), ("APPCONTAINERS_MOUNTER", "mounter"),
-                           ("APPCONTAINERS_ISOLATION", "isolation"), ("APPCONTAINERS_NAT", "nat")):
+                           ("APPCONTAINERS_ISOLATION", "isolation"), ("APPCONTAINERS_NAT", "nat"),
+                           ("APPCONTAINERS_DNS_UPSTREAM", "dns_upstream")):
             if env.get(key):
                 values[field] = env[key]
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -178,6 +187,11 @@ class Layout:
         """Where a host path is re-bound for unprivileged containers (shared by all of them)."""
         import hashlib
         return self._p("mnt", ".binds", hashlib.sha256(path.encode()).hexdigest()[:16])
+
+    @property
+    def dns_dir(self) -> str:
+        """The resolver's files (pid, hosts): a dot name, which no container can have."""
+        return self._p("run", ".dns")
 
     def lock_file(self, name: str) -> str:
         return self._p("run", ".locks", name + ".lock")

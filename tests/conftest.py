@@ -14,6 +14,9 @@ import pytest
 TEST_BRIDGE = os.environ.get("APPCONTAINERS_TEST_BRIDGE", "actest0")
 TEST_SUBNET = os.environ.get("APPCONTAINERS_TEST_SUBNET", "10.0.201.0/24")
 TEST_NET = ipaddress.ip_network(TEST_SUBNET)
+# The containers' resolvers forward to this loopback address, never to the host's real ones:
+# test_dns.py runs a stand-in resolver there (nothing listens otherwise). Unique per test subnet.
+TEST_UPSTREAM = f"127.{TEST_NET.network_address.packed[2]}.0.54"
 
 
 def _umount_under(root: str) -> None:
@@ -45,15 +48,30 @@ def data_root():
     root = tempfile.mkdtemp(prefix="appcontainers-test-", dir="/var/tmp")
     os.chmod(root, 0o711)  # as setup_service makes its root: unprivileged containers pass through it
     subprocess.run(["ip", "link", "del", TEST_BRIDGE], capture_output=True)
+    upstream = root + ".resolv.conf"  # the CLI's subprocesses get it through the environment too
+    with open(upstream, "w") as f:
+        f.write(f"nameserver {TEST_UPSTREAM}\n")
+    os.chmod(upstream, 0o644)
+    os.environ["APPCONTAINERS_DNS_UPSTREAM"] = upstream
     try:
         yield root
     finally:
         _stop_containers(os.path.join(root, "containers"))
+        stop_resolver(root)
+        os.unlink(upstream)
         _umount_under(root)
         subprocess.run(["ip", "link", "del", TEST_BRIDGE], capture_output=True)
         delete_nft_tables(root)
         shutil.rmtree(root, ignore_errors=True)
         _assert_nothing_left(root)
+
+
+def stop_resolver(root: str) -> None:
+    """End the data root's dnsmasq, if one is left."""
+    from appcontainers.adapters.net.dns import DnsmasqResolver
+    from appcontainers.config import Layout
+
+    DnsmasqResolver().stop(Layout(root).dns_dir)
 
 
 def delete_nft_tables(root: str) -> None:

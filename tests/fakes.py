@@ -7,6 +7,7 @@ import json
 import os
 import posixpath
 import random
+from typing import Any
 
 from appcontainers.config import Settings
 from appcontainers.domain.exceptions import (AgentUnavailable, AppContainersError, CommandFailed,
@@ -410,7 +411,8 @@ class FakeSkeletons:
 
     def render_files(self, ctx):
         r = ctx["r"]
-        return {"/etc/hostname": f"{r.name}\n", "/etc/hosts": f"127.0.0.1\tlocalhost\n{r.ip}\t{r.name}\n"}
+        return {"/etc/hostname": f"{r.name}\n", "/etc/hosts": f"127.0.0.1\tlocalhost\n{r.ip}\t{r.name}\n",
+                "/etc/resolv.conf": f"nameserver {ctx['gateway']}\n"}
 
 
 class FakeBaseBuilder:
@@ -562,14 +564,51 @@ def make_service(fuse: bool = False, kernel: bool = True, **settings) -> Service
     s = Settings(**{"root": "/srv/ac", "bridge": "actest0", "subnet": "10.0.100.0/24", **settings})
     fs = FakeFs()
     driver = FakeDriver()
+    net = FakeNet()
     mounters = Mounters(kernel=FakeMounter("kernel", available=kernel),
                         fuse=FakeFuseMounter() if fuse else None)
     return Service(Ports(
         settings=s, repo=FakeRepo(s.subnet), driver=driver, mounters=mounters,
-        codec=FakeCodec(fs), net=FakeNet(), fs=fs, skeletons=FakeSkeletons(),
+        codec=FakeCodec(fs), net=net, fs=fs, skeletons=FakeSkeletons(),
         base_builder=FakeBaseBuilder(fs), agents=FakeAgents(driver, fs), clock=FakeClock(),
         rng=random.Random(1234), procs=FakeProcs(), viewer=FakeImageViewer(), disks=FakeDisks(fs),
+        dns=FakeResolver(net),
     ))
+
+
+class FakeResolver:
+    """Resolvers by run dir: the plan each runs with. Like dnsmasq, one cannot start on an
+    address no bridge of `net` holds."""
+
+    def __init__(self, net: FakeNet | None = None):
+        self.net = net
+        self.running: dict[str, Any] = {}  # run_dir -> the ResolverPlan it runs with
+        self.starts = 0
+        self._pid = 1000
+
+    def ensure(self, plan):
+        current = self.running.get(plan.run_dir)
+        if current is None or (current.listen, current.upstream) != (plan.listen, plan.upstream):
+            if self.net is not None and plan.listen not in {g for g, _ in self.net.bridges.values()}:
+                raise AppContainersError(f"dnsmasq: failed to bind {plan.listen}: no such address")
+            self.starts += 1
+            self._pid += 1
+        self.running[plan.run_dir] = plan
+
+    def update(self, plan):
+        if plan.run_dir in self.running:
+            self.ensure(plan)
+
+    def stop(self, run_dir):
+        self.running.pop(run_dir, None)
+
+    def pids(self, run_dir):
+        return [self._pid] if run_dir in self.running else []
+
+    def names(self, run_dir) -> dict[str, str]:
+        """name -> address the resolver of run_dir answers now ({} when none runs)."""
+        plan = self.running.get(run_dir)
+        return dict(plan.names) if plan else {}
 
 
 class FakeImageViewer:

@@ -133,6 +133,9 @@ class RootRules:
     def sysctls(self) -> tuple[tuple[str, str], ...]:
         """(/proc/sys key, value) the rules need, only ever switched on (see sysctls_for)."""
         return sysctls_for(self)
+    # DNS exception: the root's resolver listens here (the bridge's gateway); the containers may
+    # send it DNS (udp and tcp 53) at every isolation level. None: no resolver, no exception.
+    resolver: str | None = attrs.field(default=None, validator=attrs.validators.optional(_check_ip))
 
 
 def table_name(root_id: str) -> str:

@@ -12,6 +12,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from .firewall import RootRules
+from .resolver import ResolverPlan
 from .state import State
 
 LineCallback = Callable[[str, str], None]  # (stream name "stdout"/"stderr", line without newline)
@@ -199,6 +200,18 @@ class HostNetwork(Protocol):
     def ports_taken(self, own_table: str) -> set[tuple[str, str | None, int]]:
         """(protocol, host address or None for all, port) held by a host socket or published by
         another data root (not own_table)."""
+
+
+class Resolver(Protocol):
+    """The data root's DNS resolver (one per run directory): container names, forwarding."""
+    def ensure(self, plan: ResolverPlan) -> None:
+        """Running as plan says, its names re-read; started if not, a stale one restarted."""
+    def update(self, plan: ResolverPlan) -> None:
+        """A running resolver re-reads plan's names (a stale one is restarted); none is started."""
+    def stop(self, run_dir: str) -> None:
+        """No resolver of run_dir runs, and its files are gone; idempotent."""
+    def pids(self, run_dir: str) -> builtins.list[int]:
+        """The processes of run_dir's resolver (none or one)."""
 
 
 class Skeletons(Protocol):

@@ -324,6 +324,7 @@ def build_ports(settings: Settings) -> Ports:
     from ..adapters.mounts.fuse_overlay import FuseMounter
     from ..adapters.host.hostfs import HostFs
     from ..adapters.net.hostnet import HostNetwork
+    from ..adapters.net.dns import DnsmasqResolver
     from ..adapters.host.hostproc import HostProcesses
     from ..adapters.store.json_store import JsonStore
     from ..adapters.mounts.kernel_mount import KernelMounter
@@ -360,16 +361,18 @@ def build_ports(settings: Settings) -> Ports:
         codec=the_codec, net=HostNetwork(), fs=HostFs(), skeletons=_lazy(skeletons),
         base_builder=_lazy(busybox), agents=_lazy(agents), clock=time.time, rng=random.SystemRandom(),
         procs=HostProcesses(), debian_builder=_lazy(debian), viewer=ImageViewer(), disks=SizedDirs(),
+        dns=DnsmasqResolver(),
     )
 
 
 def setup_service(reconcile: bool = True, **settings) -> Service:
     """The Service with real adapters. Keyword settings (root=, bridge=, subnet=, ...) override
-    the defaults; APPCONTAINERS_ROOT (and _BRIDGE, _SUBNET, _MOUNTER, _ISOLATION, _NAT) override the
-    defaults too. isolation="default" keeps the containers from the host's own services, "open"
-    lets them reach those too, "strict" also keeps them from each other but for published ports
-    (docs/security.md, "Network"). nat=False (APPCONTAINERS_NAT=0): no egress beyond the
-    bridge (docs/networking.md)."""
+    the defaults; APPCONTAINERS_ROOT (and _BRIDGE, _SUBNET, _MOUNTER, _ISOLATION, _NAT, _DNS_UPSTREAM)
+    override the defaults too. isolation="default" keeps the containers from the host's own
+    services (but DNS to the root's resolver), "open" lets them reach those too, "strict" also
+    keeps them from each other but for published ports (docs/security.md, "Network").
+    nat=False (APPCONTAINERS_NAT=0): no egress beyond the bridge (docs/networking.md);
+    dns_upstream is the resolv.conf whose servers the root's resolver forwards to (docs/dns.md)."""
     if os.geteuid() != 0:
         raise NotRoot()
     s = Settings.from_env(**settings)

@@ -28,6 +28,8 @@ from . import plans, publish as published
 
 log = logging.getLogger("appcontainers.containers")
 
+log = logging.getLogger("appcontainers.containers")
+
 EditCommands = Callable[[list[str]], list[str]]  # a container's startup commands -> the new ones
 
 
@@ -294,6 +296,7 @@ class ContainerService:
         for stale in ("ready", "cmd.sock", "events.sock"):
             self.p.fs.remove_file(f"{agent_dir}/{stale}")
         self.sync_rules()  # before LXC makes the veth: it is guarded from its first frame
+        self._dns(start=True)
         try:
             self.p.driver.start(name, self.settings.start_timeout)
             if plans.has_agent(chain) and not self.agent(name).wait_ready(self.settings.start_timeout):
@@ -396,6 +399,7 @@ class ContainerService:
                 if state.reservations.get(name) == r:
                     state.remove(name)
             self._sync_rules_after_teardown(name)
+            self._dns()
             if r.idmap is not None:
                 self.release_binds()
 
@@ -413,8 +417,36 @@ class ContainerService:
         left); start, teardown and reconcile call it. Read and applied under one lock, so two
         processes cannot apply what each saw in the wrong order."""
         with self.p.fs.lock(self.layout.lock_file(".rules")):
-            reservations = self.p.repo.read().reservations.values()
-            self.p.net.apply_rules(plans.root_rules(self.settings, reservations))
+            state = self.p.repo.read()
+            resolver = state.pool.gateway if self.p.dns is not None else None
+            self.p.net.apply_rules(plans.root_rules(self.settings, state.reservations.values(), resolver))
+
+    def _dns(self, start: bool = False) -> None:
+        """sync_dns for a start (the bridge is up: the resolver can bind the gateway) or a
+        teardown. A resolver that fails (dnsmasq missing, the address taken, a full disk) fails
+        neither: the containers lack names until gc or the next start repairs it; logged."""
+        try:
+            self.sync_dns(start=start)
+        except (AppContainersError, OSError) as e:
+            log.warning("the DNS resolver of this data root could not be %s (containers' names "
+                        "are wrong until gc repairs it): %s", "started" if start else "updated", e)
+
+    def sync_dns(self, start: bool = False) -> None:
+        """Make the root's resolver answer its containers' names: started if start (a container
+        is starting), else only told the names; stopped, its files gone, once the root has no
+        container. Under one lock, like the rules."""
+        if self.p.dns is None:
+            return
+        with self.p.fs.lock(self.layout.lock_file(".dns")):
+            state = self.p.repo.read()
+            if not state.reservations:
+                self.p.dns.stop(self.layout.dns_dir)
+                return
+            plan = plans.resolver_plan(self.settings, state.pool.gateway, state.reservations.values())
+            if start:
+                self.p.dns.ensure(plan)
+            else:
+                self.p.dns.update(plan)
 
     def release_binds(self) -> None:
         """Unmount the host path re-binds (mnt/.binds) once no unprivileged container is left.

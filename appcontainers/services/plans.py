@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 Chain = Sequence[Image]  # an image and its ancestors, top first
 from ..domain.firewall import PortForward, PortGuard, RootRules, table_name
+from ..domain.resolver import ResolverPlan
 
 DEVICES = ("1:3", "1:5", "1:7", "5:0", "5:1", "5:2", "1:8", "1:9", "136:*", "10:229")
 
@@ -37,14 +38,16 @@ def stray_veths(root_id: str, veths: Iterable[str], names: Collection[str]) -> l
     return [v for v in veths if v.startswith(prefix) and len(v) == 15 and v not in ours]
 
 
-def root_rules(settings: Settings, reservations: Iterable[Reservation]) -> RootRules:
+def root_rules(settings: Settings, reservations: Iterable[Reservation],
+               resolver: str | None = None) -> RootRules:
     """The data root's nftables rules for its containers (every reservation, started or not,
-    so a veth is guarded from the instant LXC makes it)."""
+    so a veth is guarded from the instant LXC makes it); resolver: the gateway, where the
+    root's DNS resolver listens."""
     reservations = list(reservations)
     guards = [PortGuard(veth=veth_name(settings.root_id, r.name), mac=r.mac, ip=r.ip) for r in reservations]
     return RootRules(table=table_name(settings.root_id), bridge=settings.bridge,
                      isolation=settings.isolation, guards=guards, subnet=settings.subnet,
-                     nat=settings.nat, forwards=forwards(reservations))
+                     nat=settings.nat, forwards=forwards(reservations), resolver=resolver)
 
 
 def forwards(reservations: Iterable[Reservation]) -> list[PortForward]:
@@ -52,6 +55,12 @@ def forwards(reservations: Iterable[Reservation]) -> list[PortForward]:
     the container's from provision to destroy, across stop and start)."""
     return [PortForward(host_port=p.host_port, proto=p.proto, ip=r.ip, port=p.port, host_ip=p.host_ip)
             for r in reservations for p in r.published]
+
+
+def resolver_plan(settings: Settings, gateway: str, reservations: Iterable[Reservation]) -> ResolverPlan:
+    """The root's DNS resolver: on the gateway, answering every container's name."""
+    return ResolverPlan(listen=gateway, run_dir=settings.layout.dns_dir, upstream=settings.dns_upstream,
+                        names=[(r.name, r.ip) for r in reservations])
 
 
 def has_agent(chain: Chain) -> bool:

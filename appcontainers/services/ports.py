@@ -10,7 +10,7 @@ from ..config import Settings
 from ..domain.exceptions import InvalidValue
 from ..domain.ports import (Agents, BaseBuilder, Clock, ContainerDriver, DebianBuilder,
                             FuseMounterPort, HostFs, HostNetwork, ImageCodec, ImageViewer, KernelMounterPort,
-                            Processes, ResourceRepository, Rng, RootfsMounter, SizedDirs, Skeletons,
+                            Processes, Resolver, ResourceRepository, Rng, RootfsMounter, SizedDirs, Skeletons,
                             ViewMounter)
 
 
@@ -68,6 +68,7 @@ class Ports:
     debian_builder: DebianBuilder | None = None
     procs: Processes = attrs.Factory(lambda: NoProcesses())
     disks: SizedDirs | None = None  # None: containers' writes are not bounded
+    dns: Resolver | None = None  # None: no resolver for the containers (names, forwarding)
 
 
 class NoProcesses:

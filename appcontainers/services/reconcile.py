@@ -180,6 +180,7 @@ class Reconciler:
             done += self._apply(actions, dry_run)
         if not dry_run:
             done += self._sync_rules()
+            done += self._sync_dns()
         return done
 
     # ---- nftables: the root's rules follow its reservations; a container gone without
@@ -189,6 +190,16 @@ class Reconciler:
             self.containers.sync_rules()
         except AppContainersError as e:  # reported, not raised: a start refuses on its own
             return [f"nftables rules of this data root could not be applied (failed: {e})"]
+        return []
+
+    # ---- the resolver follows the reservations too: a dead one is started again while a
+    # container runs, a stale one restarted, and it goes (pid file and all) with the last one.
+    def _sync_dns(self) -> list[str]:
+        try:
+            running = any(s == "RUNNING" for s in self.containers.states().values())
+            self.containers.sync_dns(start=running)
+        except (AppContainersError, OSError) as e:
+            return [f"the DNS resolver of this data root could not be set up (failed: {e})"]
         return []
 
     def _apply(self, actions: list[Action], dry_run: bool) -> list[str]:

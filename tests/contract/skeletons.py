@@ -73,10 +73,13 @@ class SkeletonsContract:
         assert f"lxc.mount.entry = {SKEL} etc/hostname none bind,optional 0 0" in lines
 
     def test_rootfs_files(self, skeletons):
-        """The files are /etc/hostname (the name) and /etc/hosts (localhost and the name at its address)."""
+        """The files are /etc/hostname (the name), /etc/hosts (localhost and the name at its address)
+        and /etc/resolv.conf (the gateway, where the root's resolver listens, as the only nameserver)."""
         r, context = sample()
         files = skeletons.render_files(context)
-        assert sorted(files) == ["/etc/hostname", "/etc/hosts"]
+        assert sorted(files) == ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"]
+        assert [line for line in files["/etc/resolv.conf"].splitlines() if not line.startswith("#")] == [
+            f"nameserver {context['gateway']}"]
         assert files["/etc/hostname"] == "web\n"
         hosts = files["/etc/hosts"].splitlines()
         assert "127.0.0.1\tlocalhost" in hosts and f"{r.ip}\tweb" in hosts

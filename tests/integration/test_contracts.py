@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 
 import pytest
 
@@ -22,14 +23,16 @@ from appcontainers.adapters.aimg.squashfs import SquashfsCodec
 from appcontainers.adapters.bases.busybox_base import BusyboxBaseBuilder
 from appcontainers.adapters.host.hostproc import HostProcesses
 from appcontainers.adapters.host.hostfs import HostFs
+from appcontainers.adapters.net.dns import DnsmasqResolver
 from appcontainers.adapters.net.hostnet import HostNetwork
+from appcontainers.domain.resolver import ResolverPlan
 from appcontainers.adapters.lxc.lxc_cli import LxcDriver
 from appcontainers.adapters.lxc.skeletons import Skeletons
 from appcontainers.adapters.mounts.fuse_overlay import FuseMounter, fuse_available
 from appcontainers.adapters.mounts.kernel_mount import KernelMounter, kernel_available
 from appcontainers.adapters.mounts.sized_dir import SizedDirs
 from appcontainers.adapters.store.json_store import JsonStore
-from tests.conftest import TEST_BRIDGE, TEST_NET, _umount_under
+from tests.conftest import TEST_BRIDGE, TEST_NET, TEST_UPSTREAM, _umount_under
 from tests.contract.agents import AgentsContract
 from tests.contract.bases import BaseBuilderContract
 from tests.contract.codec import ImageCodecContract
@@ -40,6 +43,8 @@ from tests.contract.mounters import (BinderContract, FuseMounterContract, Rootfs
 from tests.contract.network import HostNetworkContract
 from tests.contract.processes import ProcessesContract
 from tests.contract.repository import NETWORK, ResourceRepositoryContract
+from tests.contract.resolver import ResolverContract
+from tests.dnsquery import query_a
 from tests.contract.sized_dirs import SizedDirsContract
 from tests.contract.skeletons import SkeletonsContract
 from tests.contract.viewer import ImageViewerContract
@@ -496,3 +501,45 @@ class TestImageViewer(ImageViewerContract):
         finally:
             viewer.unmount(directory)
 
+
+
+@pytest.mark.skipif(not shutil.which("dnsmasq"), reason="needs dnsmasq (dnsmasq-base)")
+class TestDnsmasqResolver(ResolverContract):
+    """On a loopback address of this run's own (127.<subnet's third byte>.0.53); its upstream is
+    the run's dead loopback stand-in, so nothing is ever forwarded off the host."""
+
+    @pytest.fixture
+    def dns(self, base):
+        resolver = DnsmasqResolver()
+        try:
+            yield resolver
+        finally:
+            resolver.stop(os.path.join(base, "dns"))
+            assert resolver.pids(os.path.join(base, "dns")) == []
+
+    @pytest.fixture
+    def plan(self, base):
+        upstream_file = os.path.join(base, "resolv.conf")
+        _write(upstream_file, f"nameserver {TEST_UPSTREAM}\n".encode())
+
+        def make(names, listen=TEST_UPSTREAM[:-2] + "53", upstream=upstream_file):
+            return ResolverPlan(listen=listen, run_dir=os.path.join(base, "dns"), upstream=upstream,
+                                names=names.items())
+        return make
+
+    @pytest.fixture
+    def absent(self):
+        return str(TEST_NET.network_address + 254)  # the test bridge never holds it
+
+    @pytest.fixture
+    def lookup(self):
+        def lookup(plan, name):
+            # An answer may lag a SIGHUP by a moment: while the server answers but not with an
+            # address, ask again for up to 2 s; no answer at all (nothing listens) is None at once.
+            for _ in range(20):
+                found = query_a(plan.listen, name)
+                if found is None or found:
+                    return found[0] if found else None
+                time.sleep(0.1)
+            return None
+        return lookup

@@ -11,7 +11,7 @@ import tempfile
 import pytest
 
 from appcontainers.domain.exceptions import AppContainersError
-from tests.conftest import TEST_NET, _stop_containers, _umount_under, delete_nft_tables
+from tests.conftest import TEST_NET, _stop_containers, _umount_under, delete_nft_tables, stop_resolver
 from tests.integration.test_store_poisoning import two_images  # noqa: F401 (a fixture)
 
 # A data root of its own on a small tmpfs, with its own bridge and the top /29 of our subnet
@@ -38,6 +38,7 @@ def small(data_root):
         _stop_containers(os.path.join(root, "containers"))
         _umount_under(root)
         delete_nft_tables(root)  # its container is stopped, never destroyed: its rules stay otherwise
+        stop_resolver(root)  # as its tables: its containers are stopped, never destroyed
         subprocess.run(["umount", root], check=False)
         subprocess.run(["ip", "link", "del", SMALL_BRIDGE], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)

@@ -18,7 +18,7 @@ import pytest
 
 from appcontainers.domain.firewall import table_name
 from appcontainers.services.plans import veth_name
-from tests.conftest import TEST_BRIDGE, TEST_NET, _stop_containers, _umount_under, delete_nft_tables
+from tests.conftest import TEST_BRIDGE, TEST_NET, _stop_containers, _umount_under, delete_nft_tables, stop_resolver
 
 # A second data root on the same bridge: the upper half of the test subnet (the session root
 # allocates from the bottom and never gets that far).
@@ -89,6 +89,7 @@ def other_svc(svc):
         _stop_containers(os.path.join(root, "containers"))
         _umount_under(root)
         delete_nft_tables(root)
+        stop_resolver(root)  # as its tables: its containers are stopped, never destroyed
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -10,6 +10,8 @@ import json
 
 import pytest
 
+from appcontainers.domain.resolver import ResolverPlan
+
 from tests.contract.agents import AgentsContract
 from tests.contract.bases import BaseBuilderContract
 from tests.contract.codec import ImageCodecContract
@@ -20,11 +22,13 @@ from tests.contract.mounters import (BinderContract, FuseMounterContract, Rootfs
 from tests.contract.network import HostNetworkContract
 from tests.contract.processes import ProcessesContract
 from tests.contract.repository import NETWORK, ResourceRepositoryContract
+from tests.contract.resolver import ResolverContract
 from tests.contract.sized_dirs import SizedDirsContract
 from tests.contract.skeletons import SkeletonsContract
 from tests.contract.viewer import ImageViewerContract
 from tests.fakes import (FakeAgents, FakeBaseBuilder, FakeCodec, FakeDisks, FakeDriver, FakeFs, FakeFuseMounter,
-                         FakeImageViewer, FakeMounter, FakeNet, FakeProcs, FakeRepo, FakeSkeletons)
+                         FakeImageViewer, FakeMounter, FakeNet, FakeProcs, FakeRepo, FakeResolver,
+                         FakeSkeletons)
 
 WHERE = "/srv/contract/mnt/c"
 
@@ -283,3 +287,26 @@ class TestFakeImageViewer(ImageViewerContract):
                         return self.trees[f][rel]
                 return None
         return World()
+
+
+class TestFakeResolver(ResolverContract):
+    @pytest.fixture
+    def dns(self):
+        net = FakeNet()
+        net.ensure_bridge("acdns0", "10.0.250.1", 24)
+        return FakeResolver(net)
+
+    @pytest.fixture
+    def plan(self):
+        def make(names, listen="10.0.250.1", upstream="/etc/resolv.conf"):
+            return ResolverPlan(listen=listen, run_dir="/srv/contract/run/.dns", upstream=upstream,
+                                names=names.items())
+        return make
+
+    @pytest.fixture
+    def absent(self):
+        return "10.0.251.1"
+
+    @pytest.fixture
+    def lookup(self, dns):
+        return lambda plan, name: dns.names(plan.run_dir).get(name)

@@ -19,7 +19,7 @@ from ..host import process
 
 TOOLS_DIR = "/opt/appcontainers-tools"
 INIT = "/sbin/appcontainers-init"
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"  # 2: /etc/resolv.conf placeholder
 AGENT_SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "agent")
 
 
@@ -125,6 +125,7 @@ def populate(rootfs: str, busybox: str, runtime: dict) -> None:
     _write(rootfs, "/etc/group", "root:x:0:\nnogroup:x:65534:\n")
     _write(rootfs, "/etc/hosts", "127.0.0.1\tlocalhost\n")
     _write(rootfs, "/etc/hostname", "localhost\n")
+    _write(rootfs, "/etc/resolv.conf", "")  # the container's resolver is bind-mounted here
     _write(rootfs, "/etc/profile", "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n")
     for bind in runtime["binds"]:
         os.makedirs(os.path.join(rootfs, bind.lstrip("/")), exist_ok=True)

@@ -27,7 +27,7 @@ PACKAGES = {
     "mksquashfs": "squashfs-tools", "unsquashfs": "squashfs-tools",
     "squashfuse": "squashfuse", "squashfuse_ll": "squashfuse", "fuse-overlayfs": "fuse-overlayfs",
     "fusermount3": "fuse3", "busybox": "busybox-static", "mmdebstrap": "mmdebstrap",
-    "ip": "iproute2", "nft": "nftables", "mount": "mount", "umount": "mount", "losetup": "mount",
+    "ip": "iproute2", "nft": "nftables", "dnsmasq": "dnsmasq-base", "mount": "mount", "umount": "mount", "losetup": "mount",
 }
 
 

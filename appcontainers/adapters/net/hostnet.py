@@ -1,6 +1,7 @@
 """The service's own Linux bridge, its nftables rules, and the MACs already present on this host."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -9,14 +10,25 @@ from ..host import process
 from . import nftables, sockets
 
 
+def bridge_mac(name: str) -> str:
+    """The bridge's own fixed MAC (locally administered, from its name). Without one, Linux gives
+    a bridge the lowest MAC of its ports, so it changed whenever a container left: the others'
+    ARP entries for the gateway then pointed nowhere until they expired (DNS, pings, NAT lost)."""
+    digest = hashlib.sha256(name.encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, 0xac, *digest[:4]))
+
+
 def bridge_plan(name: str, gateway: str, prefixlen: int, present: dict | None) -> list[list[str]]:
     """The ip(8) commands that bring the bridge to the wanted state (pure; [] when it is there).
 
     present: the bridge's `ip -j addr show` record, or None if it does not exist.
     """
     plan = []
+    if present is None or present.get("address") != bridge_mac(name):
+        if present is None:
+            plan.append(["ip", "link", "add", name, "type", "bridge"])
+        plan.append(["ip", "link", "set", name, "address", bridge_mac(name)])
     if present is None:
-        plan.append(["ip", "link", "add", name, "type", "bridge"])
         addrs = []
     else:
         addrs = [(a.get("local"), a.get("prefixlen")) for a in present.get("addr_info", [])

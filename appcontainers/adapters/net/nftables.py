@@ -8,7 +8,8 @@ Two tables, both named for the data root (domain.firewall.table_name):
   addresses (any of them, on any interface) is dropped; replies to what the host started pass,
   and so does ping (the kernel's echo reply is no service, and "the gateway answers" is how a
   user checks a container's network).
-  At "open" the chain is there but empty; "strict" has default's.
+  At "open" the chain is there but empty; "strict" has default's. DNS to the root's resolver
+  (the gateway, port 53) passes at every level (dns_exception).
 - Networking (docs/networking.md): the bridge table's `forward` chain at "strict" (no frame from
   one of the root's veths to another, but those DNATed to a published port, marked by the inet
   table's `publish_mark`); in the inet table, egress
@@ -81,12 +82,32 @@ def mark_chain(rules: RootRules) -> list[str]:
             f"    ct status dnat ip daddr @containers meta mark set meta mark | {PUBLISHED_MARK:#010x}", "  }"]
 
 
+def dns_exception(rules: RootRules) -> list[str]:
+    """DNS (udp and tcp 53) from the root's containers to its resolver, before any drop."""
+    if rules.resolver is None:
+        return []
+    return [f'    iifname "{rules.bridge}" ip saddr @containers ip daddr {rules.resolver} '
+            f'meta l4proto {{ tcp, udp }} th dport 53 accept']
+
+
+def dns_guard(rules: RootRules) -> list[str]:
+    """At every level: the resolver answers only the bridge and the host itself, never another
+    interface (a network routing the gateway's address to this host must not get an open
+    resolver that forwards to the host's own)."""
+    if rules.resolver is None:
+        return []
+    return [f'    iifname != {{ "{rules.bridge}", "lo" }} ip daddr {rules.resolver} '
+            f'meta l4proto {{ tcp, udp }} th dport 53 counter drop']
+
+
 def inet_table(rules: RootRules) -> list[str]:
     addrs = ", ".join(g.ip for g in rules.guards)
     lines = [f"table inet {rules.table} {{",
              "  set containers {", "    type ipv4_addr", f"    elements = {{ {addrs} }}", "  }",
              "  chain input {", "    type filter hook input priority filter; policy accept;"]
+    lines += dns_guard(rules)
     if rules.isolation != "open":  # "default", and "strict" which also keeps containers apart
+        lines += dns_exception(rules)
         lines += [f'    iifname "{rules.bridge}" ip saddr @containers ct state established,related accept',
                   f'    iifname "{rules.bridge}" ip saddr @containers icmp type echo-request accept',
                   f'    iifname "{rules.bridge}" ip saddr @containers counter drop']
