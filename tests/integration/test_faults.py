@@ -93,9 +93,10 @@ class TestLeftFrozen:
             finally:
                 os.killpg(save.pid, signal.SIGKILL)
                 save.wait(timeout=30)
-            time.sleep(0.2)
-            assert svc.ports.driver.state(container.name) == left  # precondition: what lxc-info reports
-            assert _read(os.path.join(freezer, "freezer.state")) == left
+            # Precondition: what lxc-info reports, and the cgroup (a loaded host may show a passing
+            # FREEZING on the way to FROZEN: wait for it to settle).
+            _wait_for(lambda: svc.ports.driver.state(container.name) == left
+                      and _read(os.path.join(freezer, "freezer.state")) == left, what=f"{left} to settle")
             svc.reconcile()
             assert _read(os.path.join(freezer, "freezer.state")) == "THAWED"
             assert svc.ports.driver.state(container.name) == "RUNNING"

@@ -45,16 +45,24 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
+def _gone(pid: int) -> bool:
+    """Exited for good: no such process, or a zombie. (An empty cmdline is not enough: an
+    exiting process drops its memory before its files, so its sockets may still be bound.)"""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return True
+    return state in ("Z", "X")
+
+
 def _end(pid: int, timeout: float = 5.0) -> None:
     """SIGTERM, then SIGKILL if it is still there after timeout."""
-    _signal(pid, signal.SIGTERM)
-    for _left in attempts(0.02, deadline=time.monotonic() + timeout):
-        if not _cmdline(pid):  # gone, or a zombie (its cmdline is empty)
-            return
-    _signal(pid, signal.SIGKILL)
-    for _left in attempts(0.02, deadline=time.monotonic() + timeout):
-        if not _cmdline(pid):  # gone, or a zombie (its cmdline is empty)
-            return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        _signal(pid, sig)
+        for _left in attempts(0.02, deadline=time.monotonic() + timeout):
+            if _gone(pid):
+                return
 
 
 def _write(path: str, text: str) -> None:
