@@ -807,6 +807,134 @@ def _mounter_of(svc) -> str:
         _destroy_quietly(c)
 
 
+# ===================================================================================
+# 10. published ports (DNAT) vs the container's address directly; provision cost of -p
+# ===================================================================================
+
+PORTS_SINK = """\
+import socket, threading
+def serve(conn):
+    buf = bytearray(1 << 20)
+    with conn:
+        while conn.recv_into(buf):
+            pass
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 80))
+s.listen(256)
+while True:
+    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
+"""
+
+
+def _send_through(addr: tuple[str, int], nbytes: int) -> None:
+    """Send nbytes on one TCP connection, then wait for the sink to have read them all (its close)."""
+    import socket
+
+    chunk = memoryview(bytes(1 << 20))
+    with socket.create_connection(addr, timeout=30) as s:
+        left = nbytes
+        while left:
+            left -= s.send(chunk[:min(left, len(chunk))])
+        s.shutdown(socket.SHUT_WR)
+        while s.recv(4096):
+            pass
+
+
+def _connects(addr: tuple[str, int], n: int) -> None:
+    """n short connections: connect, close our side, wait for the sink's close."""
+    import socket
+
+    for _ in range(n):
+        with socket.create_connection(addr, timeout=10) as s:
+            s.shutdown(socket.SHUT_WR)
+            s.recv(16)
+
+
+def _start_sink(c) -> None:
+    """A Python TCP sink on port 80 in c (the agent's own Python), run by a daemon thread until c goes."""
+    import socket
+    import threading
+
+    out = bytearray()
+    c.run(["cat", "/proc/1/cmdline"], on_data=lambda _stream, data: out.extend(data))
+    python = bytes(out).split(b"\0")[0].decode()
+    c.create_file("/root/sink.py", PORTS_SINK)
+    threading.Thread(target=_run_quietly, args=(c, [python, "/root/sink.py"]), daemon=True).start()
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection((c.ip, 80), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _run_quietly(c, argv) -> None:
+    try:
+        c.run(argv)
+    except Exception:  # noqa: BLE001 - ends with the container
+        pass
+
+
+def _provision_publish_cost(svc, reps: int) -> dict:
+    """provision(publish=[...]) vs provision(), provision alone (destroy untimed)."""
+    held: dict = {}
+
+    def prov(publish):
+        def go():
+            held["c"] = svc.provision(publish=publish)
+        return go
+
+    def down():
+        d = held.pop("c", None)
+        if d is not None:
+            d.destroy()
+
+    nsock = sum(1 for n in ("tcp", "tcp6", "udp", "udp6") for _ in open(f"/proc/net/{n}")) - 4
+    ta, tb = B.paired(prov(["18091:80"]), prov([]), reps, warmup=2, teardown_a=down, teardown_b=down)
+    return row("ports", "provision with publish=['18091:80']", B.stats(ta), B.stats(tb),
+               goal=("<=", 1.1), raw_label="provision without",
+               note=f"provision alone (the rules are made at start); the extra is reading the host's "
+                    f"sockets (/proc/net/{{tcp,udp}}{{,6}}: {nsock} entries at the start of this measure; "
+                    f"the kernel's cost grows with the count) and other roots' published sets (nft)")
+
+
+def bench_ports(ctx: Context) -> list[dict]:
+    """published port (127.0.0.1 and the bridge address) vs the container's ip:port directly:
+    throughput of one TCP connection (goal >= 0.9x), connection rate; provision with -p vs without
+    (goal <= 1.1x)"""
+    svc = ctx.svc
+    # First: the connection-rate runs leave thousands of TIME_WAIT sockets, which /proc/net/tcp lists.
+    rows = [_provision_publish_cost(svc, ctx.reps(15, 5))]
+    c = svc.provision(publish=["18090:80"])
+    ctx.sb.on_cleanup(lambda: _destroy_quietly(c))
+    c.start()
+    _start_sink(c)
+    direct, gateway = (c.ip, 80), ("10.0.210.1", 18090)
+    targets = [("127.0.0.1:18090", ("127.0.0.1", 18090)), ("bridge address 10.0.210.1:18090", gateway)]
+    nbytes = (50 if ctx.quick else 200) * 1000 * 1000
+    nconn = ctx.reps(300, 100)
+    for label, addr in targets:
+        ta, tb = B.paired(lambda a=addr: _send_through(a, nbytes), lambda: _send_through(direct, nbytes),
+                          ctx.reps(9, 3), warmup=1)
+        rows.append(row("ports", f"TCP throughput via {label}", rates(nbytes, ta), rates(nbytes, tb),
+                        unit="MB/s", kind="throughput", goal=(">=", 0.9), lib_label="published",
+                        raw_label="container ip:80",
+                        note=f"{nbytes / MB:.0f} MB on one connection from the host into a Python sink in "
+                             f"the container, until the sink's close"))
+    for label, addr in targets:
+        ta, tb = B.paired(lambda a=addr: _connects(a, nconn), lambda: _connects(direct, nconn),
+                          ctx.reps(7, 3), warmup=1)
+        rows.append(row("ports", f"connection rate via {label}", B.stats([nconn / t for t in ta]),
+                        B.stats([nconn / t for t in tb]), unit="conn/s", kind="throughput",
+                        lib_label="published", raw_label="container ip:80",
+                        note=f"{nconn} connections one after another: connect, shutdown, wait for the close"))
+    _destroy_quietly(c)
+    return rows
+
 BENCHES = {
     "cli": bench_cli,
     "provision": bench_provision,
@@ -818,6 +946,7 @@ BENCHES = {
     "load": bench_load,
     "fuse": bench_fuse,
     "unpriv": bench_unpriv,
+    "ports": bench_ports,
 }
 
 

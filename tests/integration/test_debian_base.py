@@ -2,6 +2,7 @@
 then containers on it, the cache, save/load, removal, and bad input."""
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -119,6 +120,21 @@ class TestContainer:
             r = c.run("ls /usr/share/doc/bash; ls -A /var/lib/apt/lists | wc -l; "
                       "test -e /usr/share/man/man1 || echo no-man; cat /etc/hostname")
             assert r.stdout == f"copyright\n0\nno-man\n{c.name}\n", r.stdout + r.stderr
+        finally:
+            c.destroy()
+
+    def test_resolv_conf_is_an_empty_placeholder_and_the_container_gets_the_gateway(self, svc, debian):
+        """The image's /etc/resolv.conf is an empty regular 0644 file (never the build host's); a
+        container's is the skeleton's, naming the gateway (the root's resolver)."""
+        path = svc.settings.layout.image_file(debian[0].id, "base")
+        listing = subprocess.run(["unsquashfs", "-lls", path, "rootfs/etc/resolv.conf"], capture_output=True,
+                                 text=True, check=True).stdout
+        assert re.search(r"^-rw-r--r-- root/root +0 .* squashfs-root/rootfs/etc/resolv\.conf$", listing, re.M), listing
+        c = svc.provision(base=debian[0].name)
+        try:
+            c.start()
+            gateway = next(ipaddress.ip_network(svc.settings.subnet).hosts())
+            assert f"nameserver {gateway}\n" in c.run("cat /etc/resolv.conf").stdout
         finally:
             c.destroy()
 

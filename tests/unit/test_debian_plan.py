@@ -82,12 +82,17 @@ class TestArgv:
         with pytest.raises(InvalidValue):
             make(stage="/d/my stage")
 
-    def test_trim_list_drops_apt_lists_caches_logs_and_resolv_conf(self):
+    def test_trim_list_drops_apt_lists_caches_logs(self):
         """What the squashfs leaves out, as relative wildcards."""
         p = make()
-        for pattern in ("var/lib/apt/lists/*", "var/cache/apt/*", "var/log/*", "etc/resolv.conf"):
+        for pattern in ("var/lib/apt/lists/*", "var/cache/apt/*", "var/log/*"):
             assert pattern in p.trim
         assert not any(t.startswith("/") or ".." in t for t in p.trim)
+
+    def test_resolv_conf_is_kept_as_an_empty_placeholder(self):
+        """/etc/resolv.conf is emptied, not trimmed: the container's skeleton file needs it to bind on."""
+        assert "etc/resolv.conf" not in make().trim
+        assert dp.EMPTY_FILES == ("etc/resolv.conf",)
 
 
 class TestInit:
@@ -240,3 +245,25 @@ class TestFailureReason:
 
     def test_without_error_lines_the_last_lines_are_kept(self):
         assert dp.failure_reason("a\nb\nc\nd\n") == (False, ["b", "c", "d"])
+
+
+class TestPlaceholders:
+    @pytest.mark.parametrize("present", ["file", "symlink", "none"])
+    def test_resolv_conf_becomes_an_empty_regular_file(self, tmp_path, present):
+        """Whatever the build left at etc/resolv.conf (the host's copy, a symlink, nothing) becomes an
+        empty regular 0644 file; a symlink's target is never written."""
+        from appcontainers.adapters.bases.debian_base import empty_placeholders
+
+        etc = tmp_path / "rootfs" / "etc"
+        etc.mkdir(parents=True)
+        target = tmp_path / "host-resolv.conf"
+        target.write_text("nameserver 192.0.2.1\n")
+        if present == "file":
+            (etc / "resolv.conf").write_text("nameserver 192.0.2.1\n")
+        elif present == "symlink":
+            (etc / "resolv.conf").symlink_to(target)
+        empty_placeholders(str(tmp_path / "rootfs"))
+        placed = etc / "resolv.conf"
+        assert placed.is_file() and not placed.is_symlink() and placed.read_bytes() == b""
+        assert placed.stat().st_mode & 0o7777 == 0o644
+        assert target.read_text() == "nameserver 192.0.2.1\n"

@@ -4,6 +4,7 @@ this module reads the host's apt sources, runs the plan and packs the result.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import os
@@ -59,6 +60,23 @@ def read_host_sources(apt_etc: str = "/etc/apt") -> list[dp.AptSource]:
             with open(path) as f:
                 entries += parse(f.read())
     return entries
+
+
+def empty_placeholders(rootfs: str, names=dp.EMPTY_FILES) -> None:
+    """Replace each of names (relative paths) in rootfs by an empty regular file, 0644: whatever
+    was there (mmdebstrap leaves the build host's resolv.conf, or a symlink) is unlinked, never
+    followed or kept."""
+    for rel in names:
+        parent, name = os.path.split(rel)
+        dfd = os.open(os.path.join(rootfs, parent), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=dfd)
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dfd)
+            os.fchmod(fd, 0o644)
+            os.close(fd)
+        finally:
+            os.close(dfd)
 
 
 def _remove_stage(stage: str) -> None:
@@ -117,6 +135,7 @@ class DebianBaseBuilder:
             self._mmdebstrap(plan, say)
             say("checking the agent under the image's python3")
             say(self._check(plan.rootfs))
+            empty_placeholders(plan.rootfs)
             manifest = {"format_version": 1, "name": name, "created": created, "parent": None,
                         "startup_commands": [], "environment": {}, "host_binds": [], "base": name,
                         "init": [dp.INIT], "build_key": plan.key}

@@ -15,7 +15,7 @@ import attrs
 
 from ...domain.exceptions import InvalidValue
 
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"  # 2: an empty /etc/resolv.conf placeholder
 VARIANT = "essential"  # Essential: yes packages only (no apt): the smallest system dpkg can run
 REQUIRED = ("iproute2", "python3", "python3-cffi-backend", "python3-zmq")  # the agent and `ip`
 MERGED_USR_HOOKS = "/usr/share/mmdebstrap/hooks/merged-usr"
@@ -30,11 +30,14 @@ DPKG_OPTIONS = (
     "path-exclude=/usr/share/lintian/*", "path-exclude=/usr/share/linda/*",
 )
 # Left out of the squashfs (mksquashfs wildcards relative to the rootfs): apt's lists and caches,
-# logs, backups and the build host's resolv.conf.
+# logs, backups.
 TRIM = (
     "var/lib/apt/lists/*", "var/cache/apt/*", "var/cache/debconf/*-old", "var/lib/dpkg/*-old",
-    "var/log/*", "tmp/*", "var/tmp/*", "etc/resolv.conf",
+    "var/log/*", "tmp/*", "var/tmp/*",
 )
+# Emptied after mmdebstrap (whatever it left there, the build host's copy included, is replaced by
+# an empty regular file): the placeholder the container's skeleton file is bind-mounted on.
+EMPTY_FILES = ("etc/resolv.conf",)
 # Suites with no -updates or -security companions.
 _NO_COMPANIONS = frozenset({"sid", "unstable", "experimental", "rc-buggy"})
 _COMPANIONS = ("updates", "security")
@@ -94,7 +97,7 @@ def build_key(suite: str, pkgs, agent_hash: str, builder_hash: str) -> str:
     """Changes when anything the base is made from changes (not the mirror's contents)."""
     data = {"builder": BUILDER_VERSION, "builder_hash": builder_hash, "agent_hash": agent_hash,
             "suite": suite, "variant": VARIANT, "packages": sorted(pkgs), "dpkg": list(DPKG_OPTIONS),
-            "trim": list(TRIM), "init": init_script()}
+            "trim": list(TRIM), "empty": list(EMPTY_FILES), "init": init_script()}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
