@@ -15,7 +15,9 @@ def running(cs: ContainerService, name: str) -> list[str]:
         kind, cid = rec.get("type"), rec.get("id")
         if kind == "agent_started":
             live.clear()  # a restarted agent runs none of the old ones
-        elif kind == "started" and isinstance(cid, str) and not cid.startswith("startup-"):
+        elif not isinstance(cid, str):
+            continue
+        elif kind == "started" and not cid.startswith("startup-"):
             live[cid] = None
         elif kind == "exit":
             live.pop(cid, None)
