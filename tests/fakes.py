@@ -450,6 +450,7 @@ class FakeAgentClient:
         self.runs: list[dict] = []
         self.reply = (0, b"", b"")
         self.records: list[dict] = []
+        self.kills: list[tuple[str, int]] = []  # (command id, signal) sent
 
     def _reach(self):
         if not self.running():
@@ -467,12 +468,13 @@ class FakeAgentClient:
         return True
 
     def run(self, argv=None, shell=None, env=None, cwd=None, stdin=None, timeout=None, on_output=None,
-            *, on_data=None, tty=None, controls=None):
+            *, on_data=None, tty=None, controls=None, user=None):
         self._reach()
         if stdin is not None and not isinstance(stdin, bytes):  # a stream: what the command would read
             stdin = stdin.read() if hasattr(stdin, "read") else b"".join(stdin)
         self.runs.append({"argv": argv, "shell": shell, "env": env, "cwd": cwd, "stdin": stdin,
-                          **({"tty": tty} if tty is not None else {})})
+                          **({"tty": tty} if tty is not None else {}),
+                          **({"user": user} if user is not None else {})})
         self.run_keys.append(self.server_key)
         code, out, err = self.reply
         cid = f"c{len(self.runs)}"
@@ -488,6 +490,10 @@ class FakeAgentClient:
         record = {"v": 1, "type": "exit", "id": cid, "code": code, "signal": None, "timed_out": False}
         self.records.append(record)
         return code, out, err, dict(record)
+
+    def kill(self, command_id, signal=15):
+        self._reach()
+        self.kills.append((command_id, signal))
 
     def logs(self, since=0, follow=False):
         return iter([(i + 1, rec) for i, rec in enumerate(self.records) if i >= since])

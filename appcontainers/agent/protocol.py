@@ -72,12 +72,13 @@ def unb64(text: str) -> bytes:
 
 def run_request(cmd_id: str, argv=None, shell=None, env=None, cwd=None, stdin: bytes | None = None,
                 stdin_stream=False, timeout=None, check: bool = True, chunks: bool = False,
-                tty: tuple[int, int] | None = None) -> dict:
+                tty: tuple[int, int] | None = None, user: str | None = None) -> dict:
     """A run request; ProtocolError when it is malformed (check=False: the agent's own
     startup commands, whose failures the runner reports as the command's).
 
     chunks: output comes as read (any size up to MAX_LINE), not split into lines; tty: run
-    it on a pseudo-terminal of (rows, cols) (0, 0: unknown), its output on stdout as read."""
+    it on a pseudo-terminal of (rows, cols) (0, 0: unknown), its output on stdout as read;
+    user: USER, UID, USER:GROUP or UID:GID of the container's /etc/passwd (default root)."""
     msg: dict = {"v": VERSION, "type": "run", "id": cmd_id}
     if chunks:
         msg["chunks"] = True
@@ -91,6 +92,8 @@ def run_request(cmd_id: str, argv=None, shell=None, env=None, cwd=None, stdin: b
         msg["env"] = dict(env)
     if cwd is not None:
         msg["cwd"] = cwd
+    if user is not None:
+        msg["user"] = user
     if stdin is not None:
         msg["stdin"] = b64(stdin)
     if stdin_stream:
@@ -132,8 +135,11 @@ def stdin_payload(cmd_id: str, data: bytes) -> bytes:
 
 # -- builders (agent -> host)
 
+FEATURES = ("user",)  # what this agent does that an older one ignores: the host asks before relying on it
+
+
 def pong_message(pid: int, uptime: float) -> dict:
-    return {"v": VERSION, "type": "pong", "pid": pid, "uptime": uptime}
+    return {"v": VERSION, "type": "pong", "pid": pid, "uptime": uptime, "features": list(FEATURES)}
 
 
 def started_message(cmd_id: str, pid: int) -> dict:
@@ -229,6 +235,7 @@ _RUN_FIELDS = (
     ("shell", lambda v: v is None or _is_arg(v), "shell must be a string without NUL"),
     ("env", _is_str_dict, "env must map names (no '=', no NUL) to strings"),
     ("cwd", _is_arg, "cwd must be a string without NUL"),
+    ("user", lambda v: _is_arg(v) and bool(v), "user must be a non-empty string without NUL"),
     ("stdin", _is_b64, "stdin must be a base64 string"),
     ("stdin_stream", lambda v: isinstance(v, bool), "stdin_stream must be a boolean"),
     ("chunks", lambda v: isinstance(v, bool), "chunks must be a boolean"),

@@ -17,6 +17,7 @@ import time
 from typing import cast
 
 from . import protocol as p
+from . import users
 from .lines import LineSplitter
 from .spawn import set_size, spawn_pipes, spawn_pty
 
@@ -107,15 +108,16 @@ class Runner:
     def _start(self, cmd: Command, req: dict) -> int | None:
         """Spawn the command and watch its output; the fd to write its stdin to, if it has one."""
         argv = req["argv"] if "argv" in req else ["/bin/sh", "-c", req["shell"]]
-        env = {**self.base_env, **req.get("env", {})}
+        user = users.resolve(req["user"]) if "user" in req else None
+        env = {**self.base_env, **(users.environment(user) if user else {}), **req.get("env", {})}
         cwd = req.get("cwd") or "/"
         if "tty" in req:
-            cmd.proc, out_r, in_w = spawn_pty(argv, env, cwd, req["tty"]["rows"], req["tty"]["cols"])
+            cmd.proc, out_r, in_w = spawn_pty(argv, env, cwd, req["tty"]["rows"], req["tty"]["cols"], user)
             cmd.tty_fd, cmd.chunked = out_r, True
             outputs: tuple[tuple[int, str], ...] = ((out_r, "stdout"),)
         else:
             piped_stdin = "stdin" in req or req.get("stdin_stream", False)
-            cmd.proc, out_r, err_r, in_w = spawn_pipes(argv, env, cwd, piped_stdin)
+            cmd.proc, out_r, err_r, in_w = spawn_pipes(argv, env, cwd, piped_stdin, user)
             cmd.chunked, outputs = bool(req.get("chunks")), ((out_r, "stdout"), (err_r, "stderr"))
         for fd, stream in outputs:
             os.set_blocking(fd, False)
@@ -129,6 +131,7 @@ class Runner:
         cwd = req.get("cwd") or "/"
         missing = isinstance(e, FileNotFoundError) and e.filename != cwd
         what = f"cwd {cwd}" if getattr(e, "filename", None) == cwd else argv[0]
+        what = f"user {req['user']}" if isinstance(e, users.NoSuchUser) else what
         reason = "command not found" if missing else getattr(e, "strerror", None) or str(e)
         self._line(cmd, "stderr", f"appcontainers-agent: {what}: {reason}\n".encode(), time.time())
         cmd.status = (127 if missing else 126) << 8

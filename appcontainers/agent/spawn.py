@@ -7,8 +7,17 @@ import struct
 import subprocess
 import termios
 
+from .users import User
 
-def spawn_pipes(argv, env, cwd, piped_stdin):
+
+def _as(user: User | None) -> dict:
+    """Popen's arguments to run as user (None: as the agent, root)."""
+    if user is None:
+        return {}
+    return {"user": user.uid, "group": user.gid, "extra_groups": list(user.groups)}
+
+
+def spawn_pipes(argv, env, cwd, piped_stdin, user: User | None = None):
     """(Popen, stdout read fd, stderr read fd, stdin write fd or None); on failure no fd leaks."""
     fds: list[int] = []
     try:
@@ -17,7 +26,7 @@ def spawn_pipes(argv, env, cwd, piped_stdin):
         out_r, out_w, err_r, err_w, *stdin_pipe = fds
         in_r, in_w = stdin_pipe or (subprocess.DEVNULL, None)
         proc = subprocess.Popen(argv, stdin=in_r, stdout=out_w, stderr=err_w, env=env, cwd=cwd,
-                                start_new_session=True, close_fds=True)
+                                start_new_session=True, close_fds=True, **_as(user))
     except BaseException:
         for fd in fds:
             os.close(fd)
@@ -27,7 +36,7 @@ def spawn_pipes(argv, env, cwd, piped_stdin):
     return proc, out_r, err_r, in_w
 
 
-def spawn_pty(argv, env, cwd, rows: int, cols: int):
+def spawn_pty(argv, env, cwd, rows: int, cols: int, user: User | None = None):
     """(Popen, the terminal's master to read, a copy of it to write stdin to).
 
     The command gets the slave as stdin, stdout and stderr, in a new session whose
@@ -38,7 +47,8 @@ def spawn_pty(argv, env, cwd, rows: int, cols: int):
         set_size(master, rows, cols)
         writer = os.dup(master)
         proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cwd,
-                                start_new_session=True, close_fds=True, preexec_fn=_controlling_tty)
+                                start_new_session=True, close_fds=True, preexec_fn=_controlling_tty,
+                                **_as(user))
     except BaseException:
         for fd in (master, writer):
             if fd is not None:

@@ -74,15 +74,29 @@ class Container:
         self._svc.containers.destroy(self.name)
 
     def run(self, command, timeout=None, on_output=None, env=None, cwd=None, stdin=None, *,
-            on_data=None, tty=None, controls=None):
+            on_data=None, tty=None, controls=None, user=None):
         """Run command (a str under /bin/sh -c, or an argv list); blocks until it ends.
 
         stdin: bytes or a stream (binary file, iterable of bytes) sent as the command reads;
         on_output(stream, line) per line, on_data(stream, bytes) exactly as output comes;
-        tty=(rows, cols): on a pseudo-terminal; controls(): signals and sizes to send now."""
+        tty=(rows, cols): on a pseudo-terminal; controls(): signals and sizes to send now;
+        user: USER, UID, USER:GROUP or UID:GID of the container's /etc/passwd (default root)."""
         return self._svc.containers.run(self.name, command, timeout=timeout, on_output=on_output,
                                         env=env, cwd=cwd, stdin=stdin, on_data=on_data, tty=tty,
-                                        controls=controls)
+                                        controls=controls, user=user)
+
+    def running_commands(self) -> list[str]:
+        """Ids of the commands started by run that still run, oldest first."""
+        from ..services.commands import running
+
+        return running(self._svc.containers, self.name)
+
+    def kill(self, command_id: str | None = None, signal: int = 15) -> str:
+        """Signal a running command (default: the only one started by run; refused if several
+        run, with their ids). The id signalled."""
+        from ..services.commands import kill
+
+        return kill(self._svc.containers, self.name, command_id, signal)
 
     def create_file(self, path: str, content, mode: int = 0o644) -> str:
         return self._svc.containers.create_file(self.name, path, content, mode)

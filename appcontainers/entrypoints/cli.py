@@ -200,9 +200,13 @@ class _RunCommand(click.Command):
               help="Send stdin to the command even when it is a terminal (a pipe or file always is).")
 @click.option("-t", "--tty", is_flag=True,
               help="Run the command on a terminal (with -i from a terminal: an interactive session).")
+@click.option("-e", "--env", "env", multiple=True, metavar="KEY=VAL",
+              help="Set an environment variable for the command (repeatable).")
+@click.option("-w", "--workdir", metavar="DIR", help="The command's working directory (default /).")
+@click.option("-u", "--user", metavar="USER", help="Run as USER, UID, USER:GROUP or UID:GID of the container.")
 @json_option
-def run(name, command, timeout, interactive, tty, as_json):
-    """Run a command in a container: appcontainers run [-it] NAME [--timeout S] -- CMD [ARGS...].
+def run(name, command, timeout, interactive, tty, env, workdir, user, as_json):
+    """Run a command in a container: appcontainers run [-it] [-e K=V] [-w DIR] [-u USER] NAME -- CMD [ARGS...].
 
     Streams stdin in (when it is not a terminal, or with -i) and the output out, byte for
     byte; Ctrl-C and SIGTERM go to the command (a second Ctrl-C kills it); exits with its exit
@@ -214,15 +218,27 @@ def run(name, command, timeout, interactive, tty, as_json):
         command = command[1:]
     if not command:
         raise click.UsageError("no command given: appcontainers run NAME -- CMD [ARGS...]")
+    how = run_session.How(timeout, interactive, tty, _env_pairs(env), workdir, user)
     c = service().get(name)
     if as_json:
         stdin = sys.stdin.buffer if sys.stdin is not None and (interactive or not sys.stdin.isatty()) else None
-        r = c.run(command, timeout=timeout, stdin=stdin)
+        r = c.run(command, timeout=timeout, stdin=stdin, env=how.env, cwd=workdir, user=user)
         emit(True, {"exit_code": r.exit_code, "stdout": r.stdout, "stderr": r.stderr})
         code = r.exit_code
     else:
-        code = run_session.run(c, command, timeout, interactive, tty)
+        code = run_session.run(c, command, how)
     sys.exit(run_session.exit_status(code))
+
+
+def _env_pairs(pairs) -> dict[str, str] | None:
+    """-e KEY=VAL options as a dict (a later KEY wins); a bad one is a usage error."""
+    env: dict[str, str] = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key or "\0" in pair:
+            raise click.BadParameter(f"{pair!r} is not KEY=VAL", param_hint="-e")
+        env[key] = value
+    return env or None
 
 
 @main.command()
@@ -543,9 +559,10 @@ def base_rm(name, as_json):
           "\n".join(f"removed {i.id[:12]} ({i.name})" for i in removed))
 
 
-from . import cli_inspect  # noqa: E402
+from . import cli_exec, cli_inspect  # noqa: E402
 
 cli_inspect.register(main)  # cp, inspect, stats
+cli_exec.register(main)  # kill, shell
 
 if __name__ == "__main__":
     main()

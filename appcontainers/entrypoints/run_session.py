@@ -15,6 +15,7 @@ import sys
 import termios
 import tty as ttymod
 from collections.abc import Iterator
+from typing import NamedTuple
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
@@ -106,17 +107,28 @@ class Output:
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-def run(container, command: list[str], timeout: float | None, interactive: bool, tty: bool) -> int:
+class How(NamedTuple):
+    """How `run` runs its command: the CLI's options."""
+    timeout: float | None = None
+    interactive: bool = False
+    tty: bool = False
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+    user: str | None = None
+
+
+def run(container, command: list[str], how: How) -> int:
     """Run command in container, tied to this process; the command's exit code."""
     stdin_tty = _stdin_is_tty()
-    forward = sys.stdin is not None and (interactive or not stdin_tty)
-    size = window_size() if tty else None
-    env = {"TERM": os.environ.get("TERM", "xterm")} if tty else None
+    forward = sys.stdin is not None and (how.interactive or not stdin_tty)
+    size = window_size() if how.tty else None
+    env = {**({"TERM": os.environ.get("TERM", "xterm")} if how.tty else {}), **(how.env or {})}
     controls = Controls()
     with contextlib.ExitStack() as stack:
-        stack.enter_context(forwarding(controls, tty))
-        if tty and forward and stdin_tty:
+        stack.enter_context(forwarding(controls, how.tty))
+        if how.tty and forward and stdin_tty:
             stack.enter_context(raw_terminal(sys.stdin.fileno()))
-        r = container.run(command, timeout=timeout, env=env, stdin=sys.stdin.buffer if forward else None,
-                          on_data=Output(controls), tty=size, controls=controls)
+        r = container.run(command, timeout=how.timeout, env=env or None, cwd=how.cwd, user=how.user,
+                          stdin=sys.stdin.buffer if forward else None, on_data=Output(controls), tty=size,
+                          controls=controls)
     return r.exit_code

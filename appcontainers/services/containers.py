@@ -506,9 +506,10 @@ class ContainerService:
     def run(self, name: str, command: str | Sequence[str], timeout: float | None = None,
             on_output: LineCallback | None = None, env: dict[str, str] | None = None,
             cwd: str | None = None, stdin: Any = None, *, on_data: DataCallback | None = None,
-            tty: tuple[int, int] | None = None, controls: Controls | None = None) -> RunResult:
-        """on_data, tty and controls need the agent (every base has it); without one they are
-        refused, except on_data, which then gets the output once the command has ended."""
+            tty: tuple[int, int] | None = None, controls: Controls | None = None,
+            user: str | None = None) -> RunResult:
+        """on_data, tty, controls and user need the agent (every base has it); without one they
+        are refused, except on_data, which then gets the output once the command has ended."""
         argv, shell = plans.command(command)
         state = self.p.repo.read()
         r = state.get(name)
@@ -521,10 +522,10 @@ class ContainerService:
                 client = self.agent(name)  # the start made a new key
             code, out, err, _ = client.run(argv=argv, shell=shell, env=env, cwd=cwd, stdin=stdin,
                                            timeout=timeout, on_output=on_output, on_data=on_data,
-                                           tty=tty, controls=controls)
+                                           tty=tty, controls=controls, user=user)
             return RunResult(exit_code=code, stdout=out, stderr=err)
-        if tty is not None or controls is not None:
-            raise InvalidValue(f"container {name} has no agent: no terminal and no signals for its commands")
+        if tty is not None or controls is not None or user is not None:
+            raise InvalidValue(f"container {name} has no agent: no terminal, no signals and no user for its commands")
         if self.p.driver.state(name) != "RUNNING":
             self.start(name)
         code, out, err = self.p.driver.attach(name, argv or ["/bin/sh", "-c", shell or ""], env, cwd,  # one of the two is set

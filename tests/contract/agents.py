@@ -55,6 +55,18 @@ class AgentsContract:
         right = agents(run_dir, server_key=public)
         assert not [r for _, r in right.logs() if r.get("type") == "started"]
 
+    def test_kill_needs_the_key_and_spares_what_does_not_run(self, agents, world):
+        """kill() of an id that runs nothing is silent and the agent serves on; with a wrong key
+        it is refused."""
+        public, secret = agents.new_keys()
+        run_dir = world.start(secret)
+        client = agents(run_dir, server_key=public)
+        assert client.wait_ready(10)
+        client.kill("no-such-command", 9)
+        assert client.run(argv=world.command(client, "", "", 0))[0] == 0
+        with pytest.raises(AgentUnavailable):
+            agents(run_dir, server_key=agents.new_keys()[0]).kill("no-such-command")
+
     def test_run_returns_code_output_and_its_exit_record(self, agents, world):
         """run() gives the exit code, stdout and stderr exactly and the exit record; on_output
         gets each line, without its newline, with its stream."""

@@ -195,3 +195,73 @@ class TestInteractive:
                                  [(41, 123), b"stty size\n", b"exit\n"])
         assert b"41 123\r\n" in out and code == 0, out
 
+
+
+class TestExecOptions:
+    def test_env_is_seen_by_the_command(self, env, web):
+        """run -e KEY=VAL (repeatable) sets the command's environment."""
+        proc = cli(env, "run", "-e", "KEY=hello world", web, "-e", "OTHER=x", "--", "sh", "-c", "echo $KEY $OTHER")
+        assert (proc.returncode, proc.stdout) == (0, b"hello world x\n"), proc.stderr
+
+    def test_workdir(self, env, web):
+        """run -w DIR runs the command in DIR; a missing DIR is 126 with a message."""
+        proc = cli(env, "run", "-w", "/etc", web, "--", "pwd")
+        assert (proc.returncode, proc.stdout) == (0, b"/etc\n"), proc.stderr
+        missing = cli(env, "run", "-w", "/no/such/dir", web, "--", "pwd")
+        assert missing.returncode == 126 and b"cwd /no/such/dir" in missing.stderr
+
+    def test_user_by_name_and_by_ids(self, env, web):
+        """run -u nobody / -u UID:GID runs with those ids; an unknown user is 126, nothing run."""
+        by_name = cli(env, "run", "-u", "nobody", web, "--", "sh", "-c", "id -u; id -g; echo $HOME $USER")
+        assert (by_name.returncode, by_name.stdout) == (0, b"65534\n65534\n/nonexistent nobody\n"), by_name.stderr
+        by_ids = cli(env, "run", "-u", "1234:1235", web, "--", "sh", "-c", "id -u; id -g; touch /root/x")
+        assert by_ids.stdout == b"1234\n1235\n" and by_ids.returncode == 1  # root's home is not its
+        unknown = cli(env, "run", "-u", "nosuchuser", web, "--", "id", "-u")
+        assert (unknown.returncode, unknown.stdout) == (126, b"")
+        assert b"user nosuchuser: no such user" in unknown.stderr
+
+
+class TestKill:
+    def test_kill_without_id_ends_the_only_run_command(self, env, web):
+        """kill NAME signals the one command run started (SIGTERM): that run exits 143."""
+        proc = started(env, "run", web, "--", "sh", "-c", "echo ready; sleep 100")
+        try:
+            killed = cli(env, "kill", web)
+            assert killed.returncode == 0, killed.stderr
+            assert proc.wait(timeout=30) == 143
+        finally:
+            proc.kill()
+            proc.wait()
+
+    def test_kill_by_id_with_a_signal(self, env, web, svc):
+        """kill NAME CMD-ID --signal KILL ends that command: its run exits 137; with two running,
+        kill without an id refuses and lists both."""
+        first = started(env, "run", web, "--", "sh", "-c", "echo ready; sleep 100")
+        second = started(env, "run", web, "--", "sh", "-c", "echo ready; sleep 100")
+        try:
+            ids = svc.get(web).running_commands()
+            assert len(ids) == 2
+            refused = cli(env, "kill", web)
+            assert refused.returncode == 1 and " ".join(ids).encode() in refused.stderr
+            assert cli(env, "kill", web, ids[0], "--signal", "KILL").returncode == 0
+            assert first.wait(timeout=30) == 137
+            assert second.poll() is None
+            assert cli(env, "kill", web, "-s", "TERM").stdout == ids[1].encode() + b"\n"
+            assert second.wait(timeout=30) == 143
+        finally:
+            for proc in (first, second):
+                proc.kill()
+                proc.wait()
+
+
+class TestShell:
+    def test_shell_on_a_terminal(self, env, web):
+        """shell NAME: an interactive login shell on a pty; exit 4 gives 4."""
+        out, code = _pty_session(env, ["shell", web], [b"echo $((6*7)) $(id -u)\n", b"exit 4\n"])
+        assert b"42 0\r\n" in out and code == 4, out
+
+    def test_shell_reads_piped_commands_as_user(self, env, web):
+        """shell -u nobody with commands piped in runs them as nobody."""
+        proc = subprocess.run([*CLI, "shell", "-u", "nobody", web], env=env, input=b"id -u\nexit 5\n",
+                              capture_output=True, timeout=60)
+        assert (proc.returncode, proc.stdout) == (5, b"65534\n"), proc.stderr

@@ -7,6 +7,7 @@ libraries the interpreter, its extension modules and pyzmq need are copied in.
 """
 from __future__ import annotations
 
+import compileall
 import glob
 import hashlib
 import os
@@ -15,11 +16,12 @@ import sys
 import sysconfig
 import tempfile
 
+from ...domain.exceptions import BaseBuildFailed
 from ..host import process
 
 TOOLS_DIR = "/opt/appcontainers-tools"
 INIT = "/sbin/appcontainers-init"
-BUILDER_VERSION = "2"  # 2: /etc/resolv.conf placeholder
+BUILDER_VERSION = "3"  # 2: /etc/resolv.conf placeholder; 3: the agent and pyzmq precompiled
 AGENT_SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "agent")
 
 
@@ -146,6 +148,18 @@ def populate(rootfs: str, busybox: str, runtime: dict) -> None:
     if runtime["copy_exe"]:
         _copy_lib(runtime["exe"], rootfs)
     _write(rootfs, INIT, init_script(runtime), 0o755)
+    precompile(rootfs)
+
+
+def precompile(rootfs: str) -> None:
+    """The tools' .pyc, built now by this same interpreter (the one the container runs, so the
+    same cache tag): the image is read-only and runs with PYTHONDONTWRITEBYTECODE, so without
+    them every start compiles the agent and pyzmq again. Timestamp-checked, as Python's own:
+    copytree kept the sources' mtimes and the image keeps them."""
+    tools = os.path.join(rootfs, TOOLS_DIR.lstrip("/"))
+    for sub in ("appcontainers_agent", *(os.path.join("site", n) for n in sorted(os.listdir(os.path.join(tools, "site"))))):
+        if not compileall.compile_dir(os.path.join(tools, sub), ddir=os.path.join(TOOLS_DIR, sub), quiet=2):
+            raise BaseBuildFailed(f"the tools in {sub} did not compile")
 
 
 def find_busybox() -> str:

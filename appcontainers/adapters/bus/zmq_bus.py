@@ -208,7 +208,7 @@ class AgentClient:
             on_output: Callable[[str, str], None] | None = None, capture: bool = True,
             command_id: str | None = None, on_data: Callable[[str, bytes], None] | None = None,
             tty: tuple[int, int] | None = None,
-            controls: Callable[[], list] | None = None) -> tuple[int, bytes, bytes, dict]:
+            controls: Callable[[], list] | None = None, user: str | None = None) -> tuple[int, bytes, bytes, dict]:
         """Run a command in the container; returns (exit code, stdout, stderr, exit message).
 
         The exit code is -N when signal N killed it. stdin: bytes, or a stream sent as the
@@ -220,19 +220,22 @@ class AgentClient:
         byte-exact. capture=False keeps no output (they come back empty), for output too big
         to hold. tty=(rows, cols) runs it on a pseudo-terminal (its output all on stdout).
         controls() is asked often for what to send: signals (ints) for the command's process
-        group, (rows, cols) for its terminal. Raises CommandTimeout when the agent killed it
+        group, (rows, cols) for its terminal. user: run as USER, UID, USER:GROUP or UID:GID of
+        the container (an agent too old to know users is refused before anything runs). Raises CommandTimeout when the agent killed it
         at timeout, AgentUnavailable when the agent is gone, InvalidValue for a bad request.
         """
         cid = command_id or uuid.uuid4().hex
         source = _stdin_source(stdin)
         try:
             req = p.run_request(cid, argv, shell, env, cwd, None if source.open or stdin is None else bytes(stdin),
-                                stdin_stream=source.open, timeout=timeout, chunks=True, tty=tty)
+                                stdin_stream=source.open, timeout=timeout, chunks=True, tty=tty, user=user)
         except p.ProtocolError as e:
             raise InvalidValue(str(e)) from None
         what = shell if shell is not None else " ".join(cast(list[str], argv))  # one of them is set
         if (reason := self._gone()) is not None:
             raise AgentUnavailable(f"cannot run {what!r}: {reason}")
+        if user is not None:
+            self._check_feature("user", f"cannot run {what!r} as {user}")
         sock = self._dealer()
         try:
             sock.send(p.encode(req))
@@ -240,6 +243,14 @@ class AgentClient:
                                Handlers(on_output, on_data, controls)).wait()
         finally:
             sock.close(linger=0)
+
+    def _check_feature(self, feature: str, what: str) -> None:
+        """An older agent ignores a field it does not know (a user would run as root): ask first."""
+        pong = self.ping(5.0)
+        if pong is None:
+            raise AgentUnavailable(f"{what}: the agent does not answer")
+        if feature not in pong.get("features", ()):
+            raise InvalidValue(f"{what}: the agent in this container is too old (rebuild its base, then restart it)")
 
     def kill(self, command_id: str, signal: int = 15) -> None:
         """Send a signal to a running command's process group (fire and forget)."""
