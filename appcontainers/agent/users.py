@@ -3,6 +3,8 @@
 The agent is the container's init, so /etc/passwd and /etc/group are the container's own."""
 from __future__ import annotations
 
+import os
+import stat
 from typing import NamedTuple
 
 
@@ -18,12 +20,26 @@ class User(NamedTuple):
     home: str
 
 
+MAX_FILE = 4 << 20  # bytes of /etc/passwd or /etc/group read at most
+
+
 def _entries(path: str) -> list[list[str]]:
+    """The lines of a passwd/group file. The container owns it: a FIFO must not block the agent,
+    nor a link to /dev/zero fill its memory; anything but a regular file counts as missing."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return [line.rstrip("\n").split(":") for line in f if line.count(":") >= 3]
-    except FileNotFoundError:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
         return []
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return []
+        data = os.read(fd, MAX_FILE + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_FILE:
+        raise NoSuchUser(f"{path} is larger than {MAX_FILE} bytes")
+    text = data.decode("utf-8", "replace")
+    return [line.split(":") for line in text.splitlines() if line.count(":") >= 3]
 
 
 def _number(text: str, what: str) -> int:
@@ -34,7 +50,9 @@ def _number(text: str, what: str) -> int:
 
 def _passwd_entry(user: str, passwd: str) -> list[str] | None:
     for e in _entries(passwd):
-        if len(e) >= 6 and (e[0] == user or e[2] == user):
+        # A number is a uid only, a name a name only: a passwd line named "1000" with uid 0
+        # must not turn -u 1000 into root.
+        if len(e) >= 6 and (e[2] == user if user.isdigit() else e[0] == user):
             return e
     return None
 

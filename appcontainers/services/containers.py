@@ -398,8 +398,8 @@ class ContainerService:
                 # meanwhile by another process, is not ours to remove.
                 if state.reservations.get(name) == r:
                     state.remove(name)
+            self._dns()  # first: the last container's resolver stops before its guard rule goes
             self._sync_rules_after_teardown(name)
-            self._dns()
             if r.idmap is not None:
                 self.release_binds()
 

@@ -12,8 +12,16 @@ Taken = tuple[str, str | None, int]
 
 
 def wanted(specs: Any) -> tuple[Published, ...]:
-    """The published ports asked for, checked and in canonical form (InvalidValue if malformed)."""
-    return tuple(Published.parse(s) for s in parse_all(specs if specs is not None else ()))
+    """The published ports asked for, checked and in canonical form (InvalidValue if malformed).
+
+    Port 53 on every address is refused: it would also match each data root's gateway, where
+    the roots' resolvers listen (and while one is down, nothing would hold the port)."""
+    ports = tuple(Published.parse(s) for s in parse_all(specs if specs is not None else ()))
+    for p in ports:
+        if p.host_port == 53 and p.host_ip is None:
+            raise PortTaken(p.spec, "port 53 on every address would take the data roots' DNS resolvers "
+                                    "on their gateways: name the address, e.g. 127.0.0.1:53:53/udp")
+    return ports
 
 
 def refuse_taken(ports: Iterable[Published], taken: Iterable[Taken]) -> None:

@@ -156,3 +156,28 @@ class TestKill:
         """An unknown signal is a usage error (exit 1); nothing is sent."""
         svc.get("web").start()
         assert invoke(svc, "kill", "web", "x", "-s", sig).exit_code == 1 and client(svc).kills == []
+
+
+class TestUsersAgainstAHostileContainer:
+    """/etc/passwd and /etc/group are the container's: they may lie, or not be files at all."""
+
+    def test_a_number_is_a_uid_never_a_name(self, tmp_path):
+        """A passwd line named "1000" with uid 0 does not turn -u 1000 into root."""
+        passwd = tmp_path / "passwd"
+        passwd.write_text("1000:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n")
+        assert users.resolve("1000", str(passwd), str(tmp_path / "group")).uid == 1000
+        assert users.resolve("1000:1000", str(passwd), str(tmp_path / "group")).uid == 1000
+
+    def test_a_fifo_as_passwd_does_not_block(self, tmp_path):
+        """A FIFO in place of /etc/passwd is read as no file (a name is then unknown), at once."""
+        import os
+        os.mkfifo(tmp_path / "passwd")
+        with pytest.raises(users.NoSuchUser):
+            users.resolve("app", str(tmp_path / "passwd"), str(tmp_path / "group"))
+        assert users.resolve("1234", str(tmp_path / "passwd"), str(tmp_path / "group")).uid == 1234
+
+    def test_an_endless_passwd_is_refused(self, tmp_path):
+        """/etc/passwd as a link to /dev/zero is not a regular file: nothing is read from it."""
+        (tmp_path / "passwd").symlink_to("/dev/zero")
+        with pytest.raises(users.NoSuchUser):
+            users.resolve("app", str(tmp_path / "passwd"), str(tmp_path / "group"))

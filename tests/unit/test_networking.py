@@ -102,13 +102,32 @@ class TestScript:
             "ct state established,related accept", "ct status dnat accept",
             'iifname != "acbr0" oifname "acbr0" ip daddr @containers counter drop']
 
+    def test_a_named_address_must_still_be_the_hosts(self):
+        """A publish naming an address matches it only as a local one: 1.1.1.1:443 never captures
+        the host's or a container's traffic to that address elsewhere."""
+        from appcontainers.domain.firewall import PortForward
+        rule = nftables.dnat(PortForward(host_port=443, proto="tcp", ip="10.0.100.2", port=443,
+                                         host_ip="1.1.1.1"), "output")
+        assert rule.strip().startswith("fib daddr type local ip daddr 1.1.1.1 ")
+
+    def test_strict_drops_routed_traffic_between_containers(self):
+        """At strict, a container routing to another through the gateway (in and out by the bridge)
+        is dropped after DNATed (published) traffic is let through."""
+        inet = nftables.script(rules(A, B, isolation="strict")).split("\ntable inet ", 1)[1]
+        lines = chain(inet, "forward")
+        dnat = lines.index("ct status dnat accept")
+        drop = lines.index('iifname "acbr0" oifname "acbr0" ip saddr @containers ip daddr @containers counter drop')
+        assert dnat < drop
+        default = nftables.script(rules(A, B)).split("\ntable inet ", 1)[1]
+        assert "ip saddr @containers ip daddr @containers" not in " ".join(chain(default, "forward"))
+
     def test_published_ports_dnat_from_outside_and_from_the_host(self):
         """Each port is DNATed in prerouting (not a 127.0.0.1 one) and output; hairpin and
         loopback connections are masqueraded so the answers come back through the host."""
         s = nftables.script(rules(A, B, forwards=[WEB, DNS]))
         assert chain(s, "publish_in")[1:] == ["fib daddr type local tcp dport 8080 dnat ip to 10.0.100.2:80"]
         assert chain(s, "publish_out")[1:] == ["fib daddr type local tcp dport 8080 dnat ip to 10.0.100.2:80",
-                                               "ip daddr 127.0.0.1 udp dport 5353 dnat ip to 10.0.100.3:53"]
+                                               "fib daddr type local ip daddr 127.0.0.1 udp dport 5353 dnat ip to 10.0.100.3:53"]
         assert chain(s, "postrouting")[2:] == ['oifname "acbr0" ip saddr 10.0.100.0/24 ct status dnat masquerade',
                                                'oifname "acbr0" ip saddr 127.0.0.0/8 ct status dnat masquerade']
         assert "elements = { tcp . 8080, udp . 5353 }" in [line.strip() for line in s.splitlines()]
@@ -224,3 +243,15 @@ class TestService:
         svc = make_service(nat=False)
         svc.provision("a").start()
         assert svc.ports.net.rules.nat is False
+
+
+def test_port_53_on_every_address_is_refused():
+    """-p 53:53/udp would also match every data root's gateway, where its resolver listens."""
+    import pytest as _pytest
+
+    from appcontainers.domain.exceptions import PortTaken
+    from appcontainers.services import publish
+
+    with _pytest.raises(PortTaken, match="name the address"):
+        publish.wanted(["53:53/udp"])
+    assert [p.spec for p in publish.wanted(["127.0.0.1:53:53/udp"])] == ["127.0.0.1:53:53/udp"]

@@ -134,6 +134,8 @@ def forward_chain(rules: RootRules) -> list[str]:
     lines = ["  chain forward {", "    type filter hook forward priority filter; policy accept;",
              "    ct state established,related accept", "    ct status dnat accept",
              f'    iifname != "{br}" oifname "{br}" ip daddr @containers counter drop']
+    if rules.strict:  # a container routing to another through the gateway (in and out by the bridge)
+        lines.append(f'    iifname "{br}" oifname "{br}" ip saddr @containers ip daddr @containers counter drop')
     if not rules.nat:
         lines.append(f'    iifname "{br}" ip saddr @containers oifname != "{br}" counter drop')
     return lines + ["  }"]
@@ -152,7 +154,9 @@ def dnat(f: PortForward, hook: str) -> str | None:
     a 127.0.0.1 port is for the host itself only)."""
     if hook == "prerouting" and f.host_ip is not None and f.loopback:
         return None
-    match = "fib daddr type local" if f.host_ip is None else f"ip daddr {f.host_ip}"
+    # Only ever the host's own addresses: a publish naming another address (1.1.1.1, another
+    # container, the upstream resolver) must never capture traffic bound elsewhere.
+    match = "fib daddr type local" + ("" if f.host_ip is None else f" ip daddr {f.host_ip}")
     return f"    {match} {f.proto} dport {f.host_port} dnat ip to {f.ip}:{f.port}"
 
 
