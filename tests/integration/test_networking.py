@@ -315,3 +315,19 @@ class TestStrict:
         assert counters("bridge", table, "forward") > before
         through = ok(a, f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {GATEWAY} {WEB}")
         assert through.splitlines()[-1] == "B"
+
+    def test_strict_holds_against_routing_through_the_gateway(self, svc, made, relevel):
+        """At strict, A (given net_admin) routes to B via the gateway, so its packets leave and come
+        back by the bridge instead of being bridged: they are dropped too (counted in the inet
+        table's forward chain), while the same route reaches B at default (the precondition)."""
+        made += [svc.provision(caps_add=["net_admin"]), svc.provision()]
+        a, b = made
+        serve(b, "B")
+        ok(a, f"ip route add {b.ip}/32 via {GATEWAY}")
+        assert "B" in ok(a, f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {b.ip} 80"), "precondition: default"
+        relevel(isolation="strict")
+        table = table_name(svc.settings.root_id)
+        before = counters("inet", table, "forward")
+        r = a.run(f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {b.ip} 80", timeout=30)
+        assert "B" not in r.stdout
+        assert counters("inet", table, "forward") > before  # the routed path was taken, and dropped
