@@ -97,7 +97,7 @@ def stream(argv, *, timeout: float | None, on_line=None, input: bytes | None = N
     start = time.monotonic()
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                            close_fds=True, start_new_session=True)
+                            close_fds=True, start_new_session=True, preexec_fn=_die_with_parent)
     # Piped above (stdin when there is input): typed as such for mypy, no branch for radon.
     stdin, stdout, stderr = cast(IO[bytes], proc.stdin), cast(IO[bytes], proc.stdout), cast(IO[bytes], proc.stderr)
     if input is not None:
@@ -122,6 +122,15 @@ def stream(argv, *, timeout: float | None, on_line=None, input: bytes | None = N
     code = proc.wait()
     _log_end(argv, start, code)
     return code, bytes(output.bufs["stdout"]), bytes(output.bufs["stderr"])
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when the process that started it dies. The child has its
+    own session (so a timeout can kill its group), which a kill of our process group would miss:
+    a killed save must not leave mksquashfs reading its view (the view then cannot be unmounted)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
 
 
 def _feed(pipe, input) -> None:
