@@ -16,7 +16,11 @@ setup(
         "click>=8.1",
         'ipaddress; python_version < "3.3"',
     ],
-    extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "mypy>=1.10", "radon>=6"]},
+    extras_require={
+        "test": ["pytest>=8", "hypothesis>=6.100", "mypy>=1.10", "radon>=6"],
+        "oci": ["cryptography>=42"],  # image signatures (ed25519)
+        "fleet": ["ray>=2.60,<3"],  # appcontainers.fleet: hosts on a Ray cluster
+    },
     entry_points={
         "console_scripts": [
             "appcontainers=appcontainers.entrypoints.cli:main",

@@ -88,6 +88,97 @@ def _check_time(_inst: Any, _attr: Any, value: float) -> None:
         raise InvalidValue(f"invalid creation time {value!r}: seconds since the epoch")
 
 
+_DIFF_ID_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_PORT_RE = re.compile(r"^[0-9]{1,5}/(tcp|udp|sctp)$")
+_LABEL_LIMIT = 4096
+
+
+def _check_diff_id(_inst: object, _attr: object, value: Any) -> None:
+    if value is not None and not (isinstance(value, str) and _DIFF_ID_RE.fullmatch(value)):
+        raise InvalidValue(f"invalid diff_id {value!r}: expected 'sha256:' and 64 lowercase hex digits")
+
+
+def _argv(value: Any) -> tuple[str, ...]:
+    return _strings("entrypoint/cmd", value)
+
+
+def _check_argv(_inst: object, attr: Any, value: tuple[Any, ...]) -> None:
+    for arg in value:
+        if not isinstance(arg, str) or "\x00" in arg:
+            raise InvalidValue(f"invalid {attr.name} argument {arg!r}: a string without NUL")
+
+
+def _ports(value: Any) -> tuple[str, ...]:
+    return tuple(sorted(set(_strings("exposed_ports", value))))
+
+
+def _check_ports(_inst: object, _attr: object, value: tuple[Any, ...]) -> None:
+    for p in value:
+        if not isinstance(p, str) or not _PORT_RE.fullmatch(p) or not 0 < int(p.split("/")[0]) < 65536:
+            raise InvalidValue(f"invalid exposed port {p!r}: expected PORT/tcp, PORT/udp or PORT/sctp")
+
+
+def _check_labels(_inst: object, _attr: object, value: dict[Any, Any]) -> None:
+    for k, v in value.items():
+        if not isinstance(k, str) or not isinstance(v, str) or len(k) + len(v) > _LABEL_LIMIT:
+            raise InvalidValue(f"invalid label {k!r}: keys and values are strings of at most "
+                               f"{_LABEL_LIMIT} characters")
+
+
+def _check_text(_inst: object, attr: Any, value: Any) -> None:
+    if not isinstance(value, str) or "\x00" in value or "\n" in value or len(value) > 4096:
+        raise InvalidValue(f"invalid {attr.name} {value!r}: one line of text")
+
+
+def _check_workdir(inst: object, attr: Any, value: Any) -> None:
+    _check_text(inst, attr, value)
+    if value and not value.startswith("/"):
+        raise InvalidValue(f"invalid workdir {value!r}: an absolute path")
+
+
+@attrs.frozen
+class RunConfig:
+    """How an image wants to be run (an OCI image's config, or what export writes as one).
+
+    The command an image runs by default is entrypoint + cmd (as in OCI: `run NAME` with a
+    command replaces cmd, keeps entrypoint). `env` is the image's environment for that command
+    and for `run`; `user` is OCI's "user[:group]" text ("" = root); `workdir` "" means "/".
+    """
+
+    env: dict[str, str] = attrs.field(factory=dict, converter=dict, validator=_check_env)
+    entrypoint: tuple[str, ...] = attrs.field(default=(), converter=_argv, validator=_check_argv)
+    cmd: tuple[str, ...] = attrs.field(default=(), converter=_argv, validator=_check_argv)
+    workdir: str = attrs.field(default="", validator=_check_workdir)
+    user: str = attrs.field(default="", validator=_check_text)
+    exposed_ports: tuple[str, ...] = attrs.field(default=(), converter=_ports, validator=_check_ports)
+    labels: dict[str, str] = attrs.field(factory=dict, converter=dict, validator=_check_labels)
+
+    @property
+    def default_command(self) -> tuple[str, ...]:
+        return self.entrypoint + self.cmd
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"env": dict(self.env), "entrypoint": list(self.entrypoint), "cmd": list(self.cmd),
+                "workdir": self.workdir, "user": self.user,
+                "exposed_ports": list(self.exposed_ports), "labels": dict(self.labels)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "RunConfig":
+        if not isinstance(data, dict):
+            raise InvalidValue("run config is not a JSON object")
+        known = ("env", "entrypoint", "cmd", "workdir", "user", "exposed_ports", "labels")
+        try:
+            return cls(**{k: data[k] for k in known if k in data and data[k] is not None})
+        except (TypeError, ValueError) as e:
+            raise InvalidValue(f"malformed run config: {e}") from None
+
+
+def _run_config(value: Any) -> RunConfig | None:
+    if value is None or isinstance(value, RunConfig):
+        return value
+    return RunConfig.from_dict(value)
+
+
 @attrs.frozen
 class Manifest:
     """What an image says about itself (manifest.json inside the .aimg)."""
@@ -103,6 +194,11 @@ class Manifest:
     base: str | None = attrs.field(default=None)
     init: tuple[str, ...] = attrs.field(default=(), converter=_init, validator=_check_init)
     build_key: str | None = None
+    # An OCI layer's diff_id ("sha256:<hex>" of its uncompressed tar), when the layer came from one:
+    # how a layer shared by two imported images is found and stored once.
+    diff_id: str | None = attrs.field(default=None, validator=_check_diff_id)
+    # How the image wants to be run (OCI config): on the top image of a chain; None = not said.
+    config: RunConfig | None = attrs.field(default=None, converter=_run_config)
     format_version: int = attrs.field(default=FORMAT_VERSION)
 
     @format_version.validator
@@ -117,6 +213,7 @@ class Manifest:
         d = attrs.asdict(self)
         for k in ("startup_commands", "host_binds", "init"):
             d[k] = list(d[k])
+        d["config"] = None if self.config is None else self.config.to_dict()
         return d
 
     @classmethod
@@ -132,6 +229,7 @@ class Manifest:
                 startup_commands=data.get("startup_commands", ()),
                 environment=data.get("environment", {}), host_binds=data.get("host_binds", ()),
                 base=data.get("base"), init=data.get("init", ()), build_key=data.get("build_key"),
+                diff_id=data.get("diff_id"), config=data.get("config"),
                 format_version=data["format_version"],
             )
         except (TypeError, ValueError) as e:
