@@ -6,7 +6,7 @@ import ipaddress
 import attrs
 from hypothesis import strategies as st
 
-from appcontainers.domain.image import KINDS, Image, Manifest
+from appcontainers.domain.image import KINDS, Image, Manifest, RunConfig
 from appcontainers.domain.network import AddressPool
 from appcontainers.domain.capabilities import KNOWN as CAPS_KNOWN
 from appcontainers.domain.reservation import NAME_MAX, PIDS_MAX, STATUSES, Reservation
@@ -62,6 +62,18 @@ abs_paths = st.lists(st.from_regex(r"[A-Za-z0-9_.-]{1,10}", fullmatch=True).filt
 
 init_args = st.from_regex(r"[A-Za-z0-9_.+@/=:,-]{1,12}", fullmatch=True)
 
+run_configs = st.builds(
+    RunConfig,
+    env=st.dictionaries(env_names, safe_text, max_size=4),
+    entrypoint=st.lists(safe_text, max_size=3),
+    cmd=st.lists(safe_text, max_size=3),
+    workdir=st.just("") | abs_paths,
+    user=st.sampled_from(["", "root", "1000", "1000:1000", "nobody:nogroup"]),
+    exposed_ports=st.lists(st.tuples(st.integers(1, 65535), st.sampled_from(["tcp", "udp", "sctp"])).map(
+        lambda t: f"{t[0]}/{t[1]}"), max_size=3),
+    labels=st.dictionaries(safe_text, safe_text, max_size=3),
+)
+
 manifests = st.builds(
     Manifest,
     name=image_names,
@@ -73,6 +85,8 @@ manifests = st.builds(
     base=st.none() | image_names,
     init=st.one_of(st.just([]), st.tuples(abs_paths, st.lists(init_args, max_size=2)).map(
         lambda t: [t[0], *t[1]])),
+    diff_id=st.none() | image_ids.map(lambda h: "sha256:" + h),
+    config=st.none() | run_configs,
     format_version=st.just(1),
 )
 

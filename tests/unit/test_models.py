@@ -142,6 +142,29 @@ class TestManifest:
         with pytest.raises(InvalidValue, match="creation time"):
             Manifest.from_dict({**MANIFEST, "created": created})
 
+    def test_run_config_default_command(self):
+        """An image's default command is entrypoint + cmd; a manifest without config says none."""
+        m = Manifest.from_dict({**MANIFEST, "config": {"entrypoint": ["/bin/app"], "cmd": ["--port", "80"]}})
+        assert m.config is not None and m.config.default_command == ("/bin/app", "--port", "80")
+        assert Manifest.from_dict(MANIFEST).config is None
+
+    @pytest.mark.parametrize("bad, what", [
+        ({"diff_id": "sha256:XYZ"}, "diff_id"),
+        ({"diff_id": "a" * 64}, "diff_id"),
+        ({"config": "sh"}, "run config"),
+        ({"config": {"workdir": "relative"}}, "workdir"),
+        ({"config": {"user": "a\nb"}}, "user"),
+        ({"config": {"exposed_ports": ["80"]}}, "exposed port"),
+        ({"config": {"exposed_ports": ["70000/tcp"]}}, "exposed port"),
+        ({"config": {"cmd": "echo hi"}}, "list of strings"),
+        ({"config": {"env": {"1BAD": "x"}}}, "environment variable"),
+        ({"config": {"labels": {"k": 1}}}, "label"),
+    ])
+    def test_oci_fields_checked(self, bad, what):
+        """A malformed diff_id or run config is refused with a message naming the field."""
+        with pytest.raises(InvalidValue, match=what):
+            Manifest.from_dict({**MANIFEST, **bad})
+
     @pytest.mark.parametrize("version", [FORMAT_VERSION + 1, 99])
     def test_future_format_version_refused(self, version):
         """A newer format version raises InvalidValue telling to upgrade."""
