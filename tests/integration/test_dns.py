@@ -186,6 +186,36 @@ class TestLifetime:
         assert nothing_left(svc) == []
 
 
+class TestImpostor:
+    def test_a_local_users_fake_dnsmasq_is_not_taken_for_the_roots_resolver(self, svc, upstream):
+        """Attack: a local user (nobody) starts a program named dnsmasq carrying the root's
+        --pid-file flag before the root's first container starts. It is not counted as the
+        resolver (the container's names answer from a real one) and is never signalled."""
+        assert svc.list_containers() == [], "precondition: the root has no other container"
+        marker = f"--pid-file={dns_dir(svc)}/dnsmasq.pid"
+        fake = subprocess.Popen(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "bash", "-c",
+             f'exec -a dnsmasq /usr/bin/python3 -c "import time; time.sleep(120)" {marker}'])
+        try:
+            assert eventually(lambda: marker in open(f"/proc/{fake.pid}/cmdline").read()
+                              and open(f"/proc/{fake.pid}/cmdline").read().startswith("dnsmasq\0")), \
+                "precondition: the impostor carries the name and the flag the old check looked for"
+            assert running(dns_dir(svc)) == []
+            c = svc.provision(name=uniq("dns-i"))
+            try:
+                c.start()
+                [pid] = running(dns_dir(svc))
+                assert pid != fake.pid
+                assert query_a(gateway(svc), c.name) == [c.ip]
+            finally:
+                c.destroy()
+            assert fake.poll() is None, "the impostor was signalled"
+        finally:
+            fake.kill()
+            fake.wait()
+        assert nothing_left(svc) == []
+
+
 @pytest.fixture
 def outsider(svc):
     """A network namespace on a veth of its own (not the bridge), routing the gateway's address

@@ -3,12 +3,15 @@
 It answers the root's container names from a hosts file under the root's run/ (re-read on
 SIGHUP) and forwards every other name to the servers of the host's resolv.conf (dnsmasq runs on
 the host, so a 127.0.0.53-style stub there works too). A dnsmasq is ours when its command line
-names our pid file: found by that, not by the pid file alone, so a lost or stale pid file
-never leaves one running nor makes us signal a stranger.
+names our pid file and its executable is the host's dnsmasq binary (the same inode: a local
+user can name any program "dnsmasq" and give it our flags, not make /proc/PID/exe that file):
+found by that, not by the pid file alone, so a lost or stale pid file never leaves one running
+nor makes us signal a stranger.
 """
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 
@@ -26,14 +29,35 @@ def _cmdline(pid: int) -> list[str] | None:
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 
+def _binary() -> tuple[int, int] | None:
+    """(device, inode) of the dnsmasq a plan's argv runs (found on PATH, as process.run finds it)."""
+    path = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _runs(pid: int, binary: tuple[int, int] | None) -> bool:
+    """The process's executable is that very file (stat follows /proc/PID/exe to its inode)."""
+    try:
+        st = os.stat(f"/proc/{pid}/exe")
+    except OSError:
+        return False
+    return binary is not None and (st.st_dev, st.st_ino) == binary
+
+
 def running(run_dir: str) -> list[int]:
     """The pids of every dnsmasq whose pid file is run_dir's (normally none or one)."""
     marker = f"--pid-file={run_dir}/dnsmasq.pid"
+    binary = _binary()
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             argv = _cmdline(int(entry))
-            if argv and os.path.basename(argv[0]) == "dnsmasq" and marker in argv:
+            if (argv and os.path.basename(argv[0]) == "dnsmasq" and marker in argv
+                    and _runs(int(entry), binary)):
                 pids.append(int(entry))
     return sorted(pids)
 
