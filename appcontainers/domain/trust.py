@@ -30,13 +30,17 @@ def payload(chain: Iterable[str]) -> bytes:
     return json.dumps({"chain": ids, "type": SIGNATURE_TYPE}, sort_keys=True, separators=(",", ":")).encode()
 
 
+def _chain(value: Any) -> tuple[str, ...]:
+    return tuple(value)
+
+
 @attrs.frozen
 class Signature:
     """One signature: the chain it claims, the key (id = "ed25519:" + sha256 of the raw public
     key) and the signature bytes (base64). Only verification against a trusted key file and the
     chain actually received makes it mean anything."""
 
-    chain: tuple[str, ...] = attrs.field(converter=tuple)
+    chain: tuple[str, ...] = attrs.field(converter=_chain)
     key_id: str = attrs.field()
     signature: str = attrs.field()
 
@@ -67,7 +71,9 @@ class Signature:
         chain = data.get("chain")
         if not isinstance(chain, list):
             raise InvalidValue("a signature's chain is a list of image ids")
-        return cls(chain=tuple(chain), key_id=data.get("key"), signature=data.get("signature"))
+        key: Any = data.get("key")
+        signature: Any = data.get("signature")
+        return cls(chain=tuple(chain), key_id=key, signature=signature)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "Signature":

@@ -27,7 +27,7 @@ def _read(path: str, limit: int) -> bytes:
     return data
 
 
-def _key_id(public) -> str:  # type: ignore[no-untyped-def]
+def _key_id(public) -> str:
     from cryptography.hazmat.primitives import serialization
 
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -83,7 +83,7 @@ class Ed25519Signing:
         return True
 
     @staticmethod
-    def _public(public_path: str):  # type: ignore[no-untyped-def]
+    def _public(public_path: str):
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
