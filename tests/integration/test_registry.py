@@ -274,3 +274,64 @@ class TestImportFallback:
         ref = push_ordinary_image(registry, tmp_path)
         with pytest.raises(AppContainersError, match="ordinary container image.*cannot import"):
             other.pull_image(ref, tls_verify=False)
+
+
+@pytest.fixture(scope="module")
+def private_registry():
+    """A docker-registry asking for basic auth (user alice)."""
+    from tests.integration.registry_helpers import start_registry, stop_registry
+
+    r = start_registry(user=("alice", "s3cret"))
+    try:
+        yield r
+    finally:
+        stop_registry(r)
+
+
+class TestAuth:
+    def test_credentials_from_the_auth_file(self, svc, other, private_registry, tmp_path, monkeypatch):
+        """Without credentials: one line saying 401; with them in $REGISTRY_AUTH_FILE: push and
+        pull work; wrong ones: refused."""
+        import base64
+
+        image_id = fresh_image(svc, "private")
+        ref = private_registry.ref("private/app")
+        monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "none.json"))
+        monkeypatch.setenv("HOME", str(tmp_path))
+        monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+        with pytest.raises(RegistryError, match="401 unauthorized, authentication required"):
+            svc.push_image(image_id, ref, tls_verify=False)
+        auth = tmp_path / "auth.json"
+        for password, works in (("wrong", False), ("s3cret", True)):
+            token = base64.b64encode(f"alice:{password}".encode()).decode()
+            auth.write_text(json.dumps({"auths": {private_registry.host: {"auth": token}}}))
+            monkeypatch.setenv("REGISTRY_AUTH_FILE", str(auth))
+            if not works:
+                with pytest.raises(RegistryError, match="credentials refused"):
+                    svc.push_image(image_id, ref, tls_verify=False)
+                continue
+            svc.push_image(image_id, ref, tls_verify=False)
+            assert other.pull_image(ref, tls_verify=False).id == image_id
+
+    def test_bearer_token_auth(self, svc, other, registry, tmp_path, monkeypatch):
+        """A registry behind token auth: the client follows the Bearer challenge to the token
+        realm with the stored credentials, then pushes and pulls with the token."""
+        import base64
+
+        from tests.integration.registry_helpers import BearerFront
+
+        front = BearerFront(registry)
+        try:
+            image_id = fresh_image(svc, "bearer")
+            auth = tmp_path / "auth.json"
+            token = base64.b64encode(b"alice:s3cret").decode()
+            auth.write_text(json.dumps({"auths": {front.host: {"auth": token}}}))
+            monkeypatch.setenv("REGISTRY_AUTH_FILE", str(auth))
+            svc.push_image(image_id, front.ref("bearer/app"), tls_verify=False)
+            assert other.pull_image(front.ref("bearer/app"), tls_verify=False).id == image_id
+            assert front.tokens_given >= 2  # one per client (push, pull)
+            auth.write_text(json.dumps({"auths": {}}))
+            with pytest.raises(RegistryError, match="token service refused.*log in"):
+                other.pull_image(front.ref("bearer/app"), tls_verify=False)
+        finally:
+            front.stop()

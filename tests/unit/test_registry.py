@@ -216,3 +216,46 @@ class TestPushPull:
         b.pull_image(f"{HOST}/app:v1", progress=lambda what, done, total: fetched.append(what))
         expected = [f"layer 1/2 {image.parent[:12]}", f"layer 2/2 {image.id[:12]}"]
         assert sent == fetched == expected
+
+
+class TestAuthFiles:
+    def test_the_usual_files_in_order(self):
+        """$REGISTRY_AUTH_FILE, then $XDG_RUNTIME_DIR/containers/auth.json, then ~/.docker/config.json."""
+        from appcontainers.adapters.registry.auth import auth_files
+
+        env = {"REGISTRY_AUTH_FILE": "/a.json", "XDG_RUNTIME_DIR": "/run/user/0", "HOME": "/root"}
+        assert auth_files(env) == ["/a.json", "/run/user/0/containers/auth.json", "/root/.docker/config.json"]
+        assert auth_files({"HOME": "/h"}) == ["/h/.docker/config.json"]
+
+    def test_credentials_by_host(self):
+        """The auths entry of the host (bare or as a URL) gives user and password; others none."""
+        import base64
+
+        from appcontainers.adapters.registry.auth import credentials_in
+
+        token = base64.b64encode(b"alice:pa:ss").decode()
+        assert credentials_in({"auths": {"h:5000": {"auth": token}}}, "h:5000") == ("alice", "pa:ss")
+        assert credentials_in({"auths": {"https://h:5000": {"auth": token}}}, "h:5000") == ("alice", "pa:ss")
+        assert credentials_in({"auths": {"other": {"auth": token}}}, "h:5000") is None
+        assert credentials_in({"auths": {"h:5000": {"auth": "!!"}}}, "h:5000") is None
+        assert credentials_in([], "h:5000") is None
+
+    def test_credentials_read_from_a_file(self, tmp_path):
+        """credentials() reads the first file that names the host, skipping unreadable ones."""
+        import base64
+
+        from appcontainers.adapters.registry.auth import credentials
+
+        (tmp_path / "bad.json").write_text("{")
+        good = tmp_path / "good.json"
+        good.write_text(json.dumps({"auths": {"h:1": {"auth": base64.b64encode(b"u:p").decode()}}}))
+        assert credentials("h:1", {"REGISTRY_AUTH_FILE": str(tmp_path / "bad.json"), "HOME": str(tmp_path)}) is None
+        assert credentials("h:1", {"REGISTRY_AUTH_FILE": str(good), "HOME": str(tmp_path)}) == ("u", "p")
+
+    def test_challenges(self):
+        """WWW-Authenticate: the scheme and its parameters, quoted or not."""
+        from appcontainers.adapters.registry.auth import parse_challenge
+
+        assert parse_challenge('Bearer realm="https://auth.test/token",service="reg",scope="repository:a:pull"') == (
+            "bearer", {"realm": "https://auth.test/token", "service": "reg", "scope": "repository:a:pull"})
+        assert parse_challenge('Basic realm=x') == ("basic", {"realm": "x"})

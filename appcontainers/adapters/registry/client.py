@@ -160,7 +160,7 @@ class HttpRegistry:
     def _request(self, method: str, url: str, body: Any, headers: dict[str, str]) -> http.client.HTTPResponse:
         full = urllib.parse.urlsplit(self._base() + url if url.startswith("/") else url)
         ours = full.netloc == self.host
-        hdrs = {"User-Agent": "appcontainers", **headers}
+        hdrs = {"User-Agent": "appcontainers", "Connection": "close", **headers}  # one request per connection
         if self._auth and ours:
             hdrs["Authorization"] = self._auth
         target = full.path + (f"?{full.query}" if full.query else "")
@@ -206,17 +206,25 @@ class HttpRegistry:
         headers = {"User-Agent": "appcontainers"}
         if self._creds:
             headers["Authorization"] = auth.basic_header(*self._creds)
+        conn = self._connection(realm.scheme, realm.netloc)
         try:
-            conn = self._connection(realm.scheme, realm.netloc)
             conn.request("GET", realm.path + (f"?{realm.query}&" if realm.query else "?") + query, headers=headers)
             resp = conn.getresponse()
-            data = json.loads(resp.read(1 << 20))
-        except (OSError, ValueError) as e:
-            raise RegistryError(self.host, f"cannot get a token from {realm.netloc}: {e}") from None
-        token = data.get("token") or data.get("access_token") if isinstance(data, dict) else None
-        if resp.status != 200 or not isinstance(token, str):
+            body = resp.read(1 << 20)
+        except OSError as e:
+            raise RegistryError(self.host, f"cannot get a token from {realm.netloc}: {e.strerror or e}") from None
+        finally:
+            conn.close()
+        if resp.status != 200:
             raise RegistryError(self.host, f"the token service refused (HTTP {resp.status}): "
                                            f"{'credentials refused' if self._creds else 'log in first'}")
+        try:
+            data = json.loads(body)
+            token = data.get("token") or data.get("access_token")
+        except (ValueError, AttributeError):
+            token = None
+        if not isinstance(token, str):
+            raise RegistryError(self.host, f"the token service at {realm.netloc} gave no token")
         return token
 
     def _failure(self, resp: http.client.HTTPResponse, what: str) -> RegistryError:
