@@ -19,6 +19,7 @@ from ..domain.exceptions import ImageCorrupt, InvalidValue, NotAnArtifact
 from ..domain.image import Image, Manifest, lineage, validate_image_name
 from ..domain.ports import ByteProgress, RegistryClient
 from ..domain.trust import MAX_SIGNATURE_BYTES
+from .faults import checkpoint
 from .host_errors import host_errors
 from .images import ImageService, foreign_binds
 from .ports import Ports
@@ -120,6 +121,7 @@ class RegistryService:
         docs = [client.fetch_bytes(ref.repo, b.digest, MAX_SIGNATURE_BYTES) for b in artifact.signatures]
         signatures = self.trust.admit(str(ref), list(artifact.chain), docs)
         staged = self._download(client, ref, artifact, progress)
+        checkpoint("pull.staged")  # killed here: gc removes the staging files (named for this process)
         try:
             top = self._commit(artifact, staged, name)
         except BaseException:

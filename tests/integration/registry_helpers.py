@@ -156,8 +156,6 @@ class BearerFront:
     401 with a Bearer challenge naming /token; /token gives a token to basic-auth alice:s3cret;
     requests bearing it are forwarded to the registry (Host kept, so its Locations point here)."""
 
-    TOKEN = "test-token-1"
-
     def __init__(self, backend: LocalRegistry, user=("alice", "s3cret")) -> None:
         import base64
         import http.client
@@ -187,9 +185,14 @@ class BearerFront:
                     if self.headers.get("Authorization") != expected:
                         return self._reply(401)
                     front.tokens_given += 1
-                    return self._reply(200, json.dumps({"token": front.TOKEN}).encode())
-                if self.headers.get("Authorization") != f"Bearer {front.TOKEN}":
-                    realm = f'Bearer realm="http://{front.host}/token",service="test",scope="repository:x:pull,push"'
+                    token = "push-token" if "push" in self.path else "pull-token"
+                    return self._reply(200, json.dumps({"token": token}).encode())
+                # As real token registries: a pull token for reads only; writes ask for push scope.
+                writes = self.command not in ("GET", "HEAD")
+                allowed = ["Bearer push-token"] + ([] if writes else ["Bearer pull-token"])
+                if self.headers.get("Authorization") not in allowed:
+                    scope = "repository:x:pull,push" if writes else "repository:x:pull"
+                    realm = f'Bearer realm="http://{front.host}/token",service="test",scope="{scope}"'
                     return self._reply(401, b'{"errors":[{"code":"UNAUTHORIZED"}]}', [("WWW-Authenticate", realm)])
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None

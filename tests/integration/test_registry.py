@@ -329,9 +329,35 @@ class TestAuth:
             monkeypatch.setenv("REGISTRY_AUTH_FILE", str(auth))
             svc.push_image(image_id, front.ref("bearer/app"), tls_verify=False)
             assert other.pull_image(front.ref("bearer/app"), tls_verify=False).id == image_id
-            assert front.tokens_given >= 2  # one per client (push, pull)
+            assert front.tokens_given == 3  # push: pull scope (HEAD), then push scope (upload); pull: one
             auth.write_text(json.dumps({"auths": {}}))
             with pytest.raises(RegistryError, match="token service refused.*log in"):
                 other.pull_image(front.ref("bearer/app"), tls_verify=False)
         finally:
             front.stop()
+
+
+PULL = """
+import json, sys, appcontainers
+svc = appcontainers.setup_service(**json.loads(sys.argv[1]))
+svc.pull_image(sys.argv[2], tls_verify=False)
+"""
+
+
+class TestKilledPull:
+    def test_a_pull_killed_after_staging_is_repaired_by_gc(self, svc, other, registry):
+        """kill -9 of a pull with its layers staged: the store holds only staging files of a
+        dead process, and gc removes them; the image is not recorded."""
+        image_id = fresh_image(svc, "killed")
+        svc.push_image(image_id, registry.ref("app/killed"), tls_verify=False)
+        settings = {"root": other.settings.root, "bridge": TEST_BRIDGE, "subnet": str(OTHER_NET)}
+        before = store_snapshot(other)
+        proc = subprocess.run([sys.executable, "-c", PULL, json.dumps(settings), registry.ref("app/killed")],
+                              env={**os.environ, "APPCONTAINERS_FAULT": "pull.staged"}, capture_output=True,
+                              timeout=120)
+        assert proc.returncode == -9, proc.stderr[-2000:]
+        staged = [f for f in store_snapshot(other)[1] if f.startswith(".import-")]
+        assert staged  # the precondition: the kill left staging files
+        done = other.reconcile()
+        assert any("temp file" in line for line in done)
+        assert store_snapshot(other) == before and image_id not in other.ports.repo.read().images

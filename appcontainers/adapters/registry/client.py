@@ -58,6 +58,7 @@ class HttpRegistry:
         self.scheme = "https"
         self._creds = auth.credentials(host, environ)
         self._auth: str | None = None
+        self._scopes: set[str] = set()  # the bearer scopes a token was asked for
 
     # ---- the port ---------------------------------------------------------------------
     def push_file(self, repo: str, path: str, progress: ByteProgress | None = None) -> tuple[str, int, bool]:
@@ -141,8 +142,9 @@ class HttpRegistry:
         for _ in range(6):
             resp = self._request(method, url, body, headers or {})
             if resp.status == 401 and self._authenticate(resp, what):
-                if hasattr(body, "f"):
+                if isinstance(body, _Reader):
                     body.f.seek(0)
+                    body.done = 0
                 resp = self._request(method, url, body, headers or {})
             if resp.status in _REDIRECTS and method in ("GET", "HEAD"):
                 resp.read()
@@ -195,7 +197,11 @@ class HttpRegistry:
         if scheme == "basic" and self._creds and self._auth is None:
             self._auth = auth.basic_header(*self._creds)
             return True
-        if scheme == "bearer" and params.get("realm") and not (self._auth or "").startswith("Bearer"):
+        # A token is for a scope (pull, then pull+push for an upload): a challenge for a scope
+        # not asked yet gets a new token; the same one again means the token was refused.
+        scope = params.get("scope", "")
+        if scheme == "bearer" and params.get("realm") and scope not in self._scopes:
+            self._scopes.add(scope)
             self._auth = "Bearer " + self._token(params)
             return True
         return False
