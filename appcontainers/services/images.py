@@ -128,7 +128,7 @@ class ImageService:
             self.p.codec.verify(path)
             return self._checked_store_copy(path, state.images[image_id]), None, None
         self.p.fs.make_dirs(self.layout.user_images)
-        tmp = self.staging_file(self.layout.user_images, image_id)
+        tmp = self._staging_file(self.layout.user_images, image_id)
         moved = self._move_in(path, tmp, image_id) if move else None
         try:
             if moved:
@@ -150,7 +150,7 @@ class ImageService:
             raise
         return image, tmp, moved
 
-    def staging_file(self, directory: str, image_id: str) -> str:
+    def _staging_file(self, directory: str, image_id: str) -> str:
         # Its name says whose it is: reconcile removes it once we are gone.
         staging = ImportStaging(image_id=image_id, owner=self.p.procs.token(), rand=f"{self.p.rng.getrandbits(32):08x}")
         return os.path.join(directory, staging.file_name())
@@ -165,7 +165,7 @@ class ImageService:
                 return image
         except ImageCorrupt:
             pass
-        tmp = self.staging_file(os.path.dirname(stored), image.id)
+        tmp = self._staging_file(os.path.dirname(stored), image.id)
         copied_id, _ = self.p.codec.copy_verified(path, tmp)
         if copied_id != image.id:
             self.p.fs.remove_file(tmp)

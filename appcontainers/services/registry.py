@@ -8,6 +8,7 @@ before it enters the store; nothing enters unless every layer passed.
 """
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import attrs
@@ -17,6 +18,7 @@ from ..domain.artifact import (ACCEPT, EMPTY_CONFIG, OCI_MANIFEST, SIGNATURE_MED
                                parse_manifest)
 from ..domain.exceptions import ImageCorrupt, InvalidValue, NotAnArtifact
 from ..domain.image import Image, Manifest, lineage, validate_image_name
+from ..domain.operations import ImportStaging
 from ..domain.ports import ByteProgress, RegistryClient
 from ..domain.trust import MAX_SIGNATURE_BYTES
 from .faults import checkpoint
@@ -145,13 +147,19 @@ class RegistryService:
             self.p.fs.make_dirs(self.layout.user_images)
         try:
             for n, layer in enumerate(wanted, 1):
-                tmp = self.images.staging_file(self.layout.user_images, layer.image_id)
+                tmp = self._staging_file(layer.image_id)
                 label = f"layer {n}/{len(wanted)} {layer.image_id[:12]}"
                 staged.append((self._fetch(client, ref, layer, tmp, _labelled(progress, label)), tmp))
         except BaseException:
             self._unstage(staged)
             raise
         return staged
+
+    def _staging_file(self, image_id: str) -> str:
+        """A staging file in the store named for this process (gc removes it once we are gone)."""
+        staging = ImportStaging(image_id=image_id, owner=self.p.procs.token(),
+                                rand=f"{self.p.rng.getrandbits(32):08x}")
+        return os.path.join(self.layout.user_images, staging.file_name())
 
     def _fetch(self, client: RegistryClient, ref: Reference, layer: Layer, tmp: str,
                progress: ByteProgress | None) -> Image:
@@ -200,8 +208,3 @@ def _labelled(progress: TransferProgress | None, label: str) -> ByteProgress | N
         return None
     report = progress
     return lambda done, total: report(label, done, total)
-
-
-def chain_of(images: dict[str, Image], image_id: str) -> list[str]:
-    """The ids of an image and its ancestors, top first (what a signature covers)."""
-    return [i.id for i in lineage(images, image_id)]

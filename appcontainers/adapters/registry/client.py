@@ -77,13 +77,16 @@ class HttpRegistry:
 
     def fetch_file(self, repo: str, digest: str, size: int, dest: str,
                    progress: ByteProgress | None = None) -> None:
-        resp = self._send("GET", f"/v2/{repo}/blobs/{digest}", ok=(200,), what=f"blob {digest[:19]}")
+        # Made first, and only then ours to remove: an existing file is never touched.
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
-            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as out:
-                got = _copy_checked(resp, out, size, progress)
+                resp = self._send("GET", f"/v2/{repo}/blobs/{digest}", ok=(200,), what=f"blob {digest[:19]}")
+                try:
+                    got = _copy_checked(resp, out, size, progress)
+                finally:
+                    resp.close()
         except BaseException:
-            resp.close()
             _remove(dest)
             raise
         if got != digest:
