@@ -173,6 +173,9 @@ class RegistryService:
             if image.parent != layer.parent:
                 raise ImageCorrupt(where, "its parent is not the one the manifest names")
             foreign = foreign_binds(self.p.repo.read().images, image)
+            if foreign:  # the default base binds this host's runtime: a chain made on it may need it
+                self.images.bases.ensure_default()
+                foreign = foreign_binds(self.p.repo.read().images, image)
             if foreign:
                 raise ImageCorrupt(where, f"it asks to bind the host paths {', '.join(foreign)} into its "
                                           f"containers, which no base image of this host provides")

@@ -182,6 +182,17 @@ class TestPushPull:
             b.pull_image(f"{HOST}/app:v1")
         assert image.parent not in b.ports.repo.read().images
 
+    def test_the_default_base_is_built_for_binds_it_provides(self, pair):
+        """A pulled chain asking for the host paths this host's default base binds: the base is
+        built (if it was not) and the chain accepted."""
+        a, b = pair
+        a.ports.base_builder.host_binds = b.ports.base_builder.host_binds = ["/usr/lib/python3"]
+        image = stored_image(a)
+        a.push_image(image.id, f"{HOST}/app:v1")
+        assert not [i for i in b.ports.repo.read().images.values() if i.kind == "base"]
+        assert b.pull_image(f"{HOST}/app:v1").id == image.id
+        assert [i.name for i in b.ports.repo.read().images.values() if i.kind == "base"] == ["default"]
+
     def test_an_ordinary_image_needs_import(self, pair):
         """A manifest that is an ordinary image: NotAnArtifact from the service, and without
         import_image the API says import is needed."""
