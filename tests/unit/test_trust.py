@@ -242,3 +242,14 @@ class TestCli:
         out = self.run(svc, "pull", f"{HOST}/app:v1")
         assert out.exit_code == 1 and out.output.strip() == (
             f"appcontainers: error: {HOST}/app:v1 refused by the trust policy: it is not signed")
+
+    def test_policy_and_save_sign(self, svc):
+        """trust policy prints the setting; save --sign writes PATH.sig through the CLI."""
+        assert json.loads(self.run(svc, "trust", "policy", "--json").output) == {"trust": "any"}
+        self.run(svc, "trust", "keygen", "k")
+        svc.ports.fs.dirs.add("/out")
+        c = svc.provision()
+        out = self.run(svc, "save", c.name, "/out/c.aimg", "--sign", "k", "--json")
+        assert out.exit_code == 0, out.output
+        doc = svc.ports.signing.read_signatures("/out/c.aimg.sig")[0]
+        assert Signature.from_bytes(doc).chain == (json.loads(out.output)["id"],)
