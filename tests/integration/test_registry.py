@@ -236,21 +236,30 @@ class TestTrust:
                 other.pull_image(ref, tls_verify=False)
 
 
-def push_ordinary_image(registry, tmp_path) -> str:
-    """An ordinary one-layer OCI image (umoci), copied into the registry by skopeo."""
+def _run(*argv):
+    return subprocess.run(argv, check=True, capture_output=True, timeout=120)
+
+
+def make_ordinary_layout(tmp_path) -> str:
+    """An ordinary one-layer OCI image layout (umoci), tagged t: a file /hello."""
     for tool in ("umoci", "skopeo"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed")
     layout, bundle = str(tmp_path / "layout"), str(tmp_path / "bundle")
-    run = lambda *argv: subprocess.run(argv, check=True, capture_output=True, timeout=120)  # noqa: E731
-    run("umoci", "init", "--layout", layout)
-    run("umoci", "new", "--image", f"{layout}:t")
-    run("umoci", "unpack", "--image", f"{layout}:t", bundle)
+    _run("umoci", "init", "--layout", layout)
+    _run("umoci", "new", "--image", f"{layout}:t")
+    _run("umoci", "unpack", "--image", f"{layout}:t", bundle)
     with open(os.path.join(bundle, "rootfs", "hello"), "w") as f:
         f.write("hello\n")
-    run("umoci", "repack", "--image", f"{layout}:t", bundle)
+    _run("umoci", "repack", "--image", f"{layout}:t", bundle)
+    return layout
+
+
+def push_ordinary_image(registry, tmp_path) -> str:
+    """That image, copied into the registry by skopeo."""
+    layout = make_ordinary_layout(tmp_path)
     ref = registry.ref("plain/hello")
-    run("skopeo", "copy", "--dest-tls-verify=false", f"oci:{layout}:t", f"docker://{ref}")
+    _run("skopeo", "copy", "--dest-tls-verify=false", f"oci:{layout}:t", f"docker://{ref}")
     return ref
 
 
@@ -264,6 +273,22 @@ class TestImportFallback:
         ref = push_ordinary_image(registry, tmp_path)
         image = other.pull_image(ref, name="plain-hello", tls_verify=False)
         assert image.name == "plain-hello" and image.id in other.ports.repo.read().images
+
+    def test_a_direct_import_is_refused_under_a_key_policy(self, other, keys, tmp_path):
+        """svc.import_image of an OCI layout under a key policy: refused (it carries no signature
+        of ours), nothing stored; import must call images.trust.admit_import (docs/registry.md)."""
+        from appcontainers.entrypoints.api import Service
+
+        if not hasattr(Service, "import_image"):
+            pytest.skip("import_image is not on this branch (OCI import, issue 15)")
+        layout = make_ordinary_layout(tmp_path)
+        made = other.trust_keygen("import-policy", keys)
+        other.bases.ensure_default()
+        before = store_snapshot(other)
+        with policy(other, made["public"]):
+            with pytest.raises(Untrusted, match="import"):
+                other.import_image(f"oci:{layout}:t")
+        assert store_snapshot(other) == before
 
     def test_without_import_the_error_says_so(self, other, registry, tmp_path):
         """Where import is missing, the pull of an ordinary image says it needs import."""

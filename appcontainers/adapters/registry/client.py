@@ -186,12 +186,12 @@ class HttpRegistry:
 
     def _connection(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
         if scheme == "http":
-            return http.client.HTTPConnection(netloc, timeout=self.timeout)
+            return http.client.HTTPConnection(netloc, timeout=self.timeout, blocksize=_CHUNK)
         context = ssl.create_default_context()
         if not self.tls_verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-        return http.client.HTTPSConnection(netloc, timeout=self.timeout, context=context)
+        return http.client.HTTPSConnection(netloc, timeout=self.timeout, context=context, blocksize=_CHUNK)
 
     def _authenticate(self, resp: http.client.HTTPResponse, what: str) -> bool:
         """Take the credentials or token a 401 asks for; False if there is nothing new to try."""
