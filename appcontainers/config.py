@@ -10,6 +10,7 @@ import attrs
 from .domain.exceptions import InvalidValue
 from .domain.firewall import ISOLATION_LEVELS
 from .domain.network import parse_network
+from .domain.trust import TrustPolicy
 
 DEFAULT_ROOT = "/var/lib/appcontainers"
 
@@ -32,6 +33,11 @@ def _flag(value: object) -> bool:
     if text in ("0", "false", "no", "off"):
         return False
     raise InvalidValue(f"invalid flag {value!r}: 1 or 0")
+
+
+def _trust(value: object) -> str:
+    """The trust setting as text: "any", or the key files joined by commas."""
+    return str(TrustPolicy.parse(value))
 
 
 @attrs.frozen
@@ -66,6 +72,9 @@ class Settings:
     # Where the root's resolver (dnsmasq on the bridge's gateway) forwards the names that are
     # not its containers': the servers of this resolv.conf-style file (re-read when it changes).
     dns_upstream: str = attrs.field(default="/etc/resolv.conf")
+    # Which images pull, load and import accept (domain/trust.py, docs/registry.md): "any" (whose
+    # checksums verify), or public key files (commas between them): only images signed by one.
+    trust: str = attrs.field(default="any", converter=_trust)
 
     @isolation.validator
     def _check_isolation(self, _attr, value):
@@ -98,7 +107,7 @@ class Settings:
         for key, field in (("APPCONTAINERS_ROOT", "root"), ("APPCONTAINERS_BRIDGE", "bridge"),
                            ("APPCONTAINERS_SUBNET", "subnet"), ("APPCONTAINERS_MOUNTER", "mounter"),
                            ("APPCONTAINERS_ISOLATION", "isolation"), ("APPCONTAINERS_NAT", "nat"),
-                           ("APPCONTAINERS_DNS_UPSTREAM", "dns_upstream")):
+                           ("APPCONTAINERS_DNS_UPSTREAM", "dns_upstream"), ("APPCONTAINERS_TRUST", "trust")):
             if env.get(key):
                 values[field] = env[key]
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -139,6 +148,13 @@ class Layout:
 
     def image_file(self, image_id: str, kind: str) -> str:
         return os.path.join(self.bases if kind == "base" else self.user_images, image_id + ".aimg")
+
+    def signature_file(self, image_id: str, kind: str) -> str:
+        """The signatures kept beside a stored image (docs/registry.md, "Trust")."""
+        return os.path.join(self.bases if kind == "base" else self.user_images, image_id + ".sig")
+
+    @property
+    def keys(self): return self._p("keys")
 
     def overlay(self, name: str, ephemeral: bool) -> str:
         return os.path.join(self.overlays, "tmp" if ephemeral else "image", name)

@@ -1,6 +1,7 @@
 """In-memory fakes of every port the services use; they record state for tests to assert on."""
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -12,6 +13,7 @@ from typing import Any
 from appcontainers.config import Settings
 from appcontainers.domain.exceptions import (AgentUnavailable, AppContainersError, CommandFailed,
                                              ContainerStateError, ImageCorrupt, InvalidValue)
+from appcontainers.domain.exceptions import RegistryError
 from appcontainers.domain.image import Manifest
 from appcontainers.domain.state import State
 from appcontainers.entrypoints.api import Service
@@ -578,7 +580,7 @@ def make_service(fuse: bool = False, kernel: bool = True, **settings) -> Service
         codec=FakeCodec(fs), net=net, fs=fs, skeletons=FakeSkeletons(),
         base_builder=FakeBaseBuilder(fs), agents=FakeAgents(driver, fs), clock=FakeClock(),
         rng=random.Random(1234), procs=FakeProcs(), viewer=FakeImageViewer(), disks=FakeDisks(fs),
-        dns=FakeResolver(net),
+        dns=FakeResolver(net), registries=FakeRegistries(fs), signing=FakeSigning(fs),
     ))
 
 
@@ -636,3 +638,121 @@ class FakeImageViewer:
             raise self.fail
         if self.views.pop(directory, None) is None:
             raise CommandFailed(["fusermount3", "-u", directory], 1, f"{directory}: not mounted")
+
+
+class FakeRegistry:
+    """One registry's blobs and manifests in dicts (a blob is stored once, for every repo, as
+    distribution stores it); files come from and go to a FakeFs. Counts uploads."""
+
+    def __init__(self, fs: FakeFs):
+        self.fs = fs
+        self.blobs: dict[str, bytes] = {}
+        self.manifests: dict[tuple[str, str], tuple[bytes, str]] = {}
+        self.uploads = 0
+        self.fetched: list[str] = []
+
+    @staticmethod
+    def _digest(data: bytes) -> str:
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+
+    def _file(self, path) -> bytes:
+        data = self.fs.files[path]
+        return data if isinstance(data, bytes) else data.encode()
+
+    def push_file(self, repo, path, progress=None):
+        data = self._file(path)
+        digest, sent = self._digest(data), self._digest(data) not in self.blobs
+        if sent:
+            self.push_bytes(repo, data)
+            if progress:
+                progress(len(data), len(data))
+        return digest, len(data), sent
+
+    def push_bytes(self, repo, data):
+        digest = self._digest(data)
+        if digest not in self.blobs:
+            self.uploads += 1
+            self.blobs[digest] = data
+        return digest
+
+    def fetch_bytes(self, repo, digest, max_bytes):
+        data = self.blobs[digest]
+        if self._digest(data) != digest or len(data) > max_bytes:
+            raise RegistryError("fake", f"blob {digest} does not match its digest: refused")
+        return data
+
+    def fetch_file(self, repo, digest, size, dest, progress=None):
+        if dest in self.fs.files:
+            raise FileExistsError(dest)
+        self.fetched.append(digest)
+        self.fs.files[dest] = self.fetch_bytes(repo, digest, size)
+        if progress:
+            progress(size, size)
+
+    def put_manifest(self, repo, reference, data, media_type):
+        digest = self._digest(data)
+        self.manifests[(repo, reference)] = self.manifests[(repo, digest)] = (data, media_type)
+        return digest
+
+    def get_manifest(self, repo, reference, accept):
+        if (repo, reference) not in self.manifests:
+            raise RegistryError("fake", f"manifest {repo}:{reference}: unknown manifest (404)")
+        data, media = self.manifests[(repo, reference)]
+        return data, media, self._digest(data)
+
+
+class FakeRegistries:
+    """The Registries port over one FakeRegistry per host."""
+
+    def __init__(self, fs: FakeFs, hosts: dict[str, FakeRegistry] | None = None):
+        self.fs = fs
+        self.hosts: dict[str, FakeRegistry] = {} if hosts is None else hosts  # share to reach them from two roots
+
+    def __call__(self, host, tls_verify=True):
+        registry = self.hosts.setdefault(host, FakeRegistry(self.fs))
+        registry.fs = self.fs  # files come from and go to the caller's tree
+        return registry
+
+
+class FakeSigning:
+    """Keys are FakeFs files naming their key ("private:NAME" / "public:NAME"); a signature is
+    the sha256 of the name and the data: enough to tell keys and payloads apart."""
+
+    def __init__(self, fs: FakeFs):
+        self.fs = fs
+
+    @staticmethod
+    def _id(name: str) -> str:
+        return "ed25519:" + hashlib.sha256(name.encode()).hexdigest()
+
+    def _name(self, path, kind):
+        text = self.fs.files.get(path)
+        if not isinstance(text, str) or not text.startswith(kind + ":"):
+            raise InvalidValue(f"{path} is not a {kind} key")
+        return text.split(":", 1)[1]
+
+    def generate(self, private_path, public_path):
+        if private_path in self.fs.files or public_path in self.fs.files:
+            raise InvalidValue("a key is never overwritten")
+        name = posixpath.basename(private_path)
+        self.fs.write_text(private_path, "private:" + name, mode=0o600)
+        self.fs.write_text(public_path, "public:" + name)
+        return self._id(name)
+
+    def sign(self, private_path, data):
+        name = self._name(private_path, "private")
+        return self._id(name), base64.b64encode(hashlib.sha256(name.encode() + data).digest()).decode()
+
+    def verify(self, public_path, data, key_id, signature):
+        name = self._name(public_path, "public")
+        return key_id == self._id(name) and self.sign_as(name, data) == signature
+
+    def sign_as(self, name, data):
+        return base64.b64encode(hashlib.sha256(name.encode() + data).digest()).decode()
+
+    def read_signatures(self, path):
+        text = self.fs.files.get(path)
+        return [] if text is None else [d.encode() for d in json.loads(text)]
+
+    def write_signatures(self, path, docs):
+        self.fs.write_text(path, json.dumps([d.decode() for d in docs]))

@@ -162,3 +162,23 @@ class PortTaken(AppContainersError):
     def __init__(self, spec: str, reason: str) -> None:
         self.spec, self.reason = spec, reason
         super().__init__(f"cannot publish {spec}: {reason}")
+
+
+class RegistryError(AppContainersError):
+    """A registry refused or failed a push or pull (unreachable, 401, unknown manifest, bad digest)."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        self.where, self.reason = where, reason
+        super().__init__(f"registry {where}: {reason}")
+
+
+class NotAnArtifact(RegistryError):
+    """The reference names an ordinary container image, not an appcontainers artifact (import it)."""
+
+
+class Untrusted(AppContainersError):
+    """An image the trust policy refuses (unsigned, or signed by no trusted key)."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        self.what, self.reason = what, reason
+        super().__init__(f"{what} refused by the trust policy: {reason}")

@@ -270,3 +270,45 @@ class ImageViewer(Protocol):
     def mount(self, files: list[str], directory: str) -> None:
         """files: the image file and its ancestors, top first; returns once the view is up."""
     def unmount(self, directory: str) -> None: ...
+
+
+ByteProgress = Callable[[int, int], None]  # (bytes done, bytes in all) of a transfer
+
+
+class RegistryClient(Protocol):
+    """The distribution API of one registry (adapters/registry/client.py). Every failure is a
+    RegistryError of one line (unreachable, 401, unknown manifest, digest mismatch)."""
+    def push_file(self, repo: str, path: str, progress: ByteProgress | None = None) -> tuple[str, int, bool]:
+        """Upload the file as a blob unless the registry has it (HEAD): (digest, size, uploaded)."""
+    def push_bytes(self, repo: str, data: bytes) -> str:
+        """Upload a small blob unless the registry has it; its digest."""
+    def fetch_file(self, repo: str, digest: str, size: int, dest: str,
+                   progress: ByteProgress | None = None) -> None:
+        """Download a blob to dest (a new file), checking its size and digest as it comes; on a
+        mismatch dest is removed and RegistryError raised."""
+    def fetch_bytes(self, repo: str, digest: str, max_bytes: int) -> bytes:
+        """A small blob, its digest checked."""
+    def put_manifest(self, repo: str, reference: str, data: bytes, media_type: str) -> str:
+        """Store a manifest under a tag; its digest."""
+    def get_manifest(self, repo: str, reference: str, accept: Iterable[str]) -> tuple[bytes, str, str]:
+        """(bytes, media type, digest) of a manifest by tag or digest; by digest, it is checked."""
+
+
+class Registries(Protocol):
+    """A client for host[:port]; tls_verify=False: https without verification, or plain http."""
+    def __call__(self, host: str, tls_verify: bool = True) -> RegistryClient: ...
+
+
+class Signing(Protocol):
+    """ed25519 keys and signatures, and the signature files kept beside images
+    (adapters/registry/signing.py)."""
+    def generate(self, private_path: str, public_path: str) -> str:
+        """A new key pair: the private key file 0600 (refused if either file exists); its key id."""
+    def sign(self, private_path: str, data: bytes) -> tuple[str, str]:
+        """(key id, base64 signature) of data with the private key file."""
+    def verify(self, public_path: str, data: bytes, key_id: str, signature: str) -> bool:
+        """Whether signature is the key file's (and key_id its id) over data."""
+    def read_signatures(self, path: str) -> list[bytes]:
+        """The signature documents of a signature file (none if it does not exist)."""
+    def write_signatures(self, path: str, docs: list[bytes]) -> None:
+        """Replace the signature file with docs (atomically)."""

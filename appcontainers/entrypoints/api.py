@@ -13,7 +13,7 @@ from ..services.containers import ContainerService
 from ..services.host_errors import host_errors
 from ..services.images import ImageService
 from ..services.logs import log_records
-from ..domain.ports import Agents, BaseBuilder, DebianBuilder, ImageCodec
+from ..domain.ports import Agents, BaseBuilder, DebianBuilder, ImageCodec, Registries, Signing
 from ..domain.ports import Skeletons as SkeletonsPort
 from ..services.ports import Mounters, Ports
 
@@ -147,9 +147,12 @@ class Container:
         """The agent's log as LogRecord values (output decoded to text); follow waits for more."""
         return log_records(self.logs(since=since, follow=follow))
 
-    def save_image(self, path: str, flatten: bool = True, name: str | None = None, progress=None):
-        """Squash this container into an .aimg file; returns the Image (id = sha256)."""
-        return self._svc.images.save(self.name, path, flatten=flatten, image_name=name, progress=progress)
+    def save_image(self, path: str, flatten: bool = True, name: str | None = None, progress=None,
+                   sign: str | None = None):
+        """Squash this container into an .aimg file; returns the Image (id = sha256). sign: a
+        private key (file, or a `trust keygen` name) whose signature goes to path + ".sig"."""
+        return self._svc.images.save(self.name, path, flatten=flatten, image_name=name, progress=progress,
+                                     sign=sign)
 
 
 class Service:
@@ -159,6 +162,9 @@ class Service:
         self.containers = ContainerService(ports)
         self.bases = BaseService(ports)
         self.images = ImageService(ports, self.containers, self.bases)
+        from ..services.registry import RegistryService  # registry: push, pull (docs/registry.md)
+
+        self.registry = RegistryService(ports, self.images)
 
     def provision(self, name: str | None = None, base: str | None = None, memory: str | None = None,
                   cpus: float | None = None, raw: bool = False, privileged: bool = False,
@@ -302,6 +308,45 @@ class Service:
     def list_images(self):
         return self.images.list()
 
+    # ---- registry and trust (docs/registry.md) ----------------------------------------
+    def push_image(self, image: str, ref: str, sign: str | None = None, tls_verify: bool = True,
+                   progress=None):
+        """Push a stored image and its parents to ref (HOST[:PORT]/REPO[:TAG], docker:// allowed)
+        as an OCI artifact; blobs the registry has are not sent again. sign: a private key (file
+        or `trust keygen` name). tls_verify=False: a plain-HTTP or self-signed registry.
+        progress(what, bytes done, bytes in all). A PushResult (digest, uploaded, skipped)."""
+        return self.registry.push(image, ref, sign=sign, tls_verify=tls_verify, progress=progress)
+
+    def pull_image(self, ref: str, name: str | None = None, tls_verify: bool = True,
+                   allow_unsigned_import: bool = False, progress=None):
+        """Pull ref (tag or @sha256:DIGEST) into the store: layers already stored are not
+        downloaded, each one is verified (digest, then checksum) before it enters, and the
+        trust policy is checked first. An ordinary container image is imported instead
+        (refused under a key policy unless allow_unsigned_import). The Image."""
+        from ..domain.exceptions import NotAnArtifact
+
+        try:
+            return self.registry.pull(ref, name=name, tls_verify=tls_verify, progress=progress).image
+        except NotAnArtifact as e:
+            return self._import_pulled(ref, e, name, tls_verify, allow_unsigned_import)
+
+    def _import_pulled(self, ref: str, why: Exception, name, tls_verify: bool, allow_unsigned: bool):
+        import inspect
+
+        self.images.trust.admit_import(ref, allow_unsigned)  # before anything is fetched
+        importer = getattr(self, "import_image", None)
+        if importer is None:
+            raise InvalidValue(f"{why}; this appcontainers cannot import OCI images") from None
+        source = ref if ref.startswith("docker://") else "docker://" + ref
+        extra = {"tls_verify": tls_verify} if "tls_verify" in inspect.signature(importer).parameters else {}
+        return importer(source, name=name, **extra)
+
+    def trust_keygen(self, name: str, directory: str | None = None) -> dict:
+        """A new ed25519 key pair NAME.key (0600) and NAME.pub in directory (default: the data
+        root's keys/): {"private", "public", "key"}. List NAME.pub in the trust setting to
+        accept what NAME.key signs."""
+        return self.images.trust.keygen(name, directory)
+
     def remove_image(self, ref: str):
         """Remove an image by id, unique id prefix or name; a name two images share is refused
         (give an id)."""
@@ -361,6 +406,14 @@ def build_ports(settings: Settings) -> Ports:
         from ..adapters.bases.debian_base import DebianBaseBuilder
         return DebianBaseBuilder(the_codec, L.tmp, settings.squashfs_level)
 
+    def signing() -> Signing:
+        from ..adapters.registry.signing import Ed25519Signing
+        return Ed25519Signing()
+
+    def registries() -> Registries:
+        from ..adapters.registry.client import HttpRegistries
+        return HttpRegistries()
+
     def agents() -> Agents:
         from ..adapters.bus.zmq_bus import AgentClient
         return AgentClient
@@ -375,7 +428,7 @@ def build_ports(settings: Settings) -> Ports:
         codec=the_codec, net=HostNetwork(), fs=HostFs(), skeletons=_lazy(skeletons),
         base_builder=_lazy(busybox), agents=_lazy(agents), clock=time.time, rng=random.SystemRandom(),
         procs=HostProcesses(), debian_builder=_lazy(debian), viewer=ImageViewer(), disks=SizedDirs(),
-        dns=DnsmasqResolver(),
+        dns=DnsmasqResolver(), registries=_lazy(registries), signing=_lazy(signing),
     )
 
 

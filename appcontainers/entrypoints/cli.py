@@ -313,13 +313,14 @@ def _image_info(img, size: int | None = None) -> dict:
 @click.argument("path")
 @click.option("--layered", is_flag=True, help="Save only the changes over the container's image (fast).")
 @click.option("--image-name", help="The image's name (default: the container's).")
+@click.option("--sign", metavar="KEY", help="Write a signature to PATH.sig with this private key (file or keygen name).")
 @json_option
-def save(name, path, layered, image_name, as_json):
+def save(name, path, layered, image_name, sign, as_json):
     """Save container NAME to the image file PATH (.aimg)."""
     svc = service()
     c = svc.get(name)
     if as_json:
-        img = c.save_image(path, flatten=not layered, name=image_name)
+        img = c.save_image(path, flatten=not layered, name=image_name, sign=sign)
     else:
         with click.progressbar(length=100, label=f"saving {name}", file=sys.stderr) as bar:
             done = [0]
@@ -330,7 +331,7 @@ def save(name, path, layered, image_name, as_json):
                     bar.update(pct - done[0])
                     done[0] = pct
 
-            img = c.save_image(path, flatten=not layered, name=image_name, progress=progress)
+            img = c.save_image(path, flatten=not layered, name=image_name, progress=progress, sign=sign)
     emit(as_json, {**_image_info(img), "path": path}, f"{path} {img.id}")
 
 
@@ -563,6 +564,8 @@ from . import cli_exec, cli_inspect  # noqa: E402
 
 cli_inspect.register(main)  # cp, inspect, stats
 cli_exec.register(main)  # kill, shell
+from . import cli_registry  # noqa: E402
+cli_registry.register(main)  # push, pull, trust
 
 if __name__ == "__main__":
     main()

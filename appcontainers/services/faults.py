@@ -13,6 +13,7 @@ STEPS = (
     "load.staged", "load.reserved", "load.imported",
     "save.recorded", "save.packed",
     "destroy.marked", "destroy.stopped", "destroy.unmounted",
+    "pull.staged",
 )
 
 

@@ -18,18 +18,28 @@ from .containers import ContainerService
 from .faults import checkpoint
 from .host_errors import host_errors
 from .ports import Ports
+from .trust import TrustService
+
+
+def foreign_binds(images: dict[str, Image], image: Image) -> list[str]:
+    """The host paths image asks to bind that no base built on this host provides: an image
+    from elsewhere must not expose /etc or other containers' sockets."""
+    allowed = {b for i in images.values() if i.kind == "base" for b in i.manifest.host_binds}
+    return [b for b in image.manifest.host_binds if b not in allowed]
 
 
 class ImageService:
     def __init__(self, ports: Ports, containers: ContainerService, bases: BaseService) -> None:
         self.p, self.containers, self.bases = ports, containers, bases
         self.layout = ports.settings.layout
+        self.trust = TrustService(ports)
 
     # ---- save -------------------------------------------------------------------------
     @host_errors("save")
     def save(self, name: str, path: str, flatten: bool = True, image_name: str | None = None,
-             progress: Progress | None = None, level: int | None = None) -> Image:
-        """Squash the container (merged view, or only its upper layer) into the file path."""
+             progress: Progress | None = None, level: int | None = None, sign: str | None = None) -> Image:
+        """Squash the container (merged view, or only its upper layer) into the file path;
+        sign (a private key file or keygen name) writes a signature of its id chain to path.sig."""
         r = self.containers.get(name)
         if not flatten and r.mounter == "raw":
             raise InvalidValue(f"container {name} is raw (a plain directory, no layers): save it flattened")
@@ -41,6 +51,8 @@ class ImageService:
             raise InvalidValue(f"cannot save to {path}: directory {os.path.dirname(path)} does not exist")
         if self.p.fs.is_dir(path):
             raise InvalidValue(f"cannot save to {path}: it is a directory")
+        if sign is not None and not self.p.fs.is_file(self.trust.key_file(sign)):
+            raise InvalidValue(f"no private key {self.trust.key_file(sign)} to sign with")
         state = self.p.repo.read()
         chain = lineage(state.images, r.image)
         manifest = {
@@ -53,6 +65,9 @@ class ImageService:
         with self.containers.locked(name):  # no start, stop or destroy while the copy is made
             r = self.containers.get(name)  # it may have gone while we waited for the lock
             image_id = self._pack(r, path, manifest, flatten, level, progress)
+        if sign is not None:  # trust: a signature beside the file, checked by load under a key policy
+            ids = [image_id] + ([] if flatten else [i.id for i in chain])
+            self.trust.write(path + ".sig", [self.trust.sign(sign, ids)])
         return Image(id=image_id, manifest=Manifest.from_dict(manifest), kind="user")
 
     def _pack(self, r: Reservation, path: str, manifest: JsonDict, flatten: bool, level: int | None,
@@ -125,10 +140,8 @@ class ImageService:
             if verified_id != image_id:
                 raise ImageCorrupt(path, "the file changed while it was being loaded")
             image = Image(id=image_id, manifest=Manifest.from_dict(manifest), kind="user")
-            # Host paths an image may ask for are those of a base built on this host, no others:
-            # an image from elsewhere must not expose /etc or other containers' sockets.
-            allowed = {b for i in state.images.values() if i.kind == "base" for b in i.manifest.host_binds}
-            foreign = [b for b in image.manifest.host_binds if b not in allowed]
+            # Host paths an image may ask for are those of a base built on this host, no others.
+            foreign = foreign_binds(state.images, image)
             if foreign:
                 raise ImageCorrupt(path, f"it asks to bind the host paths {', '.join(foreign)} into its "
                                          f"containers, which no base image of this host provides")
@@ -212,6 +225,7 @@ class ImageService:
                     lineage(self.p.repo.read().images, image.parent)
                 except UnknownImage:
                     raise UnknownImage(f"{image.parent} (parent of {path}): load the parent image first") from None
+            signatures = self._admit(path, image)
             r = self.containers.reserve(name, image.id, ephemeral=ephemeral,
                                         startup_commands=image.startup_commands, new_image=image, raw=raw,
                                         privileged=privileged, caps_add=caps_add, pids=pids,
@@ -226,6 +240,7 @@ class ImageService:
                     self.p.fs.move(staged, self.layout.image_file(image.id, "user"))
                     staged = None
                 checkpoint("load.imported")
+                self.trust.keep(image.id, "user", signatures)
                 self.containers.materialize(r)
             except BaseException:
                 self.containers.roll_back(r.name)
@@ -235,6 +250,12 @@ class ImageService:
         if moved:
             self._forget_move(moved)
         return ready
+
+    def _admit(self, path: str, image: Image) -> list[bytes]:
+        """The trust policy over the file's signatures (path.sig, as save --sign writes it)."""
+        chain = [image.id] + ([] if image.parent is None else
+                              [i.id for i in lineage(self.p.repo.read().images, image.parent)])
+        return self.trust.admit(path, chain, self.trust.read(os.path.abspath(path) + ".sig"))
 
     # ---- store ------------------------------------------------------------------------
     def list(self) -> list[Image]:
@@ -270,6 +291,8 @@ class ImageService:
                 raise InUse(f"image {image.id[:12]} ({image.name}) is used by {', '.join(users)}")
             del state.images[image.id]
         self.p.fs.remove_file(self.layout.image_file(image.id, image.kind))
+        if self.p.fs.exists(self.layout.signature_file(image.id, image.kind)):
+            self.p.fs.remove_file(self.layout.signature_file(image.id, image.kind))
         return image
 
     def layer_files(self, ref: str) -> builtins.list[str]:
