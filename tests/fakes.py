@@ -435,6 +435,23 @@ class FakeBaseBuilder:
         return image_id, manifest
 
 
+class FakeRuntimeBuilder:
+    """The agent's runtime: a tree (one file) per build; like the real one, never over one there."""
+
+    def __init__(self, fs: FakeFs, key: str = "runtime-key-1"):
+        self.fs, self.current_key = fs, key
+        self.builds: list[str] = []  # dest of each build
+
+    def key(self): return self.current_key
+
+    def build(self, dest):
+        if self.fs.exists(dest):
+            raise FileExistsError(dest)
+        self.fs.make_dirs(dest)
+        self.fs.files[dest + "/bin/python"] = b"python"
+        self.builds.append(dest)
+
+
 class FakeAgentClient:
     """Like the real client: it talks only to a running agent holding the key it expects
     (else AgentUnavailable, nothing run); a run answers `reply`, streams its lines to
@@ -578,7 +595,7 @@ def make_service(fuse: bool = False, kernel: bool = True, **settings) -> Service
         codec=FakeCodec(fs), net=net, fs=fs, skeletons=FakeSkeletons(),
         base_builder=FakeBaseBuilder(fs), agents=FakeAgents(driver, fs), clock=FakeClock(),
         rng=random.Random(1234), procs=FakeProcs(), viewer=FakeImageViewer(), disks=FakeDisks(fs),
-        dns=FakeResolver(net),
+        dns=FakeResolver(net), runtime=FakeRuntimeBuilder(fs),
     ))
 
 

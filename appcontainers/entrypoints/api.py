@@ -15,6 +15,7 @@ from ..services.images import ImageService
 from ..services.logs import log_records
 from ..domain.ports import Agents, BaseBuilder, DebianBuilder, ImageCodec
 from ..domain.ports import Skeletons as SkeletonsPort
+from ..domain.ports import RuntimeBuilder as RuntimeBuilderPort
 from ..services.ports import Mounters, Ports
 
 T = TypeVar("T")
@@ -361,6 +362,10 @@ def build_ports(settings: Settings) -> Ports:
         from ..adapters.bases.debian_base import DebianBaseBuilder
         return DebianBaseBuilder(the_codec, L.tmp, settings.squashfs_level)
 
+    def runtime() -> RuntimeBuilderPort:
+        from ..adapters.bases.runtime import RuntimeBuilder
+        return RuntimeBuilder()
+
     def agents() -> Agents:
         from ..adapters.bus.zmq_bus import AgentClient
         return AgentClient
@@ -375,7 +380,7 @@ def build_ports(settings: Settings) -> Ports:
         codec=the_codec, net=HostNetwork(), fs=HostFs(), skeletons=_lazy(skeletons),
         base_builder=_lazy(busybox), agents=_lazy(agents), clock=time.time, rng=random.SystemRandom(),
         procs=HostProcesses(), debian_builder=_lazy(debian), viewer=ImageViewer(), disks=SizedDirs(),
-        dns=DnsmasqResolver(),
+        dns=DnsmasqResolver(), runtime=_lazy(runtime),
     )
 
 

@@ -10,8 +10,8 @@ from ..config import Settings
 from ..domain.exceptions import InvalidValue
 from ..domain.ports import (Agents, BaseBuilder, Clock, ContainerDriver, DebianBuilder,
                             FuseMounterPort, HostFs, HostNetwork, ImageCodec, ImageViewer, KernelMounterPort,
-                            Processes, Resolver, ResourceRepository, Rng, RootfsMounter, SizedDirs, Skeletons,
-                            ViewMounter)
+                            Processes, Resolver, ResourceRepository, Rng, RootfsMounter, RuntimeBuilder,
+                            SizedDirs, Skeletons, ViewMounter)
 
 
 @attrs.frozen
@@ -69,6 +69,8 @@ class Ports:
     procs: Processes = attrs.Factory(lambda: NoProcesses())
     disks: SizedDirs | None = None  # None: containers' writes are not bounded
     dns: Resolver | None = None  # None: no resolver for the containers (names, forwarding)
+    # The agent's runtime for images without an init; None: such images run without an agent.
+    runtime: RuntimeBuilder | None = None
 
 
 class NoProcesses:

@@ -285,7 +285,9 @@ class TestRun:
         assert svc.ports.driver.attached == []
 
     def test_uses_lxc_attach_without_init(self, svc):
-        """Without an agent, a shell string runs via lxc-attach under /bin/sh -c, a list as argv."""
+        """Without an agent (an image without init, on a host without the agent's runtime), a
+        shell string runs via lxc-attach under /bin/sh -c, a list as argv."""
+        svc.ports.runtime = None
         put_image(svc, "/in/plain.aimg", name="plain")
         c = svc.load_image("/in/plain.aimg", name="plain")
         svc.ports.driver.reply = (0, b"hi\n", b"")
