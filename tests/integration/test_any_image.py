@@ -163,10 +163,11 @@ class TestBusyboxOnly:
         kept = {p: v for p, v in inside.items() if not _excluded(p)}
         assert kept == expected
 
-    def test_nothing_of_the_runtime_is_writable_from_inside(self, svc, made, images, data_root):
-        """Root in the container can read the runtime but cannot write, replace, remove or
-        remount it; the host's files are unchanged."""
-        c = _load(svc, made, images, "busybox")
+    @pytest.mark.parametrize("privileged", [False, True])
+    def test_nothing_of_the_runtime_is_writable_from_inside(self, svc, made, images, privileged):
+        """Root in the container (unprivileged, or the host's root with privileged=True) can read
+        the runtime but cannot write, replace, remove or remount it; the host's files are unchanged."""
+        c = _load(svc, made, images, "busybox", privileged=privileged)
         target = "/.appcontainers/bin/python"
         assert c.run(["test", "-r", target]).exit_code == 0, "precondition: the runtime is there and readable"
         host = _runtime_file(svc, "bin/python")
@@ -175,8 +176,8 @@ class TestBusyboxOnly:
                    f"touch /.appcontainers/new", f"chmod 777 {target}",
                    "mount -o remount,rw /.appcontainers", "umount /.appcontainers",
                    f"cp /bin/busybox {target}"]
-        for attack in attacks:
-            c.run(attack)
+        failed = {attack: c.run(attack).exit_code != 0 for attack in attacks}
+        assert all(failed.values()), failed
         assert c.run(["test", "-r", target]).exit_code == 0
         assert c.run("grep -q ' /.appcontainers .*ro[,\\ ]' /proc/self/mountinfo").exit_code == 0
         assert _digest(host) == before
@@ -250,6 +251,25 @@ class TestMusl:
         with pytest.raises(InvalidValue, match="give the id"):
             _rename_clash(svc, e.image, "o2-musl")
             svc.provision(image="o2-musl")
+
+
+class TestFuse:
+    def test_the_runtime_serves_a_fuse_container(self, settings, made, images):
+        """mounter="fuse" (squashfuse + fuse-overlayfs, ids shifted by fuse-overlayfs): the musl
+        image's default command runs under the runtime; the runtime stays read-only."""
+        import appcontainers
+        from appcontainers.adapters.mounts.fuse_overlay import fuse_available
+        from appcontainers.adapters.mounts.mountinfo import mounts
+
+        if not fuse_available():
+            pytest.skip("needs /dev/fuse, squashfuse and fuse-overlayfs")
+        fsvc = appcontainers.setup_service(**settings, mounter="fuse")
+        c = _load(fsvc, made, images, "musl")
+        assert dict(mounts()).get(os.path.join(settings["root"], "mnt", c.name, "rootfs")) == "fuse.fuse-overlayfs"
+        assert c.run().stdout == "greeting=hi from musl cwd=/work/here uid=1000 pythonhome=- arg=default-arg\n"
+        b = _load(fsvc, made, images, "busybox")
+        assert b.run("echo x > /.appcontainers/bin/python; echo $?").stdout.strip() != "0"
+        assert b.run(["cat", "/data/sub/file"]).stdout == "content\n"
 
 
 def _rename_clash(svc, image_id: str, name: str) -> None:
