@@ -406,7 +406,10 @@ class FakeSkeletons:
                  f"lxc.mount.entry = {ctx['agent_dir']} run/appcontainers none bind,create=dir 0 0",
                  *(f"lxc.mount.entry = {src} {path.lstrip('/')} none ro,bind,create=dir 0 0"
                    for src, path in ctx["host_binds"]),
-                 *(f"lxc.mount.entry = {src} {dst.lstrip('/')} none bind,optional 0 0" for src, dst in ctx["files"])]
+                 *([f"lxc.mount.entry = {ctx['runtime']} {ctx['runtime_mount'].lstrip('/')} none "
+                    f"ro,bind,nosuid,nodev,create=dir 0 0"] if ctx.get("runtime") else []),
+                 *(f"lxc.mount.entry = {src} {dst.lstrip('/')} none bind,optional,create=file 0 0"
+                   for src, dst in ctx["files"])]
         return "\n".join(lines) + "\n"
 
     def render_files(self, ctx):

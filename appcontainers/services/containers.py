@@ -104,7 +104,10 @@ class ContainerService:
             plans.default_command(chain)
         if taken is None:
             return ()
-        return published.publish_all(plans.exposed_ports(chain), taken, others, self.p.rng.randint, ports)
+        def pick(lo: int, hi: int) -> int:
+            return lo + self.p.rng.getrandbits(32) % (hi - lo + 1)
+
+        return published.publish_all(plans.exposed_ports(chain), taken, others, pick, ports)
 
     def _free_ports(self, publish: Iterable[str] | None) -> tuple[Published, ...]:
         """The ports asked for, checked against the host's sockets and other data roots."""

@@ -51,7 +51,7 @@ def publish_all(exposed: Iterable[tuple[int, str]], taken: Iterable[Taken], rese
                 pick: Any, already: Iterable[Published] = ()) -> tuple[Published, ...]:
     """Each exposed (port, proto) published on a free host port of the ephemeral range (Docker's
     -P): free of host sockets, of other data roots, of this root's containers and of `already`.
-    pick(lo, hi) draws a candidate (rng.randint); PortTaken when no free port is found."""
+    pick(lo, hi) draws a candidate in [lo, hi]; PortTaken when no free port is found."""
     held = [(p.proto, p.host_ip, p.host_port) for r in reservations for p in r.published]
     held += [(p.proto, p.host_ip, p.host_port) for p in already]
     held += list(taken)

@@ -73,7 +73,7 @@ class TestProvision:
         svc.provision("web")
         src = svc.settings.layout.skel_dir("web") + "/etc/hostname"
         assert svc.ports.fs.files[src] == "web\n"
-        assert f"lxc.mount.entry = {src} etc/hostname none bind,optional 0 0" in svc.ports.driver.configs["web"].splitlines()
+        assert f"lxc.mount.entry = {src} etc/hostname none bind,optional,create=file 0 0" in svc.ports.driver.configs["web"].splitlines()
 
     def test_base_layer_mounted(self, svc):
         """The rootfs is an overlay on the default base's image file."""
