@@ -198,3 +198,27 @@ class TestCli:
         out = runner.invoke(main, ["run", "--json", "b"], obj=lambda reconcile=True: svc)
         assert out.exit_code == 0, out.output
         assert agent(svc, "b").runs[-1]["argv"] == ["/app/hello", "default-arg"]
+
+
+class TestAgentDefaultCommand:
+    def test_config_takes_a_default_command_and_ignores_a_bad_one(self):
+        """agent.json's default_command is an argv (with cwd and user); a malformed one is
+        reported and ignored (the agent is init and comes up anyway)."""
+        from appcontainers.agent.config import parse_config
+
+        good = {"argv": ["/app/hello", "x"], "cwd": "/work", "user": "1000"}
+        assert parse_config({"default_command": good}) == ({**parse_config({})[0], "default_command": good}, [])
+        for bad in ({"argv": []}, {"argv": "/bin/sh"}, {"argv": ["a"], "cwd": 3}, ["a"]):
+            config, problems = parse_config({"default_command": bad})
+            assert config["default_command"] is None and problems == ["agent.json: ignoring invalid default_command"]
+
+    def test_runner_runs_it_as_argv_in_its_cwd_like_a_startup_command(self, tmp_path):
+        """start_default runs the argv (no shell) in the cwd, logged as startup-default."""
+        from tests.unit.test_agent_runner import FakeLog, FakeSocket, drive, output
+        from appcontainers.agent.runner import Runner
+
+        log = FakeLog()
+        runner = Runner(FakeSocket().send, log, base_env={"GREETING": "hi"})
+        runner.start_default({"argv": ["/bin/sh", "-c", 'echo "$GREETING $(pwd)"'], "cwd": str(tmp_path)})
+        drive(runner, lambda: not runner.commands)
+        assert output(log.of("startup-default")) == f"hi {tmp_path}\n".encode()

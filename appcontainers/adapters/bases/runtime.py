@@ -128,7 +128,8 @@ class RuntimeBuilder:
     def build(self, dest: str) -> None:
         """Make the tree at dest (which must not exist): built beside it, then renamed into place."""
         stage = f"{dest}.building-{os.getpid()}"
-        _remove(stage)
+        for stale in glob.glob(os.path.join(glob.escape(os.path.dirname(dest)), "*.building-*")):
+            _remove(stale)  # a killed build's (the caller holds the build lock)
         try:
             populate(stage, python_runtime())
             seal(stage)
