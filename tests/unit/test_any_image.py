@@ -8,7 +8,8 @@ from appcontainers.domain.exceptions import InvalidValue, PortTaken, UnknownImag
 from appcontainers.domain.image import Image, Manifest, RunConfig
 from appcontainers.services import plans
 from appcontainers.services.publish import EPHEMERAL, publish_all
-from tests.fakes import encode_image, make_service
+from tests.contract.runtime import RuntimeBuilderContract
+from tests.fakes import FakeFs, FakeRuntimeBuilder, encode_image, make_service
 
 CONFIG = {"env": {"GREETING": "hi", "PATH": "/app"}, "entrypoint": ["/app/hello"], "cmd": ["default-arg"],
           "workdir": "/work", "user": "1000", "exposed_ports": ["8080/tcp", "53/udp", "9/sctp"]}
@@ -222,3 +223,24 @@ class TestAgentDefaultCommand:
         runner.start_default({"argv": ["/bin/sh", "-c", 'echo "$GREETING $(pwd)"'], "cwd": str(tmp_path)})
         drive(runner, lambda: not runner.commands)
         assert output(log.of("startup-default")) == f"hi {tmp_path}\n".encode()
+
+
+class TestFakeRuntimeBuilder(RuntimeBuilderContract):
+    class World:
+        def __init__(self, fs):
+            self.fs = fs
+            fs.make_dirs("/srv/contract")
+
+        def path(self, name):
+            return f"/srv/contract/{name}"
+
+        def exists(self, path):
+            return self.fs.exists(path)
+
+    @pytest.fixture
+    def world(self):
+        return self.World(FakeFs())
+
+    @pytest.fixture
+    def runtime(self, world):
+        return FakeRuntimeBuilder(world.fs)
