@@ -98,15 +98,17 @@ def run_config(chain: Chain) -> RunConfig | None:
 
 
 def environment(chain: Chain) -> dict[str, str]:
-    """The base environment of the container's commands: the images' (the top one wins), then
-    the run config's env over them."""
     env: dict[str, str] = {}
     for img in reversed(chain):  # the top image wins
         env.update(img.manifest.environment)
-    config = run_config(chain)
-    if config is not None:
-        env.update(config.env)
     return env
+
+
+def command_environment(chain: Chain) -> dict[str, str]:
+    """The base environment of the container's commands: the images' environment, then the run
+    config's env over it."""
+    config = run_config(chain)
+    return {**environment(chain), **(config.env if config is not None else {})}
 
 
 def default_command(chain: Chain, args: Sequence[str] | None = None) -> list[str]:
@@ -154,7 +156,7 @@ def agent_config(r: Reservation, chain: Chain, settings: Settings,
     """agent.json; secret_key is the agent's half of the CURVE pair whose public half is
     r.agent_key (the file is root-only and reaches only this container)."""
     config: dict[str, Any] = {"v": 1, "startup_commands": list(r.startup_commands),
-                              "environment": environment(chain), "log_max_bytes": settings.log_max_bytes,
+                              "environment": command_environment(chain), "log_max_bytes": settings.log_max_bytes,
                               "hostname": r.name}
     if secret_key is not None:
         config["curve_secret_key"] = secret_key

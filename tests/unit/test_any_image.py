@@ -60,7 +60,8 @@ class TestPlans:
         assert plans.run_defaults(c, None, None) == ("/w", "nobody")
         assert plans.run_defaults(c, "/given", "root") == ("/given", "root")
         assert plans.run_defaults(chain(RunConfig()), None, None) == (None, None)
-        assert plans.environment(c) == {"A": "config", "B": "b"}
+        assert plans.command_environment(c) == {"A": "config", "B": "b"}
+        assert plans.environment(c) == {"A": "image"}  # what a save writes as the manifest's
 
     def test_exposed_ports_tcp_and_udp_only(self):
         """sctp cannot be published: it is left out."""
