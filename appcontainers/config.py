@@ -205,6 +205,14 @@ class Layout:
         return self._p("mnt", ".binds", hashlib.sha256(path.encode()).hexdigest()[:16])
 
     @property
+    def runtimes(self) -> str:
+        """The agent's runtime trees, one per key (adapters/bases/runtime.py)."""
+        return self._p("runtime")
+
+    def runtime(self, key: str) -> str:
+        return os.path.join(self.runtimes, key[:16])
+
+    @property
     def dns_dir(self) -> str:
         """The resolver's files (pid, hosts): a dot name, which no container can have."""
         return self._p("run", ".dns")

@@ -408,7 +408,10 @@ class FakeSkeletons:
                  f"lxc.mount.entry = {ctx['agent_dir']} run/appcontainers none bind,create=dir 0 0",
                  *(f"lxc.mount.entry = {src} {path.lstrip('/')} none ro,bind,create=dir 0 0"
                    for src, path in ctx["host_binds"]),
-                 *(f"lxc.mount.entry = {src} {dst.lstrip('/')} none bind,optional 0 0" for src, dst in ctx["files"])]
+                 *([f"lxc.mount.entry = {ctx['runtime']} {ctx['runtime_mount'].lstrip('/')} none "
+                    f"ro,bind,nosuid,nodev,create=dir 0 0"] if ctx.get("runtime") else []),
+                 *(f"lxc.mount.entry = {src} {dst.lstrip('/')} none bind,optional,create=file 0 0"
+                   for src, dst in ctx["files"])]
         return "\n".join(lines) + "\n"
 
     def render_files(self, ctx):
@@ -435,6 +438,23 @@ class FakeBaseBuilder:
         self.fs.files[dest] = data
         self.builds.append(self.current_key)
         return image_id, manifest
+
+
+class FakeRuntimeBuilder:
+    """The agent's runtime: a tree (one file) per build; like the real one, never over one there."""
+
+    def __init__(self, fs: FakeFs, key: str = "runtime-key-1"):
+        self.fs, self.current_key = fs, key
+        self.builds: list[str] = []  # dest of each build
+
+    def key(self): return self.current_key
+
+    def build(self, dest):
+        if self.fs.exists(dest):
+            raise FileExistsError(dest)
+        self.fs.make_dirs(dest)
+        self.fs.files[dest + "/bin/python"] = b"python"
+        self.builds.append(dest)
 
 
 class FakeAgentClient:
@@ -581,6 +601,7 @@ def make_service(fuse: bool = False, kernel: bool = True, **settings) -> Service
         base_builder=FakeBaseBuilder(fs), agents=FakeAgents(driver, fs), clock=FakeClock(),
         rng=random.Random(1234), procs=FakeProcs(), viewer=FakeImageViewer(), disks=FakeDisks(fs),
         dns=FakeResolver(net), registries=FakeRegistries(fs), signing=FakeSigning(fs),
+        runtime=FakeRuntimeBuilder(fs),
     ))
 
 

@@ -17,7 +17,13 @@ def main(argv=None):
     parser.add_argument("--dir", default=os.environ.get("APPCONTAINERS_AGENT_DIR") or DEFAULT_DIR,
                         help="directory shared with the host for sockets, agent.json and the log "
                              "(default: $APPCONTAINERS_AGENT_DIR or %(default)s)")
+    parser.add_argument("--stderr", help="append the agent's own errors to this file (an init started "
+                                          "without a shell cannot redirect them)")
     args = parser.parse_args(argv)
+    if args.stderr:
+        fd = os.open(args.stderr, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        os.dup2(fd, 2)
+        os.close(fd)
     from .server import serve  # imports zmq: keep --help fast
 
     try:

@@ -6,9 +6,16 @@ import json
 import os
 
 DEFAULTS = {"startup_commands": [], "environment": {}, "log_max_bytes": 10 * 1024 * 1024, "hostname": None,
-            "curve_secret_key": None}
+            "curve_secret_key": None, "default_command": None}
 # Z85, the text form of a CURVE key: 40 characters of this alphabet.
 Z85 = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#")
+
+
+def _default_command_ok(v) -> bool:
+    """{"argv": [str, ...], "cwd": str, "user": str (optional)}: the image's default command."""
+    return (isinstance(v, dict) and isinstance(v.get("argv"), list) and bool(v["argv"])
+            and all(isinstance(a, str) for a in v["argv"]) and isinstance(v.get("cwd", "/"), str)
+            and isinstance(v.get("user", ""), str))
 
 
 def parse_config(raw) -> tuple[dict, list[str]]:
@@ -24,6 +31,7 @@ def parse_config(raw) -> tuple[dict, list[str]]:
         "log_max_bytes": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
         "hostname": lambda v: isinstance(v, str),
         "curve_secret_key": lambda v: isinstance(v, str) and len(v) == 40 and set(v) <= Z85,
+        "default_command": _default_command_ok,
     }
     for key, ok in checks.items():
         if key in raw:

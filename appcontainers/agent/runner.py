@@ -140,6 +140,11 @@ class Runner:
     def start_startup(self, index: int, shell: str) -> None:
         self._req_run(None, p.run_request(f"startup-{index}", shell=shell, check=False), startup=True)
 
+    def start_default(self, command: dict) -> None:
+        """The image's default command (agent.json default_command), run like a startup command."""
+        self._req_run(None, p.run_request("startup-default", argv=command["argv"], cwd=command.get("cwd"),
+                                          user=command.get("user"), check=False), startup=True)
+
     def _req_kill(self, peer, req):
         cmd = self.commands.get(req["id"])
         if cmd is None or cmd.pid is None or cmd.status is not None:

@@ -99,6 +99,8 @@ class Agent:
             self._record(p.event("agent_error", message=problem), publish=False)
         for i, shell in enumerate(config["startup_commands"]):
             self.runner.start_startup(i, shell)
+        if config["default_command"]:
+            self.runner.start_default(config["default_command"])
         _write_ready(self.dir)
         try:
             self._loop(wake_r)

@@ -232,6 +232,15 @@ class BaseBuilder(Protocol):
         """Build the base image at dest: (id, manifest)."""
 
 
+class RuntimeBuilder(Protocol):
+    """The agent's runtime tree (adapters/bases/runtime.py), bound into containers whose image
+    has no init of its own."""
+    def key(self) -> str:
+        """What the runtime is made from: a changed key means a new tree."""
+    def build(self, dest: str) -> None:
+        """Make the tree at dest (absent before; appears whole or not at all)."""
+
+
 class DebianBuilder(Protocol):
     """Debian bases, built on request."""
     def key(self, suite: str, include: Iterable[str] = ()) -> str:

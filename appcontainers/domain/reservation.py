@@ -123,6 +123,9 @@ class Reservation:
     disk: int | None = attrs.field(default=None)
     # Published ports, canonical specs ("8080:80/tcp", "127.0.0.1:5353:53/udp"): domain.publish.
     publish: tuple[str, ...] = attrs.field(default=(), converter=parse_all)
+    # The image's default command (its RunConfig: entrypoint + cmd) runs at every start, like a
+    # startup command, after the others.
+    start_default: bool = attrs.field(default=False, validator=_instance_of(bool))
 
     @property
     def published(self) -> tuple[Published, ...]:
@@ -175,6 +178,7 @@ class Reservation:
                 agent_key=data.get("agent_key"),
                 caps_add=data.get("caps_add", ()), pids=data.get("pids", PIDS_DEFAULT),
                 disk=data.get("disk"), publish=data.get("publish", ()),
+                start_default=data.get("start_default", False),
             )
         except KeyError as e:
             raise InvalidValue(f"reservation record lacks {e.args[0]!r}") from None

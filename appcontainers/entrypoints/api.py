@@ -15,6 +15,7 @@ from ..services.images import ImageService
 from ..services.logs import log_records
 from ..domain.ports import Agents, BaseBuilder, DebianBuilder, ImageCodec, Registries, Signing
 from ..domain.ports import Skeletons as SkeletonsPort
+from ..domain.ports import RuntimeBuilder as RuntimeBuilderPort
 from ..services.ports import Mounters, Ports
 
 T = TypeVar("T")
@@ -73,9 +74,13 @@ class Container:
     def destroy(self) -> None:
         self._svc.containers.destroy(self.name)
 
-    def run(self, command, timeout=None, on_output=None, env=None, cwd=None, stdin=None, *,
-            on_data=None, tty=None, controls=None, user=None):
+    def run(self, command=None, timeout=None, on_output=None, env=None, cwd=None, stdin=None, *,
+            on_data=None, tty=None, controls=None, user=None, args=None):
         """Run command (a str under /bin/sh -c, or an argv list); blocks until it ends.
+
+        command None: the image's default command (its config's entrypoint + cmd; args, if given,
+        replace cmd and keep the entrypoint, as `docker run IMAGE ARGS`); cwd and user default to
+        the image's workdir and user, env adds to the image's env.
 
         stdin: bytes or a stream (binary file, iterable of bytes) sent as the command reads;
         on_output(stream, line) per line, on_data(stream, bytes) exactly as output comes;
@@ -83,7 +88,7 @@ class Container:
         user: USER, UID, USER:GROUP or UID:GID of the container's /etc/passwd (default root)."""
         return self._svc.containers.run(self.name, command, timeout=timeout, on_output=on_output,
                                         env=env, cwd=cwd, stdin=stdin, on_data=on_data, tty=tty,
-                                        controls=controls, user=user)
+                                        controls=controls, user=user, args=args)
 
     def running_commands(self) -> list[str]:
         """Ids of the commands started by run that still run, oldest first."""
@@ -169,8 +174,11 @@ class Service:
     def provision(self, name: str | None = None, base: str | None = None, memory: str | None = None,
                   cpus: float | None = None, raw: bool = False, privileged: bool = False,
                   caps_add=(), pids: int | None = None, unprivileged: bool | None = None,
-                  disk: int | str | None = None, publish=()) -> Container:
-        """A new container with a static IP and a random MAC, on base (default: the busybox base).
+                  disk: int | str | None = None, publish=(), image: str | None = None,
+                  start_default: bool = False, publish_all: bool = False) -> Container:
+        """A new container with a static IP and a random MAC, on base (default: the busybox base),
+        or on image: any stored image (imported, loaded, pulled or a base) by id, unique id prefix
+        or name (a name several images share is refused, naming them).
 
         Root inside is an unprivileged host uid (settings idmap_base and up) with a Docker-like
         capability set; caps_add (e.g. ["net_admin"], names from capabilities(7)) widens it.
@@ -181,7 +189,9 @@ class Service:
         raw=True unpacks the image into a plain directory in overlays/raw/ (no squashfs, no
         overlay: slow to make). unprivileged=True is accepted (it is the default).
         publish (["8080:80", "127.0.0.1:5353:53/udp"]) forwards host ports to the container's
-        (docs/networking.md); a port already in use or published is refused (PortTaken)."""
+        (docs/networking.md); a port already in use or published is refused (PortTaken).
+        publish_all=True publishes each port the image exposes on a free host port (Docker's -P);
+        start_default=True runs the image's default command at every start (docs/oci.md)."""
         if unprivileged is False:
             raise InvalidValue("containers are unprivileged by default; unprivileged=False is ambiguous: "
                                "pass privileged=True (unsafe for untrusted code) to opt out")
@@ -189,11 +199,19 @@ class Service:
             raise InvalidValue("privileged=True and unprivileged=True contradict each other")
         if name is not None:
             validate_name(name)  # before any slow work, such as building the default base
-        image = self.bases.resolve(base)
-        r = self.containers.provision(name=name, image_id=image.id, memory=memory, cpus=cpus, raw=raw,
+        found = self._image(image, base)
+        r = self.containers.provision(name=name, image_id=found.id, memory=memory, cpus=cpus, raw=raw,
                                       privileged=privileged, caps_add=caps_add, pids=pids, disk=disk,
-                                      publish=publish)
+                                      publish=publish, start_default=start_default, publish_all=publish_all)
         return Container(self, r.name)
+
+    def _image(self, image: str | None, base: str | None):
+        """The image a container is made from: a stored image by reference, or a base by name."""
+        if image is None:
+            return self.bases.resolve(base)
+        if base is not None:
+            raise InvalidValue("give base= or image=, not both")
+        return self.images.resolve(image, unique=True)
 
     def get(self, name: str) -> Container:
         self.containers.get(name)
@@ -413,6 +431,9 @@ def build_ports(settings: Settings) -> Ports:
     def registries() -> Registries:
         from ..adapters.registry.client import HttpRegistries
         return HttpRegistries()
+    def runtime() -> RuntimeBuilderPort:
+        from ..adapters.bases.runtime import RuntimeBuilder
+        return RuntimeBuilder()
 
     def agents() -> Agents:
         from ..adapters.bus.zmq_bus import AgentClient
@@ -429,6 +450,7 @@ def build_ports(settings: Settings) -> Ports:
         base_builder=_lazy(busybox), agents=_lazy(agents), clock=time.time, rng=random.SystemRandom(),
         procs=HostProcesses(), debian_builder=_lazy(debian), viewer=ImageViewer(), disks=SizedDirs(),
         dns=DnsmasqResolver(), registries=_lazy(registries), signing=_lazy(signing),
+        runtime=_lazy(runtime),
     )
 
 

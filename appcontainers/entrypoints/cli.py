@@ -105,13 +105,18 @@ DISK_HELP = "Bound on what the container writes, e.g. 2G (default 10G or half th
 @click.option("--unprivileged", is_flag=True, hidden=True, help="The default; accepted for old scripts.")
 @click.option("--disk", help=DISK_HELP)
 @click.option("-p", "--publish", multiple=True, metavar="PORTS", help=PUBLISH_HELP)
+@click.option("--image", help="Any stored image (imported, loaded, pulled) by id, id prefix or name.")
+@click.option("--start-default", is_flag=True, help="Run the image's default command at every start.")
+@click.option("-P", "--publish-all", is_flag=True, help="Publish each port the image exposes on a free host port.")
 @json_option
-def provision(name, base, memory, cpus, raw, pids, caps_add, privileged, unprivileged, disk, publish, as_json):
+def provision(name, base, memory, cpus, raw, pids, caps_add, privileged, unprivileged, disk, publish, image,
+              start_default, publish_all, as_json):
     """Create a container with a static IP and a random MAC (unprivileged unless --privileged)."""
     if privileged and unprivileged:
         raise click.UsageError("--privileged and --unprivileged contradict each other")
     c = service().provision(name=name, base=base, memory=memory, cpus=cpus, raw=raw, pids=pids,
-                            caps_add=list(caps_add), privileged=privileged, disk=disk, publish=list(publish))
+                            caps_add=list(caps_add), privileged=privileged, disk=disk, publish=list(publish),
+                            image=image, start_default=start_default, publish_all=publish_all)
     info = c.info()
     emit(as_json, info, f"{info['name']} ip={info['ip']} mac={info['mac']} state={info['state']}")
 
@@ -194,7 +199,7 @@ class _RunCommand(click.Command):
 
 @main.command(cls=_RunCommand, context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.argument("name")
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.argument("command", nargs=-1, required=False, type=click.UNPROCESSED)
 @click.option("--timeout", type=float, help="Kill the command after this many seconds.")
 @click.option("-i", "--interactive", is_flag=True,
               help="Send stdin to the command even when it is a terminal (a pipe or file always is).")
@@ -208,6 +213,8 @@ class _RunCommand(click.Command):
 def run(name, command, timeout, interactive, tty, env, workdir, user, as_json):
     """Run a command in a container: appcontainers run [-it] [-e K=V] [-w DIR] [-u USER] NAME -- CMD [ARGS...].
 
+    Without CMD: the image's default command (its entrypoint and cmd, as imported from OCI).
+
     Streams stdin in (when it is not a terminal, or with -i) and the output out, byte for
     byte; Ctrl-C and SIGTERM go to the command (a second Ctrl-C kills it); exits with its exit
     code (128+N when signal N ended it)."""
@@ -216,8 +223,7 @@ def run(name, command, timeout, interactive, tty, env, workdir, user, as_json):
     command = list(command)
     if command and command[0] == "--":
         command = command[1:]
-    if not command:
-        raise click.UsageError("no command given: appcontainers run NAME -- CMD [ARGS...]")
+    command = command or None  # none: the image's default command
     how = run_session.How(timeout, interactive, tty, _env_pairs(env), workdir, user)
     c = service().get(name)
     if as_json:

@@ -52,17 +52,19 @@ class ContainerService:
     def reserve(self, name: str | None, image_id: str, ephemeral: bool = False,
                 startup_commands: Iterable[str] = (), new_image: Image | None = None, raw: bool = False,
                 privileged: bool = False, caps_add: Iterable[str] = (), publish: Iterable[str] = (),
-                **limits: Any) -> Reservation:
+                start_default: bool = False, publish_all: bool = False, **limits: Any) -> Reservation:
         """Claim a name, an address and a MAC in one transaction (status provisioning).
 
         Unprivileged (root inside is host uid idmap_base) unless privileged=True. new_image,
         if given, is registered in the same transaction (a loaded image). limits: memory,
         cpus, pids. publish: host ports ("8080:80", "127.0.0.1:5353:53/udp"), refused with
         PortTaken before anything is reserved if a host socket, another data root or another
-        container holds one."""
+        container holds one. start_default: the image's default command runs at every start;
+        publish_all: each port the image exposes is published on a free host port (Docker's -P)."""
         if name is not None:
             validate_name(name)
         ports = self._free_ports(publish)
+        taken = self.p.net.ports_taken(table_name(self.settings.root_id)) if publish_all else set()
         idmap = None if privileged else self._idmap()
         pids = limits.get("pids")
         disk = self._disk_bound(limits.get("disk"), raw)
@@ -77,6 +79,8 @@ class ContainerService:
             if name in state.reservations:
                 raise NameTaken(name)
             published.refuse_published(ports, state.reservations.values())
+            ports += self._image_run_options(state.images, image_id, start_default, taken if publish_all else None,
+                                             state.reservations.values(), ports)
             ip = state.pool.allocate(name)
             mac = macgen.generate(state.macs() | host_macs)
             r = Reservation(name=name, ip=ip, mac=mac, image=image_id, ephemeral=ephemeral,
@@ -86,9 +90,24 @@ class ContainerService:
                             pids=PIDS_DEFAULT if pids is None else pids,
                             owner=self.p.procs.token(), boot=self.p.procs.boot_id(),
                             memory=limits.get("memory"), cpus=limits.get("cpus"), disk=disk,
-                            publish=[p.spec for p in ports])
+                            publish=[p.spec for p in ports], start_default=start_default)
             state.add(r)
             return r
+
+    def _image_run_options(self, images: dict[str, Image], image_id: str, start_default: bool,
+                           taken: set[published.Taken] | None, others: Iterable[Reservation],
+                           ports: tuple[Published, ...]) -> tuple[Published, ...]:
+        """Checks start_default against the image (it needs a default command) and, if taken is
+        given (publish_all), the ports its exposed ones are published on."""
+        chain = lineage(images, image_id)
+        if start_default:
+            plans.default_command(chain)
+        if taken is None:
+            return ()
+        def pick(lo: int, hi: int) -> int:
+            return lo + self.p.rng.getrandbits(32) % (hi - lo + 1)
+
+        return published.publish_all(plans.exposed_ports(chain), taken, others, pick, ports)
 
     def _free_ports(self, publish: Iterable[str] | None) -> tuple[Published, ...]:
         """The ports asked for, checked against the host's sockets and other data roots."""
@@ -136,9 +155,11 @@ class ContainerService:
                   startup_commands: Iterable[str] = (), memory: str | None = None, cpus: float | None = None,
                   raw: bool = False, privileged: bool = False, caps_add: Iterable[str] = (),
                   pids: int | None = None, disk: int | str | None = None,
-                  publish: Iterable[str] = ()) -> Reservation:
+                  publish: Iterable[str] = (), start_default: bool = False,
+                  publish_all: bool = False) -> Reservation:
         r = self.reserve(name, image_id, ephemeral, startup_commands, raw=raw, memory=memory, cpus=cpus,
-                         privileged=privileged, caps_add=caps_add, pids=pids, disk=disk, publish=publish)
+                         privileged=privileged, caps_add=caps_add, pids=pids, disk=disk, publish=publish,
+                         start_default=start_default, publish_all=publish_all)
         checkpoint("provision.reserved")
         with self.locked(r.name):
             return self._provision(r)
@@ -225,7 +246,8 @@ class ContainerService:
         """Skeleton files and the LXC config, re-rendered so the skeletons' current text applies."""
         L, state = self.layout, self.p.repo.read()
         chain = self._layers(r, state.images)
-        context = plans.context(r, L, self.settings, state.pool, chain)
+        runtime = self.runtime_dir() if self._runs_agent(chain) and not plans.has_agent(chain) else None
+        context = plans.context(r, L, self.settings, state.pool, chain, runtime)
         if r.idmap is not None:
             # Root inside cannot walk the host's path to a bind source (e.g. /root, mode 0700):
             # bind each one where it can, once, under the data root.
@@ -252,6 +274,25 @@ class ContainerService:
             self.p.fs.chown(L.agent_dir(r.name), r.idmap[0], r.idmap[0])
         context["files"] = mounts
         self.p.driver.create(r.name, self.p.skeletons.render_config(context))
+
+    def _runs_agent(self, chain: Sequence[Image]) -> bool:
+        """Whether the container's init is the agent: the image's own, or the agent's runtime
+        for an image without an init (where this host has one)."""
+        return plans.has_agent(chain) or self.p.runtime is not None
+
+    def runtime_dir(self) -> str:
+        """The agent's runtime tree of this data root, built once per key (one build at a time)."""
+        builder = self.p.runtime
+        if builder is None:
+            raise InvalidValue("this host has no agent runtime for images without an init")
+        path = self.layout.runtime(builder.key())
+        if self.p.fs.exists(path):
+            return path
+        self.p.fs.make_dirs(self.layout.runtimes)
+        with self.p.fs.lock(self.layout.lock_file(".runtime")):
+            if not self.p.fs.exists(path):  # another process built it meanwhile
+                builder.build(path)
+        return path
 
     def roll_back(self, name: str) -> None:
         """Remove a half-made container (a failed provision or load); call it from an error
@@ -291,7 +332,7 @@ class ContainerService:
         self.materialize(r)
         agent_dir = self.layout.agent_dir(name)
         chain = self._layers(r)
-        secret = self._new_agent_key(name) if plans.has_agent(chain) else None
+        secret = self._new_agent_key(name) if self._runs_agent(chain) else None
         self._write_agent_config(r, chain, secret)
         for stale in ("ready", "cmd.sock", "events.sock"):
             self.p.fs.remove_file(f"{agent_dir}/{stale}")
@@ -299,7 +340,7 @@ class ContainerService:
         self._dns(start=True)
         try:
             self.p.driver.start(name, self.settings.start_timeout)
-            if plans.has_agent(chain) and not self.agent(name).wait_ready(self.settings.start_timeout):
+            if self._runs_agent(chain) and not self.agent(name).wait_ready(self.settings.start_timeout):
                 raise AgentUnavailable(f"container {name} started but its agent did not answer within "
                                        f"{self.settings.start_timeout:g}s; see {self.layout.lxcpath}/{name}/lxc.log")
         except BaseException:
@@ -503,18 +544,24 @@ class ContainerService:
 
     # ---- commands and files ---------------------------------------------------------
     @host_errors("run")
-    def run(self, name: str, command: str | Sequence[str], timeout: float | None = None,
+    def run(self, name: str, command: str | Sequence[str] | None = None, timeout: float | None = None,
             on_output: LineCallback | None = None, env: dict[str, str] | None = None,
             cwd: str | None = None, stdin: Any = None, *, on_data: DataCallback | None = None,
             tty: tuple[int, int] | None = None, controls: Controls | None = None,
-            user: str | None = None) -> RunResult:
+            user: str | None = None, args: Sequence[str] | None = None) -> RunResult:
         """on_data, tty, controls and user need the agent (every base has it); without one they
-        are refused, except on_data, which then gets the output once the command has ended."""
-        argv, shell = plans.command(command)
+        are refused, except on_data, which then gets the output once the command has ended.
+
+        command None: the image's default command (its config's entrypoint + cmd; args, if given,
+        replace cmd and keep the entrypoint). cwd and user default to the image's workdir and user."""
+        argv, shell = plans.command(command) if command is not None else (None, None)
         state = self.p.repo.read()
         r = state.get(name)
         chain = lineage(state.images, r.image)
-        if plans.has_agent(chain):
+        if command is None:
+            argv = plans.default_command(chain, args)
+        cwd, user = plans.run_defaults(chain, cwd, user)
+        if self._runs_agent(chain):
             client = self.p.agents(self.layout.agent_dir(name), server_key=r.agent_key)
             # A live agent is the proof the container runs (cheaper than asking lxc-info).
             if not client.alive():

@@ -8,7 +8,7 @@ from typing import Any, Iterable
 import attrs
 
 from ..domain.exceptions import (ContainerStateError, ImageCorrupt, InUse, InvalidValue, UnknownImage)
-from ..domain.image import FORMAT_VERSION, Image, Manifest, lineage, validate_image_name
+from ..domain.image import FORMAT_VERSION, Image, Manifest, RunConfig, lineage, validate_image_name
 from ..domain.operations import ImportStaging, LoadMoveOp, SaveOp
 from ..domain.ports import JsonDict, Progress
 from ..domain.reservation import READY, Reservation
@@ -61,6 +61,7 @@ class ImageService:
             "environment": plans.environment(chain), "host_binds": plans.host_binds(chain),
             "base": chain[-1].manifest.base or chain[-1].name,
             "init": plans.init_argv(chain) if plans.has_agent(chain) else [],
+            "config": _config_dict(plans.run_config(chain)),  # how it runs goes on with it
         }
         with self.containers.locked(name):  # no start, stop or destroy while the copy is made
             r = self.containers.get(name)  # it may have gone while we waited for the lock
@@ -272,7 +273,8 @@ class ImageService:
             if len(hits) == 1:
                 return hits[0]
             if len(hits) > 1:
-                raise InvalidValue(f"image id prefix {ref!r} is ambiguous")
+                ids = ", ".join(sorted(f"{i.id[:12]} ({i.name})" for i in hits))
+                raise InvalidValue(f"image id prefix {ref!r} is ambiguous: {ids}")
         named = [i for i in images.values() if i.name == ref]
         if unique and len(named) > 1:
             ids = ", ".join(i.id[:12] for i in sorted(named, key=lambda i: i.created))
@@ -314,3 +316,7 @@ class ImageService:
                 self.p.codec.verify(path)
                 files.append(path)
         return files
+
+
+def _config_dict(config: RunConfig | None) -> JsonDict | None:
+    return None if config is None else config.to_dict()

@@ -10,7 +10,8 @@ from ..config import Settings
 from ..domain.exceptions import InvalidValue
 from ..domain.ports import (Agents, BaseBuilder, Clock, ContainerDriver, DebianBuilder,
                             FuseMounterPort, HostFs, HostNetwork, ImageCodec, ImageViewer, KernelMounterPort,
-                            Processes, Registries, Resolver, ResourceRepository, Rng, RootfsMounter, Signing,
+                            Processes, Registries, Resolver, ResourceRepository, Rng, RootfsMounter,
+                            RuntimeBuilder, Signing,
                             SizedDirs, Skeletons, ViewMounter)
 
 
@@ -71,6 +72,8 @@ class Ports:
     dns: Resolver | None = None  # None: no resolver for the containers (names, forwarding)
     registries: Registries | None = None  # None: no push or pull
     signing: Signing | None = None  # None: no signing, and only the "any" trust policy can pass
+    # The agent's runtime for images without an init; None: such images run without an agent.
+    runtime: RuntimeBuilder | None = None
 
 
 class NoProcesses:

@@ -42,3 +42,27 @@ def refuse_published(ports: Iterable[Published], reservations: Iterable[Reservat
             for p in ports:
                 if p.overlaps(theirs.proto, theirs.host_ip, theirs.host_port):
                     raise PortTaken(p.spec, f"container {r.name} publishes {theirs.spec}")
+
+
+EPHEMERAL = (32768, 60999)  # Linux's default ip_local_port_range, where Docker's -P picks too
+
+
+def publish_all(exposed: Iterable[tuple[int, str]], taken: Iterable[Taken], reservations: Iterable[Reservation],
+                pick: Any, already: Iterable[Published] = ()) -> tuple[Published, ...]:
+    """Each exposed (port, proto) published on a free host port of the ephemeral range (Docker's
+    -P): free of host sockets, of other data roots, of this root's containers and of `already`.
+    pick(lo, hi) draws a candidate in [lo, hi]; PortTaken when no free port is found."""
+    held = [(p.proto, p.host_ip, p.host_port) for r in reservations for p in r.published]
+    held += [(p.proto, p.host_ip, p.host_port) for p in already]
+    held += list(taken)
+    chosen: list[Published] = []
+    for port, proto in exposed:
+        for _ in range(1000):
+            candidate = Published(host_port=pick(*EPHEMERAL), port=port, proto=proto)
+            if not any(candidate.overlaps(*h) for h in held):
+                break
+        else:
+            raise PortTaken(f"{port}/{proto}", "no free host port was found to publish it on")
+        chosen.append(candidate)
+        held.append((proto, None, candidate.host_port))
+    return tuple(chosen)

@@ -70,7 +70,21 @@ class SkeletonsContract:
         agent = SETTINGS.layout.agent_dir("web")
         assert f"lxc.mount.entry = {agent} run/appcontainers none bind,create=dir 0 0" in lines
         assert "lxc.mount.entry = /usr/lib/python3 usr/lib/python3 none ro,bind,create=dir 0 0" in lines
-        assert f"lxc.mount.entry = {SKEL} etc/hostname none bind,optional 0 0" in lines
+        assert f"lxc.mount.entry = {SKEL} etc/hostname none bind,optional,create=file 0 0" in lines
+
+    def test_runtime_mount_and_init(self, skeletons):
+        """An image without an init gets the agent's runtime read-only at /.appcontainers and
+        runs the agent through the runtime's loader; an image with an init gets neither."""
+        pool = AddressPool(SETTINGS.subnet)
+        plain = Image(id="b" * 64, manifest=Manifest(name="plain", created=0.0))
+        r = Reservation(name="web", ip=pool.allocate("web"), mac="02:00:00:00:00:2a", image=plain.id)
+        lines = skeletons.render_config(plans.context(r, SETTINGS.layout, SETTINGS, pool, [plain],
+                                                      runtime="/srv/contract/runtime/k")).splitlines()
+        assert ("lxc.mount.entry = /srv/contract/runtime/k .appcontainers none ro,bind,nosuid,nodev,create=dir 0 0"
+                in lines)
+        assert f"lxc.init.cmd = {' '.join(plans.RUNTIME_INIT)}" in lines
+        _r, context = sample()
+        assert ".appcontainers" not in skeletons.render_config(context)
 
     def test_rootfs_files(self, skeletons):
         """The files are /etc/hostname (the name), /etc/hosts (localhost and the name at its address)

@@ -140,12 +140,14 @@ class TestRun:
         agent(svc, "web").reply = (-9, b"", b"")
         assert cli("run", "web", "--", "sleep", "9").exit_code == 137
 
-    def test_no_command_is_a_usage_error(self, cli, svc):
-        """run without a command is refused before anything runs."""
+    def test_no_command_without_a_default_command_is_refused(self, cli, svc):
+        """run without a command, in a container whose image has no default command, is refused
+        before anything runs (with or without --)."""
         svc.provision("web")
-        result = cli("run", "web", "--")
-        assert result.exit_code == 1 and "no command given" in result.stderr
-        assert agent(svc, "web").runs == []
+        for args in (("run", "web", "--"), ("run", "web")):
+            result = cli(*args)
+            assert result.exit_code == 1 and "no default command" in result.stderr
+            assert agent(svc, "web").runs == []
 
 
 class TestPut:

@@ -73,7 +73,7 @@ class TestProvision:
         svc.provision("web")
         src = svc.settings.layout.skel_dir("web") + "/etc/hostname"
         assert svc.ports.fs.files[src] == "web\n"
-        assert f"lxc.mount.entry = {src} etc/hostname none bind,optional 0 0" in svc.ports.driver.configs["web"].splitlines()
+        assert f"lxc.mount.entry = {src} etc/hostname none bind,optional,create=file 0 0" in svc.ports.driver.configs["web"].splitlines()
 
     def test_base_layer_mounted(self, svc):
         """The rootfs is an overlay on the default base's image file."""
@@ -285,7 +285,9 @@ class TestRun:
         assert svc.ports.driver.attached == []
 
     def test_uses_lxc_attach_without_init(self, svc):
-        """Without an agent, a shell string runs via lxc-attach under /bin/sh -c, a list as argv."""
+        """Without an agent (an image without init, on a host without the agent's runtime), a
+        shell string runs via lxc-attach under /bin/sh -c, a list as argv."""
+        svc.ports.runtime = None
         put_image(svc, "/in/plain.aimg", name="plain")
         c = svc.load_image("/in/plain.aimg", name="plain")
         svc.ports.driver.reply = (0, b"hi\n", b"")
