@@ -173,6 +173,17 @@ class FakeCodec:
         self.fs.files[dest] = data
         return image_id
 
+    def pack_tar(self, members, manifest, dest, level=None):
+        """Reads every member (their errors are raised, as tar2sqfs's feeder raises them)."""
+        if self.fail:
+            raise self.fail
+        Manifest.from_dict(manifest)
+        size = sum(len(chunk) for chunk in members)
+        image_id, data = encode_image(manifest)
+        self.packed.append({"tar_bytes": size, "manifest": manifest, "dest": dest, "level": level})
+        self.fs.files[dest] = data
+        return image_id
+
     def _split(self, path) -> tuple[bytes, str]:
         data = self.fs.files.get(path)
         if not isinstance(data, bytes) or b"\n#" not in data:

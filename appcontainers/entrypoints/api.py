@@ -13,7 +13,7 @@ from ..services.containers import ContainerService
 from ..services.host_errors import host_errors
 from ..services.images import ImageService
 from ..services.logs import log_records
-from ..domain.ports import Agents, BaseBuilder, DebianBuilder, ImageCodec
+from ..domain.ports import Agents, BaseBuilder, DebianBuilder, ImageCodec, OciSource
 from ..domain.ports import Skeletons as SkeletonsPort
 from ..services.ports import Mounters, Ports
 
@@ -307,6 +307,19 @@ class Service:
         (give an id)."""
         return self.images.remove(ref)
 
+    def import_image(self, source: str, name: str | None = None, progress=None, *, tls_verify: bool = True,
+                     allow_devices: bool = False, allow_setuid: bool = False):
+        """Import an OCI image as a chain of layered images (one per OCI layer); the top Image.
+
+        source: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE, docker://HOST/NAME:TAG
+        (tls_verify=False for a plain-HTTP registry) or a rootfs tar (`docker export`). Layers with
+        device nodes or setuid files are refused unless allowed (docs/oci.md)."""
+        from ..domain.oci import ImportLimits
+        from ..services.oci_import import OciImportService
+
+        limits = ImportLimits(devices=allow_devices, setuid=allow_setuid)
+        return OciImportService(self.ports).import_image(source, name, progress, tls_verify, limits)
+
 
 class _Lazy:
     """Stands for an adapter until first used: `ls` or `gc` never import the image codec, the
@@ -365,6 +378,10 @@ def build_ports(settings: Settings) -> Ports:
         from ..adapters.bus.zmq_bus import AgentClient
         return AgentClient
 
+    def oci() -> OciSource:
+        from ..adapters.oci.source import OciSources
+        return OciSources()
+
     import time
 
     L = settings.layout
@@ -375,7 +392,7 @@ def build_ports(settings: Settings) -> Ports:
         codec=the_codec, net=HostNetwork(), fs=HostFs(), skeletons=_lazy(skeletons),
         base_builder=_lazy(busybox), agents=_lazy(agents), clock=time.time, rng=random.SystemRandom(),
         procs=HostProcesses(), debian_builder=_lazy(debian), viewer=ImageViewer(), disks=SizedDirs(),
-        dns=DnsmasqResolver(),
+        dns=DnsmasqResolver(), oci=_lazy(oci),
     )
 
 

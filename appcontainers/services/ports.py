@@ -10,6 +10,7 @@ from ..config import Settings
 from ..domain.exceptions import InvalidValue
 from ..domain.ports import (Agents, BaseBuilder, Clock, ContainerDriver, DebianBuilder,
                             FuseMounterPort, HostFs, HostNetwork, ImageCodec, ImageViewer, KernelMounterPort,
+                            OciSource,
                             Processes, Resolver, ResourceRepository, Rng, RootfsMounter, SizedDirs, Skeletons,
                             ViewMounter)
 
@@ -69,6 +70,7 @@ class Ports:
     procs: Processes = attrs.Factory(lambda: NoProcesses())
     disks: SizedDirs | None = None  # None: containers' writes are not bounded
     dns: Resolver | None = None  # None: no resolver for the containers (names, forwarding)
+    oci: OciSource | None = None  # None: no OCI import here
 
 
 class NoProcesses:
