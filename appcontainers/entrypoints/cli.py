@@ -563,6 +563,7 @@ from . import cli_exec, cli_inspect  # noqa: E402
 
 cli_inspect.register(main)  # cp, inspect, stats
 cli_exec.register(main)  # kill, shell
+__import__(f"{__package__}.cli_oci", fromlist=["register"]).register(main)  # import (OCI)
 
 if __name__ == "__main__":
     main()

@@ -119,6 +119,8 @@ class OciImportService:
                 dest = os.path.join(work_dir, f"{i}.aimg")
                 members = oci.members(image, layer, limits, on_read=prog.at)
                 image_id = self.p.codec.pack_tar(members, manifest, dest, level=self.p.settings.squashfs_level)
+                self.p.fs.chmod(dest, 0o600)  # as every store file: root's only
+                checkpoint("import.layer")
                 staged.append((Image(id=image_id, manifest=Manifest.from_dict(manifest),
                                      kind="user" if top else "layer"), dest))
             prog.layer_done(layer.size)
