@@ -36,12 +36,16 @@ def skopeo(args: list[str]) -> str:
 
 
 def build_image(layout: str, tag: str, layers: list[Callable[[str], None]], *,
-                config: list[str] = ()) -> None:
+                config: list[str] = (), base: str | None = None) -> None:
     """A new OCI layout (if need be) holding tag: one umoci layer per function, each given the
-    unpacked rootfs to change; config: umoci config options (--config.cmd=..., ...)."""
+    unpacked rootfs to change, on the image tagged base if given (its layers shared), else on
+    nothing; config: umoci config options (--config.cmd=..., ...)."""
     if not os.path.exists(os.path.join(layout, "index.json")):
         run(["umoci", "init", "--layout", layout])
-    run(["umoci", "new", "--image", f"{layout}:{tag}"])
+    if base is not None:
+        run(["umoci", "tag", "--image", f"{layout}:{base}", tag])
+    else:
+        run(["umoci", "new", "--image", f"{layout}:{tag}"])
     for change in layers:
         bundle = tempfile.mkdtemp(prefix="umoci-bundle.", dir=os.path.dirname(layout))
         os.rmdir(bundle)
