@@ -162,3 +162,11 @@ class PortTaken(AppContainersError):
     def __init__(self, spec: str, reason: str) -> None:
         self.spec, self.reason = spec, reason
         super().__init__(f"cannot publish {spec}: {reason}")
+
+
+class SourceUnreadable(AppContainersError):
+    """An import source could not be read (skopeo failed: a registry down, a missing tag)."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        self.source, self.reason = source, reason
+        super().__init__(f"cannot read {source}: {reason}")

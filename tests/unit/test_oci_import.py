@@ -294,3 +294,22 @@ class TestImportService:
 
         op = ImportOp(id="import-1", owner="me", work_dir="/srv/ac/images/user/.oci-import.1")
         assert operation_from_dict(op.id, op.to_dict()) == op
+
+
+class TestSkopeo:
+    def test_copy_argv(self):
+        """skopeo copy into oci:WORK:import; --src-tls-verify=false only for a registry asked so."""
+        from appcontainers.adapters.oci.source import skopeo_copy_argv
+
+        assert skopeo_copy_argv(parse_source("docker://127.0.0.1:5000/a:1"), "/w", tls_verify=False) == [
+            "skopeo", "copy", "--quiet", "--src-tls-verify=false", "docker://127.0.0.1:5000/a:1", "oci:/w:import"]
+        assert skopeo_copy_argv(parse_source("oci-archive:/f.tar:t"), "/w") == [
+            "skopeo", "copy", "--quiet", "oci-archive:/f.tar:t", "oci:/w:import"]
+
+    def test_reason_is_the_fatal_message(self):
+        """A failing skopeo becomes one line: the message of its fatal log line."""
+        from appcontainers.adapters.oci.source import skopeo_reason
+
+        out = 'time="x" level=fatal msg="initializing source: reading manifest t: \\"not found\\""\n'
+        assert skopeo_reason(out) == 'initializing source: reading manifest t: "not found"'
+        assert skopeo_reason("plain failure\n") == "plain failure"

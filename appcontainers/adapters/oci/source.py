@@ -3,10 +3,11 @@ each layer's blob as the tar members of an .aimg layer (layer_filter)."""
 from __future__ import annotations
 
 import os
+import re
 import stat
 from typing import Callable, Iterator
 
-from ...domain.exceptions import InvalidValue
+from ...domain.exceptions import CommandFailed, InvalidValue, SourceUnreadable
 from ...domain.oci import ImportLimits, ImportSource, OciImage, OciLayer
 from ..host.process import run
 from ..host.tar_extract import MemberRules
@@ -43,13 +44,19 @@ class OciSources:
             return _plain_tar(source.ref)
         path, tag = source.ref, source.tag
         if not source.in_place:
-            run(skopeo_copy_argv(source, work_dir, tls_verify), timeout=self.copy_timeout)
+            self._copy(source, work_dir, tls_verify)
             path, tag = work_dir, COPY_TAG
         layout = Layout(path)
         try:
             return layout.image(tag)
         finally:
             layout.close()
+
+    def _copy(self, source: ImportSource, work_dir: str, tls_verify: bool) -> None:
+        try:
+            run(skopeo_copy_argv(source, work_dir, tls_verify), timeout=self.copy_timeout)
+        except CommandFailed as e:
+            raise SourceUnreadable(source.skopeo_ref(), skopeo_reason(e.output)) from None
 
     def members(self, image: OciImage, layer: OciLayer, limits: ImportLimits,
                 on_read: Callable[[int], None] | None = None) -> Iterator[bytes]:
@@ -66,6 +73,14 @@ class OciSources:
         with f:
             yield from layer_members(f, layer.label, digest=layer.digest, diff_id=layer.diff_id,
                                      limits=_limits(limits), on_read=on_read)
+
+
+def skopeo_reason(output: str) -> str:
+    """The message of skopeo's last `level=fatal msg="..."` line, or its last line."""
+    lines = [ln for ln in output.strip().splitlines() if ln.strip()]
+    last = lines[-1] if lines else "skopeo failed"
+    m = re.search(r'msg="((?:[^"\\]|\\.)*)"', last)
+    return m.group(1).replace('\\"', '"') if m else last
 
 
 def _open_regular(path: str):
