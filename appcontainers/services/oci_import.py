@@ -128,8 +128,10 @@ class OciImportService:
         return staged
 
     def _manifest(self, layer: OciLayer, name: str | None, parent: str | None, image: OciImage | None) -> JsonDict:
+        # A lower layer's manifest holds nothing but its content's identity (created 0): tar2sqfs
+        # is deterministic, so its id is the same wherever and whenever it is imported.
         return {"format_version": FORMAT_VERSION, "name": name or layer_name(layer.diff_id or ""),
-                "created": self.p.clock(), "parent": parent, "diff_id": layer.diff_id,
+                "created": self.p.clock() if name else 0, "parent": parent, "diff_id": layer.diff_id,
                 "config": image.config.to_dict() if image is not None and image.config is not None else None}
 
     def _commit(self, staged: list[tuple[Image, str | None]]) -> Image:

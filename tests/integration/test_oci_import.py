@@ -125,9 +125,14 @@ class TestImportTrees:
                 (":app:t" if transport == "docker-archive" else f":{TAG}")])
         image = svc.import_image(f"{transport}:{archive}", name=f"from-{transport}")
         try:
-            assert len(_chain(svc, image)) == 4
+            chain = _chain(svc, image)
+            assert len(chain) == 4
             got = _mounted_tree(svc, image.id, str(tmp_path / "m"))
             assert got == _expected(layout, TAG, os.path.join(work, "unpacked"))
+            # The same layers (same diff_ids) from another form: the very same lower images.
+            again = svc.import_image(f"oci:{layout}:{TAG}", name="from-layout")
+            assert [i.id for i in _chain(svc, again)[1:]] == [i.id for i in chain[1:]]
+            _remove(svc, again)
         finally:
             _remove(svc, image)
         assert not [d for d in os.listdir(svc.settings.layout.user_images) if d.startswith(".oci-import.")]
