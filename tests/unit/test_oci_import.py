@@ -313,3 +313,34 @@ class TestSkopeo:
         out = 'time="x" level=fatal msg="initializing source: reading manifest t: \\"not found\\""\n'
         assert skopeo_reason(out) == 'initializing source: reading manifest t: "not found"'
         assert skopeo_reason("plain failure\n") == "plain failure"
+
+
+class TestCli:
+    def test_import_json(self):
+        """`import SOURCE --name N --json` prints the top image, its layer count and config."""
+        import json
+
+        from click.testing import CliRunner
+
+        from appcontainers.entrypoints.cli import main
+
+        svc = make_service()
+        svc.ports.oci.images["oci:/img"] = _image("a", "b")
+        result = CliRunner().invoke(main, ["import", "oci:/img", "--name", "web", "--json"],
+                                    obj=lambda reconcile=True: svc)
+        assert result.exit_code == 0, result.output
+        out = json.loads(result.output)
+        assert (out["name"], out["layers"], out["config"]["cmd"]) == ("web", 2, ["/bin/sh"])
+
+    def test_refusal_is_one_line(self):
+        """A refused layer: exit 1, one error line."""
+        from click.testing import CliRunner
+
+        from appcontainers.entrypoints.cli import main
+
+        svc = make_service()
+        svc.ports.oci.images["oci:/img"] = _image("a")
+        svc.ports.oci.chunks["sha256:" + "a" * 64] = UnsafePath("layer a refused: member 'dev/x' is a device")
+        result = CliRunner().invoke(main, ["import", "oci:/img"], obj=lambda reconcile=True: svc)
+        assert result.exit_code == 1
+        assert result.output.strip().splitlines() == ["appcontainers: error: layer a refused: member 'dev/x' is a device"]
