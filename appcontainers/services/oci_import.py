@@ -10,7 +10,6 @@ record, so reconcile removes it if the process dies), then enter in one transact
 from __future__ import annotations
 
 import os
-from typing import Iterator
 
 import attrs
 
@@ -160,10 +159,3 @@ def _reusable(images: dict[str, Image], layer: OciLayer, parent: str | None, wan
                      None)
     return found
 
-
-def lower_layers(images: dict[str, Image], top: Image) -> Iterator[Image]:
-    """The "layer" images under top, top first, down to the first that is not one."""
-    current = images.get(top.parent) if top.parent else None
-    while current is not None and current.kind == "layer":
-        yield current
-        current = images.get(current.parent) if current.parent else None

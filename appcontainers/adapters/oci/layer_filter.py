@@ -27,6 +27,7 @@ from typing import IO, Iterator, cast
 import attrs
 
 from ...domain.exceptions import AppContainersError, ImageCorrupt, InvalidValue, UnsafePath
+from ...domain.oci import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS
 from ..host.tar_extract import MemberRefused, MemberRules, check_member
 
 ROOT = "rootfs"
@@ -37,8 +38,6 @@ _DROPPED_XATTRS = ("SCHILY.xattr.trusted.overlay.", "SCHILY.xattr.user.overlay."
 MAX_READ = 4 << 20  # no header needs more: a larger one is refused before it is read
 _CHUNK = 1 << 20
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-DEFAULT_MAX_BYTES = 64 << 30
-DEFAULT_MAX_MEMBERS = 1_000_000
 
 
 @attrs.frozen
