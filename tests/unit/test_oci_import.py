@@ -163,6 +163,18 @@ class TestLayerMembers:
         got = {m.name: m for m in converted(blob, limits=limits)}
         assert got["rootfs/bin/su"].mode == 0o4755 and got["rootfs/dev/null"].devminor == 3
 
+    def test_truncated_data_is_refused(self):
+        """Only the padding and end blocks may be missing: data cut short is refused."""
+        cut = tar_bytes([(info("a"), b"x" * 700)])[:512 + 600]
+        with pytest.raises(InvalidValue, match="cut short"):
+            converted(cut)
+
+    def test_giant_header_is_refused_unread(self):
+        """A PAX header declaring more than 4 MiB is refused before it is read."""
+        blob = tar_bytes([(info("a", pax_headers={"comment": "x" * (5 << 20)}), b"")])
+        with pytest.raises(InvalidValue, match="not a readable tar"):
+            converted(blob)
+
     def test_size_limits(self):
         """More members or bytes than the limits: refused."""
         blob = tar_bytes([(info("a"), b"x" * 600), (info("b"), b"y")])

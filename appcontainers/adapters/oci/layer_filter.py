@@ -79,6 +79,7 @@ class Forward:
     def __init__(self, f: Hashing) -> None:
         self.f, self.pos = f, 0
         self.pad: int | None = None  # zeros left to supply once the stream has ended
+        self.ended_at: int | None = None  # where the real bytes ended
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0 or n > MAX_READ:
@@ -88,7 +89,8 @@ class Forward:
             data = self.f.read(left) if self.pad is None else b""
             if not data:
                 if self.pad is None:
-                    self.pad = -(self.pos + n - left) % tarfile.BLOCKSIZE + 2 * tarfile.BLOCKSIZE
+                    self.ended_at = self.pos + n - left
+                    self.pad = -self.ended_at % tarfile.BLOCKSIZE + 2 * tarfile.BLOCKSIZE
                 data = bytes(min(left, self.pad))
                 self.pad -= len(data)
                 if not data:
@@ -187,11 +189,12 @@ def header(ti: tarfile.TarInfo) -> bytes:
 
 def _data(tf: tarfile.TarFile, m: tarfile.TarInfo) -> Iterator[bytes]:
     src = cast(IO[bytes], tf.extractfile(m))
+    stream = cast(Forward, tf.fileobj)
     left = m.size
     while left:
         chunk = src.read(min(left, _CHUNK))
-        if not chunk:
-            raise tarfile.ReadError(f"member {m.name!r} is cut short")
+        if not chunk or (stream.ended_at is not None and stream.ended_at < m.offset_data + m.size):
+            raise tarfile.ReadError(f"member {m.name!r} is cut short")  # only padding may be made up
         left -= len(chunk)
         yield chunk
     if m.size % tarfile.BLOCKSIZE:
