@@ -7,9 +7,9 @@ import re
 import stat
 from typing import Callable, Iterator
 
-from ...domain.exceptions import CommandFailed, InvalidValue, SourceUnreadable
+from ...domain.exceptions import InvalidValue, SourceUnreadable
 from ...domain.oci import ImportLimits, ImportSource, OciImage, OciLayer
-from ..host.process import run
+from ..host.process import stream
 from ..host.tar_extract import MemberRules
 from .layer_filter import LayerLimits, layer_members
 from .layout import Layout
@@ -53,10 +53,11 @@ class OciSources:
             layout.close()
 
     def _copy(self, source: ImportSource, work_dir: str, tls_verify: bool) -> None:
-        try:
-            run(skopeo_copy_argv(source, work_dir, tls_verify), timeout=self.copy_timeout)
-        except CommandFailed as e:
-            raise SourceUnreadable(source.skopeo_ref(), skopeo_reason(e.output)) from None
+        # stream(): skopeo dies with us (PR_SET_PDEATHSIG), so after a kill -9 nothing writes
+        # into the work directory gc removes.
+        code, out, err = stream(skopeo_copy_argv(source, work_dir, tls_verify), timeout=self.copy_timeout)
+        if code != 0:
+            raise SourceUnreadable(source.skopeo_ref(), skopeo_reason((out + err).decode(errors="replace")))
 
     def members(self, image: OciImage, layer: OciLayer, limits: ImportLimits,
                 on_read: Callable[[int], None] | None = None) -> Iterator[bytes]:
