@@ -137,6 +137,23 @@ class TestImportTrees:
             _remove(svc, image)
         assert not [d for d in os.listdir(svc.settings.layout.user_images) if d.startswith(".oci-import.")]
 
+    def test_zstd_layers(self, svc, oci, tmp_path):
+        """Layers recompressed with zstd by skopeo (tar+zstd): the same tree."""
+        work, layout = oci
+        zstd_layout = str(tmp_path / "zstd")
+        skopeo(["copy", "--quiet", "--dest-compress", "--dest-compress-format", "zstd",
+                f"oci:{layout}:{TAG}", f"oci:{zstd_layout}:{TAG}"])
+        from appcontainers.adapters.oci.layout import Layout
+
+        assert {layer.media_type for layer in Layout(zstd_layout).image(TAG).layers} == \
+            {"application/vnd.oci.image.layer.v1.tar+zstd"}
+        image = svc.import_image(f"oci:{zstd_layout}:{TAG}", name="zstd")
+        try:
+            got = _mounted_tree(svc, image.id, str(tmp_path / "m"))
+            assert got == _expected(layout, TAG, os.path.join(work, "unpacked"))
+        finally:
+            _remove(svc, image)
+
     def test_registry(self, svc, oci, registry, tmp_path):
         """docker://127.0.0.1:PORT/name:tag from a local registry (plain HTTP: tls_verify=False)."""
         work, layout = oci
