@@ -935,6 +935,77 @@ def bench_ports(ctx: Context) -> list[dict]:
     _destroy_quietly(c)
     return rows
 
+# ===================================================================================
+# OCI import vs the enroot-style pipeline (umoci unpack, then mksquashfs of the tree)
+# ===================================================================================
+
+def _oci_layout(ctx: Context) -> str:
+    """An OCI layout of the tree in three gzip layers made by umoci (small files, big files, a
+    whiteout of one directory); cached next to the tree."""
+    tree = ctx.tree()
+    layout = os.path.join(B.CACHE, f"oci-{os.path.basename(tree['dir'])}")
+    if os.path.exists(os.path.join(layout, "index.json")):
+        return layout
+    import shutil
+
+    shutil.rmtree(layout, ignore_errors=True)
+    log(f"  building the OCI image {layout} with umoci (once; cached) ...")
+    B.sh(["umoci", "init", "--layout", layout])
+    B.sh(["umoci", "new", "--image", f"{layout}:t"])
+    for sub in ("small", "big"):
+        B.sh(["umoci", "insert", "--image", f"{layout}:t", os.path.join(tree["dir"], "data", sub), f"/data/{sub}"],
+             timeout=1800)
+    B.sh(["umoci", "insert", "--image", f"{layout}:t", "--whiteout", "/data/small/d0000"])
+    return layout
+
+
+def bench_oci_import(ctx: Context) -> list[dict]:
+    """import of a ~300 MB 3-layer OCI image vs umoci unpack + mksquashfs of it (goal <= 0.5x)"""
+    import shutil
+
+    import appcontainers
+    from appcontainers.adapters.aimg.squashfs import DEFAULT_LEVEL, mksquashfs_argv
+
+    layout = _oci_layout(ctx)
+    # Its own data root: import needs no bridge, containers or base.
+    svc = appcontainers.setup_service(root=ctx.sb.path("oci"), bridge="acbench0", subnet=B.SUBNETS["acbench0"])
+    work = ctx.sb.path("oci-raw")
+    os.makedirs(work, exist_ok=True)
+    bundle, raw_dest = os.path.join(work, "bundle"), os.path.join(work, "raw.sqfs")
+    manifest = os.path.join(work, "manifest.json")
+    with open(manifest, "w") as f:
+        json.dump({"format_version": 1, "name": "raw"}, f)
+    argv = mksquashfs_argv(os.path.join(bundle, "rootfs"), manifest, raw_dest,
+                           level=svc.settings.squashfs_level or DEFAULT_LEVEL, threads=os.cpu_count() or 1)
+    imported = []
+
+    def lib():
+        imported.append(svc.import_image(f"oci:{layout}:t"))
+
+    def lib_down():
+        svc.remove_image(imported.pop().id)
+
+    def raw():
+        B.sh(["umoci", "unpack", "--image", f"{layout}:t", bundle], timeout=1800)
+        B.sh(argv, timeout=1800)
+
+    def raw_down():
+        shutil.rmtree(bundle, ignore_errors=True)
+        if os.path.exists(raw_dest):
+            os.unlink(raw_dest)
+
+    ta, tb = B.paired(ctx.lib("oci_import", lib), raw, ctx.reps(3, 2), warmup=1, teardown_a=lib_down,
+                      teardown_b=raw_down)
+    blobs = sum(os.path.getsize(os.path.join(layout, "blobs", "sha256", b))
+                for b in os.listdir(os.path.join(layout, "blobs", "sha256")))
+    return [row("oci_import", "import of a 3-layer OCI image", B.stats(ta), B.stats(tb), goal=("<=", 0.5),
+                raw_label="umoci unpack + mksquashfs",
+                note=f"{ctx.tree()['bytes'] / MB:.0f} MB tree in 3 gzip layers by umoci insert ({blobs / MB:.0f} MB of "
+                     f"blobs; the third whites out a directory); import streams each layer through the "
+                     f"checking filter into tar2sqfs (one .aimg per layer, nothing extracted), the raw side "
+                     f"unpacks to disk then packs one squashfs with the codec's mksquashfs argv")]
+
+
 BENCHES = {
     "cli": bench_cli,
     "provision": bench_provision,
@@ -947,6 +1018,7 @@ BENCHES = {
     "fuse": bench_fuse,
     "unpriv": bench_unpriv,
     "ports": bench_ports,
+    "oci_import": bench_oci_import,
 }
 
 

@@ -175,6 +175,17 @@ class FakeCodec:
         self.fs.files[dest] = data
         return image_id
 
+    def pack_tar(self, members, manifest, dest, level=None):
+        """Reads every member (their errors are raised, as tar2sqfs's feeder raises them)."""
+        if self.fail:
+            raise self.fail
+        Manifest.from_dict(manifest)
+        size = sum(len(chunk) for chunk in members)
+        image_id, data = encode_image(manifest)
+        self.packed.append({"tar_bytes": size, "manifest": manifest, "dest": dest, "level": level})
+        self.fs.files[dest] = data
+        return image_id
+
     def _split(self, path) -> tuple[bytes, str]:
         data = self.fs.files.get(path)
         if not isinstance(data, bytes) or b"\n#" not in data:
@@ -601,8 +612,32 @@ def make_service(fuse: bool = False, kernel: bool = True, **settings) -> Service
         base_builder=FakeBaseBuilder(fs), agents=FakeAgents(driver, fs), clock=FakeClock(),
         rng=random.Random(1234), procs=FakeProcs(), viewer=FakeImageViewer(), disks=FakeDisks(fs),
         dns=FakeResolver(net), registries=FakeRegistries(fs), signing=FakeSigning(fs),
-        runtime=FakeRuntimeBuilder(fs),
+        runtime=FakeRuntimeBuilder(fs), oci=FakeOciSource(),
     ))
+
+
+class FakeOciSource:
+    """OCI sources by string: each an OciImage whose layers yield `chunks[layer digest]` (bytes, or
+    an exception raised once they are read); fetch() records the work dirs it was given."""
+
+    def __init__(self):
+        self.images: dict[str, Any] = {}  # ImportSource.skopeo_ref() -> OciImage
+        self.chunks: dict[str | None, Any] = {}
+        self.fetched: list[str] = []
+
+    def fetch(self, source, work_dir, tls_verify=True):
+        self.fetched.append(work_dir)
+        if source.skopeo_ref() not in self.images:
+            raise InvalidValue(f"no image at {source.skopeo_ref()}")
+        return self.images[source.skopeo_ref()]
+
+    def members(self, image, layer, limits, on_read=None):
+        data = self.chunks.get(layer.digest, b"x" * 512)
+        if isinstance(data, Exception):
+            raise data
+        if on_read is not None:
+            on_read(layer.size)
+        yield data
 
 
 class FakeResolver:

@@ -182,3 +182,9 @@ class Untrusted(AppContainersError):
     def __init__(self, what: str, reason: str) -> None:
         self.what, self.reason = what, reason
         super().__init__(f"{what} refused by the trust policy: {reason}")
+class SourceUnreadable(AppContainersError):
+    """An import source could not be read (skopeo failed: a registry down, a missing tag)."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        self.source, self.reason = source, reason
+        super().__init__(f"cannot read {source}: {reason}")

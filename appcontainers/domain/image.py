@@ -13,7 +13,7 @@ from .reservation import _commands, _one_of
 FORMAT_VERSION = 1
 _ID_RE = re.compile(r"^[0-9a-f]{64}$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-KINDS = ("base", "user")
+KINDS = ("base", "user", "layer")  # layer: a lower layer of an imported OCI image (docs/oci.md)
 
 
 def validate_image_name(name: object) -> str:

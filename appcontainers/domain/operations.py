@@ -133,6 +133,29 @@ class LoadMoveOp:
 
 
 @attrs.frozen
+class ImportOp:
+    """An OCI import (services/oci_import.py): its work directory (under the store's directory,
+    hidden) holds a skopeo copy of the source and the layers converted so far. Undone, the
+    directory goes; nothing enters the store before the last layer is converted."""
+
+    id: str
+    owner: str
+    work_dir: str
+
+    KIND: ClassVar[str] = "import"
+
+    def keeps(self, path: str) -> bool:
+        return False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.KIND, "id": self.id, "owner": self.owner, "work_dir": self.work_dir}
+
+    @classmethod
+    def from_dict(cls, op_id: str, data: dict[str, Any]) -> "ImportOp":
+        return cls(id=op_id, owner=str(data.get("owner") or ""), work_dir=str(data.get("work_dir") or ""))
+
+
+@attrs.frozen
 class UnknownOp:
     """A record of a kind this version does not know (a newer appcontainers wrote it): kept as
     it was; once its owner is gone it is only forgotten."""
@@ -156,9 +179,10 @@ class UnknownOp:
         return cls(id=op_id, owner=str(data.get("owner") or ""), raw=dict(data))
 
 
-Operation = Union[SaveOp, LoadMoveOp, UnknownOp]
+Operation = Union[SaveOp, LoadMoveOp, ImportOp, UnknownOp]
 
-_KINDS: dict[str, type[SaveOp] | type[LoadMoveOp]] = {SaveOp.KIND: SaveOp, LoadMoveOp.KIND: LoadMoveOp}
+_KINDS: dict[str, type[SaveOp] | type[LoadMoveOp] | type[ImportOp]] = {
+    SaveOp.KIND: SaveOp, LoadMoveOp.KIND: LoadMoveOp, ImportOp.KIND: ImportOp}
 
 
 def operation_from_dict(op_id: str, data: dict[str, Any]) -> Operation:

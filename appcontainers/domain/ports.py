@@ -12,6 +12,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from .firewall import RootRules
+from .oci import ImportLimits, ImportSource, OciImage, OciLayer
 from .resolver import ResolverPlan
 from .state import State
 
@@ -115,6 +116,21 @@ class ImageCodec(Protocol):
     def copy_verified(self, src: str, dest: str) -> tuple[str, JsonDict]:
         """Copy src to dest, checking what is written: verify() of the copy, which cannot change
         after; dest is removed if the check fails."""
+    def pack_tar(self, members: Iterable[bytes], manifest: JsonDict, dest: str,
+                 level: int | None = None) -> str:
+        """Squash a tar stream (members already under rootfs/, no end marker) with the manifest
+        into dest, never extracting it; returns the id. An error raised by members is raised."""
+
+
+class OciSource(Protocol):
+    """OCI import sources (adapters/oci/source.py): an image's layers and config, and each
+    layer's blob as the tar members of an .aimg layer."""
+    def fetch(self, source: ImportSource, work_dir: str, tls_verify: bool = True) -> OciImage:
+        """The image at source; what is not an OCI layout or a tar is copied into work_dir first."""
+    def members(self, image: OciImage, layer: OciLayer, limits: ImportLimits,
+                on_read: Callable[[int], None] | None = None) -> Iterator[bytes]:
+        """layer's tar members under rootfs/, whiteouts mapped; its digest and diff_id are checked
+        at its end (ImageCorrupt), members checked as untrusted (UnsafePath)."""
 
 
 class AgentClient(Protocol):

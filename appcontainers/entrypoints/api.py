@@ -13,7 +13,7 @@ from ..services.containers import ContainerService
 from ..services.host_errors import host_errors
 from ..services.images import ImageService
 from ..services.logs import log_records
-from ..domain.ports import Agents, BaseBuilder, DebianBuilder, ImageCodec, Registries, Signing
+from ..domain.ports import Agents, BaseBuilder, DebianBuilder, ImageCodec, OciSource, Registries, Signing
 from ..domain.ports import Skeletons as SkeletonsPort
 from ..domain.ports import RuntimeBuilder as RuntimeBuilderPort
 from ..services.ports import Mounters, Ports
@@ -349,15 +349,8 @@ class Service:
             return self._import_pulled(ref, e, name, tls_verify, allow_unsigned_import)
 
     def _import_pulled(self, ref: str, why: Exception, name, tls_verify: bool, allow_unsigned: bool):
-        import inspect
-
-        self.images.trust.admit_import(ref, allow_unsigned)  # before anything is fetched
-        importer = getattr(self, "import_image", None)
-        if importer is None:
-            raise InvalidValue(f"{why}; this appcontainers cannot import OCI images") from None
         source = ref if ref.startswith("docker://") else "docker://" + ref
-        extra = {"tls_verify": tls_verify} if "tls_verify" in inspect.signature(importer).parameters else {}
-        return importer(source, name=name, **extra)
+        return self.import_image(source, name=name, tls_verify=tls_verify, allow_unsigned=allow_unsigned)
 
     def trust_keygen(self, name: str, directory: str | None = None) -> dict:
         """A new ed25519 key pair NAME.key (0600) and NAME.pub in directory (default: the data
@@ -369,6 +362,22 @@ class Service:
         """Remove an image by id, unique id prefix or name; a name two images share is refused
         (give an id)."""
         return self.images.remove(ref)
+
+    def import_image(self, source: str, name: str | None = None, progress=None, *, tls_verify: bool = True,
+                     allow_devices: bool = False, allow_setuid: bool = False, allow_unsigned: bool = False):
+        """Import an OCI image as a chain of layered images (one per OCI layer); the top Image.
+
+        source: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE, docker://HOST/NAME:TAG
+        (tls_verify=False for a plain-HTTP registry) or a rootfs tar (`docker export`). Layers with
+        device nodes or setuid files are refused unless allowed (docs/oci.md). Under a trust
+        policy of keys an import (it carries no signature of ours) is refused unless
+        allow_unsigned (docs/registry.md)."""
+        from ..domain.oci import ImportLimits
+        from ..services.oci_import import OciImportService
+
+        self.images.trust.admit_import(source, allow_unsigned)  # before anything is read
+        limits = ImportLimits(devices=allow_devices, setuid=allow_setuid)
+        return OciImportService(self.ports).import_image(source, name, progress, tls_verify, limits)
 
 
 class _Lazy:
@@ -439,6 +448,10 @@ def build_ports(settings: Settings) -> Ports:
         from ..adapters.bus.zmq_bus import AgentClient
         return AgentClient
 
+    def oci() -> OciSource:
+        from ..adapters.oci.source import OciSources
+        return OciSources()
+
     import time
 
     L = settings.layout
@@ -450,7 +463,7 @@ def build_ports(settings: Settings) -> Ports:
         base_builder=_lazy(busybox), agents=_lazy(agents), clock=time.time, rng=random.SystemRandom(),
         procs=HostProcesses(), debian_builder=_lazy(debian), viewer=ImageViewer(), disks=SizedDirs(),
         dns=DnsmasqResolver(), registries=_lazy(registries), signing=_lazy(signing),
-        runtime=_lazy(runtime),
+        runtime=_lazy(runtime), oci=_lazy(oci),
     )
 
 

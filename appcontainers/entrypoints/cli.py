@@ -572,6 +572,7 @@ cli_inspect.register(main)  # cp, inspect, stats
 cli_exec.register(main)  # kill, shell
 from . import cli_registry  # noqa: E402
 cli_registry.register(main)  # push, pull, trust
+__import__(f"{__package__}.cli_oci", fromlist=["register"]).register(main)  # import (OCI)
 
 if __name__ == "__main__":
     main()

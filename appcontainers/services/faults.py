@@ -12,6 +12,7 @@ STEPS = (
     "provision.reserved", "provision.materialized", "mount.done",
     "load.staged", "load.reserved", "load.imported",
     "save.recorded", "save.packed",
+    "import.fetched", "import.layer", "import.converted",
     "destroy.marked", "destroy.stopped", "destroy.unmounted",
     "pull.staged",
 )

@@ -259,8 +259,10 @@ class ImageService:
         return self.trust.admit(path, chain, self.trust.read(os.path.abspath(path) + ".sig"))
 
     # ---- store ------------------------------------------------------------------------
-    def list(self) -> list[Image]:
-        return sorted(self.p.repo.read().images.values(), key=lambda i: (i.kind, i.name, i.created))
+    def list(self, layers: bool = False) -> list[Image]:
+        """The stored images; the lower layers of imported OCI images (kind "layer") only if asked."""
+        return sorted((i for i in self.p.repo.read().images.values() if layers or i.kind != "layer"),
+                      key=lambda i: (i.kind, i.name, i.created))
 
     def resolve(self, ref: str, images: dict[str, Image] | None = None, unique: bool = False) -> Image:
         """An image by id, unique id prefix (>= 4 hex digits) or name (the newest of that name;
@@ -292,9 +294,11 @@ class ImageService:
             if users:
                 raise InUse(f"image {image.id[:12]} ({image.name}) is used by {', '.join(users)}")
             del state.images[image.id]
-        self.p.fs.remove_file(self.layout.image_file(image.id, image.kind))
-        if self.p.fs.exists(self.layout.signature_file(image.id, image.kind)):
-            self.p.fs.remove_file(self.layout.signature_file(image.id, image.kind))
+            gone = [image, *_unused_layers(state, image)]
+        for img in gone:
+            self.p.fs.remove_file(self.layout.image_file(img.id, img.kind))
+            if self.p.fs.exists(self.layout.signature_file(img.id, img.kind)):
+                self.p.fs.remove_file(self.layout.signature_file(img.id, img.kind))
         return image
 
     def layer_files(self, ref: str) -> builtins.list[str]:
@@ -320,3 +324,13 @@ class ImageService:
 
 def _config_dict(config: RunConfig | None) -> JsonDict | None:
     return None if config is None else config.to_dict()
+def _unused_layers(state: Any, image: Image) -> builtins.list[Image]:
+    """The lower layers of an imported image (kind "layer") that nothing uses once image is gone,
+    removed from state: a layer shared with another image stays."""
+    gone: builtins.list[Image] = []
+    layer = state.images.get(image.parent) if image.parent else None
+    while layer is not None and layer.kind == "layer" and not state.users_of(layer.id):
+        del state.images[layer.id]
+        gone.append(layer)
+        layer = state.images.get(layer.parent) if layer.parent else None
+    return gone

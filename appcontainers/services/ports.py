@@ -11,7 +11,7 @@ from ..domain.exceptions import InvalidValue
 from ..domain.ports import (Agents, BaseBuilder, Clock, ContainerDriver, DebianBuilder,
                             FuseMounterPort, HostFs, HostNetwork, ImageCodec, ImageViewer, KernelMounterPort,
                             Processes, Registries, Resolver, ResourceRepository, Rng, RootfsMounter,
-                            RuntimeBuilder, Signing,
+                            RuntimeBuilder, Signing, OciSource,
                             SizedDirs, Skeletons, ViewMounter)
 
 
@@ -74,6 +74,7 @@ class Ports:
     signing: Signing | None = None  # None: no signing, and only the "any" trust policy can pass
     # The agent's runtime for images without an init; None: such images run without an agent.
     runtime: RuntimeBuilder | None = None
+    oci: OciSource | None = None  # None: no OCI import here
 
 
 class NoProcesses:

@@ -8,13 +8,13 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from ..domain.operations import LoadMoveOp, Operation, SaveOp, UnknownOp
+from ..domain.operations import ImportOp, LoadMoveOp, Operation, SaveOp, UnknownOp
 
 if TYPE_CHECKING:
     from .containers import ContainerService
     from .ports import Ports
 
-Op = TypeVar("Op", SaveOp, LoadMoveOp, UnknownOp)
+Op = TypeVar("Op", SaveOp, LoadMoveOp, ImportOp, UnknownOp)
 Undo = Callable[[Any, "Ports", "ContainerService"], None]
 
 _UNDO: dict[type, Undo] = {}
@@ -69,6 +69,15 @@ def _undo_load_move(op: LoadMoveOp, p: Ports, containers: ContainerService) -> N
     stored = p.settings.layout.image_file(op.image, "user")
     if unused and fs.exists(stored) and not fs.exists(op.restore):
         fs.put_back(stored, op.restore, op.owner_of_file())
+
+
+@undoes(ImportOp)
+def _undo_import(op: ImportOp, p: Ports, containers: ContainerService) -> None:
+    """Remove the import's work directory (its source copy and converted layers); only one
+    that is where the store keeps such directories, as the record says."""
+    store = p.settings.layout.user_images
+    if op.work_dir and os.path.dirname(op.work_dir) == store and os.path.basename(op.work_dir).startswith(".oci-import."):
+        p.fs.remove_tree(op.work_dir)
 
 
 @undoes(UnknownOp)

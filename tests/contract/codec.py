@@ -56,9 +56,38 @@ class ImageCodecContract:
             codec.verify(dest)
         assert codec.image_id(dest) == image_id
 
+    def test_pack_tar_then_read(self, codec, world):
+        """pack_tar() of a tar stream (members under rootfs/) verifies as its id and manifest."""
+        dest = world.path("layer.aimg")
+        image_id = codec.pack_tar(iter(_tar_members()), MANIFEST, dest)
+        assert codec.verify(dest) == (image_id, MANIFEST)
+
+    def test_pack_tar_raises_what_the_stream_raises(self, codec, world):
+        """An error while the members are produced is raised, and nothing is written."""
+        dest = world.path("broken.aimg")
+
+        def members():
+            yield from _tar_members()
+            raise ImageCorrupt("blob", "its digest is not what the manifest says")
+        with pytest.raises(ImageCorrupt, match="digest"):
+            codec.pack_tar(members(), MANIFEST, dest)
+        assert not world.exists(dest)
+
     def test_missing_file(self, codec, world):
         """Every read of a missing file raises ImageCorrupt."""
         missing = world.path("missing.aimg")
         for read in (codec.verify, codec.image_id, codec.read_manifest):
             with pytest.raises(ImageCorrupt):
                 read(missing)
+
+
+def _tar_members() -> list[bytes]:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        ti = tarfile.TarInfo("rootfs/etc/hello")
+        ti.size = 6
+        tf.addfile(ti, io.BytesIO(b"hello\n"))
+    return [buf.getvalue()[:1024]]  # the header and the data block, without the end blocks

@@ -12,8 +12,11 @@ import re
 import shutil
 import stat
 import struct
+import tarfile
 import tempfile
 import zlib
+import itertools
+from typing import Callable, Iterable, Iterator, cast
 
 import attrs
 
@@ -214,6 +217,84 @@ def mksquashfs_argv(source: str, manifest_file: str, dest: str, *, level: int, t
     return argv
 
 
+def tar2sqfs_argv(dest: str, *, level: int, threads: int) -> list[str]:
+    """The tar2sqfs command line (squashfs-tools-ng): a tar on stdin to the squashfs dest, with the
+    codec's settings (zstd, 128 KiB blocks); a member it cannot read fails it rather than being
+    skipped. The squashfs root gets 0755 root:root, as mksquashfs_argv's -root-* options give."""
+    return ["tar2sqfs", "--compressor", "zstd", "--comp-extra", f"level={level}", "--block-size",
+            str(1 << 17), "--num-jobs", str(threads), "--no-skip", "--quiet", "--force",
+            "--defaults", "uid=0,gid=0,mode=0755,mtime=0", dest]
+
+
+def _manifest_member(text: bytes) -> bytes:
+    ti = tarfile.TarInfo("manifest.json")
+    ti.size, ti.mode = len(text), 0o644
+    pad = (-len(text)) % tarfile.BLOCKSIZE
+    return ti.tobuf(tarfile.PAX_FORMAT) + text + bytes(pad)
+
+
+class _Feed:
+    """The chunks given to a command's stdin (read in process.stream's feeder thread): an
+    exception while producing them ends the stream and is kept for the caller to raise."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self.chunks, self.error = chunks, None  # type: Iterable[bytes], BaseException | None
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self.chunks
+        except BaseException as e:  # noqa: B902 (handed to the caller's thread)
+            self.error = e
+
+
+def _checked_level(level: int | None) -> int:
+    level = DEFAULT_LEVEL if level is None else level
+    if not isinstance(level, int) or not 1 <= level <= 22:
+        raise InvalidValue(f"invalid zstd level {level!r}: use 1..22")
+    return level
+
+
+def _checked_dest(dest: str) -> str:
+    dest = os.path.abspath(dest)
+    dest_dir = os.path.dirname(dest)
+    if not os.path.isdir(dest_dir):
+        raise InvalidValue(f"cannot write {dest}: {dest_dir} is not a directory")
+    return dest
+
+
+def _write_sealed(dest: str, write: Callable[[str], None], tool: str) -> bytes:
+    """write(tmp) puts a squashfs in a temp file next to dest; it is then sealed with the
+    trailer, fsynced and renamed to dest. The sha256 digest; nothing is left on failure."""
+    dest_dir = os.path.dirname(dest)
+    prefix, suffix = codec_temp_affixes(dest)  # reconcile finds a dead save's file by them
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=dest_dir)
+    os.close(fd)
+    done = False
+    try:
+        write(tmp)
+        with open(tmp, "r+b", buffering=0) as f:
+            length = os.fstat(f.fileno()).st_size
+            if _bytes_used(f.read(SUPERBLOCK_SIZE)) is None:
+                raise ImageCorrupt(tmp, f"{tool} wrote no squashfs 4 superblock")
+            digest = sha256_prefix(f, length)
+            f.seek(length)
+            trailer = encode_trailer(length, digest)
+            if f.write(trailer) != len(trailer):
+                raise OSError(f"short write appending the trailer to {tmp}")
+            os.fchmod(f.fileno(), 0o644)
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+        done = True
+        _fsync_dir(dest_dir)
+    finally:
+        if not done:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+    return digest
+
+
 def _tree_bytes(root: str) -> int:
     total, stack = 0, [root]
     while stack:
@@ -256,53 +337,48 @@ class SquashfsCodec:
         if src == "/" or os.path.basename(src) == "manifest.json":
             raise InvalidValue(f"cannot pack {source}: pack a directory not named '/' or 'manifest.json'")
         Manifest.from_dict(manifest)  # never write an image that verify() would refuse
-        level = DEFAULT_LEVEL if level is None else level
-        if not isinstance(level, int) or not 1 <= level <= 22:
-            raise InvalidValue(f"invalid zstd level {level!r}: use 1..22")
+        level = _checked_level(level)
         threads = threads or os.cpu_count() or 1
-        dest = os.path.abspath(dest)
-        dest_dir = os.path.dirname(dest)
-        if not os.path.isdir(dest_dir):
-            raise InvalidValue(f"cannot write {dest}: {dest_dir} is not a directory")
+        dest = _checked_dest(dest)
         meta_dir = tempfile.mkdtemp(prefix="aimg-manifest.")
-        tmp, done = None, False
         try:
             manifest_file = os.path.join(meta_dir, "manifest.json")
             with open(manifest_file, "w") as f:
                 f.write(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
             os.chmod(manifest_file, 0o644)
-            prefix, suffix = codec_temp_affixes(dest)  # reconcile finds a dead save's file by them
-            fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=dest_dir)
-            os.close(fd)
-            argv = mksquashfs_argv(src, manifest_file, tmp, level=level, threads=threads,
-                                   excludes=excludes, info=progress is not None)
-            self._mksquashfs(argv, src, progress)
-            with open(tmp, "r+b", buffering=0) as f:
-                length = os.fstat(f.fileno()).st_size
-                if _bytes_used(f.read(SUPERBLOCK_SIZE)) is None:
-                    raise ImageCorrupt(tmp, "mksquashfs wrote no squashfs 4 superblock")
-                digest = sha256_prefix(f, length)
-                f.seek(length)
-                trailer = encode_trailer(length, digest)
-                if f.write(trailer) != len(trailer):
-                    raise OSError(f"short write appending the trailer to {tmp}")
-                os.fchmod(f.fileno(), 0o644)
-                os.fsync(f.fileno())
-            os.replace(tmp, dest)
-            done = True
-            _fsync_dir(dest_dir)
-        except BaseException:
-            if tmp is not None and not done:
-                try:
-                    os.unlink(tmp)
-                except FileNotFoundError:
-                    pass
-            raise
+
+            def write(tmp: str) -> None:
+                argv = mksquashfs_argv(src, manifest_file, tmp, level=level, threads=threads,
+                                       excludes=excludes, info=progress is not None)
+                self._mksquashfs(argv, src, progress)
+            digest = _write_sealed(dest, write, "mksquashfs")
         finally:
             shutil.rmtree(meta_dir, ignore_errors=True)
         if progress is not None:
             progress(100)
         return digest.hex()
+
+    def pack_tar(self, members: Iterable[bytes], manifest: dict, dest: str, level: int | None = None,
+                 threads: int | None = None) -> str:
+        """Squash a tar stream into dest (atomically) with tar2sqfs: members are the bytes of tar
+        members already under rootfs/ (no end marker), read once as they come, never extracted;
+        the manifest is added as manifest.json. Returns the image id. An exception raised while
+        members are produced is raised here, and nothing is written."""
+        Manifest.from_dict(manifest)
+        level = _checked_level(level)
+        threads = threads or os.cpu_count() or 1
+        dest = _checked_dest(dest)
+        text = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+
+        def write(tmp: str) -> None:
+            feed = _Feed(itertools.chain([_manifest_member(text)], members, [bytes(2 * tarfile.BLOCKSIZE)]))
+            argv = tar2sqfs_argv(tmp, level=level, threads=threads)
+            code, out, err = stream(argv, timeout=self.pack_timeout, input=cast(bytes, feed))
+            if feed.error is not None:
+                raise feed.error
+            if code != 0:
+                raise CommandFailed(argv, code, (out[-65536:] + err[-65536:]).decode(errors="replace"))
+        return _write_sealed(dest, write, "tar2sqfs").hex()
 
     def _mksquashfs(self, argv: list[str], src: str, progress) -> None:
         on_line = None

@@ -25,6 +25,7 @@ PACKAGES = {
     "lxc-start": "lxc", "lxc-stop": "lxc", "lxc-attach": "lxc", "lxc-info": "lxc", "lxc-ls": "lxc",
     "lxc-destroy": "lxc", "lxc-freeze": "lxc", "lxc-unfreeze": "lxc", "lxc-wait": "lxc",
     "mksquashfs": "squashfs-tools", "unsquashfs": "squashfs-tools",
+    "tar2sqfs": "squashfs-tools-ng", "skopeo": "skopeo",
     "squashfuse": "squashfuse", "squashfuse_ll": "squashfuse", "fuse-overlayfs": "fuse-overlayfs",
     "fusermount3": "fuse3", "busybox": "busybox-static", "mmdebstrap": "mmdebstrap",
     "ip": "iproute2", "nft": "nftables", "dnsmasq": "dnsmasq-base", "mount": "mount", "umount": "mount", "losetup": "mount",

@@ -20,6 +20,8 @@ import stat
 import tarfile
 from typing import IO, Any, cast
 
+import attrs
+
 from ...domain.exceptions import AppContainersError, InvalidValue, UnsafePath
 from .rootfs_files import _mkdirs, openat2_in_root
 from .tar_stream import open_tar
@@ -34,13 +36,31 @@ class _Refused(Exception):
     """A member-level refusal; turned into UnsafePath naming the archive and the member."""
 
 
+MemberRefused = _Refused  # the public name, for other readers of untrusted tars (OCI layers)
+
+
+@attrs.frozen
+class MemberRules:
+    """What a member may be beyond plain files, directories and links inside. The defaults are an
+    archive extracted into a container; an image layer (adapters/oci) may keep devices and setuid
+    files when the caller allows it, and its symlinks resolve inside the container's root anyway."""
+
+    devices: bool = False  # character/block devices and FIFOs
+    setuid: bool = False  # setuid/setgid regular files
+    any_symlink: bool = False  # symlinks to absolute paths or above the root
+
+
 def _clean(name: str) -> str:
     return "/".join(p for p in name.split("/") if p not in ("", "."))
 
 
-def _check_link(m: tarfile.TarInfo, name: str, files: set[str]) -> None:
-    if not m.linkname or m.linkname.startswith("/"):
-        raise _Refused("links to an absolute path" if m.linkname else "is a link to nothing")
+def _check_link(m: tarfile.TarInfo, name: str, files: set[str], rules: MemberRules) -> None:
+    if not m.linkname:
+        raise _Refused("is a link to nothing")
+    if m.issym() and rules.any_symlink:
+        return
+    if m.linkname.startswith("/"):
+        raise _Refused("links to an absolute path")
     if m.issym():
         target = posixpath.normpath(posixpath.join(posixpath.dirname(name), m.linkname))
         if target == ".." or target.startswith("../"):
@@ -49,7 +69,7 @@ def _check_link(m: tarfile.TarInfo, name: str, files: set[str]) -> None:
         raise _Refused(f"is a hard link to {m.linkname!r}, which is not a file earlier in the archive")
 
 
-def check_member(m: tarfile.TarInfo, files: set[str]) -> str:
+def check_member(m: tarfile.TarInfo, files: set[str], rules: MemberRules = MemberRules()) -> str:
     """The member's clean relative name ('' for the destination itself), or _Refused.
 
     files: clean names of the regular files seen so far (hard links may point only at those)."""
@@ -63,11 +83,11 @@ def check_member(m: tarfile.TarInfo, files: set[str]) -> str:
     if not name and not m.isdir():
         raise _Refused("names the destination itself")
     if m.isreg():
-        if m.mode & 0o6000:
+        if m.mode & 0o6000 and not rules.setuid:
             raise _Refused("is setuid or setgid")
     elif m.issym() or m.islnk():
-        _check_link(m, name, files)
-    elif not m.isdir():
+        _check_link(m, name, files, rules)
+    elif not (m.isdir() or (rules.devices and (m.ischr() or m.isblk() or m.isfifo()))):
         raise _Refused("is a device, FIFO or other special file")
     if m.isreg() or m.islnk():
         files.add(name)

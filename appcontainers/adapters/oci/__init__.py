@@ -1,0 +1,1 @@
+"""OCI images: the import side (layouts, skopeo sources, layers to .aimg)."""
