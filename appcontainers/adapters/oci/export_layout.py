@@ -74,6 +74,8 @@ class _Progress:
 class OciExporter:
     """Writes an image made of .aimg layers in one of FORMATS (the port services/oci_export uses)."""
 
+    check = staticmethod(check_dest)
+
     def export(self, layers: list[str], config: dict[str, Any], dest: str, fmt: str, tag: str,
                repo_tag: str | None, level: int, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
         """layers: the .aimg files top first (each the next one's child). Returns the digests."""

@@ -102,8 +102,7 @@ class LayerTar:
 
     def __init__(self, sq: SquashfsReader, out: IO[bytes], counted: Callable[[int], None] = lambda n: None):
         self.sq, self.counted = sq, counted
-        self.tf = tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT,
-                               copybufsize=sq.block_size)
+        self.tf = tarfile.TarFile(fileobj=out, mode="w", format=tarfile.PAX_FORMAT, copybufsize=sq.block_size)
         self.links: dict[int, str] = {}  # inode number -> the path it was first written at
 
     def write(self, rootfs: Inode) -> None:
