@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 import tarfile
-from typing import IO, Callable, Iterator, cast
+from typing import IO, Callable, Iterator
 
 from ...domain.exceptions import ImageCorrupt
 from ..aimg.squashfs_inodes import Inode
@@ -50,21 +51,6 @@ def kept_xattrs(xattrs: dict[str, bytes]) -> dict[str, str]:
             for k, v in xattrs.items() if not k.startswith(_OVERLAY)}
 
 
-class _InodeFile:
-    """read(n) of one regular file of the squashfs, for tarfile.addfile."""
-
-    def __init__(self, sq: SquashfsReader, inode: Inode, counted: Callable[[int], None]):
-        self.sq, self.inode, self.offset, self.counted = sq, inode, 0, counted
-
-    def read(self, n: int = -1) -> bytes:
-        if n is None or n < 0:
-            n = self.inode.size - self.offset
-        data = self.sq.read(self.inode, self.offset, n) if n else b""
-        self.offset += len(data)
-        self.counted(len(data))
-        return data
-
-
 def walk(sq: SquashfsReader, top: Inode) -> Iterator[tuple[str, Inode]]:
     """(path, inode) of every entry under top, depth first, a directory before its entries."""
     stack = [("", iter(sq.listdir(top).items()))]
@@ -86,29 +72,67 @@ def data_bytes(sq: SquashfsReader, top: Inode) -> int:
     return sum(sizes.values())
 
 
-def _marker(path: str, mtime: int) -> tarfile.TarInfo:
-    ti = tarfile.TarInfo(path)
-    ti.mode, ti.mtime, ti.uname, ti.gname = 0o600, mtime, "", ""
-    return ti
-
-
 def _whiteout_name(path: str) -> str:
     head, _, name = path.rpartition("/")
     return f"{head}/{WHITEOUT}{name}" if head else WHITEOUT + name
 
 
+_USTAR = struct.Struct("100s8s8s8s12s12s8s1s100s8s32s32s8s8s155s12x")
+_DEVICES = (tarfile.CHRTYPE, tarfile.BLKTYPE)
+_MAX8, _MAX12 = 0o7777777, 0o77777777777  # what ustar's octal fields hold
+
+
+def _octal(n: int, width: int) -> bytes:
+    return b"%0*o\0" % (width - 1, n)
+
+
+def ustar_header(name: bytes, kind: bytes, mode: int, uid: int, gid: int, mtime: int, size: int = 0,
+                 link: bytes = b"", dev: tuple[int, int] = (0, 0)) -> bytes:
+    """A POSIX ustar header, as tarfile writes one (its fields must fit: see Member.header)."""
+    buf = _USTAR.pack(name, _octal(mode, 8), _octal(uid, 8), _octal(gid, 8), _octal(size, 12),
+                      _octal(mtime, 12), b" " * 8, kind, link, b"ustar\x0000", b"", b"",
+                      *((_octal(dev[0], 8), _octal(dev[1], 8)) if kind in _DEVICES else (b"", b"")), b"")
+    return buf[:148] + b"%06o\0 " % sum(buf) + buf[156:]
+
+
+class Member:
+    """One tar member's header fields."""
+
+    __slots__ = ("name", "kind", "mode", "uid", "gid", "mtime", "size", "link", "dev", "pax")
+
+    def __init__(self, name: str, kind: bytes, mode: int = 0o600, uid: int = 0, gid: int = 0, mtime: int = 0):
+        self.name, self.kind, self.mode, self.uid, self.gid, self.mtime = name, kind, mode, uid, gid, mtime
+        self.size, self.link, self.dev, self.pax = 0, "", (0, 0), {}
+
+    def header(self) -> bytes:
+        """ustar when it can say everything (plain ASCII, short names, small numbers), else PAX."""
+        name = self.name + "/" if self.kind == tarfile.DIRTYPE else self.name
+        raw_name, raw_link = name.encode("utf-8", "surrogateescape"), self.link.encode("utf-8", "surrogateescape")
+        if (not self.pax and len(raw_name) <= 100 and len(raw_link) <= 100 and raw_name.isascii()
+                and raw_link.isascii() and max(self.uid, self.gid, *self.dev) <= _MAX8
+                and max(self.size, self.mtime) <= _MAX12 and self.mtime >= 0):
+            return ustar_header(raw_name, self.kind, self.mode, self.uid, self.gid, self.mtime, self.size,
+                                raw_link, self.dev)
+        ti = tarfile.TarInfo(name)
+        ti.type, ti.mode, ti.uid, ti.gid, ti.mtime, ti.size = self.kind, self.mode, self.uid, self.gid, \
+            self.mtime, self.size
+        ti.linkname, (ti.devmajor, ti.devminor), ti.pax_headers = self.link, self.dev, self.pax
+        ti.uname = ti.gname = ""
+        return ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
 class LayerTar:
-    """Writes one layer as a PAX tar to a binary stream (write and tell)."""
+    """Writes one layer as a tar (ustar, PAX where needed) to a binary stream (write and tell)."""
 
     def __init__(self, sq: SquashfsReader, out: IO[bytes], counted: Callable[[int], None] = lambda n: None):
-        self.sq, self.counted = sq, counted
-        self.tf = tarfile.TarFile(fileobj=out, mode="w", format=tarfile.PAX_FORMAT, copybufsize=sq.block_size)
+        self.sq, self.out, self.counted = sq, out, counted
         self.links: dict[int, str] = {}  # inode number -> the path it was first written at
 
     def write(self, rootfs: Inode) -> None:
-        with self.tf:
-            for path, inode in walk(self.sq, rootfs):
-                self._entry(path, inode)
+        for path, inode in walk(self.sq, rootfs):
+            self._entry(path, inode)
+        self.out.write(bytes(2 * tarfile.BLOCKSIZE))  # the end, padded to tar's 10 KiB records
+        self.out.write(bytes(-self.out.tell() % tarfile.RECORDSIZE))
 
     def _entry(self, path: str, inode: Inode) -> None:
         xattrs = self.sq.xattrs(inode)
@@ -117,36 +141,41 @@ class LayerTar:
                 raise ImageCorrupt(self.sq.path, f"{path} carries overlay.{what} (a renamed directory or a "
                                                  f"metadata-only copy): export the image flattened")
         if is_whiteout(inode, xattrs):
-            self.tf.addfile(_marker(_whiteout_name(path), inode.mtime))
+            self.out.write(Member(_whiteout_name(path), tarfile.REGTYPE, mtime=inode.mtime).header())
             return
-        ti = self._info(path, inode, xattrs)
-        if ti is None:  # a socket: tar has no type for it (Docker skips them too)
+        m = self._member(path, inode, xattrs)
+        if m is None:  # a socket: tar has no type for it (Docker skips them too)
             return
-        if ti.type == tarfile.REGTYPE:
-            self.tf.addfile(ti, cast(IO[bytes], _InodeFile(self.sq, inode, self.counted)))
-        else:
-            self.tf.addfile(ti)
+        self.out.write(m.header())
+        if m.kind == tarfile.REGTYPE:
+            self._data(inode)
         if inode.kind == stat.S_IFDIR and is_opaque(xattrs) and OPAQUE not in self.sq.listdir(inode):
-            self.tf.addfile(_marker(f"{path}/{OPAQUE}", inode.mtime))
+            self.out.write(Member(f"{path}/{OPAQUE}", tarfile.REGTYPE, mtime=inode.mtime).header())
 
-    def _info(self, path: str, inode: Inode, xattrs: dict[str, bytes]) -> tarfile.TarInfo | None:
+    def _data(self, inode: Inode) -> None:
+        offset, chunk = 0, self.sq.block_size * 8
+        while offset < inode.size:
+            data = self.sq.read(inode, offset, min(chunk, inode.size - offset))
+            self.out.write(data)
+            offset += len(data)
+            self.counted(len(data))
+        self.out.write(bytes(-inode.size % tarfile.BLOCKSIZE))
+
+    def _member(self, path: str, inode: Inode, xattrs: dict[str, bytes]) -> Member | None:
         kind = _KINDS.get(inode.kind)
         if kind is None:
             return None
-        ti = tarfile.TarInfo(path)
-        ti.type, ti.mode, ti.uid, ti.gid, ti.mtime = kind, inode.mode & 0o7777, inode.uid, inode.gid, inode.mtime
-        ti.uname = ti.gname = ""
-        ti.pax_headers = kept_xattrs(xattrs)
+        m = Member(path, kind, inode.mode & 0o7777, inode.uid, inode.gid, inode.mtime)
+        m.pax = kept_xattrs(xattrs)
         if inode.kind != stat.S_IFDIR and inode.nlink > 1:
             first = self.links.setdefault(inode.number, path)
             if first != path:
-                ti.type, ti.linkname = tarfile.LNKTYPE, first
-                return ti
+                m.kind, m.link = tarfile.LNKTYPE, first
+                return m
         if kind == tarfile.REGTYPE:
-            ti.size = inode.size
+            m.size = inode.size
         elif kind == tarfile.SYMTYPE:
-            ti.linkname = inode.target.decode("utf-8", "surrogateescape")
+            m.link = inode.target.decode("utf-8", "surrogateescape")
         elif kind in (tarfile.CHRTYPE, tarfile.BLKTYPE):
-            ti.devmajor, ti.devminor = os.major(inode.rdev), os.minor(inode.rdev)
-        return ti
-
+            m.dev = (os.major(inode.rdev), os.minor(inode.rdev))
+        return m
