@@ -102,7 +102,8 @@ class Member:
 
     def __init__(self, name: str, kind: bytes, mode: int = 0o600, uid: int = 0, gid: int = 0, mtime: int = 0):
         self.name, self.kind, self.mode, self.uid, self.gid, self.mtime = name, kind, mode, uid, gid, mtime
-        self.size, self.link, self.dev, self.pax = 0, "", (0, 0), {}
+        self.size, self.link, self.dev = 0, "", (0, 0)
+        self.pax: dict[str, str] = {}
 
     def header(self) -> bytes:
         """ustar when it can say everything (plain ASCII, short names, small numbers), else PAX."""
