@@ -935,6 +935,50 @@ def bench_ports(ctx: Context) -> list[dict]:
     _destroy_quietly(c)
     return rows
 
+# ===================================================================================
+# export to docker-archive vs skopeo copy of the same image from an OCI layout
+# ===================================================================================
+
+def bench_export(ctx: Context) -> list[dict]:
+    """export of the ~300 MB tree image to docker-archive vs `skopeo copy oci:LAYOUT docker-archive:FILE`"""
+    import shutil
+
+    if not shutil.which("skopeo"):
+        return [{"bench": "export", "metric": "export to docker-archive", "skipped": "no skopeo"}]
+    svc = ctx.svc
+    c = svc.load_image(ctx.image(), name="bench-export", privileged=True)
+    ctx.sb.on_cleanup(lambda: _destroy_quietly(c))
+    image_id = c.image
+    out = ctx.sb.path("export")
+    os.makedirs(out, exist_ok=True)
+    layout, lib_dest, raw_dest = (os.path.join(out, n) for n in ("layout", "lib.tar", "raw.tar"))
+    t0 = time.perf_counter()
+    svc.export_image(image_id, layout, format="oci")  # skopeo's input, made once
+    oci_time = time.perf_counter() - t0
+
+    def rm(path):
+        def go():
+            if os.path.exists(path):
+                os.unlink(path)
+        return go
+
+    ta, tb = B.paired(ctx.lib("export", lambda: svc.export_image(image_id, lib_dest, format="docker-archive")),
+                      lambda: B.sh(["skopeo", "copy", "-q", f"oci:{layout}:latest", f"docker-archive:{raw_dest}"],
+                                   timeout=1800),
+                      ctx.reps(5, 2), warmup=1, setup_a=rm(lib_dest), setup_b=rm(raw_dest))
+    size = os.path.getsize(lib_dest)
+    rows = [row("export", f"export to docker-archive ({size / MB:.0f} MB archive, 1 layer)", B.stats(ta),
+                B.stats(tb), raw_label="skopeo copy oci: docker-archive:",
+                note=f"the same image: ours reads the .aimg (verified first), skopeo the gzip layout we exported "
+                     f"(oci form, gzip level {svc.settings.oci_gzip_level}: {B.fmt_time(oci_time)}); "
+                     f"skopeo's archive {os.path.getsize(raw_dest) / MB:.0f} MB")]
+    _destroy_quietly(c)
+    with contextlib.suppress(Exception):
+        svc.remove_image(image_id)
+    shutil.rmtree(out, ignore_errors=True)
+    return rows
+
+
 BENCHES = {
     "cli": bench_cli,
     "provision": bench_provision,
@@ -947,6 +991,7 @@ BENCHES = {
     "fuse": bench_fuse,
     "unpriv": bench_unpriv,
     "ports": bench_ports,
+    "export": bench_export,
 }
 
 
