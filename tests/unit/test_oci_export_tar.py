@@ -8,6 +8,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import tarfile
 import time
 
@@ -17,7 +18,7 @@ from appcontainers.adapters.aimg.squashfs import SquashfsCodec
 from appcontainers.adapters.aimg.squashfs_reader import open_layers
 from appcontainers.adapters.oci.export_blobs import DigestWriter
 from appcontainers.adapters.oci.export_layout import OciExporter, check_dest
-from appcontainers.adapters.oci.export_tar import LayerTar, Member
+from appcontainers.adapters.oci.export_tar import LayerTar, Member, walk
 from appcontainers.domain.exceptions import ImageCorrupt, InvalidValue
 
 pytestmark = pytest.mark.skipif(not shutil.which("mksquashfs"), reason="needs squashfs-tools")
@@ -116,6 +117,28 @@ class TestLayerTar:
             OciExporter().export([str(tmp_path / "r.aimg")], {}, str(tmp_path / "out" / "x.tar"),
                                  "oci-archive", "latest", None, 1)
         assert os.listdir(tmp_path / "out") == []
+
+    def test_a_directory_loop_is_refused(self):
+        """A crafted image whose directory holds its own parent is ImageCorrupt, not an endless walk."""
+        from appcontainers.adapters.aimg.squashfs_inodes import Inode
+
+        def directory(number):
+            i = Inode()
+            i.mode, i.number = stat.S_IFDIR | 0o755, number
+            return i
+
+        class LoopingReader:  # rootfs (1) holds a (2), which holds back (1)
+            path = "crafted.aimg"
+            inodes = {1: directory(1), 2: directory(2)}
+
+            def listdir(self, d):
+                return {"a": 2} if d.number == 1 else {"back": 1}
+
+            def inode(self, ref):
+                return self.inodes[ref]
+
+        with pytest.raises(ImageCorrupt, match="appears twice"):
+            list(walk(LoopingReader(), LoopingReader.inodes[1]))  # type: ignore[arg-type]
 
     def test_ustar_headers_are_the_ones_tarfile_writes(self):
         """Our fast header is byte for byte tarfile's, for every kind of member."""

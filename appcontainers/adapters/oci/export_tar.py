@@ -52,8 +52,10 @@ def kept_xattrs(xattrs: dict[str, bytes]) -> dict[str, str]:
 
 
 def walk(sq: SquashfsReader, top: Inode) -> Iterator[tuple[str, Inode]]:
-    """(path, inode) of every entry under top, depth first, a directory before its entries."""
-    stack = [("", iter(sq.listdir(top).items()))]
+    """(path, inode) of every entry under top, depth first, a directory before its entries.
+    A directory met twice (a crafted image's loop: squashfs has no hard-linked directories) is
+    ImageCorrupt."""
+    stack, seen = [("", iter(sq.listdir(top).items()))], {top.number}
     while stack:
         prefix, entries = stack[-1]
         entry = next(entries, None)
@@ -63,6 +65,9 @@ def walk(sq: SquashfsReader, top: Inode) -> Iterator[tuple[str, Inode]]:
         path, inode = prefix + entry[0], sq.inode(entry[1])
         yield path, inode
         if inode.kind == stat.S_IFDIR:
+            if inode.number in seen:
+                raise ImageCorrupt(sq.path, f"directory {path} appears twice in the tree")
+            seen.add(inode.number)
             stack.append((path + "/", iter(sq.listdir(inode).items())))
 
 
