@@ -166,6 +166,37 @@ def _read_archive(path) -> dict[str, bytes]:
         return {m.name: tf.extractfile(m).read() for m in tf.getmembers() if m.isreg()}  # type: ignore[union-attr]
 
 
+class TestParallelGzip:
+    def test_one_gzip_stream_the_same_bytes_for_any_number_of_threads(self):
+        """The chunks, compressed on 1, 2 or 4 threads, make one gzip member that decompresses to the
+        input, byte for byte the same whatever the thread count; the digests are of the blob and the input."""
+        import random
+
+        rng = random.Random(1)
+        data = b"".join(rng.randbytes(rng.randint(0, 300_000)) if i % 3 == 0 else b"text %d " % i * rng.randint(0, 50_000)
+                        for i in range(40))
+        blobs = []
+        for workers in (1, 2, 4):
+            buf = io.BytesIO()
+            w = DigestWriter(buf, 1, workers)
+            for at in range(0, len(data), 7777):
+                w.write(data[at:at + 7777])
+            digest, diff_id, size = w.finish()
+            blob = buf.getvalue()
+            assert gzip.decompress(blob) == data and size == len(blob)
+            assert (digest, diff_id) == ("sha256:" + hashlib.sha256(blob).hexdigest(),
+                                         "sha256:" + hashlib.sha256(data).hexdigest())
+            blobs.append(blob)
+        assert blobs[0] == blobs[1] == blobs[2]
+        assert len(blobs[0]) < len(data) // 2
+
+    def test_empty_input_is_a_valid_gzip(self):
+        """An empty stream is still a gzip file (of nothing)."""
+        buf = io.BytesIO()
+        DigestWriter(buf, 1).finish()
+        assert gzip.decompress(buf.getvalue()) == b""
+
+
 class TestOciExporter:
     @pytest.mark.parametrize("fmt", ["oci", "oci-archive"])
     def test_oci_forms_hold_gzip_layers_whose_digests_and_diff_ids_match(self, tmp_path, layer, fmt):

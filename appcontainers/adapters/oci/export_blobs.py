@@ -9,26 +9,79 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 import tarfile
 import zlib
-from typing import IO
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import IO, Callable
 
 _BLOCK = tarfile.BLOCKSIZE
 
 
-class DigestWriter:
-    """write()/tell() for tarfile: hashes the tar (diff_id), gzips it if level, hashes the blob."""
+class ParallelGzip:
+    """One gzip member, compressed on threads pigz-style: the stream is cut into CHUNK-byte
+    pieces, each deflated on its own with the 32 KiB before it as dictionary and ended by a sync
+    flush, so the pieces join into one deflate stream (zlib releases the GIL while it works).
+    The pieces are cut by size alone: the same input gives the same bytes on any machine."""
 
-    def __init__(self, out: IO[bytes], level: int | None):
+    CHUNK = 1 << 20
+    HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, mtime 0, OS unknown
+
+    def __init__(self, level: int, emit: Callable[[bytes], None], workers: int | None = None):
+        self.level, self.emit = level, emit
+        self.workers = max(1, workers or os.cpu_count() or 1)
+        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gzip")
+        self.pending: deque[Future[bytes]] = deque()
+        self.buf, self.prev, self.crc, self.size = bytearray(), b"", 0, 0
+        emit(self.HEADER)
+
+    def write(self, data: bytes) -> None:
+        self.buf += data
+        while len(self.buf) >= self.CHUNK:
+            self._submit(bytes(self.buf[:self.CHUNK]), last=False)
+            del self.buf[:self.CHUNK]
+
+    def _submit(self, chunk: bytes, last: bool) -> None:
+        self.crc, self.size = zlib.crc32(chunk, self.crc), self.size + len(chunk)
+        self.pending.append(self.pool.submit(_deflate, chunk, self.prev, self.level, last))
+        self.prev = chunk[-32768:]
+        while len(self.pending) > 2 * self.workers or (last and self.pending):
+            self.emit(self.pending.popleft().result())
+
+    def finish(self) -> None:
+        try:
+            self._submit(bytes(self.buf), last=True)
+            self.emit(struct.pack("<II", self.crc & 0xFFFFFFFF, self.size & 0xFFFFFFFF))
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        for f in self.pending:
+            f.cancel()
+        self.pool.shutdown(wait=True)
+
+
+def _deflate(chunk: bytes, zdict: bytes, level: int, last: bool) -> bytes:
+    z = zlib.compressobj(level, zlib.DEFLATED, -15, zdict=zdict) if zdict else zlib.compressobj(level, zlib.DEFLATED, -15)
+    return z.compress(chunk) + z.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+
+
+class DigestWriter:
+    """write()/tell() for a layer tar: hashes the tar (diff_id), gzips it if level, hashes the blob."""
+
+    def __init__(self, out: IO[bytes], level: int | None, workers: int | None = None):
         self.out, self.raw, self.packed = out, hashlib.sha256(), hashlib.sha256()
         self.raw_size = self.size = 0
-        # wbits 31: a gzip stream (header with mtime 0: the same input gives the same blob)
-        self.z = zlib.compressobj(level, zlib.DEFLATED, 31) if level is not None else None
+        self.gz = ParallelGzip(level, self._emit, workers) if level is not None else None
 
     def write(self, data: bytes) -> int:
         self.raw.update(data)
         self.raw_size += len(data)
-        self._emit(self.z.compress(data) if self.z is not None else data)
+        if self.gz is not None:
+            self.gz.write(data)
+        else:
+            self._emit(data)
         return len(data)
 
     def tell(self) -> int:
@@ -42,10 +95,15 @@ class DigestWriter:
 
     def finish(self) -> tuple[str, str, int]:
         """("sha256:HEX" of the blob, "sha256:HEX" of the uncompressed content, blob size)."""
-        if self.z is not None:
-            self._emit(self.z.flush())
-            self.z = None
+        if self.gz is not None:
+            self.gz.finish()
+            self.gz = None
         return "sha256:" + self.packed.hexdigest(), "sha256:" + self.raw.hexdigest(), self.size
+
+    def close(self) -> None:
+        """Stop the gzip threads (after a failure; finish() stops them otherwise)."""
+        if self.gz is not None:
+            self.gz.close()
 
 
 class DirSink:

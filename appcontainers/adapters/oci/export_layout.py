@@ -133,8 +133,11 @@ class _Writer:
     def layer(self, sq: SquashfsReader) -> dict[str, Any]:
         out: IO[bytes] = self.sink.begin()
         w = DigestWriter(out, self.level)
-        LayerTar(sq, w, self.counted).write(sq.rootfs)  # type: ignore[arg-type]
-        digest, diff_id, size = w.finish()
+        try:
+            LayerTar(sq, w, self.counted).write(sq.rootfs)  # type: ignore[arg-type]
+            digest, diff_id, size = w.finish()
+        finally:
+            w.close()
         self.sink.commit(self._blob_name(digest, ".tar"))
         return {"mediaType": MEDIA_LAYER, "digest": digest, "size": size, "diff_id": diff_id}
 
