@@ -70,6 +70,11 @@ class _Progress:
             self.shown = pct
             self.progress(pct)
 
+    def end(self) -> None:
+        if self.shown != 100:  # an image of no file data
+            self.shown = 100
+            self.progress(100)
+
 
 class OciExporter:
     """Writes an image made of .aimg layers in one of FORMATS (the port services/oci_export uses)."""
@@ -83,9 +88,13 @@ class OciExporter:
         readers = open_layers(layers)
         try:
             counted = _Progress(sum(data_bytes(sq, sq.rootfs) for sq in readers if sq.rootfs),
-                                progress) if progress else (lambda n: None)
+                                progress) if progress else None
             with _staged(dest, fmt) as sink:
-                return _Writer(sink, fmt, level, counted).write(readers[::-1], config, tag, repo_tag)
+                result = _Writer(sink, fmt, level, counted or (lambda n: None)).write(readers[::-1], config,
+                                                                                    tag, repo_tag)
+            if counted:
+                counted.end()
+            return result
         finally:
             for sq in readers:
                 sq.close()
