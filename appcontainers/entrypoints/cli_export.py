@@ -42,7 +42,8 @@ def progress_bar(label: str, shown: bool) -> Iterator[Callable[[int], None] | No
 @json_option
 def export(ref, dest, fmt, tag, as_json):
     """Export image IMAGE (id, id prefix or name) or container NAME (its current tree: its image
-    with its changes as the top layer) to DEST as an OCI image, one layer per image layer.
+    with its changes as the top layer; a container's name comes first) to DEST as an OCI image,
+    one layer per image layer.
 
     \b
       appcontainers export web ./web-oci                       an OCI layout directory

@@ -74,6 +74,20 @@ def images(svc, data_root, tmp_path_factory):
             c.destroy()
 
 
+def _read_all(fd: int) -> str:
+    """What a pty's other side wrote, to its end (EIO once it is closed)."""
+    parts = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        parts.append(chunk)
+    return b"".join(parts).decode(errors="replace")
+
+
 def _mounted_tree(svc, ref: str, where: str) -> dict:
     svc.mount_image(ref, where)
     try:
@@ -208,6 +222,18 @@ class TestExport:
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["dest"] == dest and r.stderr == ""
+        import pty
+
+        master, slave = pty.openpty()  # stderr a terminal: a progress bar there
+        try:
+            r = subprocess.run([*cli, "exp-top", str(tmp_path / "p.tar"), "--format", "oci-archive"], env=env,
+                               stdout=subprocess.PIPE, stderr=slave, text=True, timeout=120)
+            os.close(slave)
+            bar = _read_all(master)
+        finally:
+            os.close(master)
+        assert r.returncode == 0 and "exporting exp-top" in bar and "100%" in bar
+        assert r.stdout.startswith(f"{tmp_path / 'p.tar'} sha256:")
         r = subprocess.run([*cli, "nope", str(tmp_path / "e.tar")], env=env, capture_output=True, text=True,
                            timeout=60)
         assert r.returncode == 1 and r.stderr.count("\n") == 1 and "appcontainers: error:" in r.stderr
