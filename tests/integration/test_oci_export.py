@@ -120,6 +120,14 @@ class TestExport:
         assert os.getxattr(rootfs / "srv/data/f", "user.k") == b"v"
         assert config["process"]["args"] == ["/bin/sh", "-c", "echo started > /tmp/started"]
 
+    def test_a_shared_layer_is_the_same_blob_in_every_export(self, svc, images, tmp_path):
+        """The base and the first layer exported with the top image are byte for byte the blobs of
+        the first layer's own export (same digests): a registry stores them once."""
+        top, _ = images
+        low = svc.export_image(top.parent, str(tmp_path / "low"), format="oci")
+        high = svc.export_image(top.id, str(tmp_path / "high"), format="oci-archive")
+        assert [x["digest"] for x in high["layers"][:2]] == [x["digest"] for x in low["layers"]]
+
     def test_the_layers_carry_whiteouts_and_no_overlay_xattrs(self, svc, images, tmp_path):
         """The top layer holds .wh.gone and srv/old/.wh..wh..opq, and no trusted.overlay xattr."""
         import tarfile
