@@ -24,7 +24,8 @@ def _tool(*argv: str, timeout: int = 120) -> str:
 
 
 def tree(root: str) -> dict[str, tuple]:
-    """path -> (kind, mode, uid, gid, symlink target or sha256 of content) of everything under root."""
+    """path -> (kind, mode, uid, gid, symlink target or sha256 of content, mtime of a file or
+    symlink) of everything under root."""
     found = {}
     for d, dirs, files in os.walk(root):
         for name in dirs + files:
@@ -38,7 +39,8 @@ def tree(root: str) -> dict[str, tuple]:
             else:
                 what = ""
             found[os.path.relpath(p, root)] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode),
-                                               st.st_uid, st.st_gid, what)
+                                               st.st_uid, st.st_gid, what,
+                                               None if stat.S_ISDIR(st.st_mode) else int(st.st_mtime))
     return found
 
 
