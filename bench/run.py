@@ -937,8 +937,7 @@ def bench_ports(ctx: Context) -> list[dict]:
 
 # ===================================================================================
 # OCI import vs the enroot-style pipeline (umoci unpack, then mksquashfs of the tree)
-# ===================================================================================
-
+# ============================================================================
 def _oci_layout(ctx: Context) -> str:
     """An OCI layout of the tree in three gzip layers made by umoci (small files, big files, a
     whiteout of one directory); cached next to the tree."""
@@ -1004,6 +1003,48 @@ def bench_oci_import(ctx: Context) -> list[dict]:
                      f"blobs; the third whites out a directory); import streams each layer through the "
                      f"checking filter into tar2sqfs (one .aimg per layer, nothing extracted), the raw side "
                      f"unpacks to disk then packs one squashfs with the codec's mksquashfs argv")]
+=======
+# export to docker-archive vs skopeo copy of the same image from an OCI layout
+# ===================================================================================
+
+def bench_export(ctx: Context) -> list[dict]:
+    """export of the ~300 MB tree image to docker-archive vs `skopeo copy oci:LAYOUT docker-archive:FILE`"""
+    import shutil
+
+    if not shutil.which("skopeo"):
+        return [{"bench": "export", "metric": "export to docker-archive", "skipped": "no skopeo"}]
+    svc = ctx.svc
+    c = svc.load_image(ctx.image(), name="bench-export", privileged=True)
+    ctx.sb.on_cleanup(lambda: _destroy_quietly(c))
+    image_id = c.image
+    out = ctx.sb.path("export")
+    os.makedirs(out, exist_ok=True)
+    layout, lib_dest, raw_dest = (os.path.join(out, n) for n in ("layout", "lib.tar", "raw.tar"))
+    t0 = time.perf_counter()
+    svc.export_image(image_id, layout, format="oci")  # skopeo's input, made once
+    oci_time = time.perf_counter() - t0
+
+    def rm(path):
+        def go():
+            if os.path.exists(path):
+                os.unlink(path)
+        return go
+
+    ta, tb = B.paired(ctx.lib("export", lambda: svc.export_image(image_id, lib_dest, format="docker-archive")),
+                      lambda: B.sh(["skopeo", "copy", "-q", f"oci:{layout}:latest", f"docker-archive:{raw_dest}"],
+                                   timeout=1800),
+                      ctx.reps(5, 2), warmup=1, setup_a=rm(lib_dest), setup_b=rm(raw_dest))
+    size = os.path.getsize(lib_dest)
+    rows = [row("export", f"export to docker-archive ({size / MB:.0f} MB archive, 1 layer)", B.stats(ta),
+                B.stats(tb), raw_label="skopeo copy oci: docker-archive:",
+                note=f"the same image: ours reads the .aimg (verified first), skopeo the gzip layout we exported "
+                     f"(oci form, gzip level {svc.settings.oci_gzip_level}: {B.fmt_time(oci_time)}); "
+                     f"skopeo's archive {os.path.getsize(raw_dest) / MB:.0f} MB")]
+    _destroy_quietly(c)
+    with contextlib.suppress(Exception):
+        svc.remove_image(image_id)
+    shutil.rmtree(out, ignore_errors=True)
+    return rows
 
 
 BENCHES = {
@@ -1019,6 +1060,7 @@ BENCHES = {
     "unpriv": bench_unpriv,
     "ports": bench_ports,
     "oci_import": bench_oci_import,
+    "export": bench_export,
 }
 
 

@@ -357,6 +357,20 @@ class Service:
         root's keys/): {"private", "public", "key"}. List NAME.pub in the trust setting to
         accept what NAME.key signs."""
         return self.images.trust.keygen(name, directory)
+    def export_image(self, image_or_container: str, dest: str, format: str = "oci", progress=None,
+                     tag: str = "latest") -> dict:
+        """Write an image (id, id prefix or name), or a container's current tree (its image chain
+        with its changes on top), as an OCI image at dest: format "oci" (an image layout
+        directory), "oci-archive" or "docker-archive" (`docker load` / `podman load` take it);
+        tag names it there. Atomic: nothing is left at dest on failure. progress(percent), if
+        given, is called as it goes. Returns the digests written (docs/oci.md, "Export")."""
+        import platform
+
+        from ..adapters.oci.export_layout import OciExporter
+        from ..services.oci_export import OciExportService
+
+        return OciExportService(self.ports, self.containers, self.images, OciExporter(),
+                                platform.machine()).export(image_or_container, dest, format, tag, progress)
 
     def remove_image(self, ref: str):
         """Remove an image by id, unique id prefix or name; a name two images share is refused

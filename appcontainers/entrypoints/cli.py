@@ -573,6 +573,8 @@ cli_exec.register(main)  # kill, shell
 from . import cli_registry  # noqa: E402
 cli_registry.register(main)  # push, pull, trust
 __import__(f"{__package__}.cli_oci", fromlist=["register"]).register(main)  # import (OCI)
+from . import cli_export  # noqa: E402
+cli_export.register(main)  # export
 
 if __name__ == "__main__":
     main()
