@@ -285,6 +285,18 @@ class TestImportFallback:
         assert image.name == "allowed" and image.id in other.ports.repo.read().images
 
 
+@pytest.fixture(scope="module")
+def private_registry():
+    """A docker-registry asking for basic auth (user alice)."""
+    from tests.integration.registry_helpers import start_registry, stop_registry
+
+    r = start_registry(user=("alice", "s3cret"))
+    try:
+        yield r
+    finally:
+        stop_registry(r)
+
+
 class TestAuth:
     def test_credentials_from_the_auth_file(self, svc, other, private_registry, tmp_path, monkeypatch):
         """Without credentials: one line saying 401; with them in $REGISTRY_AUTH_FILE: push and
