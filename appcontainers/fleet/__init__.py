@@ -23,13 +23,13 @@ __all__ = ["join", "leave", "connect", "JobResult", "FleetError", "HostLost", "N
 def join(address: str | None, name: str, root: str, bridge: str, subnet: str | None = None,
          **options: Any) -> dict[str, Any]:
     """Make the Ray node started with resource appcontainers-host-NAME a host (see join.join)."""
-    from .join import join as _join
+    from .membership import join as _join
 
     return _join(address, name, root, bridge, subnet, **options)
 
 
 def leave(address: str | None, name: str, release_subnet: bool = False) -> None:
-    from .join import leave as _leave
+    from .membership import leave as _leave
 
     _leave(address, name, release_subnet)
 

@@ -111,8 +111,22 @@ def world():
         w.teardown()
         left = _ray_procs()
         assert not left, f"Ray processes left: {left}"
-        links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
-        assert not [b for b in HOSTS.values() if f" {b}:" in links], "a bridge of the fleet is left"
+        _assert_nothing_left(w)
+
+
+def _assert_nothing_left(w: World) -> None:
+    """No bridge, nftables table, mount or process (LXC, dnsmasq) of the fleet's hosts is left."""
+    from appcontainers.adapters.mounts.mountinfo import mounted_under
+    from appcontainers.config import Settings
+    from appcontainers.domain.firewall import table_name
+
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    assert not [b for b in HOSTS.values() if f" {b}:" in links], "a bridge of the fleet is left"
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    assert not [r for r in w.roots.values() if table_name(Settings(root=r).root_id) in tables]
+    assert not mounted_under(w.base)
+    procs = subprocess.run(["pgrep", "-af", w.base], capture_output=True, text=True).stdout
+    assert not [p for p in procs.splitlines() if "pgrep" not in p], procs
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +155,119 @@ class TestHosts:
         for h in hosts.values():
             assert h["alive"] and h["memory_free"] > 0 and h["cpus"] >= 1 and h["max_containers"] == 253
             assert h["subnet"].startswith("10.0.2")
+
+
+class TestContainers:
+    def test_containers_on_each_host_have_distinct_subnets_ips_and_macs(self, world, fleet):
+        """One container per host: in its host's subnet, every IP and MAC distinct; run streams
+        its lines; a file goes in and comes back; ls shows each with its host; destroy."""
+        import ipaddress
+
+        hosts = {h["name"]: h for h in fleet.hosts()}
+        made = [fleet.provision(host=h) for h in HOSTS]
+        try:
+            infos = [c.info() for c in made]
+            for c, info in zip(made, infos):
+                assert ipaddress.ip_address(info["ip"]) in ipaddress.ip_network(hosts[c.host]["subnet"])
+            assert len({i["ip"] for i in infos}) == 3 and len({i["mac"] for i in infos}) == 3
+            lines = []
+            r = made[1].run("echo one; echo two >&2; echo three", on_output=lambda s, ln: lines.append((s, ln)))
+            assert r.exit_code == 0 and r.stdout == "one\nthree\n"
+            assert ("stdout", "one") in lines and ("stderr", "two") in lines
+            made[2].create_file("/root/hello.txt", "hi from the fleet\n")
+            assert made[2].read_file("/root/hello.txt") == b"hi from the fleet\n"
+            listed = {(c["host"], c["name"]) for c in fleet.ls()}
+            assert {(c.host, c.name) for c in made} <= listed
+        finally:
+            for c in made:
+                c.destroy()
+        assert not [c for c in fleet.ls() if c["name"] in {m.name for m in made}]
+
+    def test_an_image_saved_on_one_host_is_fetched_once_per_host(self, world, fleet):
+        """A container saved on h1 is an image every host can use: h2 and h3 fetch it once each
+        and their second container from it is a local load."""
+        src = fleet.provision(host="h1")
+        made = []
+        try:
+            src.create_file("/root/marker", "made on h1\n")
+            image = src.save(name="fleet-test")
+            assert os.path.isfile(os.path.join(world.image_dir, image["id"] + ".aimg"))
+            for h in ("h2", "h3", "h2", "h3"):
+                made.append(fleet.provision(image=image["id"], host=h))
+            assert all(c.read_file("/root/marker") == b"made on h1\n" for c in made)
+            job = fleet.run(image["id"], "cat /root/marker", host="h3")
+            assert job.stdout == "made on h1\n" and job.host == "h3"
+            counts = fleet.fetch_counts()
+            assert counts["h2"] == {image["id"]: 1} and counts["h3"] == {image["id"]: 1}
+            assert counts["h1"] == {}  # saved there: never fetched
+        finally:
+            for c in [src, *made]:
+                c.destroy()
+
+
+class TestJobs:
+    def test_map_of_40_jobs_uses_every_host_and_returns_every_result(self, world, fleet):
+        """40 one-shot jobs: every exit code and output comes back, from all three hosts."""
+        commands = [f"echo job-{i}; exit {i % 3}" for i in range(40)]
+        results = list(fleet.map(None, commands, concurrency=6))
+        assert sorted(r.index for r in results) == list(range(40))
+        for r in results:
+            assert (r.exit_code, r.stdout, r.error) == (r.index % 3, f"job-{r.index}\n", None)
+        assert {r.host for r in results} == set(HOSTS)
+        assert not [c for c in fleet.ls() if c["ephemeral"]]  # every job's container went
+
+    def test_events_come_merged_with_their_host(self, world, fleet):
+        """fleet.events(): a container made on h2 shows up as an event carrying host h2."""
+        seen: list[dict] = []
+        stream = fleet.events(wait=0.5)
+
+        def read():
+            for e in stream:
+                seen.append(e)
+                if e.get("host") == "h2":
+                    return
+
+        t = threading.Thread(target=read, daemon=True)
+        t.start()
+        time.sleep(3)  # the hosts' watches start
+        c = fleet.provision(host="h2")
+        try:
+            c.run("true")
+            t.join(timeout=20)
+            assert any(e.get("host") == "h2" and e.get("container") == c.name for e in seen), seen
+        finally:
+            c.destroy()
+            stream.close()
+
+
+class TestHostLoss:
+    def test_a_dead_host_is_lost_its_job_retried_and_it_catches_up_on_rejoin(self, world, fleet):
+        """h3's node dies: its container is `lost` in ls and calls to it raise HostLost; the
+        ephemeral job running there runs again on another host; h3 joins again, reconciles,
+        and ls shows its container back."""
+        kept = fleet.provision(host="h3")
+        out: dict = {}
+
+        def job():
+            out["r"] = fleet.run(None, "sleep 4; echo done", host="h3", retries=2)
+
+        t = threading.Thread(target=job)
+        t.start()
+        deadline = time.monotonic() + 30
+        while not [c for c in fleet.ls() if c["host"] == "h3" and c["ephemeral"] and c["state"] == "RUNNING"]:
+            assert time.monotonic() < deadline, "the job never started on h3"
+            time.sleep(0.3)
+        world.cluster.remove_node(world.nodes.pop("h3"))
+        t.join(timeout=60)
+        r = out["r"]
+        assert (r.exit_code, r.stdout, r.attempts) == (0, "done\n", 2) and r.host in ("h1", "h2")
+        lost = [c for c in fleet.ls() if c["host"] == "h3"]
+        assert kept.name in {c["name"] for c in lost} and {c["state"] for c in lost} == {"lost"}
+        with pytest.raises(HostLost, match="h3"):
+            kept.run("true")
+        assert {h["name"]: h["alive"] for h in fleet.hosts()}["h3"] is False
+        world.add_node("h3")
+        assert world.join("h3")["subnet"] == world.records["h3"]["subnet"]  # its own subnet back
+        back = {c["name"]: c["state"] for c in fleet.ls() if c["host"] == "h3"}
+        assert kept.name in back and "lost" not in back.values()
+        assert kept.run("echo back").stdout == "back\n"
