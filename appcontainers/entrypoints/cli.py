@@ -563,6 +563,8 @@ from . import cli_exec, cli_inspect  # noqa: E402
 
 cli_inspect.register(main)  # cp, inspect, stats
 cli_exec.register(main)  # kill, shell
+from . import cli_fleet  # noqa: E402  (fleet: hosts on Ray, docs/fleet.md)
+cli_fleet.register(main)
 
 if __name__ == "__main__":
     main()
