@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import time
 from typing import Any, Callable, Iterable, Iterator
 
 import attrs
@@ -24,8 +25,9 @@ class JobResult:
     stderr_bytes: bytes = b""
     attempts: int = 1
     error: str | None = None
-    seconds: float = 0.0
+    seconds: float = 0.0  # on the host: container made, command run, container gone
     container: str | None = None
+    latency: float = 0.0  # seen by the caller: from sending its last attempt to its result
 
     @property
     def stdout(self) -> str:
@@ -69,6 +71,7 @@ class Batch:
         self.submit, self.wait, self.collect = submit, wait, collect
         self.limit, self.retries = max(1, limit), retries
         self.inflight: dict[Any, tuple[str, Job]] = {}
+        self.sent: dict[int, float] = {}  # job index -> when its last attempt was sent
         self.count: collections.Counter[str] = collections.Counter()
         self.pending: collections.deque[Job] = collections.deque()
 
@@ -99,6 +102,7 @@ class Batch:
                 return
             job = self.pending.popleft()
             job = attrs.evolve(job, attempts=job.attempts + 1)
+            self.sent[job.index] = time.monotonic()
             self.inflight[self.submit(host, job)] = (host, job)
             self.count[host] += 1
 
@@ -106,7 +110,8 @@ class Batch:
         host, job = self.inflight.pop(ref)
         self.count[host] -= 1
         try:
-            return JobResult.from_dict(job.index, job.command, job.attempts, self.collect(host, ref))
+            done = JobResult.from_dict(job.index, job.command, job.attempts, self.collect(host, ref))
+            return attrs.evolve(done, latency=time.monotonic() - self.sent[job.index])
         except AppContainersError as e:  # the job could not run there (a bad image, a full disk)
             if not isinstance(e, HostLost):
                 return JobResult(index=job.index, command=job.command, host=host, exit_code=None,
