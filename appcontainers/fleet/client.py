@@ -31,19 +31,26 @@ class Fleet:
         self.kv = ray_side.RayKV()
         self.retries, self.call_timeout = retries, call_timeout
         self._lost = _lost_errors(self.ray)
+        self._actors: dict[str, Any] = {}  # host -> its actor's handle (dropped when a call finds it dead)
+        self._records: dict[str, dict[str, Any]] = {}
 
     # ---- talking to hosts ---------------------------------------------------------
     def records(self) -> dict[str, dict[str, Any]]:
         """Every host that ever joined: {name: {"name", "root", "bridge", "subnet", "images"}}."""
         keys = self.kv.keys("hosts/")
-        return {k.split("/", 1)[1]: self.kv.get_json(k) for k in keys}
+        self._records = {k.split("/", 1)[1]: self.kv.get_json(k) for k in keys}
+        return dict(self._records)
 
     def actor(self, host: str) -> Any:
-        if host not in self.records():
+        """The host's actor handle, looked up once (a name lookup in the GCS) and then kept."""
+        if host in self._actors:
+            return self._actors[host]
+        if host not in self._records and host not in self.records():
             raise UnknownHost(host)
         actor = ray_side.get_actor(self.ray, host)
-        if actor is None or not ray_side.node_alive(self.ray, host):
+        if actor is None:
             raise HostLost(host)
+        self._actors[host] = actor
         return actor
 
     def get_result(self, host: str, ref: Any, timeout: float | None = None) -> Any:
@@ -53,11 +60,31 @@ class Fleet:
         except self.ray.exceptions.RayTaskError as e:
             if isinstance(e.cause, BaseException) and not isinstance(e.cause, self._lost):
                 raise e.cause from None
+            self._actors.pop(host, None)
             raise HostLost(host, "it died during the call") from None
         except self._lost:
+            self._actors.pop(host, None)  # next time, look it up again: it may have rejoined
             raise HostLost(host, "it died during the call") from None
         except self.ray.exceptions.GetTimeoutError:
             raise HostLost(host, "it did not answer in time") from None
+
+    def fan_out(self, method: str, *args: Any, timeout: float = 10.0) -> dict[str, Any]:
+        """{host: its answer, or the HostLost error} of method called on every host at once."""
+        refs: dict[str, Any] = {}
+        for name in sorted(self.records()):
+            try:
+                refs[name] = getattr(self.actor(name), method).remote(*args)
+            except HostLost as e:
+                refs[name] = e
+        deadline = time.monotonic() + timeout
+        out: dict[str, Any] = {}
+        for name, ref in refs.items():
+            try:
+                out[name] = ref if isinstance(ref, HostLost) else self.get_result(
+                    name, ref, timeout=max(0.1, deadline - time.monotonic()))
+            except HostLost as e:
+                out[name] = e
+        return out
 
     def call(self, host: str, method: str, *args: Any, timeout: float | None = None) -> Any:
         return self.get_result(host, getattr(self.actor(host), method).remote(*args), timeout)
@@ -66,10 +93,12 @@ class Fleet:
     def hosts(self) -> list[dict[str, Any]]:
         """Every host: alive or not, its subnet, free capacity (memory, cpus, container slots)."""
         out = []
-        for name, record in sorted(self.records().items()):
-            try:
-                view = dict(self.call(name, "view", timeout=10.0))
-            except HostLost:
+        answers = self.fan_out("view")
+        for name, record in sorted(self._records.items()):
+            got = answers.get(name)
+            if isinstance(got, dict):
+                view = dict(got)
+            else:
                 view = HostView(name=name, alive=False, subnet=record["subnet"]).to_dict()
             view.update(root=record["root"], bridge=record["bridge"],
                         memory_free=HostView.from_dict(view).memory_free)
@@ -110,12 +139,10 @@ class Fleet:
         """Every container of every host with its host; those of a host that is gone are shown
         as they were last seen, with state "lost"."""
         out: list[dict[str, Any]] = []
-        for name in sorted(self.records()):
-            try:
-                out += self.call(name, "ls", timeout=30.0)
-            except HostLost:
-                last = self.kv.get_json(f"containers/{name}") or []
-                out += [dict(c, host=name, state="lost") for c in last]
+        for name, got in self.fan_out("ls", timeout=30.0).items():
+            if isinstance(got, HostLost):
+                got = [dict(c, host=name, state="lost") for c in self.kv.get_json(f"containers/{name}") or []]
+            out += got
         return out
 
     def rm(self, ref: str) -> None:
