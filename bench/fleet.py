@@ -3,9 +3,10 @@ on one local Service with a thread pool of the same total concurrency.
 
     sudo PYTHONPATH=$PWD .venv/bin/python bench/fleet.py [--jobs 100] [--concurrency 4]
 
-Both sides run the same job code (fleet.host.Host.job: an ephemeral container from the default
-base runs the command and is destroyed); the fleet adds Ray (an actor call per job, the
-placement, the result back). Writes its rows between the fleet markers of bench/RESULTS.md.
+Both sides do the same work per job (an ephemeral container from the default base runs the
+command and is destroyed): the local side calls the service directly from a thread pool; the
+fleet adds Ray (an actor call per job, the placement, the result back) and its host's
+bookkeeping (the container list published to Ray's KV store after each change). Writes its rows between the fleet markers of bench/RESULTS.md.
 Uses bridges acfb1/acfb2/acfb0 and 10.0.236.0/22, a data root per side under /var/tmp.
 """
 from __future__ import annotations
@@ -56,9 +57,16 @@ def local_side(base: str, upstream: str):
 
 
 def run_local(host, commands, concurrency):
-    def one(cmd):
+    svc = host.svc
+    base = svc.bases.resolve(None).id
+
+    def one(cmd):  # the service alone: what Host.job does, without the fleet's bookkeeping
         t = time.monotonic()
-        host.job(None, cmd)
+        r = svc.containers.provision(None, base, ephemeral=True)
+        try:
+            assert svc.get(r.name).run(cmd).exit_code == 0
+        finally:
+            svc.containers.destroy(r.name)
         return time.monotonic() - t
 
     t0 = time.monotonic()

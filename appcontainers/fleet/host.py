@@ -59,9 +59,16 @@ class Host:
                         load=os.getloadavg()[0], subnet=self.svc.settings.subnet).to_dict()
 
     def ls(self) -> list[dict[str, Any]]:
+        """info() of every container (states read now), each with its host; published too."""
         infos = [dict(i, host=self.name) for i in self.svc.container_infos()]
         self._publish(infos)
         return infos
+
+    def _changed(self) -> None:
+        """Publish what the host holds after a change, from its state alone (no lxc call: this
+        runs twice per job): what the fleet shows as lost if the host dies."""
+        self._publish([{"name": r.name, "ip": r.ip, "mac": r.mac, "image": r.image, "ephemeral": r.ephemeral,
+                        "state": "unknown", "host": self.name} for r in self.svc.containers.list()])
 
     def fetch_counts(self) -> dict[str, int]:
         return dict(self.fetches)
@@ -97,19 +104,21 @@ class Host:
         ref = self._image(image)
         if self._stored(ref):
             return self._provision(ref, name, ephemeral, opts)
-        with self._image_locks[ref]:
+        with self._lock:
+            image_lock = self._image_locks[ref]
+        with image_lock:
             if self._stored(ref):  # another call fetched it meanwhile
                 return self._provision(ref, name, ephemeral, opts)
             files = self._fetch(ref)
             c = self.svc.load_image(files[0], ephemeral=ephemeral, name=name, move=True, **opts)
-        self.ls()
+        self._changed()
         return str(c.name)
 
     def _provision(self, image_id: str, name: str | None, ephemeral: bool, opts: dict[str, Any]) -> str:
         image = self.svc.ports.repo.read().images[image_id]
         r = self.svc.containers.provision(name=name, image_id=image_id, ephemeral=ephemeral,
                                           startup_commands=image.startup_commands, **opts)
-        self.ls()
+        self._changed()
         return str(r.name)
 
     # ---- one container ------------------------------------------------------------
@@ -121,7 +130,7 @@ class Host:
         c = self.svc.get(name)
         result = getattr(c, method)(*args, **kwargs)
         if method in ("stop", "destroy", "start"):
-            self.ls()
+            self._changed()
         return list(result) if method == "logs" else result
 
     def load_archive_bytes(self, name: str, data: bytes, dest: str) -> int:
@@ -164,7 +173,7 @@ class Host:
             result = self.run(name, command, timeout=timeout)
         finally:
             self.svc.containers.destroy(name)
-            self.ls()
+            self._changed()
         return dict(result, host=self.name, container=name, seconds=time.monotonic() - started)
 
     def save(self, name: str, image_name: str | None = None, flatten: bool = True) -> dict[str, Any]:
