@@ -68,6 +68,19 @@ class Fleet:
         except self.ray.exceptions.GetTimeoutError:
             raise HostLost(host, "it did not answer in time") from None
 
+    def stream(self, host: str, method: str, *args: Any) -> Iterator[Any]:
+        """The items a host's generator method yields, as they come (a dead host: HostLost)."""
+        gen = getattr(self.actor(host), method).remote(*args)
+        while True:
+            try:
+                ref = next(gen)
+            except StopIteration:
+                return
+            except self._lost:
+                self._actors.pop(host, None)
+                raise HostLost(host, "it died during the call") from None
+            yield self.get_result(host, ref)
+
     def fan_out(self, method: str, *args: Any, timeout: float = 10.0) -> dict[str, Any]:
         """{host: its answer, or the HostLost error} of method called on every host at once."""
         refs: dict[str, Any] = {}

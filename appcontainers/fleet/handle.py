@@ -62,9 +62,7 @@ class FleetContainer:
         if on_output is None:
             d = self.fleet.call(self.host, "run", self.name, command, kwargs)
             return RunResult(exit_code=d["exit_code"], stdout=d["stdout"], stderr=d["stderr"])
-        gen = self.fleet.actor(self.host).run_stream.remote(self.name, command, kwargs)
-        for ref in gen:
-            kind, value = self.fleet.get_result(self.host, ref)
+        for kind, value in self.fleet.stream(self.host, "run_stream", self.name, command, kwargs):
             if kind == "exit":
                 return RunResult(exit_code=value["exit_code"], stdout=value["stdout"], stderr=value["stderr"])
             on_output(kind, value)

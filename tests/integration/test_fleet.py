@@ -176,6 +176,15 @@ class TestContainers:
             assert ("stdout", "one") in lines and ("stderr", "two") in lines
             made[2].create_file("/root/hello.txt", "hi from the fleet\n")
             assert made[2].read_file("/root/hello.txt") == b"hi from the fleet\n"
+            tree = os.path.join(world.base, "tree")
+            os.makedirs(os.path.join(tree, "sub"), exist_ok=True)
+            with open(os.path.join(tree, "sub", "f.txt"), "w") as f:
+                f.write("a tree\n")
+            made[0].copy_in(tree, "/srv")  # a directory goes as a tar stream
+            assert made[0].run("cat /srv/tree/sub/f.txt").stdout == "a tree\n"
+            assert "exit" in {rec.get("type") for _, rec in made[1].logs()}  # the run above, in its log
+            made[0].stop()
+            assert made[0].state == "STOPPED"
             listed = {(c["host"], c["name"]) for c in fleet.ls()}
             assert {(c.host, c.name) for c in made} <= listed
         finally:
