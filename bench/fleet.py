@@ -6,7 +6,8 @@ on one local Service with a thread pool of the same total concurrency.
 Both sides do the same work per job (an ephemeral container from the default base runs the
 command and is destroyed): the local side calls the service directly from a thread pool; the
 fleet adds Ray (an actor call per job, the placement, the result back) and its host's
-bookkeeping (the container list published to Ray's KV store after each change). Writes its rows between the fleet markers of bench/RESULTS.md.
+bookkeeping (the container list published to Ray's KV store after each change).
+Writes its rows between the fleet markers of bench/RESULTS.md.
 Uses bridges acfb1/acfb2/acfb0 and 10.0.236.0/22, a data root per side under /var/tmp.
 """
 from __future__ import annotations
@@ -81,7 +82,36 @@ def run_fleet(fleet, commands, concurrency):
     wall = time.monotonic() - t0
     bad = [r for r in results if r.exit_code != 0]
     assert not bad, bad[:3]
-    return wall, [r.latency for r in results], {r.host for r in results}
+    return wall, results
+
+
+def interleaved(host, fleet, jobs, concurrency, rounds):
+    """Both sides in alternating chunks (L F, F L, ...): the machine's load, which other
+    sessions change all the time, falls on both alike."""
+    chunk = -(-len(jobs) // rounds)
+    lw = fw = 0.0
+    ll, fr = [], []
+    for i in range(rounds):
+        part = jobs[i * chunk:(i + 1) * chunk]
+        for side in (("local", "fleet") if i % 2 == 0 else ("fleet", "local")):
+            if side == "local":
+                w, lat = run_local(host, part, concurrency)
+                lw, ll = lw + w, ll + lat
+            else:
+                w, res = run_fleet(fleet, part, concurrency)
+                fw, fr = fw + w, fr + res
+    return lw, ll, fw, fr
+
+
+def ping_ms(fleet, n=200):
+    """Median round trip of a no-op call to a host's actor (Ray's share of each call)."""
+    actor = fleet.actor("b1")
+    samples = []
+    for _ in range(n):
+        t = time.monotonic()
+        fleet.ray.get(actor.ping.remote())
+        samples.append(time.monotonic() - t)
+    return statistics.median(samples) * 1000
 
 
 def start_cluster(base: str, upstream: str):
@@ -108,13 +138,15 @@ def measure(args, base, upstream):
     try:
         run_local(host, ["true"] * 4, args.concurrency)  # warm both sides (page cache, first starts)
         run_fleet(fleet, ["true"] * 4, args.concurrency)
-        out = {}
+        out = {"ping": ping_ms(fleet)}
         for label, jobs in (("true", true_jobs), ("sleep 1", sleep_jobs)):
-            lw, ll = run_local(host, jobs, args.concurrency)
-            fw, fl, used = run_fleet(fleet, jobs, args.concurrency)
-            out[label] = (lw, ll, fw, fl, used)
+            lw, ll, fw, fr = interleaved(host, fleet, jobs, args.concurrency, args.rounds)
+            out[label] = (lw, ll, fw, fr)
+            fl = [r.latency for r in fr]
             print(f"{label}: local {lw:.1f}s mean {statistics.mean(ll)*1000:.0f} ms/job; fleet {fw:.1f}s "
-                  f"mean {statistics.mean(fl)*1000:.0f} ms/job on {sorted(used)}", flush=True)
+                  f"mean {statistics.mean(fl)*1000:.0f} ms/job on {sorted({r.host for r in fr})}; "
+                  f"fleet transport {statistics.mean([r.latency - r.seconds for r in fr])*1000:.1f} ms/job",
+                  flush=True)
         return out
     finally:
         import ray
@@ -129,21 +161,27 @@ def measure(args, base, upstream):
 
 def rows(out, args) -> list[str]:
     n, c = args.jobs, args.concurrency
-    lw, ll, fw, fl, _ = out["true"]
+    lw, ll, fw, fr = out["true"]
+    fl = [r.latency for r in fr]
     added = statistics.mean(fl) - statistics.mean(ll)
-    sw, sl, sfw, sfl, _ = out["sleep 1"]
+    transport = statistics.mean([r.latency - r.seconds for r in fr])
+    sw, sl, sfw, sfr = out["sleep 1"]
+    sfl = [r.latency for r in sfr]
     ratio = (n / sfw) / (n / sw)
     return [
+        f"| fleet | `true` jobs: the fleet's own share of a job's latency (caller's latency - host's job time) "
+        f"| fleet: {transport*1000:.1f} ms | actor call round trip (no-op): {out['ping']:.1f} ms |  | <= 20 ms "
+        f"| {'yes' if transport <= 0.020 else '**no**'} |",
         f"| fleet | map of {n} `true` jobs, concurrency {c}: mean latency per job | fleet (2 nodes): "
         f"{statistics.mean(fl)*1000:.0f} ms (median {statistics.median(fl)*1000:.0f}) | local pool: "
-        f"{statistics.mean(ll)*1000:.0f} ms (median {statistics.median(ll)*1000:.0f}) | +{added*1000:.0f} ms "
+        f"{statistics.mean(ll)*1000:.0f} ms (median {statistics.median(ll)*1000:.0f}) | {added*1000:+.0f} ms "
         f"| <= +20 ms | {'yes' if added <= 0.020 else '**no**'} |",
         f"| fleet | map of {n} `true` jobs, concurrency {c}: throughput | fleet: {n/fw:.2f} jobs/s | local: "
         f"{n/lw:.2f} jobs/s | {(n/fw)/(n/lw):.2f}x |  |  |",
         f"| fleet | map of {n} `sleep 1` jobs, concurrency {c}: throughput | fleet: {n/sfw:.2f} jobs/s | local: "
         f"{n/sw:.2f} jobs/s | {ratio:.2f}x | >= 0.8x | {'yes' if ratio >= 0.8 else '**no**'} |",
         f"| fleet | map of {n} `sleep 1` jobs: mean latency per job | fleet: {statistics.mean(sfl)*1000:.0f} ms | "
-        f"local: {statistics.mean(sl)*1000:.0f} ms | +{(statistics.mean(sfl)-statistics.mean(sl))*1000:.0f} ms |  |  |",
+        f"local: {statistics.mean(sl)*1000:.0f} ms | {(statistics.mean(sfl)-statistics.mean(sl))*1000:+.0f} ms |  |  |",
     ]
 
 
@@ -163,6 +201,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=100)
     ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=4, help="alternating chunks of each side")
     args = ap.parse_args()
     base = tempfile.mkdtemp(prefix="acf-bench-", dir="/var/tmp")
     os.chmod(base, 0o711)
@@ -179,9 +218,13 @@ def main() -> None:
         clean_root(os.path.join(base, "local"), LOCAL[0])
         shutil.rmtree(base, ignore_errors=True)
     note = (f"Run {time.strftime('%Y-%m-%dT%H:%M', time.gmtime())} UTC on this 2-core machine shared with other "
-            f"sessions' tests (load average {load[0]:.1f} at the start): both sides ran here, the 2 Ray nodes "
+            f"sessions' tests (load average {load[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end): "
+            f"both sides ran here, the 2 Ray nodes "
             f"on the same 2 cores as the local pool, so the fleet gains no capacity; latency = from a job sent "
-            f"to its result seen by the caller (the fleet: JobResult.latency; local: the pool thread's time).")
+            f"to its result seen by the caller (the fleet: JobResult.latency; local: the pool thread's time). "
+            f"The sides ran in {args.rounds} alternating chunks each, so the load falls on both; the first row "
+            f"is what the fleet layer itself adds (Ray's call, placement, the result back), the second the "
+            f"end-to-end difference, which also holds the load's noise and the two hosts' own overheads.")
     write(rows(out, args), note)
     print("\n".join(rows(out, args)))
 

@@ -30,7 +30,8 @@ class FakeFleet:
                 {"name": "h2", "alive": False, "subnet": "10.0.225.0/24"}]
 
     def ls(self):
-        return [{"host": "h2", "name": "web", "state": "lost", "ip": "10.0.225.2", "ephemeral": False, "image": "ab" * 32}]
+        return [{"host": "h2", "name": "web", "state": "lost", "ip": "10.0.225.2", "ephemeral": False,
+                 "image": "ab" * 32}]
 
     def run(self, image, cmd, **kw):
         self.calls.append(("run", image, cmd, kw))
