@@ -35,9 +35,15 @@ def memory_info(path: str = "/proc/meminfo") -> tuple[int, int]:
 
 class Host:
     def __init__(self, name: str, svc: Any, images: ImageDistribution, publish: Publish | None = None,
-                 max_containers: int | None = None, meminfo: Callable[[], tuple[int, int]] = memory_info):
+                 max_containers: int | None = None, meminfo: Callable[[], tuple[int, int]] = memory_info,
+                 publish_interval: float = 1.0):
         self.name, self.svc, self.images = name, svc, images
         self._publish = publish or (lambda infos: None)
+        # The list goes to the GCS at most once per interval (the fleet's first bottleneck at
+        # scale, docs/fleet.md); a change inside it is published when the interval ends.
+        self.publish_interval = publish_interval
+        self._last_publish = float("-inf")
+        self._pending: threading.Timer | None = None
         net_size = parse_network(svc.settings.subnet).num_addresses - 3  # network, gateway, broadcast
         self.max_containers = min(max_containers or net_size, net_size)
         self._meminfo = meminfo
@@ -65,8 +71,31 @@ class Host:
         return infos
 
     def _changed(self) -> None:
-        """Publish what the host holds after a change, from its state alone (no lxc call: this
-        runs twice per job): what the fleet shows as lost if the host dies."""
+        """Publish what the host holds after a change, now or at the end of the interval."""
+        with self._lock:
+            if self._pending is not None:
+                return  # the pending publish will read the state then
+            wait = self._last_publish + self.publish_interval - time.monotonic()
+            if wait > 0:
+                self._pending = threading.Timer(wait, self.flush)
+                self._pending.daemon = True
+                self._pending.start()
+                return
+            self._last_publish = time.monotonic()
+        self._publish_state()
+
+    def flush(self) -> None:
+        """Publish now (a pending publish is done by this)."""
+        with self._lock:
+            if self._pending is not None:
+                self._pending.cancel()
+                self._pending = None
+            self._last_publish = time.monotonic()
+        self._publish_state()
+
+    def _publish_state(self) -> None:
+        """What the host holds, from its state alone (no lxc call: this runs twice per job):
+        what the fleet shows as lost if the host dies."""
         self._publish([{"name": r.name, "ip": r.ip, "mac": r.mac, "image": r.image, "ephemeral": r.ephemeral,
                         "state": "unknown", "host": self.name} for r in self.svc.containers.list()])
 

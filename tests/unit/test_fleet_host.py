@@ -38,7 +38,8 @@ def make_host(name="h1", **settings):
     svc = make_service(**settings)
     published = []
     dist = FakeDistribution(svc.ports.fs, svc.ports.codec)
-    host = Host(name, svc, dist, publish=published.append, meminfo=lambda: (8 << 30, 6 << 30))
+    host = Host(name, svc, dist, publish=published.append, meminfo=lambda: (8 << 30, 6 << 30),
+                publish_interval=0.0)
     return host, svc, dist, published
 
 
@@ -83,6 +84,17 @@ class TestHost:
         name = host.create(None)
         items = list(host.run_stream(name, "echo hi"))
         assert items[-1][0] == "exit" and items[-1][1]["exit_code"] == 0
+
+    def test_publishing_is_bounded_per_interval(self):
+        """Inside the interval, changes wait for one publish at its end (or flush) of the latest state."""
+        host, svc, _, published = make_host()
+        host.publish_interval = 60.0
+        first = host.create(None)  # published at once: none before
+        second = host.create(None)
+        third = host.create(None)
+        assert [len(p) for p in published] == [1]
+        host.flush()
+        assert [len(p) for p in published] == [1, 3] and {c["name"] for c in published[-1]} == {first, second, third}
 
     def test_call_refuses_private_names(self):
         """call() reaches Container's public methods only."""
