@@ -156,6 +156,19 @@ class TestHosts:
             assert h["alive"] and h["memory_free"] > 0 and h["cpus"] >= 1 and h["max_containers"] == 253
             assert h["subnet"].startswith("10.0.2")
 
+    def test_the_cli_lists_hosts_and_runs_a_job(self, world):
+        """`appcontainers fleet hosts --json` and `fleet run` as real processes on the cluster."""
+        import json
+        import sys
+
+        cli = [sys.executable, "-m", "appcontainers.entrypoints.cli", "fleet", "--address", world.address]
+        hosts = subprocess.run([*cli, "hosts", "--json"], capture_output=True, text=True, timeout=120)
+        assert hosts.returncode == 0, hosts.stderr
+        assert {h["name"] for h in json.loads(hosts.stdout) if h["alive"]} == set(HOSTS)
+        run = subprocess.run([*cli, "run", "--", "sh", "-c", "echo from-cli; exit 7"], capture_output=True,
+                             text=True, timeout=120)
+        assert (run.returncode, run.stdout) == (7, "from-cli\n"), run.stderr
+
 
 class TestContainers:
     def test_containers_on_each_host_have_distinct_subnets_ips_and_macs(self, world, fleet):
