@@ -575,6 +575,8 @@ cli_registry.register(main)  # push, pull, trust
 __import__(f"{__package__}.cli_oci", fromlist=["register"]).register(main)  # import (OCI)
 from . import cli_export  # noqa: E402
 cli_export.register(main)  # export
+from . import cli_fleet  # noqa: E402  (fleet: hosts on Ray, docs/fleet.md)
+cli_fleet.register(main)
 
 if __name__ == "__main__":
     main()

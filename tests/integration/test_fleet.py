@@ -1,0 +1,295 @@
+"""The fleet on a real Ray cluster of three nodes on this machine (127.0.0.1): each node a host
+with its own data root, bridge and subnet; containers, jobs, images and a host that dies."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+ray = pytest.importorskip("ray")
+
+from appcontainers.fleet import HostLost  # noqa: E402
+
+FLEET_RANGE = "10.0.224.0/20"
+HOSTS = {"h1": "acf1", "h2": "acf2", "h3": "acf3"}
+GIVEN = {"h1": "10.0.230.0/24"}  # a subnet given to join: used as is, and registered
+UPSTREAM = "127.224.0.54"  # the resolvers forward here (nothing listens): no query leaves the machine
+
+
+def _ray_procs() -> list[str]:
+    out = subprocess.run(["pgrep", "-af", "ray::|raylet|gcs_server"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if "pgrep" not in line]
+
+
+def _clean_root(root: str, bridge: str) -> None:
+    from tests.conftest import _stop_containers, _umount_under, delete_nft_tables, stop_resolver
+
+    _stop_containers(os.path.join(root, "containers"))
+    stop_resolver(root)
+    _umount_under(root)
+    subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+    delete_nft_tables(root)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+class World:
+    """The cluster, its nodes by host, the roots, the shared image directory, the fleet."""
+
+    def __init__(self) -> None:
+        from ray.cluster_utils import Cluster
+
+        self.base = tempfile.mkdtemp(prefix="acf-fleet-", dir="/var/tmp")
+        os.chmod(self.base, 0o711)
+        self.upstream = os.path.join(self.base, "resolv.conf")
+        with open(self.upstream, "w") as f:
+            f.write(f"nameserver {UPSTREAM}\n")
+        os.chmod(self.upstream, 0o644)
+        self.image_dir = os.path.join(self.base, "images")
+        self.roots = {h: os.path.join(self.base, h) for h in HOSTS}
+        for r in self.roots.values():
+            os.makedirs(r, mode=0o711)
+        self.cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 1, "include_dashboard": False, "node_ip_address": "127.0.0.1",
+            "resources": {"appcontainers-host-h1": 1},
+            "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}})
+        self.nodes = {"h1": self.cluster.head_node}
+        for h in ("h2", "h3"):
+            self.add_node(h)
+        self.address = self.cluster.address
+
+    def add_node(self, host: str) -> None:
+        self.nodes[host] = self.cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1",
+                                                 resources={f"appcontainers-host-{host}": 1})
+
+    def join(self, host: str) -> dict:
+        import appcontainers.fleet as fleet
+
+        return fleet.join(self.address, host, self.roots[host], HOSTS[host], GIVEN.get(host),
+                          image_dir=self.image_dir, fleet_range=FLEET_RANGE, nat=False,
+                          dns_upstream=self.upstream)
+
+    def teardown(self) -> None:
+        import appcontainers.fleet as fleet
+
+        try:
+            if ray.is_initialized():
+                f = fleet.connect(self.address)
+                for c in f.ls():
+                    if c["state"] != "lost":
+                        f.get(f"{c['host']}/{c['name']}").destroy()
+                for h in HOSTS:
+                    fleet.leave(self.address, h)
+        finally:
+            ray.shutdown()
+            self.cluster.shutdown()
+            for h, r in self.roots.items():
+                _clean_root(r, HOSTS[h])
+            shutil.rmtree(self.base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def world():
+    if os.geteuid() != 0:
+        pytest.skip("the fleet's hosts run containers: root")
+    if _ray_procs():
+        pytest.skip(f"another Ray cluster runs on this machine: {_ray_procs()[:2]}")
+    w = World()
+    try:
+        with ThreadPoolExecutor(3) as pool:  # the hosts come up at once (each builds its base)
+            w.records = dict(zip(HOSTS, pool.map(w.join, HOSTS)))
+        yield w
+    finally:
+        w.teardown()
+        left = _ray_procs()
+        assert not left, f"Ray processes left: {left}"
+        _assert_nothing_left(w)
+
+
+def _assert_nothing_left(w: World) -> None:
+    """No bridge, nftables table, mount or process (LXC, dnsmasq) of the fleet's hosts is left."""
+    from appcontainers.adapters.mounts.mountinfo import mounted_under
+    from appcontainers.config import Settings
+    from appcontainers.domain.firewall import table_name
+
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    assert not [b for b in HOSTS.values() if f" {b}:" in links], "a bridge of the fleet is left"
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    assert not [r for r in w.roots.values() if table_name(Settings(root=r).root_id) in tables]
+    assert not mounted_under(w.base)
+    procs = subprocess.run(["pgrep", "-af", w.base], capture_output=True, text=True).stdout
+    assert not [p for p in procs.splitlines() if "pgrep" not in p], procs
+
+
+@pytest.fixture(scope="module")
+def fleet(world):
+    import appcontainers.fleet as fleet
+
+    return fleet.connect(world.address)
+
+
+class TestHosts:
+    def test_every_ray_listener_is_on_loopback(self, world):
+        """Every socket a Ray process listens on is bound to 127.0.0.1 (nothing reachable from outside)."""
+        pids = {line.split()[0] for line in _ray_procs()}
+        out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
+        ours = [line for line in out.splitlines() if any(f"pid={p}," in line for p in pids)]
+        assert ours, "no Ray listener found"
+        addrs = {line.split()[3].rsplit(":", 1)[0].strip("[]").removeprefix("::ffff:") for line in ours}
+        assert addrs == {"127.0.0.1"}, ours  # (an IPv6 socket's v4-mapped ::ffff:127.0.0.1 included)
+
+    def test_hosts_hold_distinct_subnets_and_report_capacity(self, world, fleet):
+        """Each host has its own /24 (the given one as is), alive, with memory, cpus and slots."""
+        hosts = {h["name"]: h for h in fleet.hosts()}
+        assert set(hosts) == set(HOSTS)
+        assert hosts["h1"]["subnet"] == GIVEN["h1"]
+        assert len({h["subnet"] for h in hosts.values()}) == 3
+        for h in hosts.values():
+            assert h["alive"] and h["memory_free"] > 0 and h["cpus"] >= 1 and h["max_containers"] == 253
+            assert h["subnet"].startswith("10.0.2")
+
+    def test_the_cli_lists_hosts_and_runs_a_job(self, world):
+        """`appcontainers fleet hosts --json` and `fleet run` as real processes on the cluster."""
+        import json
+        import sys
+
+        cli = [sys.executable, "-m", "appcontainers.entrypoints.cli", "fleet", "--address", world.address]
+        hosts = subprocess.run([*cli, "hosts", "--json"], capture_output=True, text=True, timeout=120)
+        assert hosts.returncode == 0, hosts.stderr
+        assert {h["name"] for h in json.loads(hosts.stdout) if h["alive"]} == set(HOSTS)
+        run = subprocess.run([*cli, "run", "--", "sh", "-c", "echo from-cli; exit 7"], capture_output=True,
+                             text=True, timeout=120)
+        assert (run.returncode, run.stdout) == (7, "from-cli\n"), run.stderr
+
+
+class TestContainers:
+    def test_containers_on_each_host_have_distinct_subnets_ips_and_macs(self, world, fleet):
+        """One container per host: in its host's subnet, every IP and MAC distinct; run streams
+        its lines; a file goes in and comes back; ls shows each with its host; destroy."""
+        import ipaddress
+
+        hosts = {h["name"]: h for h in fleet.hosts()}
+        made = [fleet.provision(host=h) for h in HOSTS]
+        try:
+            infos = [c.info() for c in made]
+            for c, info in zip(made, infos):
+                assert ipaddress.ip_address(info["ip"]) in ipaddress.ip_network(hosts[c.host]["subnet"])
+            assert len({i["ip"] for i in infos}) == 3 and len({i["mac"] for i in infos}) == 3
+            lines = []
+            r = made[1].run("echo one; echo two >&2; echo three", on_output=lambda s, ln: lines.append((s, ln)))
+            assert r.exit_code == 0 and r.stdout == "one\nthree\n"
+            assert ("stdout", "one") in lines and ("stderr", "two") in lines
+            made[2].create_file("/root/hello.txt", "hi from the fleet\n")
+            assert made[2].read_file("/root/hello.txt") == b"hi from the fleet\n"
+            tree = os.path.join(world.base, "tree")
+            os.makedirs(os.path.join(tree, "sub"), exist_ok=True)
+            with open(os.path.join(tree, "sub", "f.txt"), "w") as f:
+                f.write("a tree\n")
+            made[0].copy_in(tree, "/srv")  # a directory goes as a tar stream
+            assert made[0].run("cat /srv/tree/sub/f.txt").stdout == "a tree\n"
+            assert "exit" in {rec.get("type") for _, rec in made[1].logs()}  # the run above, in its log
+            made[0].stop()
+            assert made[0].state == "STOPPED"
+            listed = {(c["host"], c["name"]) for c in fleet.ls()}
+            assert {(c.host, c.name) for c in made} <= listed
+        finally:
+            for c in made:
+                c.destroy()
+        assert not [c for c in fleet.ls() if c["name"] in {m.name for m in made}]
+
+    def test_an_image_saved_on_one_host_is_fetched_once_per_host(self, world, fleet):
+        """A container saved on h1 is an image every host can use: h2 and h3 fetch it once each
+        and their second container from it is a local load."""
+        src = fleet.provision(host="h1")
+        made = []
+        try:
+            src.create_file("/root/marker", "made on h1\n")
+            image = src.save(name="fleet-test")
+            assert os.path.isfile(os.path.join(world.image_dir, image["id"] + ".aimg"))
+            for h in ("h2", "h3", "h2", "h3"):
+                made.append(fleet.provision(image=image["id"], host=h))
+            assert all(c.read_file("/root/marker") == b"made on h1\n" for c in made)
+            job = fleet.run(image["id"], "cat /root/marker", host="h3")
+            assert job.stdout == "made on h1\n" and job.host == "h3"
+            counts = fleet.fetch_counts()
+            assert counts["h2"] == {image["id"]: 1} and counts["h3"] == {image["id"]: 1}
+            assert counts["h1"] == {}  # saved there: never fetched
+        finally:
+            for c in [src, *made]:
+                c.destroy()
+
+
+class TestJobs:
+    def test_map_of_40_jobs_uses_every_host_and_returns_every_result(self, world, fleet):
+        """40 one-shot jobs: every exit code and output comes back, from all three hosts."""
+        commands = [f"echo job-{i}; exit {i % 3}" for i in range(40)]
+        results = list(fleet.map(None, commands, concurrency=6))
+        assert sorted(r.index for r in results) == list(range(40))
+        for r in results:
+            assert (r.exit_code, r.stdout, r.error) == (r.index % 3, f"job-{r.index}\n", None)
+        assert {r.host for r in results} == set(HOSTS)
+        assert not [c for c in fleet.ls() if c["ephemeral"]]  # every job's container went
+
+    def test_events_come_merged_with_their_host(self, world, fleet):
+        """fleet.events(): a container made on h2 shows up as an event carrying host h2."""
+        seen: list[dict] = []
+        stream = fleet.events(wait=0.5)
+
+        def read():
+            for e in stream:
+                seen.append(e)
+                if e.get("host") == "h2":
+                    return
+
+        t = threading.Thread(target=read, daemon=True)
+        t.start()
+        time.sleep(3)  # the hosts' watches start
+        c = fleet.provision(host="h2")
+        try:
+            c.run("true")
+            t.join(timeout=20)
+            assert any(e.get("host") == "h2" and e.get("container") == c.name for e in seen), seen
+        finally:
+            c.destroy()
+            stream.close()
+
+
+class TestHostLoss:
+    def test_a_dead_host_is_lost_its_job_retried_and_it_catches_up_on_rejoin(self, world, fleet):
+        """h3's node dies: its container is `lost` in ls and calls to it raise HostLost; the
+        ephemeral job running there runs again on another host; h3 joins again, reconciles,
+        and ls shows its container back."""
+        kept = fleet.provision(host="h3")
+        out: dict = {}
+
+        def job():
+            out["r"] = fleet.run(None, "sleep 4; echo done", host="h3", retries=2)
+
+        t = threading.Thread(target=job)
+        t.start()
+        deadline = time.monotonic() + 30
+        while not [c for c in fleet.ls() if c["host"] == "h3" and c["ephemeral"] and c["state"] == "RUNNING"]:
+            assert time.monotonic() < deadline, "the job never started on h3"
+            time.sleep(0.3)
+        world.cluster.remove_node(world.nodes.pop("h3"))
+        t.join(timeout=60)
+        r = out["r"]
+        assert (r.exit_code, r.stdout, r.attempts) == (0, "done\n", 2) and r.host in ("h1", "h2")
+        lost = [c for c in fleet.ls() if c["host"] == "h3"]
+        assert kept.name in {c["name"] for c in lost} and {c["state"] for c in lost} == {"lost"}
+        with pytest.raises(HostLost, match="h3"):
+            kept.run("true")
+        assert {h["name"]: h["alive"] for h in fleet.hosts()}["h3"] is False
+        world.add_node("h3")
+        assert world.join("h3")["subnet"] == world.records["h3"]["subnet"]  # its own subnet back
+        back = {c["name"]: c["state"] for c in fleet.ls() if c["host"] == "h3"}
+        assert kept.name in back and "lost" not in back.values()
+        assert kept.run("echo back").stdout == "back\n"
