@@ -11,12 +11,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import tempfile
-import time
-import urllib.request
 from typing import Callable
 
 import pytest
@@ -107,58 +104,14 @@ def tree(root: str) -> dict[str, tuple]:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-_REGISTRY_CONFIG = """version: 0.1
-log:
-  level: error
-storage:
-  filesystem:
-    rootdirectory: {storage}
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:{port}
-"""
-
-
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    """A local registry (Debian's docker-registry, plain HTTP) on 127.0.0.1 and a free port,
-    with its own storage; "127.0.0.1:PORT". Stopped, and its storage removed, after."""
-    if shutil.which("docker-registry") is None:
-        pytest.skip("docker-registry is not installed (scripts/setup-host installs it)")
-    base = tmp_path_factory.mktemp("registry")
-    port = free_port()
-    config = base / "config.yml"
-    config.write_text(_REGISTRY_CONFIG.format(storage=base / "storage", port=port))
-    proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+def registry():
+    """A local registry (registry_helpers: Debian's docker-registry, plain HTTP) on 127.0.0.1
+    and a free port, with its own storage; "127.0.0.1:PORT". Stopped and removed after."""
+    from .registry_helpers import start_registry, stop_registry
+
+    r = start_registry()
     try:
-        _wait_for(f"http://127.0.0.1:{port}/v2/", proc)
-        yield f"127.0.0.1:{port}"
+        yield r.host
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def _wait_for(url: str, proc: subprocess.Popen, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"docker-registry exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"docker-registry did not answer on {url}")
+        stop_registry(r)

@@ -196,6 +196,33 @@ class TestImportTrees:
         assert base_one.id not in {i.id for i in svc.images.list(layers=True)}
 
 
+class TestRoundTrip:
+    @pytest.mark.parametrize("form", ["oci", "docker-archive"])
+    def test_export_of_an_import_gives_the_same_tree_and_config(self, svc, oci, tmp_path, form):
+        """import, export, import again: the same mounted tree (umoci's) and run config; and
+        umoci unpack of the export is umoci unpack of the original (whiteouts and the opaque
+        directory translated back)."""
+        work, layout = oci
+        first = svc.import_image(f"oci:{layout}:{TAG}", name="trip-in")
+        second = None
+        try:
+            dest = str(tmp_path / f"out-{form}")
+            svc.export_image(first.id, dest, format=form, tag="rt")
+            source = f"oci:{dest}:rt" if form == "oci" else f"docker-archive:{dest}"
+            second = svc.import_image(source, name="trip-back")
+            assert second.id != first.id, "precondition: a new chain, not the stored one found again"
+            assert len(_chain(svc, second)) == len(_chain(svc, first))
+            assert second.manifest.config == first.manifest.config
+            expected = _expected(layout, TAG, os.path.join(work, "unpacked"))
+            assert _mounted_tree(svc, second.id, str(tmp_path / "m")) == expected
+            if form == "oci":
+                assert tree(unpack(dest, "rt", str(tmp_path / "unpacked-export"))) == expected
+        finally:
+            for image in (second, first):
+                if image is not None:
+                    _remove(svc, image)
+
+
 def _store(svc) -> tuple[set, set]:
     d = svc.settings.layout.user_images
     return set(os.listdir(d)), set(svc.ports.repo.read().images)
