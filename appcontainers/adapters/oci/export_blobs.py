@@ -7,6 +7,7 @@ A blob is written through a DigestWriter: sha256 of what comes in (a layer's dif
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import struct
@@ -128,6 +129,14 @@ class DirSink:
     def add(self, name: str, data: bytes) -> None:
         with open(os.path.join(self.root, name), "wb") as f:
             f.write(data)
+
+    def abort(self) -> None:
+        """Close a blob left half-written by a failure (its file is removed with the directory;
+        an open one would keep its filesystem busy for as long as the traceback lives)."""
+        if self._open is not None:
+            with contextlib.suppress(OSError):
+                self._open.close()
+            self._open = None
 
 
 class TarSink:

@@ -106,11 +106,15 @@ def _staged(dest: str, fmt: str) -> Iterator[Sink]:
     parent, base = os.path.split(dest)
     if fmt == "oci":
         tmp = tempfile.mkdtemp(prefix=f".{base}.", suffix=TEMP_SUFFIX, dir=parent)
+        dir_sink = None
         try:
-            yield DirSink(tmp)
+            dir_sink = DirSink(tmp)
+            yield dir_sink
             os.chmod(tmp, 0o755)
             os.replace(tmp, dest)  # onto an empty directory too
         except BaseException:
+            if dir_sink is not None:
+                dir_sink.abort()
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return
