@@ -58,11 +58,9 @@ class Container:
         return self._r.startup_commands
 
     def info(self, state: str | None = None) -> dict:
-        r = self._r
-        return {"name": r.name, "ip": r.ip, "mac": r.mac, "state": state or self.state, "image": r.image,
-                "ephemeral": r.ephemeral, "startup_commands": list(r.startup_commands), "status": r.status,
-                "privileged": r.idmap is None, "caps_add": list(r.caps_add), "pids": r.pids, "disk": r.disk,
-                "ports": list(r.publish)}
+        from .cli_lean import reservation_info  # the lean `ls` makes the same from the stored record
+
+        return reservation_info(self._r.to_dict(), state or self.state)
 
     def start(self) -> None:
         self._svc.containers.start(self.name)

@@ -189,9 +189,13 @@ class HostFs:
                 self.write_in_root(root, dest, f.read(), st.st_mode & 0o777 if mode is None else mode,
                                    shift=shift)
             return 1
+        from . import tar_extract
+        from ..mounts.idmapped import creating_as
+
         archive = tree_copy.pack_dir(src, tmp_dir)
         try:
-            return self.extract_in_root(root, dest, archive, shift=shift) + 1
+            with creating_as(shift):  # as extract_in_root, keeping the tree's modes
+                return tar_extract.extract_archive(root, dest, archive, shift, keep_modes=True)
         finally:
             os.unlink(archive)
 
