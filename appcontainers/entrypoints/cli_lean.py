@@ -285,15 +285,28 @@ def lxc_states(lxcpath: str, root: str) -> dict[str, str]:
     return {n: (_frozen_or_running(root, n) if n in active else "STOPPED") for n in names}
 
 
-def _frozen_or_running(root: str, name: str) -> str:
+def cgroup_rel(root: str, name: str) -> str:
+    """lxc.cgroup.dir.container of a container (Settings.root_id: a test checks)."""
     import hashlib
 
-    root_id = hashlib.sha256(os.path.normpath(root).encode()).hexdigest()[:8]  # Settings.root_id
-    try:
-        with open(f"/sys/fs/cgroup/appcontainers-{root_id}.payload.{name}/cgroup.freeze") as f:
-            return "FROZEN" if f.read().strip() == "1" else "RUNNING"
-    except OSError:
-        raise Fallback() from None  # not the cgroup v2 layout we know: ask LXC, through click
+    return f"appcontainers-{hashlib.sha256(os.path.normpath(root).encode()).hexdigest()[:8]}.payload.{name}"
+
+
+def _frozen_or_running(root: str, name: str) -> str:
+    """An active container's state from its freezer (cgroup v1 freezer.state or v2 cgroup.freeze);
+    Fallback (click asks LXC) when neither says FROZEN or THAWED plainly."""
+    rel = cgroup_rel(root, name)
+    for path, frozen, thawed in ((f"/sys/fs/cgroup/freezer/{rel}/freezer.state", "FROZEN", "THAWED"),
+                                 (f"/sys/fs/cgroup/{rel}/cgroup.freeze", "1", "0")):
+        try:
+            with open(path) as f:
+                value = f.read().strip()
+        except OSError:
+            continue
+        if value in (frozen, thawed):
+            return "FROZEN" if value == frozen else "RUNNING"
+        break
+    raise Fallback()
 
 
 # ---- run ------------------------------------------------------------------------------------

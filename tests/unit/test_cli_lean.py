@@ -46,6 +46,8 @@ class TestSameAsClick:
         """The lean path's default root and subnet are Settings' defaults."""
         assert cli_lean.DEFAULT_ROOT == config.DEFAULT_ROOT
         assert cli_lean.DEFAULT_SUBNET == config.Settings().subnet
+        rel = f"appcontainers-{config.Settings(root='/srv/x/').root_id}.payload.web"  # lxc.conf.tmpl's
+        assert cli_lean.cgroup_rel("/srv/x/", "web") == rel
 
     def test_run_options_taking_values_are_clicks(self):
         """The lean run knows every option of click's run that takes a value, and only those."""
