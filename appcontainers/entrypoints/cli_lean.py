@@ -9,9 +9,9 @@ click command would (not root, no state yet, an operation to reconcile, an agent
 not answer, an unusual option), goes to the click CLI in cli.py, unchanged.
 
 What is shared with cli.py lives here (click-free): the ls columns and table, the error
-line, `run`'s argument order and -e parsing, the help text (a test checks it against click's
-rendering: regenerate HELP with `python -m appcontainers.entrypoints.cli_lean --print-help`
-after changing a command's help).
+line, `run`'s argument order and -e parsing, the help text (tests/unit/test_cli_lean.py checks
+it against click's rendering and prints click's text when they differ: paste that into HELP
+after adding a command or changing a command's first help line).
 """
 from __future__ import annotations
 
@@ -404,11 +404,4 @@ def _error(message: str, kind: str) -> int:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--print-help"]:  # HELP as click renders it now (see the module's docstring)
-        from click.testing import CliRunner
-
-        from .cli import main as _click_main
-
-        print(CliRunner().invoke(_click_main, ["--help"], prog_name=PROG, env={"COLUMNS": "80"}).output, end="")
-    else:
-        main()
+    main()

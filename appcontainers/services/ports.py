@@ -9,7 +9,7 @@ import attrs
 from ..config import Settings
 from ..domain.exceptions import InvalidValue
 from ..domain.ports import (Agents, BaseBuilder, Clock, ContainerDriver, DebianBuilder,
-                            FuseMounterPort, HostFs, HostNetwork, ImageCodec, ImageViewer, KernelMounterPort,
+                            FuseMounterPort, HostFs, HostNetwork, ImageCodec, ImageViewer, KernelMounterPort, Monitor,
                             Processes, Resolver, ResourceRepository, Rng, RootfsMounter, SizedDirs, Skeletons,
                             ViewMounter)
 
@@ -65,6 +65,7 @@ class Ports:
     clock: Clock
     rng: Rng
     viewer: ImageViewer
+    monitor: Monitor  # stats and events
     debian_builder: DebianBuilder | None = None
     procs: Processes = attrs.Factory(lambda: NoProcesses())
     disks: SizedDirs | None = None  # None: containers' writes are not bounded

@@ -30,9 +30,10 @@ def lean(*args, env=None):
 
 class TestSameAsClick:
     def test_help_text_is_clicks(self):
-        """HELP is click's rendering of `appcontainers --help` (regenerate it with --print-help)."""
+        """HELP is click's rendering of `appcontainers --help` (on a failure, paste the text shown into HELP)."""
         r = CliRunner().invoke(main, ["--help"], prog_name="appcontainers", env={"COLUMNS": "80"})
-        assert r.exit_code == 0 and r.output == cli_lean.HELP
+        assert r.exit_code == 0
+        assert r.output == cli_lean.HELP, f"cli_lean.HELP is not click's help; click's is:\n{r.output}"
 
     def test_version_agrees_with_setup_and_metadata(self):
         """--version prints the version setup.py declares and the installed metadata holds."""

@@ -157,9 +157,11 @@ class HostFs:
         from . import tar_extract
         from ..mounts.idmapped import creating_as  # an idmapped tree takes creations by mapped ids only
 
-        limits = {k: v for k, v in (("max_bytes", max_bytes), ("max_members", max_members)) if v is not None}
         with creating_as(shift):
-            return tar_extract.extract_archive(root, dest, archive, shift, **limits)
+            return tar_extract.extract_archive(
+                root, dest, archive, shift,
+                max_bytes=tar_extract.DEFAULT_MAX_BYTES if max_bytes is None else max_bytes,
+                max_members=tar_extract.DEFAULT_MAX_MEMBERS if max_members is None else max_members)
 
     def kind_in_root(self, root: str, path: str) -> str | None:
         from . import tree_copy
