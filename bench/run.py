@@ -669,8 +669,8 @@ def bench_start(ctx: Context) -> list[dict]:
 
     reps = ctx.reps(15, 4)
     ta, tb = B.paired(ctx.lib("start", c.start), raw, reps, warmup=2, teardown_a=c.stop, teardown_b=raw_down)
-    client = svc.containers.agent(c.name)
     c.start()
+    client = svc.containers.agent(c.name)  # after the start: it made a new key
     tr = [B.timed(client.run, shell="true")[0] for _ in range(10)]
     _destroy_quietly(c)
     return [row("start", "start() to agent-ready", B.stats(ta), B.stats(tb), goal=("<=", 4.0),

@@ -249,7 +249,7 @@ def ls(as_json: bool) -> int:
     root = _root()
     data = read_state(root)
     try:
-        infos = ls_infos(data, lxc_states(os.path.join(root, "containers"), root))
+        infos = ls_infos(data, lxc_states(os.path.join(root, "containers")))
     except (KeyError, TypeError, AttributeError):
         raise Fallback() from None
     return _print(ls_text(infos, as_json))
@@ -263,39 +263,54 @@ def ls_infos(data: dict[str, Any], states: dict[str, str]) -> list[dict[str, Any
             for r in records]
 
 
-def lxc_states(lxcpath: str, root: str) -> dict[str, str]:
+def lxc_states(lxcpath: str) -> dict[str, str]:
     """{name: state} of the containers defined under lxcpath, from one `lxc-ls --active`: an
-    active one is FROZEN if its cgroup is frozen, else RUNNING; the others STOPPED."""
+    active one is FROZEN if its cgroup's freezer says so, else RUNNING; the others STOPPED."""
     try:
         names = sorted(n for n in os.listdir(lxcpath) if os.path.exists(os.path.join(lxcpath, n, "config")))
     except FileNotFoundError:
         return {}
     if not names:
         return {}
-    from ..adapters.host import process
-    from ..domain.exceptions import AppContainersError
+    active = set(_lxc_ls_active(lxcpath))
+    return {n: (_frozen_or_running(lxcpath, n) if n in active else "STOPPED") for n in names}
+
+
+def _lxc_ls_active(lxcpath: str) -> list[str]:
+    """`lxc-ls -P lxcpath --active -1`. Not through adapters/host/process.py, whose imports
+    (shutil, shlex, selectors, logging) cost a third of a bare Python start: an argv, a timeout,
+    and any failure (no lxc-ls, an error, a hang) left to click's ls, which says what it is."""
+    import subprocess
 
     try:
-        proc = process.run(["lxc-ls", "-P", lxcpath, "--active", "-1"], timeout=30, check=False)
-    except AppContainersError:  # no lxc-ls: click says so
+        proc = subprocess.run(["lxc-ls", "-P", lxcpath, "--active", "-1"], stdin=subprocess.DEVNULL,
+                              capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
         raise Fallback() from None
     if proc.returncode != 0:
         raise Fallback()
-    active = set(proc.stdout.decode().split())
-    return {n: (_frozen_or_running(root, n) if n in active else "STOPPED") for n in names}
+    return proc.stdout.decode().split()
 
 
-def cgroup_rel(root: str, name: str) -> str:
-    """lxc.cgroup.dir.container of a container (Settings.root_id: a test checks)."""
-    import hashlib
+def cgroup_dir(lxcpath: str, name: str) -> str:
+    """The container's lxc.cgroup.dir.container, from its LXC config; Fallback if it has none."""
+    try:
+        with open(os.path.join(lxcpath, name, "config")) as f:
+            for line in f:
+                key, eq, value = line.partition("=")
+                if eq and key.strip() == "lxc.cgroup.dir.container":
+                    return value.strip()
+    except OSError:
+        pass
+    raise Fallback()
 
-    return f"appcontainers-{hashlib.sha256(os.path.normpath(root).encode()).hexdigest()[:8]}.payload.{name}"
 
-
-def _frozen_or_running(root: str, name: str) -> str:
+def _frozen_or_running(lxcpath: str, name: str) -> str:
     """An active container's state from its freezer (cgroup v1 freezer.state or v2 cgroup.freeze);
     Fallback (click asks LXC) when neither says FROZEN or THAWED plainly."""
-    rel = cgroup_rel(root, name)
+    rel = cgroup_dir(lxcpath, name)
+    if not rel or rel.startswith("/") or ".." in rel.split("/"):
+        raise Fallback()
     for path, frozen, thawed in ((f"/sys/fs/cgroup/freezer/{rel}/freezer.state", "FROZEN", "THAWED"),
                                  (f"/sys/fs/cgroup/{rel}/cgroup.freeze", "1", "0")):
         try:

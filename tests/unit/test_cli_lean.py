@@ -47,8 +47,6 @@ class TestSameAsClick:
         """The lean path's default root and subnet are Settings' defaults."""
         assert cli_lean.DEFAULT_ROOT == config.DEFAULT_ROOT
         assert cli_lean.DEFAULT_SUBNET == config.Settings().subnet
-        rel = f"appcontainers-{config.Settings(root='/srv/x/').root_id}.payload.web"  # lxc.conf.tmpl's
-        assert cli_lean.cgroup_rel("/srv/x/", "web") == rel
 
     def test_run_options_taking_values_are_clicks(self):
         """The lean run knows every option of click's run that takes a value, and only those."""
@@ -135,3 +133,17 @@ class TestProcess:
             want = cli_lean.ls_text(cli_lean.ls_infos(svc.ports.repo.read().to_dict(), {}), as_json) + "\n"
             assert r.returncode == 0 and r.stdout == want and r.stderr.endswith("click=False")
         assert "web" in r.stdout and "MISSING" in r.stdout
+
+
+class TestCgroupDir:
+    def test_read_from_the_config(self, tmp_path):
+        """The container's cgroup is the lxc.cgroup.dir.container its config names."""
+        (tmp_path / "web").mkdir()
+        (tmp_path / "web" / "config").write_text("lxc.uts.name = web\nlxc.cgroup.dir.monitor = m.web\n"
+                                                 "lxc.cgroup.dir.container = appcontainers-1234abcd.payload.web\n")
+        assert cli_lean.cgroup_dir(str(tmp_path), "web") == "appcontainers-1234abcd.payload.web"
+
+    def test_none_goes_to_click(self, tmp_path):
+        """A container whose config names no cgroup dir (or has no config) is click's to show."""
+        with pytest.raises(cli_lean.Fallback):
+            cli_lean.cgroup_dir(str(tmp_path), "web")
