@@ -371,18 +371,17 @@ def _run_options(opts: list[str]) -> dict[str, Any] | None:
 
 
 class AgentContainer:
-    """What run_session.run needs of a container: run(), here straight through its agent."""
+    """What run_session.run needs of a container: run(command, **options), here straight through
+    its live agent, as ContainerService.run does for a container whose agent answers (the
+    options, whatever run_session passes, are AgentClient.run's keywords)."""
 
     def __init__(self, client) -> None:
         self.client = client
 
-    def run(self, command, *, timeout=None, env=None, cwd=None, user=None, stdin=None, on_data=None, tty=None,
-            controls=None):
+    def run(self, command, **options):
         from ..services.result import RunResult
 
-        code, out, err, _ = self.client.run(argv=list(command), shell=None, env=env, cwd=cwd, stdin=stdin,
-                                            timeout=timeout, on_output=None, on_data=on_data, tty=tty,
-                                            controls=controls, user=user)
+        code, out, err, _ = self.client.run(argv=list(command), shell=None, on_output=None, **options)
         return RunResult(exit_code=code, stdout=out, stderr=err)
 
 
