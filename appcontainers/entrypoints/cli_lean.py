@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(answer())
     except Fallback:
         pass
+    except KeyboardInterrupt:  # as click's group says it
+        sys.stderr.write(f"{PROG}: interrupted\n")
+        sys.exit(130)
     from .cli import main as click_main
 
     click_main(args)
