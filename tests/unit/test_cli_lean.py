@@ -21,8 +21,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def lean(*args, env=None):
     """The lean entry as the console script runs it (argv[0] `appcontainers`), in a fresh Python;
-    stderr ends with whether click was imported."""
-    code = ("import atexit, sys; atexit.register(lambda: sys.stderr.write(f'click={\"click\" in sys.modules}')); "
+    stderr ends with whether click (and attrs) were imported."""
+    code = ("import atexit, sys; atexit.register(lambda: sys.stderr.write("
+            "f'attrs={\"attr\" in sys.modules} click={\"click\" in sys.modules}')); "
             "sys.argv[0] = 'appcontainers'; from appcontainers.entrypoints.cli_lean import main; main()")
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PYTHONPATH": REPO, **(env or {})})
@@ -101,10 +102,10 @@ class TestParse:
 
 class TestProcess:
     def test_help_and_version_without_click(self):
-        """--help and --version print click's text with click never imported."""
+        """--help and --version print click's text with neither click nor attrs imported."""
         for args, want in ((["--help"], cli_lean.HELP), (["--version"], f"appcontainers {cli_lean.VERSION}\n")):
             r = lean(*args, env={"COLUMNS": "100"})
-            assert r.returncode == 0 and r.stdout == want and r.stderr.endswith("click=False")
+            assert r.returncode == 0 and r.stdout == want and r.stderr.endswith("attrs=False click=False")
 
     def test_narrow_terminal_goes_to_click(self):
         """On a terminal narrower than 80 columns click renders the help (it wraps it)."""
@@ -118,7 +119,7 @@ class TestProcess:
 
     @pytest.mark.skipif(os.geteuid() != 0, reason="the lean ls checks the data root as root does")
     def test_ls_over_a_stored_state(self, tmp_path):
-        """ls and ls --json read resources.json (no container defined: MISSING) without click."""
+        """ls and ls --json read resources.json (no container defined: MISSING) without click or attrs."""
         svc = make_service(root=str(tmp_path))
         svc.provision("web")
         from appcontainers.adapters.store.json_store import JsonStore
@@ -131,7 +132,7 @@ class TestProcess:
         for args, as_json in ((["ls"], False), (["ls", "--json"], True)):
             r = lean(*args, env=env)
             want = cli_lean.ls_text(cli_lean.ls_infos(svc.ports.repo.read().to_dict(), {}), as_json) + "\n"
-            assert r.returncode == 0 and r.stdout == want and r.stderr.endswith("click=False")
+            assert r.returncode == 0 and r.stdout == want and r.stderr.endswith("attrs=False click=False")
         assert "web" in r.stdout and "MISSING" in r.stdout
 
 
