@@ -23,7 +23,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "appcontainers=appcontainers.entrypoints.cli:main",
+            "appcontainers=appcontainers.entrypoints.cli_lean:main",  # the hot forms without click, else cli.py
             "appcontainers-agent=appcontainers.agent.__main__:main",
         ]
     },

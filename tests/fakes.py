@@ -612,7 +612,7 @@ def make_service(fuse: bool = False, kernel: bool = True, **settings) -> Service
         base_builder=FakeBaseBuilder(fs), agents=FakeAgents(driver, fs), clock=FakeClock(),
         rng=random.Random(1234), procs=FakeProcs(), viewer=FakeImageViewer(), disks=FakeDisks(fs),
         dns=FakeResolver(net), registries=FakeRegistries(fs), signing=FakeSigning(fs),
-        runtime=FakeRuntimeBuilder(fs), oci=FakeOciSource(),
+        runtime=FakeRuntimeBuilder(fs), oci=FakeOciSource(), monitor=FakeMonitor(driver, fs),
     ))
 
 
@@ -812,3 +812,32 @@ class FakeSigning:
 
     def write_signatures(self, path, docs):
         self.fs.write_text(path, json.dumps([d.decode() for d in docs]))
+class FakeMonitor:
+    """Use of the FakeDriver's running containers (fixed figures; None when not running), disk
+    use from the FakeFs, and the events tests put in `published` ({"container": ..., ...}).
+    watch() ends after a round with nothing new (the real one waits forever), so tests end."""
+
+    USAGE = {"cpu_seconds": 0.25, "memory_bytes": 4 << 20, "pids": 1}
+
+    def __init__(self, driver: FakeDriver, fs: FakeFs):
+        self.driver, self.fs = driver, fs
+        self.published: list[dict] = []
+
+    def usage(self, cgroup):
+        running = self.driver.state(cgroup.rpartition(".payload.")[2]) == "RUNNING"
+        return {k: (v if running else None) for k, v in self.USAGE.items()}
+
+    def disk_used(self, path):
+        if path.rstrip("/") not in self.fs.dirs:
+            return None
+        return sum(len(d) for p, d in self.fs.files.items() if p.startswith(path.rstrip("/") + "/"))
+
+    def watch(self, agents, rescan, tick=None):
+        while True:
+            events = list(tick() if tick else ())
+            known = agents()
+            heard = [e for e in self.published if e.get("container") in known]  # only listed agents
+            self.published = [e for e in self.published if e not in heard]
+            if not events and not heard:
+                return
+            yield from events + heard

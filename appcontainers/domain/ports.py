@@ -337,3 +337,15 @@ class Signing(Protocol):
         """The signature documents of a signature file (none if it does not exist)."""
     def write_signatures(self, path: str, docs: list[bytes]) -> None:
         """Replace the signature file with docs (atomically)."""
+class Monitor(Protocol):
+    """What containers use and what their agents publish: `stats` and `events`
+    (adapters/lxc/monitor.py: the cgroup files, the upper's blocks, the agents' event sockets)."""
+    def usage(self, cgroup: str) -> JsonDict:
+        """{"cpu_seconds", "memory_bytes", "pids"} of the cgroup (relative to the cgroup root,
+        lxc.cgroup.dir.container); each None where it cannot be read (a stopped container)."""
+    def disk_used(self, path: str) -> int | None:
+        """Bytes the files under path take (links not followed); None if path is missing."""
+    def watch(self, agents: Callable[[], dict[str, tuple[str, str | None]]], rescan: float,
+              tick: Callable[[], list[JsonDict]] | None = None) -> Iterator[JsonDict]:
+        """Live events, each with its "container": tick()'s first at every rescan (seconds),
+        then what the agents agents() lists ({name: (agent dir, key)}) publish; never ends."""

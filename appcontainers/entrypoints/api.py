@@ -59,11 +59,9 @@ class Container:
         return self._r.startup_commands
 
     def info(self, state: str | None = None) -> dict:
-        r = self._r
-        return {"name": r.name, "ip": r.ip, "mac": r.mac, "state": state or self.state, "image": r.image,
-                "ephemeral": r.ephemeral, "startup_commands": list(r.startup_commands), "status": r.status,
-                "privileged": r.idmap is None, "caps_add": list(r.caps_add), "pids": r.pids, "disk": r.disk,
-                "ports": list(r.publish)}
+        from .cli_lean import reservation_info  # the lean `ls` makes the same from the stored record
+
+        return reservation_info(self._r.to_dict(), state or self.state)
 
     def start(self) -> None:
         self._svc.containers.start(self.name)
@@ -245,12 +243,11 @@ class Service:
     def stats(self, name: str) -> dict:
         """cpu_seconds, memory_bytes, pids (from the container's cgroup; None when stopped) and
         disk_bytes (what its writable layer holds)."""
-        from ..adapters.lxc import cgroups
-
         r = self.containers.get(name)
         rel = f"appcontainers-{self.settings.root_id}.payload.{name}"  # lxc.cgroup.dir.container
-        return {"name": name, "state": self.containers.state(name), **cgroups.usage(rel),
-                "disk_bytes": cgroups.disk_used(self.containers.upper(r))}
+        monitor = self.ports.monitor
+        return {"name": name, "state": self.containers.state(name), **monitor.usage(rel),
+                "disk_bytes": monitor.disk_used(self.containers.upper(r))}
 
     def image_size(self, image) -> int | None:
         """Bytes of a stored image's file (None if it cannot be read)."""
@@ -289,11 +286,10 @@ class Service:
         """Live events (a generator; stop iterating to end it): a container created, started,
         stopped or destroyed (seen by the host, checked every half second) and what every
         container's agent publishes (commands started and exited)."""
-        from ..adapters.bus.zmq_bus import watch_events
         from ..services.events import StateWatch
 
-        return watch_events(self.containers.agent_endpoints, rescan=0.5,
-                            tick=StateWatch(self.containers, self.ports.clock))
+        return self.ports.monitor.watch(self.containers.agent_endpoints, rescan=0.5,
+                                        tick=StateWatch(self.containers, self.ports.clock))
 
     def list_bases(self):
         return self.bases.list()
@@ -429,6 +425,7 @@ def build_ports(settings: Settings) -> Ports:
     from ..adapters.store.json_store import JsonStore
     from ..adapters.mounts.kernel_mount import KernelMounter
     from ..adapters.lxc.lxc_cli import LxcDriver
+    from ..adapters.lxc.monitor import HostMonitor
     from ..adapters.mounts.raw_mount import RawMounter
 
     def codec() -> ImageCodec:
@@ -477,7 +474,7 @@ def build_ports(settings: Settings) -> Ports:
         base_builder=_lazy(busybox), agents=_lazy(agents), clock=time.time, rng=random.SystemRandom(),
         procs=HostProcesses(), debian_builder=_lazy(debian), viewer=ImageViewer(), disks=SizedDirs(),
         dns=DnsmasqResolver(), registries=_lazy(registries), signing=_lazy(signing),
-        runtime=_lazy(runtime), oci=_lazy(oci),
+        runtime=_lazy(runtime), oci=_lazy(oci), monitor=HostMonitor(),
     )
 
 

@@ -14,6 +14,7 @@ import click
 
 from .cli_common import (emit, error, human_size, service, complete_containers, complete_images,
                          json_option)
+from .cli_lean import VERSION, env_pairs, ls_text, options_first, table_lines
 
 
 def setup_service(reconcile: bool = True):
@@ -62,20 +63,11 @@ class _Group(click.Group):
             ctx.exit(130)
 
 
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("appcontainers")
-    except Exception:  # not installed (a source checkout on PYTHONPATH)
-        return "0.1.0"
-
-
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True,
               help="Log what the library does (commands, state changes) to stderr; "
                    "APPCONTAINERS_LOG=debug|info|warning does the same.")
-@click.version_option(_version(), "--version", prog_name="appcontainers", message="%(prog)s %(version)s")
+@click.version_option(VERSION, "--version", prog_name="appcontainers", message="%(prog)s %(version)s")
 @click.pass_context
 def main(ctx, debug):
     """Build, run and monitor LXC app containers and their images."""
@@ -131,11 +123,7 @@ def ls(as_json, fmt):
     svc = service()
     names = {i.id: i.name for i in svc.list_images()}
     infos = [{**i, "image_name": names.get(i["image"])} for i in svc.container_infos()]
-    _table(infos, as_json, [
-        ("NAME", 24, lambda i: i["name"]), ("STATE", 9, lambda i: i["state"]),
-        ("IMAGE", 20, lambda i: i["image_name"] or i["image"][:12]), ("IP", 15, lambda i: i["ip"]),
-        ("MAC", 17, lambda i: i["mac"]), ("EPHEMERAL", 9, lambda i: "yes" if i["ephemeral"] else "no"),
-        ("PORTS", 0, lambda i: ",".join(i.get("ports", ())))])
+    click.echo(ls_text(infos, as_json))  # the lean `ls` (cli_lean.py) prints the same
 
 
 def _table(infos: list[dict], as_json: bool, columns) -> None:
@@ -143,8 +131,8 @@ def _table(infos: list[dict], as_json: bool, columns) -> None:
     if as_json:
         emit(True, infos)
         return
-    for cells in [[title for title, _, _ in columns], *[[str(get(i)) for _, _, get in columns] for i in infos]]:
-        click.echo(" ".join(f"{c:<{w}}" for c, (_, w, _) in zip(cells, columns)).rstrip())
+    for line in table_lines(infos, columns):
+        click.echo(line)
 
 
 def _simple(verb: str, doc: str):
@@ -168,27 +156,7 @@ _simple("stop", "Stop a container (an ephemeral one is removed).")
 _simple("rm", "Destroy a container and free its address and MAC.")
 
 
-def _options_first(args: list[str], valued: set[str]) -> list[str]:
-    """run's arguments as click reads them: options (before or after NAME), NAME, "--", the
-    command. The command starts at "--" or at the first word after NAME that is no option,
-    as in `docker exec`: `run web --timeout 2 -- sleep 1`, `run -it web sh`."""
-    opts: list[str] = []
-    name: list[str] = []
-    i, dashes = 0, False
-    while i < len(args):
-        arg = args[i]
-        if arg == "--":
-            i, dashes = i + 1, True
-            break
-        if arg.startswith("-") and arg != "-":
-            opts += args[i:i + 2] if arg in valued else [arg]
-            i += 2 if arg in valued else 1
-        elif not name:
-            name, i = [arg], i + 1
-        else:
-            break
-    command = args[i:]
-    return opts + name + (["--", *command] if command or dashes else [])
+_options_first = options_first  # shared with the lean `run` (cli_lean.py)
 
 
 class _RunCommand(click.Command):
@@ -238,13 +206,10 @@ def run(name, command, timeout, interactive, tty, env, workdir, user, as_json):
 
 def _env_pairs(pairs) -> dict[str, str] | None:
     """-e KEY=VAL options as a dict (a later KEY wins); a bad one is a usage error."""
-    env: dict[str, str] = {}
-    for pair in pairs:
-        key, eq, value = pair.partition("=")
-        if not eq or not key or "\0" in pair:
-            raise click.BadParameter(f"{pair!r} is not KEY=VAL", param_hint="-e")
-        env[key] = value
-    return env or None
+    try:
+        return env_pairs(pairs)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="-e") from None
 
 
 @main.command()

@@ -21,10 +21,9 @@ def emit(as_json: bool, data, text: str | None = None) -> None:
 
 def error(message: str, kind: str, as_json: bool) -> None:
     """One error on stderr: a line of text, or {"error": ..., "type": ...} under --json."""
-    if as_json:
-        click.echo(json.dumps({"error": message, "type": kind}, sort_keys=True), err=True)
-    else:
-        click.echo(f"appcontainers: error: {message}", err=True)
+    from .cli_lean import error_text
+
+    click.echo(error_text(message, kind, as_json), err=True)
 
 
 def complete_containers(ctx, param, incomplete):

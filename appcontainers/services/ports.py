@@ -10,7 +10,7 @@ from ..config import Settings
 from ..domain.exceptions import InvalidValue
 from ..domain.ports import (Agents, BaseBuilder, Clock, ContainerDriver, DebianBuilder,
                             FuseMounterPort, HostFs, HostNetwork, ImageCodec, ImageViewer, KernelMounterPort,
-                            Processes, Registries, Resolver, ResourceRepository, Rng, RootfsMounter,
+                            Monitor, Processes, Registries, Resolver, ResourceRepository, Rng, RootfsMounter,
                             RuntimeBuilder, Signing, OciSource,
                             SizedDirs, Skeletons, ViewMounter)
 
@@ -66,6 +66,7 @@ class Ports:
     clock: Clock
     rng: Rng
     viewer: ImageViewer
+    monitor: Monitor  # stats and events
     debian_builder: DebianBuilder | None = None
     procs: Processes = attrs.Factory(lambda: NoProcesses())
     disks: SizedDirs | None = None  # None: containers' writes are not bounded

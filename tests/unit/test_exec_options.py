@@ -4,28 +4,11 @@ from __future__ import annotations
 import os
 
 import pytest
-from click.testing import CliRunner
 
 from appcontainers.agent import protocol as p
 from appcontainers.agent import users
-from appcontainers.entrypoints.cli import main
-from tests.fakes import make_service
+from tests.unit.cli_fixtures import client, invoke, svc  # noqa: F401 (svc: a fixture)
 from tests.unit.test_agent_runner import A, drive, finished, output, run, world  # noqa: F401
-
-
-@pytest.fixture
-def svc():
-    s = make_service()
-    s.provision("web")
-    return s
-
-
-def invoke(svc, *args, input=None):
-    return CliRunner().invoke(main, list(args), obj=lambda reconcile=True: svc, input=input)
-
-
-def client(svc):
-    return svc.ports.agents(svc.settings.layout.agent_dir("web"))
 
 
 @pytest.fixture

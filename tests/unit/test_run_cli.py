@@ -4,12 +4,11 @@ from __future__ import annotations
 import signal
 
 import pytest
-from click.testing import CliRunner
 
 from appcontainers.agent import protocol as p
-from appcontainers.entrypoints.cli import _options_first, main
+from appcontainers.entrypoints.cli import _options_first
 from appcontainers.entrypoints.run_session import Controls, exit_status
-from tests.fakes import make_service
+from tests.unit.cli_fixtures import client, invoke, svc  # noqa: F401 (svc: a fixture)
 
 VALUED = {"--timeout"}
 
@@ -26,21 +25,6 @@ class TestArgumentOrder:
     def test_options_before_the_command_are_ours(self, args, want):
         """Options before or after NAME are run's; the command starts at -- or its first word."""
         assert _options_first(args, VALUED) == want
-
-
-@pytest.fixture
-def svc():
-    s = make_service()
-    s.provision("web")
-    return s
-
-
-def invoke(svc, *args, input=None):
-    return CliRunner().invoke(main, list(args), obj=lambda reconcile=True: svc, input=input)
-
-
-def client(svc):
-    return svc.ports.agents(svc.settings.layout.agent_dir("web"))
 
 
 class TestRun:

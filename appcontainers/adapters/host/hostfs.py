@@ -157,9 +157,11 @@ class HostFs:
         from . import tar_extract
         from ..mounts.idmapped import creating_as  # an idmapped tree takes creations by mapped ids only
 
-        limits = {k: v for k, v in (("max_bytes", max_bytes), ("max_members", max_members)) if v is not None}
         with creating_as(shift):
-            return tar_extract.extract_archive(root, dest, archive, shift, **limits)
+            return tar_extract.extract_archive(
+                root, dest, archive, shift,
+                max_bytes=tar_extract.DEFAULT_MAX_BYTES if max_bytes is None else max_bytes,
+                max_members=tar_extract.DEFAULT_MAX_MEMBERS if max_members is None else max_members)
 
     def kind_in_root(self, root: str, path: str) -> str | None:
         from . import tree_copy
@@ -189,9 +191,13 @@ class HostFs:
                 self.write_in_root(root, dest, f.read(), st.st_mode & 0o777 if mode is None else mode,
                                    shift=shift)
             return 1
+        from . import tar_extract
+        from ..mounts.idmapped import creating_as
+
         archive = tree_copy.pack_dir(src, tmp_dir)
         try:
-            return self.extract_in_root(root, dest, archive, shift=shift) + 1
+            with creating_as(shift):  # as extract_in_root, keeping the tree's modes
+                return tar_extract.extract_archive(root, dest, archive, shift, keep_modes=True)
         finally:
             os.unlink(archive)
 

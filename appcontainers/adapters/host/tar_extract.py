@@ -128,18 +128,25 @@ def _file_mode(m: tarfile.TarInfo) -> int:
     return mode | 0o600
 
 
+_KEPT_BITS = 0o1777  # a copied tree's own modes: everything but setuid/setgid (refused in pass 1)
+
+
 class _Writer:
     """Pass 2: writes into the directory dest_fd as if it were '/', keeping a journal of what it
-    made and what it set aside, so that undo() puts everything back as it was."""
+    made and what it set aside, so that undo() puts everything back as it was. keep_modes: the
+    members' own modes (a tree we packed: `cp`), else the 'data' filter's (load_archive)."""
 
-    def __init__(self, tf: tarfile.TarFile, dest_fd: int, shift: int):
-        self.tf, self.dest_fd, self.shift = tf, dest_fd, shift
+    def __init__(self, tf: tarfile.TarFile, dest_fd: int, shift: int, keep_modes: bool = False):
+        self.tf, self.dest_fd, self.shift, self.keep_modes = tf, dest_fd, shift, keep_modes
+        self.dir_modes: list[tuple[str, int]] = []  # set at commit, deepest first (a 0555 one last)
         # ("made", path, is a directory) or ("aside", path, the name it was renamed to)
         self.journal: list[tuple[str, str, Any]] = []  # (made|aside, path, is-dir|aside name)
 
     def member(self, m: tarfile.TarInfo, name: str) -> None:
         if m.isdir():
             os.close(self._dirs(name))
+            if self.keep_modes:
+                self.dir_modes.append((name, m.mode & _KEPT_BITS))
             return
         parent = self._dirs(posixpath.dirname(name))
         base = posixpath.basename(name)
@@ -195,7 +202,7 @@ class _Writer:
                     view = view[os.write(fd, view):]
                 left -= len(chunk)
             os.fchown(fd, self.shift, self.shift)
-            os.fchmod(fd, _file_mode(m))
+            os.fchmod(fd, m.mode & _KEPT_BITS if self.keep_modes else _file_mode(m))
             os.utime(fd, (m.mtime, m.mtime))
         finally:
             os.close(fd)
@@ -222,7 +229,13 @@ class _Writer:
         self.journal = []
 
     def commit(self) -> None:
-        """Everything was written: what was set aside goes."""
+        """Everything was written: the directories get their modes, what was set aside goes."""
+        for name, mode in sorted(self.dir_modes, key=lambda d: d[0].count("/") + bool(d[0]), reverse=True):
+            fd = openat2_in_root(self.dest_fd, name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            try:
+                os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
         for action, path, detail in self.journal:
             if action == "aside":
                 _in_parent(self.dest_fd, path, lambda fd, base: os.unlink(detail, dir_fd=fd))
@@ -268,10 +281,14 @@ def _check_free(root_fd: int, total: int, label: str) -> None:
 
 
 def extract_archive(root: str, dest: str, archive: str, shift: int = 0, *,
-                    max_bytes: int = DEFAULT_MAX_BYTES, max_members: int = DEFAULT_MAX_MEMBERS) -> int:
+                    max_bytes: int = DEFAULT_MAX_BYTES, max_members: int = DEFAULT_MAX_MEMBERS,
+                    keep_modes: bool = False) -> int:
     """Extract archive into the container directory dest (under the container root root);
     returns the member count. Owners are not taken from the archive: everything belongs to the
-    container's root, whose host id is shift (an unprivileged container's tree shows ids shifted)."""
+    container's root, whose host id is shift (an unprivileged container's tree shows ids shifted).
+    keep_modes: files and directories (dest too, from a "." member) get the members' modes
+    (setuid/setgid files are refused all the same); else files get the 'data' filter's, new
+    directories 0755."""
     max_bytes, max_members = _check_limit(max_bytes, "max_bytes"), _check_limit(max_members, "max_members")
     label = os.path.basename(archive) or archive
     with open_tar(archive, label) as tf:
@@ -279,13 +296,13 @@ def extract_archive(root: str, dest: str, archive: str, shift: int = 0, *,
         root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             _check_free(root_fd, total, label)
-            _write_all(tf, plan, root_fd, dest, shift, label)
+            _write_all(tf, plan, root_fd, dest, shift, label, keep_modes)
         finally:
             os.close(root_fd)
     return len(plan)
 
 
-def _write_all(tf, plan, root_fd: int, dest: str, shift: int, label: str) -> None:
+def _write_all(tf, plan, root_fd: int, dest: str, shift: int, label: str, keep_modes: bool = False) -> None:
     made: list[str] = []
     try:
         dest_fd = _mkdirs(root_fd, dest, shift, made)
@@ -294,7 +311,7 @@ def _write_all(tf, plan, root_fd: int, dest: str, shift: int, label: str) -> Non
             _remove_in(root_fd, path.lstrip("/"), True)
         raise UnsafePath(f"archive {label} refused: cannot use {dest} in the container: "
                          f"{getattr(e, 'strerror', None) or e}") from None
-    writer = _Writer(tf, dest_fd, shift)
+    writer = _Writer(tf, dest_fd, shift, keep_modes)
     try:
         for m, name in plan:
             try:

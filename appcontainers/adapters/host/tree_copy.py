@@ -7,7 +7,9 @@ container is copied as a symlink (its target text, unresolved), never followed, 
 devices are skipped. Host copies belong to the caller; permission bits are kept (no setuid).
 
 In: a host file goes through rootfs_files.write_file; a host directory is packed into a
-temporary tar and unpacked by tar_extract, the same checked extractor as load_archive.
+temporary tar and unpacked by tar_extract, the same checked extractor as load_archive, keeping
+the tree's modes (files and directories, the top one too) but for setuid/setgid, stripped when
+packed (as a copied file's are); symlinks stay symlinks.
 """
 from __future__ import annotations
 
@@ -147,13 +149,20 @@ def _tree(src_dir: int, name: str, dst_dir: int, dst_name: str, mode: int) -> in
     return count
 
 
+def _no_ids(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    member.mode &= ~0o6000  # no setuid/setgid into a container (a copied file's are dropped too)
+    return member
+
+
 def pack_dir(src: str, tmp_dir: str) -> str:
-    """A temporary tar (in tmp_dir) of the host directory src's contents; the caller removes it."""
+    """A temporary tar (in tmp_dir) of the host directory src: "." (its mode), then its contents
+    (modes kept but setuid/setgid, symlinks as symlinks); the caller removes it."""
     fd, path = tempfile.mkstemp(prefix="copy-in-", suffix=".tar", dir=tmp_dir)
     try:
         with os.fdopen(fd, "wb") as f, tarfile.open(fileobj=f, mode="w") as tf:
+            tf.add(src, arcname=".", recursive=False, filter=_no_ids)
             for child in sorted(os.listdir(src)):
-                tf.add(os.path.join(src, child), arcname=child)
+                tf.add(os.path.join(src, child), arcname=child, filter=_no_ids)
     except BaseException:
         os.unlink(path)
         raise
