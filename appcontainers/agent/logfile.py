@@ -116,7 +116,7 @@ class JsonLog:
         if error is not None:
             self._count_lost(data[max(done, len(notice)):], error)
 
-    def _write(self, data: bytes) -> tuple[int, OSError | None]:
+    def _write(self, data: bytes | bytearray) -> tuple[int, OSError | None]:
         """Write data; (bytes written, the error if the disk was full before the end)."""
         view, done = memoryview(data), 0
         try:
@@ -133,7 +133,7 @@ class JsonLog:
             view.release()
         return done, None
 
-    def _count_lost(self, dropped: bytes, error: OSError) -> None:
+    def _count_lost(self, dropped: bytes | bytearray, error: OSError) -> None:
         lost = self.lost or {"records": 0, "bytes": 0, "error": os.strerror(error.errno or errno.ENOSPC)}
         # A record partly written counts as lost: its newline is in what was dropped.
         lost["records"] += dropped.count(b"\n")

@@ -35,8 +35,8 @@ def spawn_pipes(argv, env, cwd, piped_stdin, user: User | None = None):
         raise
     for fd in (out_w, err_w, *stdin_pipe[:1]):
         os.close(fd)  # the child has its copies
-    for fd in (out_r, err_r, in_w):
-        _grow(fd)
+    for grown in (out_r, err_r, in_w):
+        _grow(grown)
     return proc, out_r, err_r, in_w
 
 
