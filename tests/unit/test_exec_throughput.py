@@ -2,7 +2,7 @@
 the frame format, the agent's runner sending and taking frames, the host's line view."""
 from __future__ import annotations
 
-import json
+import hashlib
 import os
 import signal
 
@@ -145,7 +145,6 @@ class TestRunnerFrames:
         drive(runner, finished(runner, "s"))
         msgs = sock.messages("s")
         out = b"".join(f for m, f in msgs if m["type"] == "output")
-        import hashlib
         assert out.split()[0].decode() == hashlib.sha256(data).hexdigest()
         acks = [m["bytes"] for m, _ in msgs if m["type"] == "stdin_ack"]
         assert acks and acks[-1] == len(data)
@@ -185,11 +184,15 @@ class TestHostStdin:
         assert not zmq_bus._stdin_source(b"small").open and not zmq_bus._stdin_source(None).open
 
 
-def test_log_records_stay_json_lines():
-    """The log view is unchanged: a JSON object per record, the data in it."""
-    log = FakeLog()
-    sock = FrameSocket()
-    runner = Runner(sock.send, log)
-    run(runner, id="l", shell="echo hi", chunks=True, frames=True)
+def test_log_records_stay_json_lines(tmp_path):
+    """The log view is unchanged with frames: JSON lines, the output's text in "data"."""
+    from appcontainers.agent.logfile import JsonLog, read_log
+
+    log = JsonLog(str(tmp_path))
+    runner = Runner(FrameSocket().send, log)
+    run(runner, id="l", shell="echo hi; printf 'x\\377'", chunks=True, frames=True)
     drive(runner, finished(runner, "l"))
-    assert [json.loads(json.dumps(r))["data"] for r in log.of("l") if r["type"] == "output"] == ["hi\n"]
+    log.flush()
+    outs = [r for _, r in read_log(str(tmp_path)) if r.get("id") == "l" and r["type"] == "output"]
+    assert b"".join(p.data_bytes(r) for r in outs) == b"hi\nx\xff"
+    assert {"ts", "seq", "stream"} <= set(outs[0])
