@@ -18,8 +18,8 @@ from .runner import AGAIN, DEFAULT_PATH, GONE, OK, Runner
 STOP_GRACE = 3.0  # SIGTERM to SIGKILL
 KILL_WAIT = 1.0  # SIGKILL to giving up on reaping
 # messages queued per peer before the agent stops reading that command's pipes: with output
-# messages of up to MAX_CHUNK (256 KiB) that is at most 64 MiB, as 1000 of 64 KiB were before
-SNDHWM = 256
+# messages of up to MAX_CHUNK (256 KiB) that is at most 16 MiB (1000 of 64 KiB were 64 MiB)
+SNDHWM = 64
 MAX_REQUESTS_PER_TURN = 256
 FILES = ("cmd.sock", "events.sock", "ready")
 _NOBLOCK = int(zmq.NOBLOCK)

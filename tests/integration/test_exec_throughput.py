@@ -83,10 +83,10 @@ class TestAgentProcess:
                               capture_output=True, timeout=180, check=True)
         code, out_len, got, client_kb = json.loads(done.stdout)
         assert (code, out_len, got) == (0, 0, 200_000_000)
-        assert client_kb < 200 * 1024, f"client peak RSS {client_kb} kB"
+        assert client_kb < 120 * 1024, f"client peak RSS {client_kb} kB"
         with open(f"/proc/{proc.pid}/status") as f:
             agent_kb = int(next(line for line in f if line.startswith("VmHWM:")).split()[1])
-        assert agent_kb < 150 * 1024, f"agent peak RSS {agent_kb} kB"
+        assert agent_kb < 100 * 1024, f"agent peak RSS {agent_kb} kB"
 
 
 @pytest.fixture(scope="module")

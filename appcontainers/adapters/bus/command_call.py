@@ -17,7 +17,7 @@ from ...domain.exceptions import AgentUnavailable, CommandTimeout, InvalidValue
 if TYPE_CHECKING:
     from .zmq_bus import AgentClient
 
-STDIN_WINDOW = 1 << 20  # streamed stdin bytes sent but not yet written by the agent
+STDIN_WINDOW = 4 << 20  # streamed stdin bytes sent but not yet written by the agent (16 messages)
 READ_SIZE = p.MAX_CHUNK  # one stdin message
 
 

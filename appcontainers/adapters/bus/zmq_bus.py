@@ -27,7 +27,7 @@ from ...domain.exceptions import AgentUnavailable, CommandTimeout, InvalidValue
 
 SILENCE = 2.0  # seconds without any message before run() pings the agent
 PING_WAIT = 3.0  # how long that ping may stay unanswered before the agent counts as gone
-RCVHWM = 256  # messages (up to MAX_CHUNK each) the client socket buffers; the agent stops reading the pipes beyond
+RCVHWM = 64  # messages (up to MAX_CHUNK each) the client socket buffers; the agent stops reading the pipes beyond
 INLINE_STDIN = 64 * 1024  # stdin bytes up to this go in the run request; more are streamed
 _client_keys: tuple[bytes, bytes] | None = None  # this process's CURVE client pair (made on first use)
 
