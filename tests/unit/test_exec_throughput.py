@@ -3,8 +3,11 @@ the frame format, the agent's runner sending and taking frames, the host's line 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import signal
+import tempfile
 
 import pytest
 from hypothesis import given
@@ -196,3 +199,59 @@ def test_log_records_stay_json_lines(tmp_path):
     outs = [r for _, r in read_log(str(tmp_path)) if r.get("id") == "l" and r["type"] == "output"]
     assert b"".join(p.data_bytes(r) for r in outs) == b"hi\nx\xff"
     assert {"ts", "seq", "stream"} <= set(outs[0])
+
+
+class OldAgent:
+    """An agent from before frames, on a real CURVE socket: one JSON frame per message both
+    ways (a request with more frames it would drop), base64 stdin, JSON output; it echoes a
+    command's stdin back as its output."""
+
+    def __init__(self, run_dir: str):
+        import threading
+
+        import zmq
+
+        self.public, secret = zmq_bus.AgentClient.new_keys()
+        self.sock = zmq.Context.instance().socket(zmq.ROUTER)
+        self.sock.curve_server, self.sock.curve_secretkey = True, secret.encode()
+        self.sock.bind(f"ipc://{run_dir}/cmd.sock")
+        with open(os.path.join(run_dir, "ready"), "w") as f:
+            f.write("{}\n")
+        self.frame_counts: list[int] = []
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def reply(self, peer, msg):
+        self.sock.send_multipart([peer, p.encode(msg)])
+
+    def serve(self):
+        got = bytearray()
+        while True:
+            frames = self.sock.recv_multipart()
+            self.frame_counts.append(len(frames))
+            msg = json.loads(frames[1])
+            if msg["type"] == "run":
+                self.reply(frames[0], {"v": 1, "type": "started", "id": msg["id"], "pid": 1})
+            elif msg["type"] == "stdin":
+                got += p.unb64(msg.get("data", ""))
+                self.reply(frames[0], p.stdin_ack_message(msg["id"], len(got), False))
+                if msg.get("eof"):
+                    self.reply(frames[0], p.output_message(msg["id"], "stdout", 0, bytes(got)))
+                    self.reply(frames[0], p.exit_message(msg["id"], 0, None, False))
+                    return
+
+
+def test_an_agent_from_before_frames_still_gets_stdin_and_sends_output(tmp_path):
+    """The host asks for frames but an older agent's `started` does not offer them: stdin goes
+    as base64 JSON and its one-frame JSON output is read, byte-exact."""
+    run_dir = tempfile.mkdtemp(prefix="x3old-", dir="/tmp")  # an ipc path must be short
+    old = OldAgent(run_dir)
+    try:
+        data = os.urandom(300_000) + b"\n"
+        code, out, _, _ = zmq_bus.AgentClient(run_dir, server_key=old.public).run(["cat"], stdin=iter([data]),
+                                                                                  timeout=30)
+        old.thread.join(5)
+        assert (code, out) == (0, data) and set(old.frame_counts) == {2}
+    finally:
+        old.sock.close(linger=0)
+        shutil.rmtree(run_dir, ignore_errors=True)
