@@ -1,8 +1,8 @@
 """The agent's core: runs commands, turns their pipes into messages, applies back-pressure.
 
-No sockets here. The server gives a `send(peer, payload) -> OK | AGAIN | GONE` (payload: one frame, or a
-(header, data) pair of frames), a log with
-`write(record)` / `write_json(payload, ts)` and a `publish(topic, payload)`; it polls the
+No sockets here. The server gives a `send(peer, payload) -> OK | AGAIN | GONE` (payload: one
+frame, or a (header, data) pair of frames), a log with `write(record)` /
+`write_json(payload, ts)` and a `publish(topic, payload)`; it polls the
 fds from wants() and calls on_readable / on_writable / reap / tick / flush_blocked.
 Messages for one command go through its own queue, so started, output and exit keep their
 order; while that queue cannot drain (AGAIN) its pipes are not read, so the command blocks
