@@ -501,7 +501,7 @@ class FakeAgentClient:
         return True
 
     def run(self, argv=None, shell=None, env=None, cwd=None, stdin=None, timeout=None, on_output=None,
-            *, on_data=None, tty=None, controls=None, user=None):
+            *, on_data=None, tty=None, controls=None, user=None, capture=True):
         self._reach()
         if stdin is not None and not isinstance(stdin, bytes):  # a stream: what the command would read
             stdin = stdin.read() if hasattr(stdin, "read") else b"".join(stdin)
@@ -522,7 +522,7 @@ class FakeAgentClient:
                     on_output(stream, line.rstrip(b"\n").decode(errors="replace"))
         record = {"v": 1, "type": "exit", "id": cid, "code": code, "signal": None, "timed_out": False}
         self.records.append(record)
-        return code, out, err, dict(record)
+        return (code, out, err, dict(record)) if capture else (code, b"", b"", dict(record))
 
     def kill(self, command_id, signal=15):
         self._reach()

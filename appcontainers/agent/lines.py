@@ -39,6 +39,21 @@ class LineSplitter:
         self.rest = rest
         return out
 
+    def feed_text(self, data: bytes) -> list[str]:
+        """feed(), each line decoded (undecodable bytes replaced) without its newline.
+
+        The whole chunk is decoded and split at once when no line can need cutting (the same
+        result: a newline byte never belongs to a UTF-8 sequence), else line by line."""
+        buf = self.rest + data if self.rest else data
+        end = buf.rfind(b"\n") + 1
+        if len(buf) - end < self.max_line:
+            lines = buf[:end].decode("utf-8", "replace").split("\n")
+            lines.pop()  # what follows the last newline: nothing
+            if not lines or max(map(len, lines)) * 4 < self.max_line:  # < max_line bytes each
+                self.rest = buf[end:]
+                return lines
+        return [line.decode("utf-8", "replace").removesuffix("\n") for line in self.feed(data)]
+
     def _chop(self, piece: bytes, out: list[bytes]) -> bytes:
         # leaves the tail (< max_line) for the caller; a tail plus b"\n" still fits the limit
         limit = self.max_line

@@ -87,16 +87,20 @@ class JsonLog:
 
     def write_json(self, obj: bytes, ts: float | None = None) -> None:
         """Append an already encoded JSON object, adding "ts" in front."""
-        line = b'{"ts":%.6f,' % (self.clock() if ts is None else ts) + obj[1:] + b"\n"
-        if self.size + len(self.buf) + len(line) > self.max_bytes and self.size + len(self.buf) > 0:
+        head = b'{"ts":%.6f,' % (self.clock() if ts is None else ts)
+        size = len(head) + len(obj)  # obj without its "{", and a newline
+        if self.size + len(self.buf) + size > self.max_bytes and self.size + len(self.buf) > 0:
             try:
                 self.rotate()
             except OSError as e:
                 if e.errno not in NO_SPACE:
                     raise
-                self._count_lost(line, e)  # no room for a new file: this record is dropped
+                self._count_lost(head + obj[1:] + b"\n", e)  # no room for a new file: this record is dropped
                 return
-        self.buf += line
+        self.buf += head
+        with memoryview(obj) as view:  # a big output record is copied once, into the buffer
+            self.buf += view[1:]
+        self.buf += b"\n"
         if len(self.buf) >= 256 * 1024:
             self.flush()
 
@@ -104,15 +108,15 @@ class JsonLog:
         if not self.buf:
             return
         notice = self._lost_notice()
-        data = notice + bytes(self.buf)
-        self.buf.clear()
+        data = notice + self.buf if notice else self.buf
+        self.buf = bytearray()
         done, error = self._write(data)
         if done >= len(notice):
             self.lost = None  # reported
         if error is not None:
             self._count_lost(data[max(done, len(notice)):], error)
 
-    def _write(self, data: bytes) -> tuple[int, OSError | None]:
+    def _write(self, data: bytes | bytearray) -> tuple[int, OSError | None]:
         """Write data; (bytes written, the error if the disk was full before the end)."""
         view, done = memoryview(data), 0
         try:
@@ -129,7 +133,7 @@ class JsonLog:
             view.release()
         return done, None
 
-    def _count_lost(self, dropped: bytes, error: OSError) -> None:
+    def _count_lost(self, dropped: bytes | bytearray, error: OSError) -> None:
         lost = self.lost or {"records": 0, "bytes": 0, "error": os.strerror(error.errno or errno.ENOSPC)}
         # A record partly written counts as lost: its newline is in what was dropped.
         lost["records"] += dropped.count(b"\n")

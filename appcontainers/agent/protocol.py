@@ -1,5 +1,9 @@
 """The message schema shared by the agent and the host: JSON objects with "v" and "type".
 
+A message is one ZeroMQ frame of JSON, or two: a JSON header and the raw bytes it carries
+(output and streamed stdin, when both sides know it: `frames`), so data is never base64 on
+the wire. The log keeps one JSON record per message (data, or data_b64 for non-UTF-8 bytes).
+
 Stdlib only: this package is copied into images as `appcontainers_agent`.
 """
 from __future__ import annotations
@@ -11,6 +15,7 @@ from json.encoder import encode_basestring as _json_str  # the C encoder, as ens
 
 VERSION = 1
 MAX_LINE = 64 * 1024  # output lines longer than this are split into pieces of at most this size
+MAX_CHUNK = 256 * 1024  # with chunks (or a tty) one output message carries at most this many bytes
 STREAMS = ("stdout", "stderr")
 
 
@@ -68,20 +73,49 @@ def unb64(text: str) -> bytes:
         raise ProtocolError("invalid base64") from None
 
 
+# -- binary frames: [JSON header, raw bytes]
+
+def message(frames) -> tuple[dict, bytes | None]:
+    """A message of one frame (JSON) or two (a JSON header, then its raw data): (header, data
+    or None); ProtocolError for anything else."""
+    if not 1 <= len(frames) <= 2:
+        raise ProtocolError(f"expected 1 or 2 frames, got {len(frames)}")
+    msg = decode(frames[0])
+    return msg, (frames[1] if len(frames) == 2 else None)
+
+
+def message_data(msg: dict, frame: bytes | None) -> bytes:
+    """The exact bytes an output or stdin message carries, in its data frame or its JSON."""
+    return data_bytes(msg) if frame is None else frame
+
+
+def output_header(prefix: bytes, seq: int) -> bytes:
+    """The header of an output message whose bytes follow in a frame of their own."""
+    return prefix + b"%d}" % seq
+
+
+def stdin_frames(cmd_id: str, data: bytes) -> tuple[bytes, bytes]:
+    """A piece of a streamed stdin as [header, raw bytes], for an agent that takes frames."""
+    return b'{"v":%d,"type":"stdin","id":%s}' % (VERSION, json.dumps(cmd_id).encode()), data
+
+
 # -- builders (host -> agent)
 
 def run_request(cmd_id: str, argv=None, shell=None, env=None, cwd=None, stdin: bytes | None = None,
                 stdin_stream=False, timeout=None, check: bool = True, chunks: bool = False,
-                tty: tuple[int, int] | None = None, user: str | None = None) -> dict:
+                tty: tuple[int, int] | None = None, user: str | None = None, frames: bool = False) -> dict:
     """A run request; ProtocolError when it is malformed (check=False: the agent's own
     startup commands, whose failures the runner reports as the command's).
 
     chunks: output comes as read (any size up to MAX_LINE), not split into lines; tty: run
     it on a pseudo-terminal of (rows, cols) (0, 0: unknown), its output on stdout as read;
-    user: USER, UID, USER:GROUP or UID:GID of the container's /etc/passwd (default root)."""
+    user: USER, UID, USER:GROUP or UID:GID of the container's /etc/passwd (default root);
+    frames: output as [header, raw bytes] (an older agent ignores it and sends JSON)."""
     msg: dict = {"v": VERSION, "type": "run", "id": cmd_id}
     if chunks:
         msg["chunks"] = True
+    if frames:
+        msg["frames"] = True
     if tty is not None:
         msg["tty"] = {"rows": tty[0], "cols": tty[1]}
     if argv is not None:
@@ -135,7 +169,7 @@ def stdin_payload(cmd_id: str, data: bytes) -> bytes:
 
 # -- builders (agent -> host)
 
-FEATURES = ("user",)  # what this agent does that an older one ignores: the host asks before relying on it
+FEATURES = ("user", "frames")  # what this agent does that an older one ignores: the host asks before relying on it
 
 
 def pong_message(pid: int, uptime: float) -> dict:
@@ -143,7 +177,8 @@ def pong_message(pid: int, uptime: float) -> dict:
 
 
 def started_message(cmd_id: str, pid: int) -> dict:
-    return {"v": VERSION, "type": "started", "id": cmd_id, "pid": pid}
+    """frames: this agent takes streamed stdin as [header, raw bytes] (an older one does not say so)."""
+    return {"v": VERSION, "type": "started", "id": cmd_id, "pid": pid, "frames": True}
 
 
 def stdin_ack_message(cmd_id: str, written: int, closed: bool) -> dict:
@@ -172,8 +207,8 @@ def output_payload(prefix: bytes, seq: int, raw: bytes) -> bytes:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        return prefix + b'%d,"data_b64":"%s"}' % (seq, base64.b64encode(raw))
-    return prefix + b'%d,"data":%s}' % (seq, _json_str(text).encode())
+        return b"".join((prefix, b'%d,"data_b64":"' % seq, base64.b64encode(raw), b'"}'))
+    return b"".join((prefix, b'%d,"data":' % seq, _json_str(text).encode(), b"}"))
 
 
 def exit_message(cmd_id: str, code, signal, timed_out: bool) -> dict:
@@ -239,6 +274,7 @@ _RUN_FIELDS = (
     ("stdin", _is_b64, "stdin must be a base64 string"),
     ("stdin_stream", lambda v: isinstance(v, bool), "stdin_stream must be a boolean"),
     ("chunks", lambda v: isinstance(v, bool), "chunks must be a boolean"),
+    ("frames", lambda v: isinstance(v, bool), "frames must be a boolean"),
     ("tty", lambda v: isinstance(v, dict) and _is_size(v.get("rows")) and _is_size(v.get("cols")),
      "tty must be {rows, cols} with integers from 0 to 65535"),
 )
@@ -288,12 +324,15 @@ _CHECKS = {
 REQUEST_TYPES = frozenset(_CHECKS)
 
 
-def validate_request(msg: dict) -> dict:
-    """The request itself when it is well formed; ProtocolError (with the reason) otherwise."""
+def validate_request(msg: dict, frame: bytes | None = None) -> dict:
+    """The request itself when it is well formed; ProtocolError (with the reason) otherwise.
+    frame: its data frame, if it came with one (only stdin may, and then without "data")."""
     if not isinstance(msg, dict) or msg.get("v") != VERSION or not isinstance(msg.get("type"), str):
         raise ProtocolError("not a v1 message")
     check = _CHECKS.get(msg["type"])
     if check is None:
         raise ProtocolError(f"unknown message type {msg['type']!r}")
     check(msg)
+    if frame is not None and (msg["type"] != "stdin" or "data" in msg):
+        raise ProtocolError(f"{msg['type']}: unexpected data frame")
     return msg

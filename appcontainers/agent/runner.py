@@ -1,7 +1,8 @@
 """The agent's core: runs commands, turns their pipes into messages, applies back-pressure.
 
-No sockets here. The server gives a `send(peer, payload) -> OK | AGAIN | GONE`, a log with
-`write(record)` / `write_json(payload, ts)` and a `publish(topic, payload)`; it polls the
+No sockets here. The server gives a `send(peer, payload) -> OK | AGAIN | GONE` (payload: one
+frame, or a (header, data) pair of frames), a log with `write(record)` /
+`write_json(payload, ts)` and a `publish(topic, payload)`; it polls the
 fds from wants() and calls on_readable / on_writable / reap / tick / flush_blocked.
 Messages for one command go through its own queue, so started, output and exit keep their
 order; while that queue cannot drain (AGAIN) its pipes are not read, so the command blocks
@@ -24,7 +25,7 @@ from .spawn import set_size, spawn_pipes, spawn_pty
 OK, AGAIN, GONE = "ok", "again", "gone"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_ENV = {"PATH": DEFAULT_PATH, "HOME": "/root"}
-READ_SIZE = 64 * 1024
+READ_SIZE = 64 * 1024  # one read of a pipe split into lines
 EXIT_GRACE = 0.3  # after the process exits, how long its pipes may stay open (background children)
 CLOSE_LIMIT = 2.0  # then how long such children may keep the pipes busy before they are closed
 KEEP_FINISHED = 100  # exits remembered for a late attach
@@ -39,13 +40,14 @@ class Command:
         self.splitters = {s: LineSplitter() for s in p.STREAMS}
         self.seq = dict.fromkeys(p.STREAMS, 0)
         self.prefix = {s: p.output_prefix(cmd_id, s) for s in p.STREAMS}
-        self.queue: collections.deque[bytes] = collections.deque()
+        self.queue: collections.deque[bytes | tuple[bytes, bytes]] = collections.deque()
         self.stdin_fd: int | None = None
         self.stdin_buf = bytearray()
         self.stdin_eof = False
         self.stdin_stream = False  # stdin arrives in messages, acknowledged as written
         self.stdin_written = 0
         self.chunked = False  # output goes out as read, not split into lines
+        self.frames = False  # output goes to the peer as [header, raw bytes], not JSON
         self.tty_fd: int | None = None  # the pseudo-terminal's master, for resizes
         self.deadline: float | None = None
         self.timed_out = False
@@ -74,8 +76,10 @@ class Runner:
         if peer is not None:
             self.send(peer, p.encode(msg))  # a reply nobody can take now is dropped
 
-    def handle(self, peer: bytes | None, req: dict) -> None:
-        """A validated request other than ping."""
+    def handle(self, peer: bytes | None, req: dict, frame: bytes | None = None) -> None:
+        """A validated request other than ping; frame: a stdin's data frame."""
+        if req["type"] == "stdin":
+            return self._req_stdin(peer, req, frame)
         getattr(self, "_req_" + req["type"])(peer, req)
 
     def _req_run(self, peer, req, startup=False):
@@ -86,6 +90,7 @@ class Runner:
             return self.reply(peer, p.error_message(f"command {cid!r} is already running", cid, "duplicate"))
         self.finished.pop(cid, None)
         cmd = self.commands[cid] = Command(cid, peer, startup)
+        cmd.frames = bool(req.get("frames"))
         try:
             in_w = self._start(cmd, req)
         except (OSError, ValueError) as e:
@@ -166,14 +171,14 @@ class Runner:
             return  # not on a terminal, or its terminal is closed: nothing to resize
         set_size(cmd.tty_fd, req["rows"], req["cols"])
 
-    def _req_stdin(self, peer, req):
+    def _req_stdin(self, peer, req, frame=None):
         cmd = self.commands.get(req["id"])
         if cmd is None or cmd.stdin_fd is None:
             if cmd is not None or req["id"] in self.finished:
                 return  # it ended or closed its stdin first: the rest is dropped, as a pipe would
             return self.reply(peer, p.error_message(f"no command {req['id']!r} with open stdin",
                                                     req["id"], "unknown"))
-        cmd.stdin_buf += p.unb64(req.get("data", ""))
+        cmd.stdin_buf += frame if frame is not None else p.unb64(req.get("data", ""))
         cmd.stdin_eof = cmd.stdin_eof or req.get("eof", False)
         self._write_stdin(cmd, ack=True)  # always answered: an ack lost to a full queue is re-sent
 
@@ -295,7 +300,7 @@ class Runner:
     def _read(self, cmd: Command, fd: int) -> bool:
         """Read once; False when nothing is there now."""
         try:
-            data = os.read(fd, READ_SIZE)
+            data = os.read(fd, p.MAX_CHUNK if cmd.chunked else READ_SIZE)
         except BlockingIOError:
             return False
         except OSError:
@@ -304,7 +309,7 @@ class Runner:
             self._eof(cmd, fd)
             return True
         stream, ts = cmd.fds[fd], time.time()
-        if cmd.chunked:  # READ_SIZE is MAX_LINE: a chunk is never longer than a line may be
+        if cmd.chunked:  # one message per read, up to MAX_CHUNK
             self._line(cmd, stream, data, ts)
         else:
             for raw in cmd.splitters[stream].feed(data):
@@ -321,13 +326,14 @@ class Runner:
         self._flush(cmd)
 
     def _line(self, cmd: Command, stream: str, raw: bytes, ts: float) -> None:
-        payload = p.output_payload(cmd.prefix[stream], cmd.seq[stream], raw)
+        seq, prefix = cmd.seq[stream], cmd.prefix[stream]
+        payload = p.output_payload(prefix, seq, raw)  # the log (and subscribers) get JSON
         cmd.seq[stream] += 1
         self.log.write_json(payload, ts)
         if self.publish_output:
             self.publish(b"output", payload)
         if cmd.peer is not None:
-            cmd.queue.append(payload)
+            cmd.queue.append((p.output_header(prefix, seq), raw) if cmd.frames else payload)
 
     def _emit(self, cmd: Command, msg: dict) -> None:
         payload = p.encode(msg)
@@ -354,7 +360,7 @@ class Runner:
         written, closed = 0, False
         while cmd.stdin_buf:
             try:
-                n = os.write(cast(int, cmd.stdin_fd), cmd.stdin_buf[:READ_SIZE])  # callers check it is open
+                n = _write(cast(int, cmd.stdin_fd), cmd.stdin_buf)  # callers check it is open
             except BlockingIOError:
                 break
             except OSError:  # the command closed its stdin: what is left is dropped
@@ -395,6 +401,12 @@ class Runner:
             self._flush(cmd)
         if cmd.done and not cmd.queue:
             self.commands.pop(cmd.id, None)
+
+
+def _write(fd: int, buf: bytearray) -> int:
+    """os.write of the whole buffer without copying it first."""
+    with memoryview(buf) as view:
+        return os.write(fd, view)
 
 
 def _killpg(pid: int, sig: int) -> None:

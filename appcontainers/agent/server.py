@@ -17,7 +17,9 @@ from .runner import AGAIN, DEFAULT_PATH, GONE, OK, Runner
 
 STOP_GRACE = 3.0  # SIGTERM to SIGKILL
 KILL_WAIT = 1.0  # SIGKILL to giving up on reaping
-SNDHWM = 1000  # messages queued per peer before the agent stops reading that command's pipes
+# messages queued per peer before the agent stops reading that command's pipes: with output
+# messages of up to MAX_CHUNK (256 KiB) that is at most 16 MiB (1000 of 64 KiB were 64 MiB)
+SNDHWM = 64
 MAX_REQUESTS_PER_TURN = 256
 FILES = ("cmd.sock", "events.sock", "ready")
 _NOBLOCK = int(zmq.NOBLOCK)
@@ -36,11 +38,15 @@ class Agent:
 
     # -- zmq glue for the runner
 
-    def _send(self, peer: bytes, payload: bytes) -> str:
+    def _send(self, peer: bytes, payload: bytes | tuple[bytes, bytes]) -> str:
         try:
             # with ROUTER_MANDATORY only the identity frame can fail; the payload then goes
             self.router.send(peer, _MORE_NOBLOCK)
-            self.router.send(payload, _NOBLOCK)
+            if isinstance(payload, tuple):  # [header, raw bytes]
+                self.router.send(payload[0], _MORE_NOBLOCK)
+                self.router.send(payload[1], _NOBLOCK)
+            else:
+                self.router.send(payload, _NOBLOCK)
             return OK
         except zmq.Again:
             return AGAIN
@@ -188,31 +194,34 @@ class Agent:
                 frames = self.router.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if len(frames) != 2:
-                self._foreign(f"expected 1 payload frame, got {len(frames) - 1}", frames[-1])
+            if len(frames) not in (2, 3):
+                self._foreign(f"expected 1 or 2 payload frames, got {len(frames) - 1}", frames[-1])
                 continue
-            peer, payload = frames
+            peer, payload, frame = frames[0], frames[1], (frames[2] if len(frames) == 3 else None)
             try:
                 msg = p.decode(payload)
             except p.ProtocolError as e:
                 self._foreign(str(e), payload)  # not ours: dropped without a reply
                 continue
             try:
-                p.validate_request(msg)
+                p.validate_request(msg, frame)
             except p.ProtocolError as e:
-                self._foreign(str(e), payload)
-                cid = msg.get("id") if isinstance(msg.get("id"), str) else None
-                reason = "unknown" if msg["type"] not in p.REQUEST_TYPES else "invalid"
-                self.runner.reply(peer, p.error_message(str(e), cid, reason))
+                self._invalid(peer, msg, payload, e)
                 continue
-            self._request(peer, msg)
+            self._request(peer, msg, frame)
 
-    def _request(self, peer: bytes, msg: dict) -> None:
+    def _invalid(self, peer: bytes, msg: dict, payload: bytes, e: p.ProtocolError) -> None:
+        self._foreign(str(e), payload)
+        cid = msg.get("id") if isinstance(msg.get("id"), str) else None
+        reason = "unknown" if msg["type"] not in p.REQUEST_TYPES else "invalid"
+        self.runner.reply(peer, p.error_message(str(e), cid, reason))
+
+    def _request(self, peer: bytes, msg: dict, frame: bytes | None = None) -> None:
         """A valid request: ping is answered here, the rest by the runner."""
         if msg["type"] == "ping":
             return self.runner.reply(peer, p.pong_message(os.getpid(), round(time.monotonic() - self.started, 3)))
         try:
-            self.runner.handle(peer, msg)
+            self.runner.handle(peer, msg, frame)
         except Exception as e:  # noqa: BLE001 -- one bad request must not end init
             self._record(p.event("agent_error", message=f"{msg['type']} failed: {e!r}"), publish=False)
             self.runner.reply(peer, p.error_message(f"{msg['type']} failed: {e}", msg.get("id"), "failed"))

@@ -9,6 +9,8 @@ import termios
 
 from .users import User
 
+PIPE_SIZE = 1 << 20  # the pipes' capacity: a fast command writes ahead while we relay
+
 
 def _as(user: User | None) -> dict:
     """Popen's arguments to run as user (None: as the agent, root)."""
@@ -33,7 +35,18 @@ def spawn_pipes(argv, env, cwd, piped_stdin, user: User | None = None):
         raise
     for fd in (out_w, err_w, *stdin_pipe[:1]):
         os.close(fd)  # the child has its copies
+    for grown in (out_r, err_r, in_w):
+        _grow(grown)
     return proc, out_r, err_r, in_w
+
+
+def _grow(fd: int | None) -> None:
+    """Best effort: a bigger pipe (the kernel may refuse past the user's pipe quota)."""
+    if fd is not None:
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            pass
 
 
 def spawn_pty(argv, env, cwd, rows: int, cols: int, user: User | None = None):

@@ -142,10 +142,12 @@ class AgentClient(Protocol):
             cwd: str | None = None, stdin: Any = None, timeout: float | None = None,
             on_output: LineCallback | None = None, *, on_data: DataCallback | None = None,
             tty: tuple[int, int] | None = None,
-            controls: Controls | None = None, user: str | None = None) -> tuple[int, bytes, bytes, JsonDict]:
+            controls: Controls | None = None, user: str | None = None,
+            capture: bool = True) -> tuple[int, bytes, bytes, JsonDict]:
         """(exit code, stdout, stderr, the agent's result record). stdin: bytes or a stream
         (a binary file, an iterable of bytes); tty=(rows, cols): on a pseudo-terminal;
-        user: USER, UID, USER:GROUP or UID:GID of the container (default root)."""
+        user: USER, UID, USER:GROUP or UID:GID of the container (default root); capture=False:
+        stdout and stderr come back empty (the output went to on_data/on_output only)."""
     def kill(self, command_id: str, signal: int = 15) -> None:
         """Send signal to a running command's process group (nothing if it has ended)."""
     def logs(self, since: int = 0, follow: bool = False) -> Iterator[tuple[int, JsonDict]]:

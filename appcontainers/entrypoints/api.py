@@ -73,7 +73,7 @@ class Container:
         self._svc.containers.destroy(self.name)
 
     def run(self, command=None, timeout=None, on_output=None, env=None, cwd=None, stdin=None, *,
-            on_data=None, tty=None, controls=None, user=None, args=None):
+            on_data=None, tty=None, controls=None, user=None, args=None, capture=True):
         """Run command (a str under /bin/sh -c, or an argv list); blocks until it ends.
 
         command None: the image's default command (its config's entrypoint + cmd; args, if given,
@@ -83,10 +83,11 @@ class Container:
         stdin: bytes or a stream (binary file, iterable of bytes) sent as the command reads;
         on_output(stream, line) per line, on_data(stream, bytes) exactly as output comes;
         tty=(rows, cols): on a pseudo-terminal; controls(): signals and sizes to send now;
-        user: USER, UID, USER:GROUP or UID:GID of the container's /etc/passwd (default root)."""
+        user: USER, UID, USER:GROUP or UID:GID of the container's /etc/passwd (default root);
+        capture=False: the result's stdout and stderr stay empty (output too big to hold)."""
         return self._svc.containers.run(self.name, command, timeout=timeout, on_output=on_output,
                                         env=env, cwd=cwd, stdin=stdin, on_data=on_data, tty=tty,
-                                        controls=controls, user=user, args=args)
+                                        controls=controls, user=user, args=args, capture=capture)
 
     def running_commands(self) -> list[str]:
         """Ids of the commands started by run that still run, oldest first."""

@@ -548,7 +548,7 @@ class ContainerService:
             on_output: LineCallback | None = None, env: dict[str, str] | None = None,
             cwd: str | None = None, stdin: Any = None, *, on_data: DataCallback | None = None,
             tty: tuple[int, int] | None = None, controls: Controls | None = None,
-            user: str | None = None, args: Sequence[str] | None = None) -> RunResult:
+            user: str | None = None, args: Sequence[str] | None = None, capture: bool = True) -> RunResult:
         """on_data, tty, controls and user need the agent (every base has it); without one they
         are refused, except on_data, which then gets the output once the command has ended.
 
@@ -569,7 +569,7 @@ class ContainerService:
                 client = self.agent(name)  # the start made a new key
             code, out, err, _ = client.run(argv=argv, shell=shell, env=env, cwd=cwd, stdin=stdin,
                                            timeout=timeout, on_output=on_output, on_data=on_data,
-                                           tty=tty, controls=controls, user=user)
+                                           tty=tty, controls=controls, user=user, capture=capture)
             return RunResult(exit_code=code, stdout=out, stderr=err)
         if tty is not None or controls is not None or user is not None:
             raise InvalidValue(f"container {name} has no agent: no terminal, no signals and no user for its commands")

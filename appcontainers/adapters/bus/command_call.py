@@ -1,6 +1,8 @@
 """One AgentClient.run() in flight: streams its stdin, collects its output, watches the agent."""
 from __future__ import annotations
 
+import collections
+import functools
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -15,8 +17,8 @@ from ...domain.exceptions import AgentUnavailable, CommandTimeout, InvalidValue
 if TYPE_CHECKING:
     from .zmq_bus import AgentClient
 
-STDIN_WINDOW = 1 << 20  # streamed stdin bytes sent but not yet written by the agent
-READ_SIZE = 64 * 1024
+STDIN_WINDOW = 4 << 20  # streamed stdin bytes sent but not yet written by the agent (16 messages)
+READ_SIZE = p.MAX_CHUNK  # one stdin message
 
 
 def _zmq():
@@ -59,7 +61,7 @@ class CommandCall:
                  timeout: float | None, capture: bool, handlers: Handlers):
         self.client, self.sock, self.cid, self.what, self.stdin = client, sock, cid, what, stdin
         self.timeout, self.capture, self.handlers = timeout, capture, handlers
-        self.bufs = {"stdout": bytearray(), "stderr": bytearray()}
+        self.bufs: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
         self.splitters = {s: LineSplitter() for s in self.bufs}
         self.heard = self.poked = time.monotonic()
         self.pinged: float | None = None
@@ -67,6 +69,8 @@ class CommandCall:
         self.fd_polled: int | None = None  # the stdin descriptor while it is polled
         self.poller: Any = None
         self.controlled = False  # a signal or resize was sent: "no such command" may answer it
+        # stdin goes out once the command started: as [header, raw bytes] if the agent says it takes them
+        self.started = self.frames = False
 
     def wait(self) -> tuple[int, bytes, bytes, dict]:
         zmq = _zmq()
@@ -89,7 +93,7 @@ class CommandCall:
 
     def _next(self, zmq, poller) -> dict | None:
         """Feed the iterator stdin if it may, else wait: what is ready (None: look again)."""
-        credit = self.sent - self.acked < STDIN_WINDOW
+        credit = self.started and self.sent - self.acked < STDIN_WINDOW
         if self.stdin.feed is not None and credit and self.sock.poll(0, zmq.POLLOUT):
             self._feed_one(self.stdin.feed)
             return {self.sock: zmq.POLLIN} if self.sock.poll(0) else None
@@ -113,8 +117,7 @@ class CommandCall:
         except OSError:
             chunk = b""  # a terminal that went away: its end of file
         if chunk:
-            self.sent += len(chunk)
-            self.sock.send(p.stdin_payload(self.cid, chunk))
+            self._send_stdin(chunk)
         else:
             self._stdin_done()
             self._send(p.stdin_message(self.cid, eof=True), block=True)
@@ -137,9 +140,15 @@ class CommandCall:
             self.stdin = Stdin()
             self.sock.send(p.encode(p.stdin_message(self.cid, eof=True)))
         else:
-            self.sent += len(chunk)
-            self.sock.send(p.stdin_payload(self.cid, chunk))
+            self._send_stdin(chunk)
         self.poked = time.monotonic()
+
+    def _send_stdin(self, chunk: bytes) -> None:
+        self.sent += len(chunk)
+        if self.frames:
+            self.sock.send_multipart(p.stdin_frames(self.cid, chunk))
+        else:  # an agent from before frames: base64 in JSON
+            self.sock.send(p.stdin_payload(self.cid, chunk))
 
     def _send_controls(self) -> None:
         if self.handlers.controls is None:
@@ -181,24 +190,26 @@ class CommandCall:
         """Handle every message waiting; the result once the exit came."""
         while True:
             try:
-                payload = self.sock.recv(zmq.NOBLOCK)
+                frames = self.sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return None
             try:
-                msg = p.decode(payload)
+                msg, frame = p.message(frames)
             except p.ProtocolError:
                 continue
-            if msg.get("id") == self.cid and (result := self._handle(msg)) is not None:
+            if msg.get("id") == self.cid and (result := self._handle(msg, frame)) is not None:
                 return result
 
-    def _handle(self, msg: dict) -> tuple[int, bytes, bytes, dict] | None:
+    def _handle(self, msg: dict, frame: bytes | None = None) -> tuple[int, bytes, bytes, dict] | None:
         kind = msg["type"]
-        if kind == "stdin_ack":
+        if kind == "output":
+            self._output(msg, frame)
+        elif kind == "started":
+            self.started, self.frames = True, msg.get("frames") is True
+        elif kind == "stdin_ack":
             self.acked = max(self.acked, int(msg.get("bytes", 0)))
             if msg.get("closed"):
                 self._stdin_done()  # the command closed its stdin: stop sending
-        elif kind == "output":
-            self._output(msg)
         elif kind == "exit":
             return self._result(msg)
         elif kind == "error" and not (self.controlled and msg.get("reason") == "unknown"):
@@ -208,28 +219,27 @@ class CommandCall:
             raise InvalidValue(f"the agent refused {self.what!r}: {msg.get('message')}")
         return None
 
-    def _output(self, msg: dict) -> None:
+    def _output(self, msg: dict, frame: bytes | None) -> None:
         stream = msg.get("stream")
         if stream not in self.bufs:
             return
-        raw = p.data_bytes(msg)
+        raw = p.message_data(msg, frame)
         if self.capture:
-            self.bufs[stream] += raw
+            self.bufs[stream].append(raw)
         if self.handlers.on_data is not None:
             self.handlers.on_data(stream, raw)
         if self.handlers.on_output is not None:
-            self._lines(stream, self.splitters[stream].feed(raw))
+            self._lines(stream, self.splitters[stream].feed_text(raw))
 
-    def _lines(self, stream: str, lines: list[bytes]) -> None:
-        on_output = self.handlers.on_output
-        for line in lines:
-            on_output(stream, line.decode("utf-8", "replace").removesuffix("\n"))  # type: ignore[misc]
+    def _lines(self, stream: str, lines: list[str]) -> None:
+        # a million lines are a million calls: no Python loop around them
+        collections.deque(map(functools.partial(self.handlers.on_output, stream), lines), maxlen=0)  # type: ignore[arg-type, misc]
 
     def _result(self, msg: dict) -> tuple[int, bytes, bytes, dict]:
         if self.handlers.on_output is not None:
             for stream, splitter in self.splitters.items():
-                self._lines(stream, splitter.flush())
-        out, err = bytes(self.bufs["stdout"]), bytes(self.bufs["stderr"])
+                self._lines(stream, [line.decode("utf-8", "replace") for line in splitter.flush()])
+        out, err = b"".join(self.bufs["stdout"]), b"".join(self.bufs["stderr"])
         if msg.get("timed_out") and self.timeout is not None:
             raise CommandTimeout(self.what, self.timeout, (out + err).decode("utf-8", "replace"))
         code = msg.get("code")

@@ -27,7 +27,8 @@ from ...domain.exceptions import AgentUnavailable, CommandTimeout, InvalidValue
 
 SILENCE = 2.0  # seconds without any message before run() pings the agent
 PING_WAIT = 3.0  # how long that ping may stay unanswered before the agent counts as gone
-RCVHWM = 1000  # messages the client socket buffers; the agent stops reading the pipes beyond
+RCVHWM = 64  # messages (up to MAX_CHUNK each) the client socket buffers; the agent stops reading the pipes beyond
+INLINE_STDIN = 64 * 1024  # stdin bytes up to this go in the run request; more are streamed
 _client_keys: tuple[bytes, bytes] | None = None  # this process's CURVE client pair (made on first use)
 
 
@@ -228,7 +229,8 @@ class AgentClient:
         source = _stdin_source(stdin)
         try:
             req = p.run_request(cid, argv, shell, env, cwd, None if source.open or stdin is None else bytes(stdin),
-                                stdin_stream=source.open, timeout=timeout, chunks=True, tty=tty, user=user)
+                                stdin_stream=source.open, timeout=timeout, chunks=True, tty=tty, user=user,
+                                frames=True)
         except p.ProtocolError as e:
             raise InvalidValue(str(e)) from None
         what = shell if shell is not None else " ".join(cast(list[str], argv))  # one of them is set
@@ -327,13 +329,15 @@ class EventStream:
 
 
 def _stdin_source(stdin) -> Stdin:
-    """A streamed stdin's source (an empty one for bytes or None)."""
+    """A streamed stdin's source (an empty one for None or a few bytes, sent in the request)."""
+    if isinstance(stdin, (bytes, bytearray, memoryview)) and len(stdin) > INLINE_STDIN:
+        return Stdin(feed=chunks([stdin], p.MAX_CHUNK))  # raw frames, not base64 in the request
     if stdin is None or isinstance(stdin, (bytes, bytearray, memoryview)):
         return Stdin()
     try:
         return Stdin(fd=stdin.fileno())
     except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
-        return Stdin(feed=chunks(stdin))
+        return Stdin(feed=chunks(stdin, p.MAX_CHUNK))
 
 
 def _is_socket(path: str) -> bool:
