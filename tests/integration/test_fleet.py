@@ -70,11 +70,13 @@ class World:
         self.nodes[host] = self.cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1",
                                                  resources={f"appcontainers-host-{host}": 1})
 
-    def join(self, host: str) -> dict:
+    def join(self, host: str, again: bool = False) -> dict:
+        """The host joins; again: as a host that was there, giving no image distribution (it
+        gets the fleet's, whichever that is now)."""
         import appcontainers.fleet as fleet
 
         return fleet.join(self.address, host, self.roots[host], HOSTS[host], GIVEN.get(host),
-                          image_dir=self.image_dir, fleet_range=FLEET_RANGE, nat=False,
+                          image_dir=None if again else self.image_dir, fleet_range=FLEET_RANGE, nat=False,
                           dns_upstream=self.upstream)
 
     def teardown(self) -> None:
@@ -263,15 +265,22 @@ class TestJobs:
 
 
 class TestHostLoss:
-    def test_a_dead_host_is_lost_its_job_retried_and_it_catches_up_on_rejoin(self, world, fleet):
+    def test_a_dead_host_is_lost_its_job_retried_and_it_catches_up_on_rejoin(self, world, fleet, via_registry):
         """h3's node dies: its container is `lost` in ls and calls to it raise HostLost; the
-        ephemeral job running there runs again on another host; h3 joins again, reconciles,
-        and ls shows its container back."""
+        ephemeral job running there (from an image in the registry, pulled by h3) runs again on
+        another host, which pulls the image too; h3 joins again, reconciles, and ls shows its
+        container back."""
+        src = fleet.provision(host="h1")
+        try:
+            src.create_file("/root/job.sh", "sleep 4; echo done\n")
+            image = src.save(name="retried")["id"]
+        finally:
+            src.destroy()
         kept = fleet.provision(host="h3")
         out: dict = {}
 
         def job():
-            out["r"] = fleet.run(None, "sleep 4; echo done", host="h3", retries=2)
+            out["r"] = fleet.run(image, "sh /root/job.sh", host="h3", retries=2)
 
         t = threading.Thread(target=job)
         t.start()
@@ -283,13 +292,14 @@ class TestHostLoss:
         t.join(timeout=60)
         r = out["r"]
         assert (r.exit_code, r.stdout, r.attempts) == (0, "done\n", 2) and r.host in ("h1", "h2")
+        assert fleet.fetch_counts()[r.host].get(image) == 1
         lost = [c for c in fleet.ls() if c["host"] == "h3"]
         assert kept.name in {c["name"] for c in lost} and {c["state"] for c in lost} == {"lost"}
         with pytest.raises(HostLost, match="h3"):
             kept.run("true")
         assert {h["name"]: h["alive"] for h in fleet.hosts()}["h3"] is False
         world.add_node("h3")
-        assert world.join("h3")["subnet"] == world.records["h3"]["subnet"]  # its own subnet back
+        assert world.join("h3", again=True)["subnet"] == world.records["h3"]["subnet"]  # its own subnet back
         back = {c["name"]: c["state"] for c in fleet.ls() if c["host"] == "h3"}
         assert kept.name in back and "lost" not in back.values()
         assert kept.run("echo back").stdout == "back\n"
