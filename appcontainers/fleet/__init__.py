@@ -35,7 +35,8 @@ def leave(address: str | None, name: str, release_subnet: bool = False) -> None:
 
 
 def connect(address: str | None = None, **options: Any) -> Any:
-    """The fleet on the Ray cluster at address: a client.Fleet."""
+    """The fleet on the Ray cluster at address: a client.Fleet. registry= (HOST:PORT[/prefix],
+    tls_verify=) or image_dir= also switches how the fleet's images travel (Fleet.use_images)."""
     from .client import Fleet
 
     return Fleet(address, **options)

@@ -277,7 +277,9 @@ class _Failed:
 
 
 def connect(address: str | None = None, **options: Any) -> Fleet:
-    """The fleet on the Ray cluster at address (HEAD:PORT, or "auto" for this node's cluster)."""
+    """The fleet on the Ray cluster at address (HEAD:PORT, or "auto" for this node's cluster);
+    registry= (HOST:PORT[/prefix], tls_verify=) or image_dir= also switches how its images
+    travel, for every host (Fleet.use_images)."""
     return Fleet(address, **options)
 
 
