@@ -224,6 +224,12 @@ class TestContainers:
             counts = fleet.fetch_counts()
             assert counts["h2"] == {image["id"]: 1} and counts["h3"] == {image["id"]: 1}
             assert counts["h1"] == {}  # saved there: never fetched
+            made[0].create_file("/root/top", "a layer on h2\n")
+            top = made[0].save(name="fleet-top", flatten=False)["id"]  # its parent is in the directory
+            made.append(fleet.provision(image=top, host="h1"))  # h1 lacks both: the chain comes
+            made.append(fleet.provision(image=image["id"], host="h1"))  # the parent came with it
+            assert made[-2].run("cat /root/marker /root/top").stdout == "made on h1\na layer on h2\n"
+            assert (fleet.fetch_counts()["h1"], fleet.layer_counts()["h1"]) == ({top: 1}, {top: 2})
         finally:
             for c in [src, *made]:
                 c.destroy()
