@@ -360,6 +360,9 @@ class TestRegistryImages:
         uploaded once; every host pulls each layer once (y's chain brings x along), runs
         containers from them, and its second container is a local load; a job runs from y;
         pushing a file the registry has sends nothing."""
+        import json
+        import sys
+
         from appcontainers.config import Settings
 
         reg = via_registry
@@ -390,6 +393,10 @@ class TestRegistryImages:
             stored = Settings(root=world.roots["h3"]).layout.image_file(y, "user")
             assert fleet.push_image(stored) == y  # a file the registry has: nothing sent
             assert [_log(reg, "PUT", digests[i]) for i in (x, y)] == [1, 1]
+            shown = subprocess.run([sys.executable, "-m", "appcontainers.entrypoints.cli", "fleet", "--address",
+                                    world.address, "images", "--json"], capture_output=True, text=True, timeout=120)
+            assert json.loads(shown.stdout) == {"kind": "registry", "address": f"{reg.host}/fleet",
+                                                "tls_verify": False}, shown.stderr
         finally:
             for c in [src, *made]:
                 c.destroy()

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from appcontainers.domain.exceptions import ImageCorrupt, InvalidValue, UnknownImage
+from appcontainers.domain.exceptions import ImageCorrupt, InvalidValue, RegistryError, UnknownImage
 from appcontainers.fleet.errors import FleetError
 from appcontainers.fleet.host import Host
 from appcontainers.fleet.images import Configured, Registry, SharedDirectory, from_spec, make_spec
@@ -118,7 +118,7 @@ class TestRegistryDistribution:
         f = Fleet()
         h1 = f.host("h1")
         saved(h1)  # the repository exists
-        with pytest.raises(Exception, match="404"):
+        with pytest.raises(RegistryError, match="404"):
             f.host("h2").create("cd" * 32)
 
 
