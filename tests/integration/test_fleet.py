@@ -47,7 +47,7 @@ class World:
     def __init__(self) -> None:
         from ray.cluster_utils import Cluster
 
-        self.base = tempfile.mkdtemp(prefix="acf-fleet-", dir="/var/tmp")
+        self.base = tempfile.mkdtemp(prefix="acg-fleet-", dir="/var/tmp")
         os.chmod(self.base, 0o711)
         self.upstream = os.path.join(self.base, "resolv.conf")
         with open(self.upstream, "w") as f:
