@@ -117,21 +117,41 @@ def push(path):
 
 
 @fleet.command()
+@click.option("--registry", help="Switch to a registry HOST:PORT[/prefix].")
+@click.option("--tls-verify", type=click.BOOL, default=True, show_default=True,
+              help="Verify the registry's TLS certificate (false: self-signed, or plain HTTP).")
+@click.option("--image-dir", help="Switch to a directory every host sees.")
+@json_option
+def images(registry, tls_verify, image_dir, as_json):
+    """How the fleet's images travel; --registry or --image-dir switches it (images on hosts stay)."""
+    f = _fleet()
+    if registry is not None or image_dir is not None:
+        f.use_images(registry=registry, image_dir=image_dir, tls_verify=tls_verify)
+    spec = f.images()
+    from ..fleet.images import describe
+
+    emit(as_json, spec, "none yet" if spec is None else describe(spec))
+
+
+@fleet.command()
 @click.option("--name", required=True, help="This host's name: its Ray node has the resource appcontainers-host-NAME.")
 @click.option("--root", required=True, help="This host's data root.")
 @click.option("--bridge", required=True, help="This host's bridge.")
 @click.option("--subnet", help="This host's subnet (default: a free /24 of the fleet range, claimed).")
-@click.option("--image-dir", help="Where the fleet's images are shared (every host sees it); the first join's.")
+@click.option("--registry", help="How the fleet's images travel: a registry HOST:PORT[/prefix] (the first join's).")
+@click.option("--tls-verify", type=click.BOOL, default=True, show_default=True,
+              help="Verify the registry's TLS certificate (false: self-signed, or plain HTTP).")
+@click.option("--image-dir", help="Or a directory every host sees (one machine, NFS); the first join's.")
 @click.option("--fleet-range", help="The range hosts' subnets come from (the first join's; default 10.160.0.0/14).")
 @click.option("--max-containers", type=click.IntRange(min=1), help="Containers this host takes at most.")
 @json_option
-def join(name, root, bridge, subnet, image_dir, fleet_range, max_containers, as_json):
+def join(name, root, bridge, subnet, registry, tls_verify, image_dir, fleet_range, max_containers, as_json):
     """Make this machine's Ray node a host of the fleet; returns once it is up."""
     from .. import fleet as fleet_api
 
     address = click.get_current_context().find_root().meta.get("appcontainers.fleet.address")
-    record = fleet_api.join(address, name, root, bridge, subnet, image_dir=image_dir, fleet_range=fleet_range,
-                            max_containers=max_containers)
+    record = fleet_api.join(address, name, root, bridge, subnet, registry=registry, tls_verify=tls_verify,
+                            image_dir=image_dir, fleet_range=fleet_range, max_containers=max_containers)
     emit(as_json, record, f"host {name} joined: subnet {record['subnet']}, bridge {bridge}, root {root}")
 
 

@@ -2,7 +2,7 @@
 
     import appcontainers.fleet as fleet
     fleet.join("HEAD:6379", name="h1", root="/var/lib/appcontainers", bridge="acbr0",
-               image_dir="/srv/appcontainers-images")      # on each host, once
+               registry="10.1.0.5:5000/team")      # on each host, once; or image_dir= (shared)
     f = fleet.connect("HEAD:6379")
     for r in f.map(None, ["echo one", "echo two"]):
         print(r.host, r.exit_code, r.stdout)
@@ -35,7 +35,8 @@ def leave(address: str | None, name: str, release_subnet: bool = False) -> None:
 
 
 def connect(address: str | None = None, **options: Any) -> Any:
-    """The fleet on the Ray cluster at address: a client.Fleet."""
+    """The fleet on the Ray cluster at address: a client.Fleet. registry= (HOST:PORT[/prefix],
+    tls_verify=) or image_dir= also switches how the fleet's images travel (Fleet.use_images)."""
     from .client import Fleet
 
     return Fleet(address, **options)

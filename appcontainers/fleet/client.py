@@ -1,6 +1,7 @@
 """connect(): the fleet as one thing: its hosts, containers anywhere, jobs spread over them."""
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
@@ -26,9 +27,12 @@ def _lost_errors(ray: Any) -> tuple[type[BaseException], ...]:
 
 
 class Fleet:
-    def __init__(self, address: str | None = None, retries: int = 2, call_timeout: float | None = None) -> None:
+    def __init__(self, address: str | None = None, retries: int = 2, call_timeout: float | None = None,
+                 registry: str | None = None, image_dir: str | None = None, tls_verify: bool = True) -> None:
         self.ray = ray_side.connect(address)
         self.kv = ray_side.RayKV()
+        if registry is not None or image_dir is not None:
+            self.use_images(registry=registry, image_dir=image_dir, tls_verify=tls_verify)
         self.retries, self.call_timeout = retries, call_timeout
         self._lost = _lost_errors(self.ray)
         self._actors: dict[str, Any] = {}  # host -> its actor's handle (dropped when a call finds it dead)
@@ -122,8 +126,12 @@ class Fleet:
         return [HostView.from_dict(h) for h in self.hosts()]
 
     def fetch_counts(self) -> dict[str, dict[str, int]]:
-        """{host: {image id: times fetched from the distribution}} of the live hosts."""
+        """{host: {image id: times brought in from the distribution}} of the live hosts."""
         return {v.name: self.call(v.name, "fetch_counts") for v in self.views() if v.alive}
+
+    def layer_counts(self) -> dict[str, dict[str, int]]:
+        """{host: {image id: layers transferred when it was brought in}} of the live hosts."""
+        return {v.name: self.call(v.name, "layer_counts") for v in self.views() if v.alive}
 
     # ---- containers ---------------------------------------------------------------
     def provision(self, image: str | None = None, host: str | None = None, name: str | None = None,
@@ -207,14 +215,30 @@ class Fleet:
                      self.retries if retries is None else retries)
 
     # ---- images and events --------------------------------------------------------
+    def images(self) -> dict[str, Any] | None:
+        """How the fleet's images travel: its distribution's spec (None before the first join)."""
+        spec = self.kv.get_json("images")
+        return None if spec is None else dict(spec)
+
+    def use_images(self, registry: str | None = None, image_dir: str | None = None, tls_verify: bool = True) -> None:
+        """Switch how the fleet's images travel (hosts read it at their next fetch or save):
+        registry HOST:PORT[/prefix] or image_dir. Images already on hosts stay; none is copied."""
+        from .images import make_spec
+
+        spec = make_spec(image_dir, registry, tls_verify)
+        if spec is None:
+            raise InvalidValue("give registry= or image_dir=")
+        self.kv.put("images", json.dumps(spec))
+
     def push_image(self, path: str) -> str:
-        """Make the .aimg at path available to every host; its id (what provision(image=) takes)."""
+        """Make the .aimg at path (its parents published already) available to every host; its
+        id (what provision(image=) takes). A registry is sent only the blobs it lacks."""
         from ..adapters.aimg.squashfs import SquashfsCodec
         from .images import from_spec
 
-        spec = self.kv.get_json("images")
+        spec = self.images()
         if spec is None:
-            raise InvalidValue("the fleet has no image distribution: join a host with image_dir= first")
+            raise InvalidValue("the fleet has no image distribution: join a host with registry= or image_dir= first")
         return from_spec(spec, SquashfsCodec()).publish(path)
 
     def events(self, wait: float = 1.0) -> Iterator[dict[str, Any]]:
@@ -253,7 +277,9 @@ class _Failed:
 
 
 def connect(address: str | None = None, **options: Any) -> Fleet:
-    """The fleet on the Ray cluster at address (HEAD:PORT, or "auto" for this node's cluster)."""
+    """The fleet on the Ray cluster at address (HEAD:PORT, or "auto" for this node's cluster);
+    registry= (HOST:PORT[/prefix], tls_verify=) or image_dir= also switches how its images
+    travel, for every host (Fleet.use_images)."""
     return Fleet(address, **options)
 
 

@@ -1,6 +1,6 @@
 """One host of the fleet: a thin adapter over its local Service (no Ray in here).
 
-fleet/actor.py makes it a Ray actor pinned to its node; everything it does is a service call.
+fleet/ray_side.py (HostActor) makes it a Ray actor pinned to its node; everything it does is a service call.
 Results are plain dicts and bytes (what crosses Ray's wire). view() is the host's capacity
 and what it holds; after each change the host publishes its container list (publish), so
 the fleet can still show them, as lost, if the host dies.
@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Any, Callable, Iterator
 
+from ..domain.image import lineage
 from ..domain.network import parse_network
 from ..domain.sizes import parse_size
 from .images import ImageDistribution, is_image_id
@@ -49,7 +50,8 @@ class Host:
         self._meminfo = meminfo
         self._image_locks: dict[str, threading.Lock] = collections.defaultdict(threading.Lock)
         self._lock = threading.Lock()
-        self.fetches: collections.Counter[str] = collections.Counter()
+        self.fetches: collections.Counter[str] = collections.Counter()  # image id -> times brought in
+        self.layers_fetched: collections.Counter[str] = collections.Counter()  # image id -> layers that came
         self._events: collections.deque[tuple[int, dict[str, Any]]] = collections.deque(maxlen=10000)
         self._event_seq = 0
         self._watching = False
@@ -102,6 +104,10 @@ class Host:
     def fetch_counts(self) -> dict[str, int]:
         return dict(self.fetches)
 
+    def layer_counts(self) -> dict[str, int]:
+        """{image id: layers transferred when it was brought in} (its parents the host had: none)."""
+        return dict(self.layers_fetched)
+
     # ---- images -------------------------------------------------------------------
     def _stored(self, image_id: str) -> bool:
         return image_id in self.svc.ports.repo.read().images
@@ -115,17 +121,6 @@ class Host:
             return str(self.svc.bases.resolve(ref).id)
         return str(self.svc.images.resolve(ref).id)
 
-    def _fetch(self, image_id: str) -> list[str]:
-        """The chain's files this host lacks, copied from the distribution, parents loaded."""
-        incoming = os.path.join(self.svc.settings.layout.tmp, "fleet-incoming")
-        files = self.images.fetch(image_id, incoming, self._stored)
-        self.fetches[image_id] += 1
-        for parent in reversed(files[1:]):  # oldest first: a load needs its parent stored
-            # No import without a container in the service layer: a throw-away one brings it in.
-            c = self.svc.load_image(parent, ephemeral=True, move=True)
-            c.destroy()
-        return files
-
     def create(self, image: str | None = None, name: str | None = None, ephemeral: bool = False,
                **opts: Any) -> str:
         """A new container from image (a base name, a stored image, or an image id fetched on
@@ -138,8 +133,12 @@ class Host:
         with image_lock:
             if self._stored(ref):  # another call fetched it meanwhile
                 return self._provision(ref, name, ephemeral, opts)
-            files = self._fetch(ref)
-            c = self.svc.load_image(files[0], ephemeral=ephemeral, name=name, move=True, **opts)
+            brought = self.images.bring(ref, self.svc)  # the chain, verified, into the store
+            self.fetches[ref] += 1
+            self.layers_fetched[ref] += brought.layers
+            if brought.top_file is None:
+                return self._provision(ref, name, ephemeral, opts)
+            c = self.svc.load_image(brought.top_file, ephemeral=ephemeral, name=name, move=True, **opts)
         self._changed()
         return str(c.name)
 
@@ -207,15 +206,25 @@ class Host:
 
     def save(self, name: str, image_name: str | None = None, flatten: bool = True) -> dict[str, Any]:
         """Save the container and publish the image to the fleet; {"id", "name"}."""
-        tmp = os.path.join(self.svc.settings.layout.tmp, f"fleet-save-{name}-{os.getpid()}.aimg")
-        os.makedirs(os.path.dirname(tmp), exist_ok=True)
+        fs = self.svc.ports.fs
+        tmp = os.path.join(self.svc.settings.layout.tmp, f"fleet-save-{name}-{threading.get_ident()}.aimg")
+        fs.make_dirs(os.path.dirname(tmp))
         try:
             image = self.svc.get(name).save_image(tmp, flatten=flatten, name=image_name)
+            if image.parent is not None:
+                self._publish_chain(image.parent)
             self.images.publish(tmp)
         finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            if fs.exists(tmp):
+                fs.remove_file(tmp)
         return {"id": image.id, "name": image.name}
+
+    def _publish_chain(self, image_id: str) -> None:
+        """Publish image_id and its parents (oldest first) from the store, where not yet there:
+        a layered save's parents must be in the fleet before it."""
+        for image in reversed(lineage(self.svc.ports.repo.read().images, image_id)):
+            if not self.images.has(image.id):
+                self.images.publish(self.svc.settings.layout.image_file(image.id, image.kind))
 
     # ---- events -------------------------------------------------------------------
     def events_since(self, seq: int, wait: float = 1.0) -> list[tuple[int, dict[str, Any]]]:

@@ -6,24 +6,28 @@ from typing import Any
 
 from . import ray_side, subnets
 from .errors import FleetError
+from .images import describe, make_spec
 
 DEFAULT_CONCURRENCY = 64  # calls one host's actor serves at once (most wait on a container)
 
 
 def join(address: str | None, name: str, root: str, bridge: str, subnet: str | None = None, *,
-         image_dir: str | None = None, fleet_range: str | None = None, max_containers: int | None = None,
+         image_dir: str | None = None, registry: str | None = None, tls_verify: bool = True,
+         fleet_range: str | None = None, max_containers: int | None = None,
          concurrency: int = DEFAULT_CONCURRENCY, timeout: float = 300.0, **settings: Any) -> dict[str, Any]:
     """Place host name's actor on the Ray node started with the resource appcontainers-host-NAME,
     over a Service on root and bridge; returns the host's record once it is up (its data root
     reconciled, its default base there). subnet: claimed as given (and registered), or a free
-    /24 of the fleet range. image_dir: where the fleet's images are shared (the first host's
-    choice stays the fleet's). Other keyword settings go to setup_service (nat=, isolation=, ...)."""
+    /24 of the fleet range. registry (HOST:PORT[/prefix]; tls_verify=False for a plain-HTTP
+    or self-signed one) or image_dir (a directory every host sees): how the fleet's images
+    travel, fixed by the first join that gives one (a later join may leave it out; one that
+    asks for another is refused: connect(..., registry=) switches the fleet). Other keyword settings go to setup_service (nat=, isolation=, ...)."""
     ray = ray_side.connect(address)
     if not ray_side.node_alive(ray, name):
         raise FleetError(f"no live Ray node has the resource {ray_side.resource(name)}: start it with "
                          f"ray start --address HEAD:PORT --resources '{{\"{ray_side.resource(name)}\": 1}}'")
     kv = ray_side.RayKV()
-    images = _images_spec(kv, image_dir)
+    images = _images_spec(kv, make_spec(image_dir, registry, tls_verify))
     net = subnets.claim(kv, name, subnets.fleet_range(kv, fleet_range), subnet)
     record = {"name": name, "root": root, "bridge": bridge, "subnet": net, "images": images}
     old = ray_side.get_actor(ray, name)
@@ -40,13 +44,16 @@ def join(address: str | None, name: str, root: str, bridge: str, subnet: str | N
     return record
 
 
-def _images_spec(kv: ray_side.RayKV, image_dir: str | None) -> dict[str, Any]:
-    if image_dir is not None:
-        kv.put_if_absent("images", json.dumps({"kind": "shared-dir", "path": image_dir}))
+def _images_spec(kv: ray_side.RayKV, wanted: dict[str, Any] | None) -> dict[str, Any]:
+    if wanted is not None:
+        kv.put_if_absent("images", json.dumps(wanted))
     spec = kv.get_json("images")
     if spec is None:
-        raise FleetError("the fleet has no image distribution yet: give image_dir= (a directory every "
-                         "host sees) to the first join")
+        raise FleetError("the fleet has no image distribution yet: give registry= (HOST:PORT) or image_dir= "
+                         "(a directory every host sees) to the first join")
+    if wanted is not None and spec != wanted:
+        raise FleetError(f"the fleet's images travel by {describe(spec)}, not {describe(wanted)}: leave it out, "
+                         f"or switch the fleet with connect(..., registry=/image_dir=)")
     return dict(spec)
 
 

@@ -90,12 +90,15 @@ class HostActor:
                  max_containers: int | None) -> None:
         from ..entrypoints.api import setup_service
         from .host import Host
-        from .images import from_spec
+        from .images import Configured, from_spec
 
         svc = setup_service(**settings)
         svc.bases.ensure_default()  # a loaded image's host paths must be a base's of this host
         kv = RayKV()
-        self.host = Host(name, svc, from_spec(images, svc.ports.codec),
+        # The fleet's distribution as its store says at each use (images: the one at join, if none).
+        distribution = Configured(lambda: kv.get_json("images") or images,
+                                  lambda spec: from_spec(spec, svc.ports.codec, svc.ports.registries))
+        self.host = Host(name, svc, distribution,
                          publish=lambda infos: kv.put(f"containers/{name}", json.dumps(infos, default=str)),
                          max_containers=max_containers)
         self.host.ls()
@@ -111,6 +114,9 @@ class HostActor:
 
     def fetch_counts(self) -> dict[str, int]:
         return self.host.fetch_counts()
+
+    def layer_counts(self) -> dict[str, int]:
+        return self.host.layer_counts()
 
     def create(self, image: str | None, name: str | None, ephemeral: bool, opts: dict[str, Any]) -> str:
         return self.host.create(image, name=name, ephemeral=ephemeral, **opts)

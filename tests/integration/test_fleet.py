@@ -19,9 +19,9 @@ ray = pytest.importorskip("ray")
 
 from appcontainers.fleet import HostLost  # noqa: E402
 
-FLEET_RANGE = "10.0.224.0/20"
-HOSTS = {"h1": "acf1", "h2": "acf2", "h3": "acf3"}
-GIVEN = {"h1": "10.0.230.0/24"}  # a subnet given to join: used as is, and registered
+FLEET_RANGE = "10.0.240.0/20"
+HOSTS = {"h1": "acg1", "h2": "acg2", "h3": "acg3"}
+GIVEN = {"h1": "10.0.246.0/24"}  # a subnet given to join: used as is, and registered
 UPSTREAM = "127.224.0.54"  # the resolvers forward here (nothing listens): no query leaves the machine
 
 
@@ -47,7 +47,7 @@ class World:
     def __init__(self) -> None:
         from ray.cluster_utils import Cluster
 
-        self.base = tempfile.mkdtemp(prefix="acf-fleet-", dir="/var/tmp")
+        self.base = tempfile.mkdtemp(prefix="acg-fleet-", dir="/var/tmp")
         os.chmod(self.base, 0o711)
         self.upstream = os.path.join(self.base, "resolv.conf")
         with open(self.upstream, "w") as f:
@@ -70,11 +70,13 @@ class World:
         self.nodes[host] = self.cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1",
                                                  resources={f"appcontainers-host-{host}": 1})
 
-    def join(self, host: str) -> dict:
+    def join(self, host: str, again: bool = False) -> dict:
+        """The host joins; again: as a host that was there, giving no image distribution (it
+        gets the fleet's, whichever that is now)."""
         import appcontainers.fleet as fleet
 
         return fleet.join(self.address, host, self.roots[host], HOSTS[host], GIVEN.get(host),
-                          image_dir=self.image_dir, fleet_range=FLEET_RANGE, nat=False,
+                          image_dir=None if again else self.image_dir, fleet_range=FLEET_RANGE, nat=False,
                           dns_upstream=self.upstream)
 
     def teardown(self) -> None:
@@ -222,6 +224,12 @@ class TestContainers:
             counts = fleet.fetch_counts()
             assert counts["h2"] == {image["id"]: 1} and counts["h3"] == {image["id"]: 1}
             assert counts["h1"] == {}  # saved there: never fetched
+            made[0].create_file("/root/top", "a layer on h2\n")
+            top = made[0].save(name="fleet-top", flatten=False)["id"]  # its parent is in the directory
+            made.append(fleet.provision(image=top, host="h1"))  # h1 lacks both: the chain comes
+            made.append(fleet.provision(image=image["id"], host="h1"))  # the parent came with it
+            assert made[-2].run("cat /root/marker /root/top").stdout == "made on h1\na layer on h2\n"
+            assert (fleet.fetch_counts()["h1"], fleet.layer_counts()["h1"]) == ({top: 1}, {top: 2})
         finally:
             for c in [src, *made]:
                 c.destroy()
@@ -263,15 +271,22 @@ class TestJobs:
 
 
 class TestHostLoss:
-    def test_a_dead_host_is_lost_its_job_retried_and_it_catches_up_on_rejoin(self, world, fleet):
+    def test_a_dead_host_is_lost_its_job_retried_and_it_catches_up_on_rejoin(self, world, fleet, via_registry):
         """h3's node dies: its container is `lost` in ls and calls to it raise HostLost; the
-        ephemeral job running there runs again on another host; h3 joins again, reconciles,
-        and ls shows its container back."""
+        ephemeral job running there (from an image in the registry, pulled by h3) runs again on
+        another host, which pulls the image too; h3 joins again, reconciles, and ls shows its
+        container back."""
+        src = fleet.provision(host="h1")
+        try:
+            src.create_file("/root/job.sh", "sleep 4; echo done\n")
+            image = src.save(name="retried")["id"]
+        finally:
+            src.destroy()
         kept = fleet.provision(host="h3")
         out: dict = {}
 
         def job():
-            out["r"] = fleet.run(None, "sleep 4; echo done", host="h3", retries=2)
+            out["r"] = fleet.run(image, "sh /root/job.sh", host="h3", retries=2)
 
         t = threading.Thread(target=job)
         t.start()
@@ -283,13 +298,105 @@ class TestHostLoss:
         t.join(timeout=60)
         r = out["r"]
         assert (r.exit_code, r.stdout, r.attempts) == (0, "done\n", 2) and r.host in ("h1", "h2")
+        assert fleet.fetch_counts()[r.host].get(image) == 1
         lost = [c for c in fleet.ls() if c["host"] == "h3"]
         assert kept.name in {c["name"] for c in lost} and {c["state"] for c in lost} == {"lost"}
         with pytest.raises(HostLost, match="h3"):
             kept.run("true")
         assert {h["name"]: h["alive"] for h in fleet.hosts()}["h3"] is False
         world.add_node("h3")
-        assert world.join("h3")["subnet"] == world.records["h3"]["subnet"]  # its own subnet back
+        assert world.join("h3", again=True)["subnet"] == world.records["h3"]["subnet"]  # its own subnet back
         back = {c["name"]: c["state"] for c in fleet.ls() if c["host"] == "h3"}
         assert kept.name in back and "lost" not in back.values()
         assert kept.run("echo back").stdout == "back\n"
+
+
+@pytest.fixture(scope="module")
+def local_registry():
+    """A docker-registry on 127.0.0.1 (plain HTTP) for the module's registry tests."""
+    from tests.integration.registry_helpers import start_registry, stop_registry
+
+    r = start_registry()
+    try:
+        yield r
+    finally:
+        stop_registry(r)
+        assert r.proc.poll() is not None
+
+
+@pytest.fixture
+def via_registry(world, fleet, local_registry):
+    """The fleet's images travel by the local registry for the test, by the shared directory again after."""
+    fleet.use_images(registry=f"{local_registry.host}/fleet", tls_verify=False)
+    try:
+        yield local_registry
+    finally:
+        fleet.use_images(image_dir=world.image_dir)
+
+
+def _log(registry, method: str, digest: str) -> int:
+    """Requests of method that name the blob digest (its hex, as a PUT's ?digest= encodes it) and succeeded."""
+    hexdigest = digest.split(":")[1]
+    with open(registry.log, errors="replace") as f:
+        return sum(1 for line in f if f'"{method} /v2/' in line and hexdigest in line
+                   and any(f'" {code} ' in line for code in (200, 201)))
+
+
+def _layer_digests(registry, image_id: str) -> dict[str, str]:
+    """{image id: blob digest} of the layers of the manifest tagged image_id."""
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(f"http://{registry.host}/v2/fleet/img/manifests/{image_id}",
+                                 headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        layers = json.loads(r.read())["layers"]
+    return {b["annotations"]["org.appcontainers.image.id"]: b["digest"] for b in layers}
+
+
+class TestRegistryImages:
+    def test_an_image_pushed_once_is_pulled_once_per_host(self, world, fleet, via_registry):
+        """Through a real registry: x saved on h1 and y (a layer over x) saved on h2 are each
+        uploaded once; every host pulls each layer once (y's chain brings x along), runs
+        containers from them, and its second container is a local load; a job runs from y;
+        pushing a file the registry has sends nothing."""
+        import json
+        import sys
+
+        from appcontainers.config import Settings
+
+        reg = via_registry
+        src = fleet.provision(host="h1")
+        made = []
+        try:
+            src.create_file("/root/marker", "via the registry\n")
+            x = src.save(name="reg-x")["id"]
+            made.append(fleet.provision(image=x, host="h2"))
+            made[0].create_file("/root/top", "layered\n")
+            y = made[0].save(name="reg-y", flatten=False)["id"]
+            for h in ("h3", "h1", "h2", "h3", "h1", "h2"):  # each host's first: a pull; its second: local
+                made.append(fleet.provision(image=y, host=h))
+            made.append(fleet.provision(image=x, host="h3"))  # came with y's chain
+            for c in made[1:-1]:
+                assert c.run("cat /root/marker /root/top").stdout == "via the registry\nlayered\n", c.host
+            assert made[-1].read_file("/root/marker") == b"via the registry\n"
+            job = fleet.run(y, "cat /root/top", host="h1")
+            assert (job.host, job.stdout) == ("h1", "layered\n")
+            digests = _layer_digests(reg, y)
+            assert set(digests) == {x, y}
+            assert [_log(reg, "PUT", digests[i]) for i in (x, y)] == [1, 1]  # uploaded once each
+            assert [_log(reg, "GET", digests[i]) for i in (x, y)] == [3, 3]  # once per host each
+            counts, layers = fleet.fetch_counts(), fleet.layer_counts()
+            assert [counts[h].get(x) for h in ("h1", "h2", "h3")] == [None, 1, None]
+            assert [counts[h].get(y) for h in ("h1", "h2", "h3")] == [1, 1, 1]
+            assert [layers[h].get(y) for h in ("h1", "h2", "h3")] == [2, 1, 2]
+            stored = Settings(root=world.roots["h3"]).layout.image_file(y, "user")
+            assert fleet.push_image(stored) == y  # a file the registry has: nothing sent
+            assert [_log(reg, "PUT", digests[i]) for i in (x, y)] == [1, 1]
+            shown = subprocess.run([sys.executable, "-m", "appcontainers.entrypoints.cli", "fleet", "--address",
+                                    world.address, "images", "--json"], capture_output=True, text=True, timeout=120)
+            assert json.loads(shown.stdout) == {"kind": "registry", "address": f"{reg.host}/fleet",
+                                                "tls_verify": False}, shown.stderr
+        finally:
+            for c in [src, *made]:
+                c.destroy()

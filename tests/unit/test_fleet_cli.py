@@ -41,6 +41,15 @@ class FakeFleet:
         self.calls.append(("provision", image, kw))
         return FakeHandle("h1", kw.get("name") or "ac-1")
 
+    def images(self):
+        return getattr(self, "spec", None)
+
+    def use_images(self, registry=None, image_dir=None, tls_verify=True):
+        from appcontainers.fleet.images import make_spec
+
+        self.calls.append(("use_images", registry, image_dir, tls_verify))
+        self.spec = make_spec(image_dir, registry, tls_verify)
+
     def rm(self, ref):
         if ref.startswith("h2/"):
             raise HostLost("h2")
@@ -93,3 +102,13 @@ class TestFleetCli:
         """rm of a container on a lost host: one clear line, exit 1."""
         result, _ = invoke(["fleet", "rm", "h2/web"])
         assert result.exit_code == 1 and "host h2 is lost" in result.output
+
+    def test_images_shows_and_switches_the_distribution(self):
+        """images: none before a join; --registry switches (tls verification as asked) and prints it."""
+        result, fleet = invoke(["fleet", "images"])
+        assert (result.exit_code, result.output) == (0, "none yet\n")
+        result, _ = invoke(["fleet", "images", "--registry", "127.0.0.1:5000/t", "--tls-verify", "false"], fleet)
+        assert result.output == "registry 127.0.0.1:5000/t\n"
+        assert fleet.calls == [("use_images", "127.0.0.1:5000/t", None, False)]
+        result, _ = invoke(["fleet", "images", "--json"], fleet)
+        assert json.loads(result.output) == {"kind": "registry", "address": "127.0.0.1:5000/t", "tls_verify": False}

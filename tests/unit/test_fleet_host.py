@@ -6,6 +6,7 @@ import os
 import pytest
 
 from appcontainers.fleet.host import Host
+from appcontainers.fleet.images import Brought
 from tests.fakes import make_service
 
 
@@ -27,11 +28,11 @@ class FakeDistribution:
     def has(self, image_id):
         return image_id in self.files
 
-    def fetch(self, image_id, dest_dir, have):
-        dest = os.path.join(dest_dir, image_id + ".aimg")
-        self.fs.files[dest] = self.files[image_id]
+    def bring(self, image_id, svc):
+        dest = os.path.join(svc.settings.layout.tmp, image_id + ".aimg")
+        svc.ports.fs.files[dest] = self.files[image_id]
         self.fetched.append(image_id)
-        return [dest]
+        return Brought(layers=1, top_file=dest)
 
 
 def make_host(name="h1", **settings):
