@@ -90,7 +90,8 @@ manifests = st.builds(
     format_version=st.just(1),
 )
 
-images = st.builds(Image, id=image_ids, manifest=manifests, kind=st.sampled_from(KINDS))
+images = st.builds(Image, id=image_ids, manifest=manifests, kind=st.sampled_from(KINDS),
+                   origin=st.sampled_from([None, "import"]))
 
 reservations = st.builds(
     Reservation,

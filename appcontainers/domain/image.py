@@ -238,11 +238,16 @@ class Manifest:
 
 @attrs.frozen
 class Image:
-    """An image in the store: its id (sha256 of the file), manifest and kind."""
+    """An image in the store: its id (sha256 of the file), manifest and kind.
+
+    kind and origin are the store's own record, never read from an image file: origin "import"
+    marks the top image an OCI import converted itself (with kind "layer", what import may reuse:
+    a loaded or pulled image's manifest can claim any diff_id)."""
 
     id: str = attrs.field(validator=_check_required_id)
     manifest: Manifest
     kind: str = attrs.field(default="user", validator=_one_of(KINDS))
+    origin: str | None = attrs.field(default=None, validator=_one_of((None, "import")))
 
     @property
     def name(self) -> str:
@@ -269,7 +274,10 @@ class Image:
         return self.manifest.format_version
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "kind": self.kind, "manifest": self.manifest.to_dict()}
+        d = {"id": self.id, "kind": self.kind, "manifest": self.manifest.to_dict()}
+        if self.origin is not None:
+            d["origin"] = self.origin
+        return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Image":
@@ -277,7 +285,7 @@ class Image:
             raise InvalidValue("image record is not a JSON object")
         try:
             return cls(id=data["id"], manifest=Manifest.from_dict(data["manifest"]),
-                       kind=data.get("kind", "user"))
+                       kind=data.get("kind", "user"), origin=data.get("origin"))
         except KeyError as e:
             raise InvalidValue(f"image record lacks {e.args[0]!r}") from None
         except (TypeError, ValueError) as e:

@@ -32,11 +32,15 @@ def layer_name(diff_id: str) -> str:
 
 
 def find_layer(images: dict[str, Image], diff_id: str | None, parent: str | None) -> Image | None:
-    """A stored image holding the layer diff_id on parent (the layer below), if any."""
+    """A stored lower layer an import converted itself holding diff_id on parent, if any.
+
+    Only kind "layer" (the store's own record, set by import alone): a loaded or pulled image's
+    manifest can claim any diff_id, and reusing it would put its tree under every later import
+    of an image built on that layer."""
     if diff_id is None:
         return None
     for image in images.values():
-        if image.manifest.diff_id == diff_id and image.parent == parent and image.kind != "base":
+        if image.manifest.diff_id == diff_id and image.parent == parent and image.kind == "layer":
             return image
     return None
 
@@ -121,7 +125,7 @@ class OciImportService:
                 self.p.fs.chmod(dest, 0o600)  # as every store file: root's only
                 checkpoint("import.layer")
                 staged.append((Image(id=image_id, manifest=Manifest.from_dict(manifest),
-                                     kind="user" if top else "layer"), dest))
+                                     kind="user" if top else "layer", origin="import" if top else None), dest))
             prog.layer_done(layer.size)
             parent = staged[-1][0].id
         return staged
@@ -154,8 +158,8 @@ def _reusable(images: dict[str, Image], layer: OciLayer, parent: str | None, wan
     one only if its name and config are the same too (an import repeated)."""
     found = find_layer(images, layer.diff_id, parent) if not top else None
     if top and layer.diff_id is not None:
-        found = next((i for i in images.values() if i.kind == "user" and i.manifest.diff_id == layer.diff_id
-                      and i.parent == parent and i.name == wanted.name and i.manifest.config == wanted.config),
-                     None)
+        found = next((i for i in images.values() if i.kind == "user" and i.origin == "import"
+                      and i.manifest.diff_id == layer.diff_id and i.parent == parent
+                      and i.name == wanted.name and i.manifest.config == wanted.config), None)
     return found
 

@@ -13,7 +13,7 @@ import zstandard
 from appcontainers.adapters.host.tar_extract import MemberRules
 from appcontainers.adapters.oci.layer_filter import (OPAQUE_XATTR, LayerLimits, LayerMapper, layer_members)
 from appcontainers.domain.exceptions import ImageCorrupt, InvalidValue, UnsafePath
-from appcontainers.domain.image import RunConfig
+from appcontainers.domain.image import Image, Manifest, RunConfig
 from appcontainers.domain.oci import OciImage, OciLayer, parse_source, run_config
 from appcontainers.domain.operations import ImportOp
 from tests.fakes import make_service
@@ -277,6 +277,27 @@ class TestImportService:
         svc = self._svc(**{"/img": _image("a", "b")})
         first = svc.import_image("oci:/img", name="x")
         assert svc.import_image("oci:/img", name="x").id == first.id
+        assert len(svc.ports.codec.packed) == 2
+
+    def test_a_stored_image_claiming_a_layers_diff_id_is_never_reused(self):
+        """Attack: a loaded or pulled image whose own manifest claims a base layer's diff_id (and,
+        for the top, the name and config an import would give). A later import converts its
+        layers itself: neither the claimed base nor the claimed top is taken from the store."""
+        svc = self._svc(**{"/img": _image("a", "b")})
+        claimed = {"format_version": 1, "name": "layer-aaaaaaaaaaaa", "created": 0, "parent": None,
+                   "diff_id": "sha256:" + "a" * 63 + "0"}
+        planted = Image(id="e" * 64, manifest=Manifest.from_dict(claimed), kind="user")
+        planted_top = Image(id="f" * 64, kind="user", manifest=Manifest.from_dict({
+            "format_version": 1, "name": "web", "created": 1, "parent": planted.id,
+            "diff_id": "sha256:" + "b" * 63 + "0", "config": {"cmd": ["/bin/sh"]}}))
+        with svc.ports.repo.transaction() as state:
+            state.images[planted.id] = planted
+            state.images[planted_top.id] = planted_top
+        for img in (planted, planted_top):
+            svc.ports.fs.files[svc.settings.layout.image_file(img.id, img.kind)] = b"the attacker's tree"
+        assert svc.ports.repo.read().images[planted.id].manifest.diff_id == claimed["diff_id"], "precondition"
+        top = svc.import_image("oci:/img", name="web")
+        assert top.id != planted_top.id and top.parent != planted.id
         assert len(svc.ports.codec.packed) == 2
 
     def test_remove_takes_unused_layers_keeps_shared(self):
