@@ -175,6 +175,44 @@ class TestLayerMembers:
         with pytest.raises(InvalidValue, match="not a readable tar"):
             converted(blob)
 
+    @pytest.mark.parametrize("damage", ["cut in a header", "garbage between members"])
+    def test_a_damaged_tar_is_refused_not_shortened(self, damage):
+        """tarfile takes a header it cannot read as the archive's end: a plain tar (no digest to
+        check) cut in its second header, or with garbage where a header should be, is refused
+        rather than imported as its first member alone."""
+        whole = tar_bytes([(info("a"), b"x" * 10), (info("b"), b"y" * 10)])
+        first = 2 * tarfile.BLOCKSIZE  # a's header and its data block; b's header follows
+        assert whole[first:first + 1] == b"b", "precondition: b's header starts there"
+        blob = whole[:first + 100] if damage == "cut in a header" else whole[:first] + b"\x07" * 512 + whole[first:]
+        assert [m.name for m in tarfile.open(fileobj=io.BytesIO(blob)).getmembers()] == ["a"], \
+            "precondition: tarfile alone reads the damaged tar as holding only a"
+        with pytest.raises(InvalidValue, match="damaged header"):
+            converted(blob)
+
+    def test_big_extended_headers_are_refused(self):
+        """A member with more than 64 KiB of PAX headers (xattrs): refused (each header would
+        otherwise be held in memory for the whole layer)."""
+        blob = tar_bytes([(info("a", pax_headers={"SCHILY.xattr.user.x": "v" * (65 << 10)}), b"")])
+        with pytest.raises(UnsafePath, match="extended headers"):
+            converted(blob)
+
+    def test_file_capabilities_are_refused_like_setuid(self):
+        """security.capability (e.g. cap_setuid+ep) is refused unless setuid files are allowed."""
+        cap = {"SCHILY.xattr.security.capability": "\x01\x00\x00\x02\x80"}
+        blob = tar_bytes([(info("bin/ping", mode=0o755, pax_headers=cap), b"x")])
+        with pytest.raises(UnsafePath, match="capabilities"):
+            converted(blob)
+        allowed = LayerLimits(rules=MemberRules(setuid=True, any_symlink=True))
+        [m] = converted(blob, limits=allowed)
+        assert "SCHILY.xattr.security.capability" in m.pax_headers
+
+    def test_a_bomb_after_the_end_is_refused(self):
+        """More than 1 MiB after the tar's end marker (a decompression bomb hidden where nothing
+        reads it but the diff_id): refused, not drained for hours."""
+        blob = gzip.compress(tar_bytes([(info("a"), b"x")]) + bytes(3 << 20))
+        with pytest.raises(ImageCorrupt, match="follow the end"):
+            converted(blob)
+
     def test_size_limits(self):
         """More members or bytes than the limits: refused."""
         blob = tar_bytes([(info("a"), b"x" * 600), (info("b"), b"y")])

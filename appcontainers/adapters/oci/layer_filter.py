@@ -37,6 +37,9 @@ OPAQUE_XATTR = "SCHILY.xattr.trusted.overlay.opaque"
 _DROPPED_XATTRS = ("SCHILY.xattr.trusted.overlay.", "SCHILY.xattr.user.overlay.")
 MAX_READ = 4 << 20  # no header needs more: a larger one is refused before it is read
 _CHUNK = 1 << 20
+MAX_PAX = 64 << 10  # a member's extended header (path, link, xattrs: Linux's xattr limit is 64 KiB)
+MAX_TRAILING = 1 << 20  # what may follow the tar's end marker (zero padding): more is refused
+CAPABILITY_XATTR = "SCHILY.xattr.security.capability"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
@@ -61,9 +64,14 @@ class Hashing:
         self.count += len(data)
         return data
 
-    def drain(self) -> None:
-        while self.read(_CHUNK):
-            pass
+    def drain(self, limit: int | None = None) -> None:
+        """Read to the end; ImageCorrupt past limit more bytes (a bomb hidden after the tar)."""
+        left = limit
+        while data := self.read(_CHUNK):
+            if left is not None:
+                left -= len(data)
+                if left < 0:
+                    raise ImageCorrupt("layer", f"more than {limit} bytes follow the end of its tar")
 
     def digest(self) -> str:
         return "sha256:" + self.sha256.hexdigest()
@@ -80,6 +88,7 @@ class Forward:
         self.f, self.pos = f, 0
         self.pad: int | None = None  # zeros left to supply once the stream has ended
         self.ended_at: int | None = None  # where the real bytes ended
+        self.last = b""  # what the last read returned (the header block tarfile stopped at)
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0 or n > MAX_READ:
@@ -98,7 +107,8 @@ class Forward:
             parts.append(data)
             left -= len(data)
         self.pos += n - left
-        return b"".join(parts)
+        self.last = b"".join(parts)
+        return self.last
 
     def seek(self, pos: int, whence: int = 0) -> int:
         if whence != 0 or pos < self.pos:
@@ -211,6 +221,11 @@ def _checked(m: tarfile.TarInfo, files: set[str], limits: LayerLimits, counts: _
     counts.members += 1
     if counts.members > limits.max_members:
         raise MemberRefused(f"is past the limit of {limits.max_members} members")
+    if sum(len(k) + len(v) for k, v in m.pax_headers.items()) > MAX_PAX:
+        raise MemberRefused(f"has more than {MAX_PAX} bytes of extended headers")
+    if CAPABILITY_XATTR in m.pax_headers and not limits.rules.setuid:
+        raise MemberRefused("carries file capabilities (security.capability), refused as setuid "
+                            "files are unless allowed")
     name = check_member(m, files, limits.rules)
     counts.total += m.size if m.isreg() else 0
     if counts.total > limits.max_bytes:
@@ -220,7 +235,8 @@ def _checked(m: tarfile.TarInfo, files: set[str], limits: LayerLimits, counts: _
 
 def _members(tf: tarfile.TarFile, label: str, limits: LayerLimits) -> Iterator[bytes]:
     mapper, files, counts = LayerMapper(), set[str](), _Counts()
-    for m in tf:
+    while (m := tf.next()) is not None:
+        tf.members.clear()  # type: ignore[attr-defined]  # tarfile keeps every header it read
         try:
             emitted = mapper.map(m, _checked(m, files, limits, counts))
         except MemberRefused as e:
@@ -248,8 +264,9 @@ def layer_members(blob: IO[bytes], label: str, *, digest: str | None, diff_id: s
             yield chunk
             if on_read is not None:
                 on_read(raw.count)
-        plain.drain()
-        raw.drain()
+        _end_is_zeros(tf)
+        plain.drain(MAX_TRAILING)
+        raw.drain(MAX_TRAILING)
     except AppContainersError:
         raise
     except Exception as e:  # tarfile, gzip, zstd, zlib errors: the bytes are not a tar
@@ -257,6 +274,15 @@ def layer_members(blob: IO[bytes], label: str, *, digest: str | None, diff_id: s
             raise ImageCorrupt(label, f"its digest is not {digest}: the blob is damaged or altered") from None
         raise InvalidValue(f"layer {label} is not a readable tar archive: {e}") from None
     _check_digests(label, raw, plain, digest, diff_id)
+
+
+def _end_is_zeros(tf: tarfile.TarFile) -> None:
+    """tarfile stops at the first header it cannot read as if the archive ended there: a tar cut
+    or damaged mid-way would import what came before. The real end is two zero blocks (here, or
+    the stream's end where a writer left them out, which Forward supplies as zeros)."""
+    stream = cast(Forward, tf.fileobj)
+    if stream.pos != tf.offset + tarfile.BLOCKSIZE or stream.last.strip(b"\0"):
+        raise tarfile.ReadError("a damaged header where the archive should end (cut or altered)")
 
 
 def _digest_of_rest(raw: Hashing) -> str | None:
