@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from appcontainers.domain.exceptions import InvalidValue, UnknownImage
+from appcontainers.domain.exceptions import AppContainersError, InvalidValue, UnknownImage
 
 FORMATS = {"oci": "oci:{}:latest", "oci-archive": "oci-archive:{}", "docker-archive": "docker-archive:{}"}
 
@@ -216,7 +216,7 @@ class TestExport:
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)], check=True)
         try:
             for fmt in FORMATS:
-                with pytest.raises(Exception):
+                with pytest.raises(AppContainersError, match="No space left"):
                     svc.export_image(top.id, str(small / "out"), format=fmt)
                 assert os.listdir(small) == []
         finally:
