@@ -1115,7 +1115,8 @@ def bench_ports(ctx: Context) -> list[dict]:
 
 # ===================================================================================
 # OCI import vs the enroot-style pipeline (umoci unpack, then mksquashfs of the tree)
-# ============================================================================
+# ===================================================================================
+
 def _oci_layout(ctx: Context) -> str:
     """An OCI layout of the tree in three gzip layers made by umoci (small files, big files, a
     whiteout of one directory); cached next to the tree."""
@@ -1181,7 +1182,9 @@ def bench_oci_import(ctx: Context) -> list[dict]:
                      f"blobs; the third whites out a directory); import streams each layer through the "
                      f"checking filter into tar2sqfs (one .aimg per layer, nothing extracted), the raw side "
                      f"unpacks to disk then packs one squashfs with the codec's mksquashfs argv")]
-=======
+
+
+# ===================================================================================
 # export to docker-archive vs skopeo copy of the same image from an OCI layout
 # ===================================================================================
 
@@ -1265,14 +1268,44 @@ def merge_results(new: dict) -> dict:
     return merged
 
 
+def _kept(text: str, fresh: set) -> dict:
+    """What RESULTS.md holds for benchmarks this run did not measure: their table rows, notes and
+    run entries by name, and whatever follows the Runs line (bench/fleet.py's section), so a partial
+    run in a checkout without results.json (it is not in git) loses nobody's rows."""
+    kept: dict = {"rows": {}, "notes": {}, "runs": {}, "tail": ""}
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        if line.startswith("Runs: "):
+            for entry in line[len("Runs: "):].split("; "):
+                if entry.split(" ", 1)[0] not in fresh:
+                    kept["runs"][entry.split(" ", 1)[0]] = entry
+            kept["tail"] = "\n".join(lines[i + 1:]).strip("\n")
+            break
+        name = line[2:].split(" ", 1)[0] if line.startswith(("| ", "- ")) else ""
+        if name and name not in fresh and name not in ("benchmark", "---|---|---|---|---|---|---|"):
+            kept["rows" if line.startswith("| ") else "notes"].setdefault(name, []).append(line)
+    return kept
+
+
 def write_markdown(results: dict) -> str:
+    path = os.path.join(HERE, "RESULTS.md")
+    old = ""
+    if os.path.exists(path):
+        with open(path) as f:
+            old = f.read()
+    kept = _kept(old, set(results["benchmarks"]))
     lines = ["# Benchmark results", "",
              f"Machine: {results['machine']}. Ratios are appcontainers / the raw tool (times: lower is "
              f"better; MB/s: higher is better), medians of the repetitions, min..max in brackets. "
              f"Written by `bench/run.py`; see bench/README.md.", "",
              "| benchmark | measure | appcontainers | raw baseline | ratio | goal | met |",
              "|---|---|---|---|---|---|---|"]
-    for name, entry in results["benchmarks"].items():
+    order = [*BENCHES, *kept["rows"]]
+    for name in dict.fromkeys(order):
+        lines += kept["rows"].get(name, [])
+        entry = results["benchmarks"].get(name)
+        if entry is None:
+            continue
         tag = " (quick)" if entry.get("quick") else ""
         if entry.get("error"):
             lines.append(f"| {name} | error{tag} | {entry['error'][:80]} | | | | |")
@@ -1286,14 +1319,17 @@ def write_markdown(results: dict) -> str:
                 f"| {name} | {r['metric']}{tag} | {r['lib_label']}: {B.fmt_stat(r['lib'], r['unit'])} | "
                 f"{r['raw_label']}: {B.fmt_stat(r['raw'], r['unit'])} | {r['ratio']:.3f}x | {r['goal'] or ''} "
                 f"| {met} |")
-    notes = [(name, r) for name, e in results["benchmarks"].items() for r in e.get("rows", []) if r.get("note")]
+    notes = [f"- {name} / {r['metric']}: {r['note']}" for name, e in results["benchmarks"].items()
+             for r in e.get("rows", []) if r.get("note")] + [n for ns in kept["notes"].values() for n in ns]
     if notes:
-        lines += ["", "Notes:", ""]
-        lines += [f"- {name} / {r['metric']}: {r['note']}" for name, r in notes]
-    lines += ["", "Runs: " + "; ".join(f"{name} {e['when']} ({'quick' if e.get('quick') else 'full'}, "
-                                        f"{e.get('seconds', '?')} s)" for name, e in results["benchmarks"].items())]
+        lines += ["", "Notes:", ""] + notes
+    runs = [f"{name} {e['when']} ({'quick' if e.get('quick') else 'full'}, {e.get('seconds', '?')} s)"
+            for name, e in results["benchmarks"].items()] + list(kept["runs"].values())
+    lines += ["", "Runs: " + "; ".join(runs)]
+    if kept["tail"]:
+        lines += ["", kept["tail"]]
     text = "\n".join(lines) + "\n"
-    with open(os.path.join(HERE, "RESULTS.md"), "w") as f:
+    with open(path, "w") as f:
         f.write(text)
     return text
 
