@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import json
 
+import attrs
 import pytest
 
 from appcontainers.domain import artifact as A
 from appcontainers.domain.exceptions import (ImageCorrupt, InvalidValue, NotAnArtifact, RegistryError,
-                                             UnknownImage)
+                                             UnknownImage, Untrusted)
+from appcontainers.domain.oci import OciImage, OciLayer, RunConfig
 from tests.fakes import FakeRegistries, make_service
 
 HOST = "127.0.0.1:5000"
@@ -87,6 +89,14 @@ class TestManifest:
             A.load_manifest(b"{", "x")
         with pytest.raises(RegistryError, match="not a JSON object"):
             A.load_manifest(b"[]", "x")
+
+
+def put_plain(svc):
+    """An ordinary image manifest (an image config, not our artifact) at HOST/plain:v1."""
+    plain = {"schemaVersion": 2, "mediaType": A.OCI_MANIFEST, "layers": [],
+             "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                        "digest": "sha256:" + "0" * 64, "size": 2}}
+    svc.ports.registries(HOST).put_manifest("plain", "v1", json.dumps(plain).encode(), A.OCI_MANIFEST)
 
 
 def stored_image(svc, name="web"):
@@ -194,19 +204,36 @@ class TestPushPull:
         assert [i.name for i in b.ports.repo.read().images.values() if i.kind == "base"] == ["default"]
 
     def test_an_ordinary_image_needs_import(self, pair):
-        """A manifest that is an ordinary image: NotAnArtifact from the service, and without
-        import_image the API says import is needed."""
+        """A manifest that is an ordinary image: NotAnArtifact from the registry service, and
+        pull_image falls back to import_image of docker://REF (the OCI source is asked for it)."""
         a, b = pair
-        registry = a.ports.registries(HOST)
-        plain = {"schemaVersion": 2, "mediaType": A.OCI_MANIFEST, "layers": [],
-                 "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                            "digest": "sha256:" + "0" * 64, "size": 2}}
-        registry.put_manifest("plain", "v1", json.dumps(plain).encode(), A.OCI_MANIFEST)
+        put_plain(a)
         with pytest.raises(NotAnArtifact):
             b.registry.pull(f"{HOST}/plain:v1")
-        if not hasattr(type(b), "import_image"):
-            with pytest.raises(InvalidValue, match="cannot import"):
-                b.pull_image(f"{HOST}/plain:v1")
+        b.ports.oci.images[f"docker://{HOST}/plain:v1"] = OciImage(
+            layers=(OciLayer(digest="sha256:" + "a" * 64, diff_id="sha256:" + "b" * 64, size=100),),
+            config=RunConfig(cmd=("/bin/sh",)), layout="/x")
+        pulled = b.pull_image(f"{HOST}/plain:v1", name="plain")
+        assert pulled.name == "plain" and pulled.id in b.ports.repo.read().images
+        assert len(b.ports.oci.fetched) == 1
+        assert b.ports.fs.exists(b.settings.layout.image_file(pulled.id, "user"))
+
+    def test_an_ordinary_image_under_a_key_policy_is_refused_before_fetching(self, pair):
+        """Under a trust policy of keys, the import fallback is refused (Untrusted) before the OCI
+        source fetches anything, unless allow_unsigned_import; then it is imported."""
+        a, b = pair
+        put_plain(a)
+        b.ports.oci.images[f"docker://{HOST}/plain:v1"] = OciImage(
+            layers=(OciLayer(digest="sha256:" + "a" * 64, diff_id="sha256:" + "b" * 64, size=100),),
+            config=RunConfig(cmd=("/bin/sh",)), layout="/x")
+        b.ports.settings = attrs.evolve(b.ports.settings, trust="/keys/k.pub")
+        before = set(b.ports.repo.read().images)
+        with pytest.raises(Untrusted, match="import"):
+            b.pull_image(f"docker://{HOST}/plain:v1")
+        assert b.ports.oci.fetched == [] and set(b.ports.repo.read().images) == before
+        assert a.ports.registries.hosts[HOST].fetched == []
+        pulled = b.pull_image(f"docker://{HOST}/plain:v1", allow_unsigned_import=True)
+        assert len(b.ports.oci.fetched) == 1 and pulled.id in b.ports.repo.read().images
 
     def test_unknown_image_and_digest_push_refused(self, pair):
         """push of an image not in the store, or to a digest, is refused before any upload."""

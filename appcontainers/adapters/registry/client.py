@@ -4,6 +4,12 @@ Anonymous, basic and bearer-token auth (credentials from the usual auth files, a
 tls_verify=False: https without certificate checks, and plain http if the registry speaks no
 TLS (a local registry); by default only verified https is tried. Every failure is one
 RegistryError line.
+
+Credentials go to the registry's own host only: the Authorization header is never sent to a
+redirect target, a 401 from another host is an error, and basic credentials go to a token
+service only over https (or, with tls_verify off, over http to the registry's own host[:port]).
+Replies we do not keep (redirects, 401s, upload answers) are read to at most 64 KiB, a token
+reply to at most 1 MiB: a bigger one is an error.
 """
 from __future__ import annotations
 
@@ -24,6 +30,8 @@ from . import auth
 log = logging.getLogger("appcontainers.registry")
 _CHUNK = 1 << 20
 _REDIRECTS = (301, 302, 303, 307, 308)
+_MAX_REPLY = 1 << 16  # a reply whose body we do not keep
+_MAX_TOKEN_REPLY = 1 << 20
 
 
 class _Reader:
@@ -107,7 +115,7 @@ class HttpRegistry:
     def put_manifest(self, repo: str, reference: str, data: bytes, media_type: str) -> str:
         resp = self._send("PUT", f"/v2/{repo}/manifests/{reference}", body=data, ok=(201, 200),
                           headers={"Content-Type": media_type}, what=f"manifest {repo}:{reference}")
-        resp.read()
+        self._drain(resp, what=f"manifest {repo}:{reference}")
         return "sha256:" + hashlib.sha256(data).hexdigest()
 
     def get_manifest(self, repo: str, reference: str, accept: Iterable[str]) -> tuple[bytes, str, str]:
@@ -124,12 +132,12 @@ class HttpRegistry:
     # ---- the protocol -----------------------------------------------------------------
     def _has_blob(self, repo: str, digest: str) -> bool:
         resp = self._send("HEAD", f"/v2/{repo}/blobs/{digest}", ok=(200, 404), what=f"blob {digest[:19]}")
-        resp.read()
+        self._drain(resp, what=f"blob {digest[:19]}")
         return resp.status == 200
 
     def _upload(self, repo: str, digest: str, body: Any, size: int) -> None:
         start = self._send("POST", f"/v2/{repo}/blobs/uploads/", ok=(202,), body=b"", what="an upload")
-        start.read()
+        self._drain(start, what="an upload")
         location = start.getheader("Location")
         if not location:
             raise RegistryError(self.host, "the registry started an upload without a Location")
@@ -137,20 +145,17 @@ class HttpRegistry:
         url = location + sep + urllib.parse.urlencode({"digest": digest})
         resp = self._send("PUT", url, body=body, ok=(201,), what=f"blob {digest[:19]}",
                           headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)})
-        resp.read()
+        self._drain(resp, what=f"blob {digest[:19]}")
 
     def _send(self, method: str, url: str, *, ok: tuple[int, ...], what: str, body: Any = None,
               headers: dict[str, str] | None = None) -> http.client.HTTPResponse:
         """One request, with the auth a 401 asks for and the redirects a blob GET may get."""
         for _ in range(6):
             resp = self._request(method, url, body, headers or {})
-            if resp.status == 401 and self._authenticate(resp, what):
-                if isinstance(body, _Reader):
-                    body.f.seek(0)
-                    body.done = 0
-                resp = self._request(method, url, body, headers or {})
+            if resp.status == 401:
+                resp = self._with_auth(resp, method, url, body, headers or {}, what)
             if resp.status in _REDIRECTS and method in ("GET", "HEAD"):
-                resp.read()
+                self._drain(resp, what)
                 url = urllib.parse.urljoin(self._base() + url if url.startswith("/") else url,
                                            resp.getheader("Location") or "")
                 continue
@@ -159,12 +164,47 @@ class HttpRegistry:
             return resp
         raise RegistryError(self.host, f"{what}: too many redirects")
 
+    def _with_auth(self, resp: http.client.HTTPResponse, method: str, url: str, body: Any,
+                   headers: dict[str, str], what: str) -> http.client.HTTPResponse:
+        """The request again with the auth a 401 asks for, or resp if there is nothing to try.
+        Only our own host gets credentials: a 401 from another one (a redirect target) is an error."""
+        full = self._split(url)
+        if not self._ours(full):
+            self._drain(resp, what)
+            raise RegistryError(self.host, f"{what}: {full.scheme}://{full.netloc} asks for authentication: "
+                                           f"refused (credentials go to {self._base()} only)")
+        if not self._authenticate(resp, what):
+            return resp
+        if isinstance(body, _Reader):
+            body.f.seek(0)
+            body.done = 0
+        return self._request(method, url, body, headers)
+
     def _base(self) -> str:
         return f"{self.scheme}://{self.host}"
 
+    def _split(self, url: str) -> urllib.parse.SplitResult:
+        return urllib.parse.urlsplit(self._base() + url if url.startswith("/") else url)
+
+    def _ours(self, full: urllib.parse.SplitResult) -> bool:
+        """The registry itself, by the scheme it is spoken to: never a redirect to plain http."""
+        return full.netloc == self.host and full.scheme == self.scheme
+
+    def _drain(self, resp: http.client.HTTPResponse, what: str, limit: int = _MAX_REPLY) -> bytes:
+        """The body of a reply, at most limit bytes (a bigger one is an error); resp closed."""
+        try:
+            data = resp.read(limit + 1)
+        except OSError as e:
+            raise RegistryError(self.host, f"{what}: the reply broke off: {e.strerror or e}") from None
+        finally:
+            resp.close()
+        if len(data) > limit:
+            raise RegistryError(self.host, f"{what}: a reply larger than {limit} bytes (HTTP {resp.status}): refused")
+        return data
+
     def _request(self, method: str, url: str, body: Any, headers: dict[str, str]) -> http.client.HTTPResponse:
-        full = urllib.parse.urlsplit(self._base() + url if url.startswith("/") else url)
-        ours = full.netloc == self.host
+        full = self._split(url)
+        ours = self._ours(full)
         hdrs = {"User-Agent": "appcontainers", "Connection": "close", **headers}  # one request per connection
         if self._auth and ours:
             hdrs["Authorization"] = self._auth
@@ -195,7 +235,7 @@ class HttpRegistry:
 
     def _authenticate(self, resp: http.client.HTTPResponse, what: str) -> bool:
         """Take the credentials or token a 401 asks for; False if there is nothing new to try."""
-        resp.read()
+        self._drain(resp, what)
         scheme, params = auth.parse_challenge(resp.getheader("WWW-Authenticate") or "")
         if scheme == "basic" and self._creds and self._auth is None:
             self._auth = auth.basic_header(*self._creds)
@@ -212,29 +252,33 @@ class HttpRegistry:
     def _token(self, params: dict[str, str]) -> str:
         query = urllib.parse.urlencode({k: params[k] for k in ("service", "scope") if params.get(k)})
         realm = urllib.parse.urlsplit(params["realm"])
+        if realm.scheme not in ("http", "https") or not realm.netloc:
+            raise RegistryError(self.host, f"the token service {params['realm']!r} is not an http(s) URL")
         headers = {"User-Agent": "appcontainers"}
-        if self._creds:
+        withheld = bool(self._creds) and not self._may_send_credentials(realm)
+        if self._creds and not withheld:
             headers["Authorization"] = auth.basic_header(*self._creds)
         conn = self._connection(realm.scheme, realm.netloc)
         try:
             conn.request("GET", realm.path + (f"?{realm.query}&" if realm.query else "?") + query, headers=headers)
             resp = conn.getresponse()
-            body = resp.read(1 << 20)
+            body = self._drain(resp, f"a token from {realm.netloc}", _MAX_TOKEN_REPLY)
         except OSError as e:
             raise RegistryError(self.host, f"cannot get a token from {realm.netloc}: {e.strerror or e}") from None
         finally:
             conn.close()
         if resp.status != 200:
-            raise RegistryError(self.host, f"the token service refused (HTTP {resp.status}): "
-                                           f"{'credentials refused' if self._creds else 'log in first'}")
-        try:
-            data = json.loads(body)
-            token = data.get("token") or data.get("access_token")
-        except (ValueError, AttributeError):
-            token = None
-        if not isinstance(token, str):
-            raise RegistryError(self.host, f"the token service at {realm.netloc} gave no token")
-        return token
+            why = (f"credentials not sent to {realm.scheme}://{realm.netloc} (not https)" if withheld
+                   else "credentials refused" if self._creds else "log in first")
+            raise RegistryError(self.host, f"the token service refused (HTTP {resp.status}): {why}")
+        return _token_of(body, realm.netloc, self.host)
+
+    def _may_send_credentials(self, realm: urllib.parse.SplitResult) -> bool:
+        """Basic credentials go to a token service over https (any host: Docker Hub's is another
+        one), or over plain http only with tls_verify off and only to the registry's own host:port."""
+        if realm.scheme == "https":
+            return True
+        return not self.tls_verify and realm.netloc == self.host
 
     def _failure(self, resp: http.client.HTTPResponse, what: str) -> RegistryError:
         code, message = _error_of(resp.read(1 << 16))
@@ -248,6 +292,18 @@ class HttpRegistry:
             return RegistryError(self.host, f"{what}: {known.get(code, 'not found')} (404)")
         return RegistryError(self.host, f"{what}: HTTP {resp.status} {code or resp.reason}"
                                         f"{': ' + message if message else ''}")
+
+
+def _token_of(body: bytes, netloc: str, host: str) -> str:
+    """The token of a token service's JSON reply."""
+    try:
+        data = json.loads(body)
+        token = data.get("token") or data.get("access_token")
+    except (ValueError, AttributeError):
+        token = None
+    if not isinstance(token, str):
+        raise RegistryError(host, f"the token service at {netloc} gave no token")
+    return token
 
 
 def _error_of(body: bytes) -> tuple[str, str]:
