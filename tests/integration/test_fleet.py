@@ -297,7 +297,7 @@ class TestJobs:
         def read():
             for e in stream:
                 seen.append(e)
-                if e.get("host") == "h2":
+                if e.get("host") == "h2" and "container" in e:  # (not a host_lost/host_error of h2)
                     return
 
         t = threading.Thread(target=read, daemon=True)
