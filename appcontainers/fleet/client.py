@@ -5,7 +5,7 @@ import json
 import queue
 import threading
 import time
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import attrs
 
@@ -242,7 +242,8 @@ class Fleet:
         return from_spec(spec, SquashfsCodec()).publish(path)
 
     def events(self, wait: float = 1.0) -> Iterator[dict[str, Any]]:
-        """Live events of every live host, merged as they come, each with its "host"."""
+        """Live events of every host, merged as they come, each with its "host"; a host that
+        cannot be asked says so ("type": "host_lost" or "host_error", then "host_resumed")."""
         merged: queue.Queue[dict[str, Any]] = queue.Queue()
         stop = threading.Event()
         for name in self.records():
@@ -254,19 +255,56 @@ class Fleet:
             stop.set()
 
     def _follow(self, host: str, out: "queue.Queue[dict[str, Any]]", stop: threading.Event, wait: float) -> None:
-        seq = -1
+        def fetch(seq: int, w: float) -> list[tuple[int, dict[str, Any]]]:
+            return list(self.call(host, "events_since", seq, w, timeout=w + 30))
+
+        HostEvents(host, fetch, out, wait).run(stop)
+
+
+class HostEvents:
+    """One host's live events for Fleet.events, never ending on an error: the first failure of
+    an outage is reported as an event ({"host", "type": "host_lost"} if the host is gone,
+    "host_error" for any other error, with "error": its message), the calls go on every wait
+    seconds, and when one answers again {"host", "type": "host_resumed"} comes, then the host's
+    events: those after the last one seen, or, if the host's actor is a new one (it counts from
+    1 again), all it has."""
+
+    def __init__(self, host: str, fetch: Callable[[int, float], list[tuple[int, dict[str, Any]]]],
+                 out: "queue.Queue[dict[str, Any]]", wait: float) -> None:
+        self.host, self.fetch, self.out, self.wait = host, fetch, out, wait
+        self.seq: int | None = None  # the last event seen (None: the host's watch not started yet)
+        self.down = False
+
+    def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            try:
-                found = self.call(host, "events_since", seq, wait, timeout=wait + 30)
-            except HostLost:
-                time.sleep(wait)
+            try:  # after an outage, ask for all the host has (wait 0) to see if it counts anew
+                found = self.fetch(-1 if self.seq is None or self.down else self.seq, 0.0 if self.down else self.wait)
+            except Exception as e:  # noqa: BLE001 (any error: reported, then tried again)
+                self._failed(e)
+                stop.wait(self.wait)
                 continue
-            if seq < 0:  # the first call only starts the host's watch: events from now on
-                seq = max([s for s, _ in found], default=0)
-                continue
-            for s, event in found:
-                seq = max(seq, s)
-                out.put(event)
+            self._take(found)
+
+    def _failed(self, e: Exception) -> None:
+        if not self.down:
+            self.down = True
+            kind = "host_lost" if isinstance(e, HostLost) else "host_error"
+            self.out.put({"host": self.host, "type": kind, "error": str(e) or type(e).__name__})
+
+    def _take(self, found: list[tuple[int, dict[str, Any]]]) -> None:
+        top = max((s for s, _ in found), default=0)
+        if self.down:
+            self.down = False
+            self.out.put({"host": self.host, "type": "host_resumed"})
+            if self.seq is not None and top < self.seq:  # a new actor, counting from 1: all its events are new
+                self.seq = 0
+        if self.seq is None:  # the first answer only starts the host's watch: events from now on
+            self.seq = top
+            return
+        for s, event in found:
+            if s > self.seq:
+                self.out.put(event)
+        self.seq = max(self.seq, top)
 
 
 @attrs.frozen

@@ -8,7 +8,7 @@ A host that joins again under its name gets back the subnet it holds.
 from __future__ import annotations
 
 import ipaddress
-from typing import Iterator, Protocol
+from typing import Collection, Iterator, Protocol
 
 from ..domain.network import parse_network
 from .errors import RangeExhausted, SubnetTaken
@@ -61,27 +61,29 @@ def fleet_range(kv: KV, wanted: str | None) -> str:
 
 
 def claim(kv: KV, host: str, range_: str, subnet: str | None = None) -> str:
-    """The subnet host uses: the one it held, the one given (registered), or a free /24."""
+    """The subnet host uses: the one it held, the one given (registered), or a free /24.
+    A host moving to another subnet claims the new blocks first (all or nothing) and only then
+    gives back the old ones: a refused move leaves it holding what its containers use."""
     held = kv.get(host_key(host))
     if held is not None and (subnet is None or held == str(parse_network(subnet))):
         return held
-    if held is not None:
-        release(kv, host)
     chosen = _claim_given(kv, host, subnet) if subnet else _claim_free(kv, host, range_)
+    if held is not None:
+        _release_blocks(kv, host, held, keep=set(blocks(chosen)))
     kv.delete(host_key(host))
     kv.put_if_absent(host_key(host), chosen)
     return chosen
 
 
 def _claim_given(kv: KV, host: str, subnet: str) -> str:
-    taken: list[str] = []
+    new: list[str] = []  # the blocks this claim took (not those host already held)
     for b in blocks(subnet):
-        if kv.put_if_absent(block_key(b), host) or kv.get(block_key(b)) == host:
-            taken.append(b)
-            continue
-        for t in taken:  # all or nothing
-            kv.delete(block_key(t))
-        raise SubnetTaken(subnet, kv.get(block_key(b)) or "?")
+        if kv.put_if_absent(block_key(b), host):
+            new.append(b)
+        elif kv.get(block_key(b)) != host:
+            for t in new:  # all or nothing
+                kv.delete(block_key(t))
+            raise SubnetTaken(subnet, kv.get(block_key(b)) or "?")
     return str(parse_network(subnet))
 
 
@@ -97,10 +99,14 @@ def release(kv: KV, host: str) -> None:
     held = kv.get(host_key(host))
     if held is None:
         return
-    for b in blocks(held):
-        if kv.get(block_key(b)) == host:
-            kv.delete(block_key(b))
+    _release_blocks(kv, host, held)
     kv.delete(host_key(host))
+
+
+def _release_blocks(kv: KV, host: str, subnet: str, keep: Collection[str] = ()) -> None:
+    for b in blocks(subnet):
+        if b not in keep and kv.get(block_key(b)) == host:
+            kv.delete(block_key(b))
 
 
 def mac_prefix(subnet: str) -> str:

@@ -30,6 +30,45 @@ def _ray_procs() -> list[str]:
     return [line for line in out.splitlines() if "pgrep" not in line]
 
 
+def _descendants(root: int) -> set[int]:
+    """Every process under root (children, theirs, ...), from /proc."""
+    parent: dict[int, int] = {}
+    for d in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                parent[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (ValueError, OSError):
+            continue
+    found, todo = set(), [root]
+    while todo:
+        p = todo.pop()
+        kids = {c for c, pp in parent.items() if pp == p} - found
+        found |= kids
+        todo.extend(kids)
+    return found
+
+
+def _cluster_pids() -> set[int]:
+    """This test process (the driver: it listens too) and every Ray process it started, by the
+    process tree, not by name: gcs_server, raylets, the dashboard, monitor and log monitor, each
+    node's agents and workers (under its raylet). The hosts' dnsmasq and LXC daemonize (their
+    parent is init), and anything else under us without "ray" in its command line is left out."""
+    def is_ray(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                return b"ray" in f.read()
+        except OSError:
+            return False
+
+    return {os.getpid()} | {p for p in _descendants(os.getpid()) if is_ray(p)}
+
+
+def _listen_address(ss_line: str) -> str:
+    """The local address of an `ss -ltunpH` line ("tcp LISTEN 0 4096 [::ffff:127.0.0.1]:43391
+    *:* users:..."): 127.0.0.1 for a v4-mapped one; "*", "0.0.0.0" or "::" for a wildcard."""
+    return ss_line.split()[4].rsplit(":", 1)[0].strip("[]").split("%")[0].removeprefix("::ffff:")
+
+
 def _clean_root(root: str, bridge: str) -> None:
     from tests.conftest import _stop_containers, _umount_under, delete_nft_tables, stop_resolver
 
@@ -140,12 +179,16 @@ def fleet(world):
 
 class TestHosts:
     def test_every_ray_listener_is_on_loopback(self, world):
-        """Every socket a Ray process listens on is bound to 127.0.0.1 (nothing reachable from outside)."""
-        pids = {line.split()[0] for line in _ray_procs()}
-        out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
+        """Every socket a process of the cluster listens on (TCP and UDP, IPv4 and IPv6, every
+        process: see _cluster_pids) is bound to 127.0.0.1: nothing reachable from outside."""
+        assert [_listen_address(x) for x in ("tcp LISTEN 0 4096 0.0.0.0:1 0.0.0.0:*", "tcp LISTEN 0 4096 *:2 *:*",
+                                             "tcp LISTEN 0 4096 [::]:3 [::]:*", "udp UNCONN 0 0 [::ffff:127.0.0.1]:4 *:*")
+                ] == ["0.0.0.0", "*", "::", "127.0.0.1"]  # the parse sees a wildcard as one
+        pids = _cluster_pids()
+        out = subprocess.run(["ss", "-ltunpH"], capture_output=True, text=True).stdout
         ours = [line for line in out.splitlines() if any(f"pid={p}," in line for p in pids)]
-        assert ours, "no Ray listener found"
-        addrs = {line.split()[3].rsplit(":", 1)[0].strip("[]").removeprefix("::ffff:") for line in ours}
+        assert any('"gcs_server"' in x for x in ours) and any('"raylet"' in x for x in ours), ours
+        addrs = {_listen_address(line) for line in ours}
         assert addrs == {"127.0.0.1"}, ours  # (an IPv6 socket's v4-mapped ::ffff:127.0.0.1 included)
 
     def test_hosts_hold_distinct_subnets_and_report_capacity(self, world, fleet):
@@ -254,7 +297,7 @@ class TestJobs:
         def read():
             for e in stream:
                 seen.append(e)
-                if e.get("host") == "h2":
+                if e.get("host") == "h2" and "container" in e:  # (not a host_lost/host_error of h2)
                     return
 
         t = threading.Thread(target=read, daemon=True)

@@ -70,6 +70,33 @@ class TestSubnets:
             subnets.claim(kv, "b", "10.0.224.0/22", "10.0.224.0/23")
         assert kv.d == before
 
+    def test_a_refused_move_keeps_the_old_subnet(self):
+        """A host asking for another host's block is refused and still holds its own /24:
+        the next host does not get it (its containers still use it)."""
+        kv = DictKV()
+        a = subnets.claim(kv, "a", "10.0.224.0/22")  # 10.0.224.0/24
+        b = subnets.claim(kv, "b", "10.0.224.0/22")  # 10.0.225.0/24
+        before = dict(kv.d)
+        with pytest.raises(SubnetTaken, match="host b"):
+            subnets.claim(kv, "a", "10.0.224.0/22", b)
+        assert kv.d == before
+        assert subnets.claim(kv, "c", "10.0.224.0/22") not in (a, b)
+
+    def test_a_move_takes_the_new_blocks_then_gives_back_the_old(self):
+        """Moving to a free subnet frees the old block; one overlapping it keeps the shared block."""
+        kv = DictKV()
+        subnets.claim(kv, "a", "10.0.224.0/22")  # 10.0.224.0/24
+        assert subnets.claim(kv, "a", "10.0.224.0/22", "10.0.226.0/24") == "10.0.226.0/24"
+        assert kv.keys("subnet/") == ["subnet/10.0.226.0/24"]
+        assert subnets.claim(kv, "a", "10.0.224.0/22", "10.0.226.0/23") == "10.0.226.0/23"
+        assert {k: kv.d[k] for k in kv.keys("subnet/")} == {"subnet/10.0.226.0/24": "a", "subnet/10.0.227.0/24": "a"}
+        subnets.claim(kv, "b", "10.0.224.0/22", "10.0.228.0/24")
+        with pytest.raises(SubnetTaken, match="host b"):  # overlaps a's blocks, then b's: a keeps its own
+            subnets.claim(kv, "a", "10.0.224.0/22", "10.0.224.0/21")
+        assert kv.get("host-subnet/a") == "10.0.226.0/23"
+        assert kv.d["subnet/10.0.226.0/24"] == "a" and kv.d["subnet/10.0.227.0/24"] == "a"
+        assert "subnet/10.0.224.0/24" not in kv.d
+
     def test_the_range_runs_out(self):
         """A /23 range holds two hosts; the third is refused with the range named."""
         kv = DictKV()
