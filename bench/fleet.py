@@ -155,8 +155,10 @@ def measure(args, base, upstream):
             import appcontainers.fleet as f
 
             f.leave(cluster.address, h)
+        session = cluster.head_node.get_session_dir_path()
         ray.shutdown()
         cluster.shutdown()
+        shutil.rmtree(session, ignore_errors=True)  # Ray's logs and sockets under /tmp/ray
 
 
 def rows(out, args) -> list[str]:

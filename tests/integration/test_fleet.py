@@ -2,6 +2,7 @@
 with its own data root, bridge and subnet; containers, jobs, images and a host that dies."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -69,6 +70,18 @@ def _listen_address(ss_line: str) -> str:
     return ss_line.split()[4].rsplit(":", 1)[0].strip("[]").split("%")[0].removeprefix("::ffff:")
 
 
+def remove_ray_session(session: str) -> None:
+    """The session directory Ray wrote under its temp dir (/tmp/ray: logs, sockets), its
+    session_latest link if that names it, and the temp dir itself if nothing else is left."""
+    temp = os.path.dirname(session)
+    shutil.rmtree(session, ignore_errors=True)
+    latest = os.path.join(temp, "session_latest")
+    if os.path.islink(latest) and os.path.realpath(latest) == os.path.realpath(session):
+        os.unlink(latest)
+    with contextlib.suppress(OSError):
+        os.rmdir(temp)
+
+
 def _clean_root(root: str, bridge: str) -> None:
     from tests.conftest import _stop_containers, _umount_under, delete_nft_tables, stop_resolver
 
@@ -130,8 +143,10 @@ class World:
                 for h in HOSTS:
                     fleet.leave(self.address, h)
         finally:
+            session = self.cluster.head_node.get_session_dir_path()
             ray.shutdown()
             self.cluster.shutdown()
+            remove_ray_session(session)
             for h, r in self.roots.items():
                 _clean_root(r, HOSTS[h])
             shutil.rmtree(self.base, ignore_errors=True)
