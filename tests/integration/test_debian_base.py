@@ -229,3 +229,14 @@ class TestBadInput:
         """Invalid names, suites, packages and kinds are refused before anything runs."""
         with pytest.raises(InvalidValue):
             svc.build_base(**{"kind": "debian", **kw})
+
+
+@pytest.mark.slow
+def test_readme_example_runs_with_debian(settings, svc, debian, tmp_path):
+    """The whole README Python block, Debian base builds included, runs to the end; with this
+    module's Debian base present, the README's first build is the cached one (the same inputs),
+    so only its other build (with curl) costs a build."""
+    from tests.integration.test_readme import run_readme_with_debian
+
+    assert any(b.id == debian[0].id for b in svc.list_bases()), "precondition: the base is built"
+    run_readme_with_debian(settings, svc, tmp_path)

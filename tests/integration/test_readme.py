@@ -66,7 +66,9 @@ def test_readme_example_runs(settings, svc, tmp_path):
     _run(settings, svc, tmp_path, with_debian=False)
 
 
-@pytest.mark.slow
-def test_readme_example_runs_with_debian(settings, svc, tmp_path):
-    """The whole README block, Debian base builds included."""
+# The whole block, Debian builds included, is run by test_debian_base.py while its Debian base is
+# there (the README's first build is then the cached one): run_readme_with_debian below.
+
+
+def run_readme_with_debian(settings, svc, tmp_path) -> None:
     _run(settings, svc, tmp_path, with_debian=True)
