@@ -16,7 +16,6 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,17 +29,6 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 BEGIN, END = "<!-- fleet rows: bench/fleet.py -->", "<!-- end fleet rows -->"
 HOSTS = {"b1": ("acfb1", "10.0.236.0/24"), "b2": ("acfb2", "10.0.237.0/24")}
 LOCAL = ("acfb0", "10.0.238.0/24")
-
-
-def clean_root(root: str, bridge: str) -> None:
-    from tests.conftest import _stop_containers, _umount_under, delete_nft_tables, stop_resolver
-
-    _stop_containers(os.path.join(root, "containers"))
-    stop_resolver(root)
-    _umount_under(root)
-    subprocess.run(["ip", "link", "del", bridge], capture_output=True)
-    delete_nft_tables(root)
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def local_side(base: str, upstream: str):
@@ -215,6 +203,8 @@ def main() -> None:
     try:
         out = measure(args, base, upstream)
     finally:
+        from tests.conftest import clean_root
+
         for h, (bridge, _) in HOSTS.items():
             clean_root(os.path.join(base, h), bridge)
         clean_root(os.path.join(base, "local"), LOCAL[0])

@@ -9,13 +9,15 @@ import subprocess
 import tempfile
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 # Property tests check what holds, not how fast inputs are drawn: on a loaded machine (CI's two
 # cores, or several test runs at once) the too_slow health check and the per-example deadline
 # failed tests whose properties held.
-settings.register_profile("appcontainers", deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile("appcontainers")
+hypothesis_settings.register_profile("appcontainers", deadline=None,
+                                    suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.load_profile("appcontainers")
 
 # Overridable so two checkouts can run their integration tests on one machine at once.
 TEST_BRIDGE = os.environ.get("APPCONTAINERS_TEST_BRIDGE", "actest0")
@@ -91,6 +93,17 @@ def delete_nft_tables(root: str) -> None:
         subprocess.run(["nft", "delete", "table", family, table], capture_output=True)
 
 
+def clean_root(root: str, bridge: str) -> None:
+    """Everything of a data root of its own (a fleet host's, a bench's) gone: its containers,
+    resolver, mounts, bridge, nftables tables and files."""
+    _stop_containers(os.path.join(root, "containers"))
+    stop_resolver(root)
+    _umount_under(root)
+    subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+    delete_nft_tables(root)
+    shutil.rmtree(root, ignore_errors=True)
+
+
 def _assert_nothing_left(root: str) -> None:
     """After the run: no mount, bridge, LXC process or loop device of ours remains (a veth
     goes with its container's network namespace; the reliability tests check those)."""
@@ -119,6 +132,13 @@ def _assert_nothing_left(root: str) -> None:
 @pytest.fixture(scope="session")
 def settings(data_root):
     return {"root": data_root, "bridge": TEST_BRIDGE, "subnet": TEST_SUBNET}
+
+
+@pytest.fixture(scope="session")
+def env(settings):
+    """The environment a CLI subprocess needs to use the test run's data root, bridge and subnet."""
+    return {**os.environ, "APPCONTAINERS_ROOT": settings["root"], "APPCONTAINERS_BRIDGE": settings["bridge"],
+            "APPCONTAINERS_SUBNET": settings["subnet"]}
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 click CLI does, without importing click; what it does not take goes to click."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -13,12 +12,6 @@ CLICK = [sys.executable, "-m", "appcontainers.entrypoints.cli"]
 LEAN = [sys.executable, "-c",
         "import atexit, sys; atexit.register(lambda: sys.stderr.write(f'click={\"click\" in sys.modules}')); "
         "sys.argv[0] = 'appcontainers'; from appcontainers.entrypoints.cli_lean import main; main()"]
-
-
-@pytest.fixture(scope="module")
-def env(settings):
-    return {**os.environ, "APPCONTAINERS_ROOT": settings["root"], "APPCONTAINERS_BRIDGE": settings["bridge"],
-            "APPCONTAINERS_SUBNET": settings["subnet"]}
 
 
 @pytest.fixture(scope="module")

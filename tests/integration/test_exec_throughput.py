@@ -96,12 +96,6 @@ class TestAgentProcess:
 
 
 @pytest.fixture(scope="module")
-def env(settings):
-    return {**os.environ, "APPCONTAINERS_ROOT": settings["root"], "APPCONTAINERS_BRIDGE": settings["bridge"],
-            "APPCONTAINERS_SUBNET": settings["subnet"]}
-
-
-@pytest.fixture(scope="module")
 def web(svc):
     c = svc.provision()
     try:

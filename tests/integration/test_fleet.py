@@ -19,6 +19,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 ray = pytest.importorskip("ray")
 
 from appcontainers.fleet import HostLost  # noqa: E402
+from tests.conftest import clean_root  # noqa: E402
 
 FLEET_RANGE = "10.0.240.0/20"
 HOSTS = {"h1": "acg1", "h2": "acg2", "h3": "acg3"}
@@ -82,17 +83,6 @@ def remove_ray_session(session: str) -> None:
         os.rmdir(temp)
 
 
-def _clean_root(root: str, bridge: str) -> None:
-    from tests.conftest import _stop_containers, _umount_under, delete_nft_tables, stop_resolver
-
-    _stop_containers(os.path.join(root, "containers"))
-    stop_resolver(root)
-    _umount_under(root)
-    subprocess.run(["ip", "link", "del", bridge], capture_output=True)
-    delete_nft_tables(root)
-    shutil.rmtree(root, ignore_errors=True)
-
-
 class World:
     """The cluster, its nodes by host, the roots, the shared image directory, the fleet."""
 
@@ -148,7 +138,7 @@ class World:
             self.cluster.shutdown()
             remove_ray_session(session)
             for h, r in self.roots.items():
-                _clean_root(r, HOSTS[h])
+                clean_root(r, HOSTS[h])
             shutil.rmtree(self.base, ignore_errors=True)
 
 
